@@ -1,0 +1,459 @@
+//! Active Directory imports: full (paged, ranged) and delta (DirSync or uSNChanged).
+
+use std::collections::BTreeMap;
+
+use ldap3::Scope as LdapScope;
+use syncctl_core::{
+    Anchor, AttrName, AttrValues, ConnectorFault, CsObject, FaultKind, ImmutableId, ImportBatch, ImportChange,
+    ImportMode, ImportRequest, ImportSummary, ValueDelta, Watermark,
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::client::{Client, result_fault, text};
+use crate::config::{DeltaMethod, LdapConfig};
+use crate::controls;
+use crate::entry::{Decoded, RawEntry, Scope, anchor_of, decode, split_description, typed_values};
+use crate::schema;
+
+/// Flags sent with every DirSync request: membership changes as increments.
+const DIRSYNC_FLAGS: i64 = controls::DIRSYNC_INCREMENTAL_VALUES;
+/// GUIDs per re-read search after a DirSync round.
+const REREAD_CHUNK: usize = 200;
+
+pub async fn import(
+    client: &mut Client,
+    config: &LdapConfig,
+    scope: &Scope,
+    request: ImportRequest,
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
+    let dse = client.root_dse().await?;
+    let nc = text(&dse, "defaultNamingContext").unwrap_or_else(|| config.base_dn.clone());
+    let server = text(&dse, "dsServiceName").unwrap_or_else(|| client.endpoint.clone());
+    match request.mode {
+        ImportMode::Full => full(client, config, scope, &dse, &nc, &server, tx).await,
+        ImportMode::Delta => {
+            let Some(wm) = request.watermark else {
+                return Err(invalid_mark(client, "there is no watermark"));
+            };
+            if wm.server != server {
+                return Err(invalid_mark(
+                    client,
+                    &format!("the watermark belongs to `{}` but `{server}` answered (watermarks are per domain controller)", wm.server),
+                ));
+            }
+            match wm.kind.as_str() {
+                "dirsync" => dirsync_delta(client, scope, &nc, &server, wm.value, tx).await,
+                "usn" => usn_delta(client, scope, &dse, &nc, &server, &wm, tx).await,
+                other => Err(invalid_mark(client, &format!("the watermark is of kind `{other}`, not an AD one"))),
+            }
+        }
+    }
+}
+
+fn invalid_mark(client: &Client, why: &str) -> ConnectorFault {
+    ConnectorFault::new(FaultKind::WatermarkInvalid, &client.endpoint, format!("delta import impossible: {why}"))
+}
+
+fn usn_mark(dse: &RawEntry, server: &str, client: &Client) -> Result<Watermark, ConnectorFault> {
+    let usn = text(dse, "highestCommittedUSN")
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "the root DSE has no highestCommittedUSN"))?;
+    Ok(Watermark { kind: "usn".into(), value: usn.to_string().into_bytes(), server: server.to_owned(), extra: BTreeMap::new() })
+}
+
+/// The attribute list of a search, with `member` asked in forced ranges when configured.
+fn search_attrs(client: &Client, scope: &Scope, extra: &[&str]) -> Vec<String> {
+    let mut attrs: Vec<String> = scope
+        .requested
+        .iter()
+        .map(|a| {
+            if client.range_size > 0 && a.eq_ignore_ascii_case("member") {
+                format!("member;range=0-{}", client.range_size - 1)
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    attrs.extend(extra.iter().map(|s| (*s).to_owned()));
+    attrs
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn full(
+    client: &mut Client,
+    config: &LdapConfig,
+    scope: &Scope,
+    dse: &RawEntry,
+    nc: &str,
+    server: &str,
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
+    let mut notes = Vec::new();
+    // The watermark is taken before the objects are read, so that a change made while the full
+    // import runs is delivered again by the next delta rather than lost.
+    let watermark = match config.delta {
+        DeltaMethod::Usn => usn_mark(dse, server, client)?,
+        _ => match dirsync_bootstrap(client, nc, server).await {
+            Ok(w) => w,
+            Err(f) if f.kind == FaultKind::Permission && config.delta == DeltaMethod::Auto => {
+                let note = format!(
+                    "the account may not use DirSync ({}); delta imports will poll uSNChanged instead",
+                    f.message
+                );
+                warn!("{note}");
+                notes.push(note);
+                usn_mark(dse, server, client)?
+            }
+            Err(f) => return Err(f),
+        },
+    };
+    let attrs = search_attrs(client, scope, &[]);
+    let filter = scope.filter();
+    let mut cookie = Vec::new();
+    let base = scope.base.as_str().to_owned();
+    loop {
+        let raws = client.next_page(&base, &filter, &attrs, &mut cookie, vec![]).await?;
+        let changes = decode_full(client, scope, raws).await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+        if cookie.is_empty() {
+            break;
+        }
+    }
+    info!(pages = client.pages, method = %watermark.kind, "full import read");
+    Ok(ImportSummary {
+        final_watermark: Some(watermark),
+        sweep_unseen: true,
+        method: "paged-search".into(),
+        pages: client.pages,
+        notes,
+    })
+}
+
+async fn send(tx: &mpsc::Sender<ImportBatch>, endpoint: &str, batch: ImportBatch) -> Result<(), ConnectorFault> {
+    tx.send(batch)
+        .await
+        .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
+}
+
+/// Decodes a page of a full (or uSNChanged) search, completing ranged attributes. Objects out
+/// of scope are left out (a full import's sweep deletes them) unless `report_out_of_scope`.
+async fn decode_page(
+    client: &mut Client,
+    scope: &Scope,
+    raws: Vec<RawEntry>,
+    report_out_of_scope: bool,
+) -> Result<Vec<ImportChange>, ConnectorFault> {
+    let mut changes = Vec::with_capacity(raws.len());
+    for raw in raws {
+        match decode(&raw, scope) {
+            Decoded::Object { mut object, open_ranges } => {
+                complete_ranges(client, &mut object, open_ranges).await?;
+                changes.push(ImportChange::Present(object));
+            }
+            Decoded::OutOfScope { anchor: Some(anchor), dn } if report_out_of_scope => {
+                changes.push(ImportChange::Deleted { anchor, dn })
+            }
+            Decoded::OutOfScope { .. } => {}
+            Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
+            Decoded::Invalid(e) => {
+                warn!(dn = %e.dn, "{}", e.message);
+                changes.push(ImportChange::Invalid(e));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+async fn decode_full(client: &mut Client, scope: &Scope, raws: Vec<RawEntry>) -> Result<Vec<ImportChange>, ConnectorFault> {
+    let mut changes = decode_page(client, scope, raws, false).await?;
+    // A paged full search never returns tombstones; drop any the server sent anyway.
+    changes.retain(|c| !matches!(c, ImportChange::Deleted { .. }));
+    Ok(changes)
+}
+
+async fn complete_ranges(client: &mut Client, object: &mut CsObject, open: Vec<(String, u64)>) -> Result<(), ConnectorFault> {
+    for (attr, start) in open {
+        let more = client.read_remaining_range(object.dn.as_str(), &attr, start).await?;
+        let syntax = schema::syntax_of(&attr);
+        let typed = match typed_values(&attr, syntax, &more) {
+            Ok(t) => t,
+            Err(m) => {
+                return Err(ConnectorFault::new(FaultKind::Protocol, &client.endpoint, format!("{}: {m}", object.dn)));
+            }
+        };
+        let name = AttrName::new(crate::entry::canonical_name(&attr));
+        match object.attributes.get_mut(&name) {
+            Some(values) => {
+                values.apply_delta(&typed, &AttrValues::empty(syntax));
+            }
+            None => object.attributes.insert(name, typed),
+        }
+    }
+    Ok(())
+}
+
+/// A DirSync cookie for "now", read before a full import: a DirSync round whose filter matches
+/// no object returns no entry but a cookie at the DC's current position.
+async fn dirsync_bootstrap(client: &mut Client, nc: &str, server: &str) -> Result<Watermark, ConnectorFault> {
+    let mut cookie = Vec::new();
+    let attrs = vec!["objectGUID".to_owned()];
+    for _ in 0..10_000 {
+        let out = client
+            .search(
+                nc,
+                LdapScope::Subtree,
+                "(&(objectClass=user)(objectClass=group))",
+                &attrs,
+                vec![controls::dirsync(DIRSYNC_FLAGS, 0, &cookie)],
+            )
+            .await?;
+        if out.result.rc != 0 {
+            return Err(result_fault(&client.endpoint, "DirSync", &out.result));
+        }
+        let (more, next) = controls::dirsync_response(&out.result.ctrls).ok_or_else(|| {
+            ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the answer has no DirSync control")
+        })?;
+        cookie = next;
+        if !more {
+            return Ok(Watermark { kind: "dirsync".into(), value: cookie, server: server.to_owned(), extra: BTreeMap::new() });
+        }
+    }
+    Err(ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the server never finished"))
+}
+
+async fn dirsync_delta(
+    client: &mut Client,
+    scope: &Scope,
+    nc: &str,
+    server: &str,
+    mut cookie: Vec<u8>,
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
+    // Tombstones lose objectCategory, so DirSync filters on objectClass only; types are
+    // narrowed when the entry is decoded.
+    let filter = "(|(objectClass=user)(objectClass=group)(objectClass=contact))";
+    let mut attrs = scope.requested.clone();
+    attrs.push("isDeleted".into());
+    loop {
+        let out = client
+            .search(nc, LdapScope::Subtree, filter, &attrs, vec![controls::dirsync(DIRSYNC_FLAGS, 0, &cookie), controls::show_deleted()])
+            .await?;
+        match out.result.rc {
+            0 => {}
+            50 => return Err(result_fault(&client.endpoint, "DirSync", &out.result)),
+            _ => {
+                let f = result_fault(&client.endpoint, "DirSync", &out.result);
+                return Err(ConnectorFault::new(
+                    FaultKind::WatermarkInvalid,
+                    &client.endpoint,
+                    format!("the domain controller refused the DirSync cookie ({})", f.message),
+                ));
+            }
+        }
+        client.pages += 1;
+        let (more, next) = controls::dirsync_response(&out.result.ctrls).ok_or_else(|| {
+            ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the answer has no DirSync control")
+        })?;
+        let raws = client.decode_entries(out.entries)?;
+        let changes = dirsync_changes(client, scope, nc, raws).await?;
+        let watermark = Watermark { kind: "dirsync".into(), value: next.clone(), server: server.to_owned(), extra: BTreeMap::new() };
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: Some(watermark) }).await?;
+        cookie = next;
+        if !more {
+            break;
+        }
+    }
+    Ok(ImportSummary { final_watermark: None, sweep_unseen: false, method: "dirsync".into(), pages: client.pages, notes: vec![] })
+}
+
+/// What DirSync said about one object.
+struct DirsyncEntry {
+    id: ImmutableId,
+    added: Vec<Vec<u8>>,
+    removed: Vec<Vec<u8>>,
+    incremental: bool,
+}
+
+/// Turns one DirSync round into changes: tombstones become deletes; every other object is
+/// re-read by GUID (DirSync returns only changed attributes) and, for groups, membership
+/// increments are kept as increments.
+async fn dirsync_changes(
+    client: &mut Client,
+    scope: &Scope,
+    nc: &str,
+    raws: Vec<RawEntry>,
+) -> Result<Vec<ImportChange>, ConnectorFault> {
+    let mut changes = Vec::new();
+    let mut changed: Vec<DirsyncEntry> = Vec::new();
+    for raw in raws {
+        let (anchor, id) = match anchor_of(&raw, scope.flavor) {
+            Ok((a, Some(id))) => (a, id),
+            Ok((_, None)) => continue,
+            Err(e) => {
+                changes.push(ImportChange::Invalid(e));
+                continue;
+            }
+        };
+        if raw.is_true("isDeleted") {
+            let dn = syncctl_core::Dn::parse(&raw.dn_lossy()).ok();
+            changes.push(ImportChange::Deleted { anchor, dn });
+            continue;
+        }
+        let mut entry = DirsyncEntry { id, added: vec![], removed: vec![], incremental: false };
+        for (desc, values) in &raw.attrs {
+            let (name, range) = split_description(desc);
+            if !name.eq_ignore_ascii_case("member") {
+                continue;
+            }
+            match range {
+                Some(r) if r.low == 1 && r.high == Some(1) => {
+                    entry.incremental = true;
+                    entry.added.extend(values.iter().cloned());
+                }
+                Some(r) if r.low == 0 && r.high == Some(0) => {
+                    entry.incremental = true;
+                    entry.removed.extend(values.iter().cloned());
+                }
+                _ => {}
+            }
+        }
+        changed.push(entry);
+    }
+    for chunk in changed.chunks(REREAD_CHUNK) {
+        let by_id = reread(client, scope, nc, chunk).await?;
+        for e in chunk {
+            let anchor = Anchor::from(e.id);
+            let Some(raw) = by_id.get(&e.id) else {
+                // Gone since DirSync listed it: its tombstone comes with the next round.
+                continue;
+            };
+            match decode(raw, scope) {
+                Decoded::Object { mut object, open_ranges } => {
+                    if e.incremental {
+                        object.attributes.remove("member");
+                        let add = typed_values("member", schema::syntax_of("member"), &e.added);
+                        let remove = typed_values("member", schema::syntax_of("member"), &e.removed);
+                        match (add, remove) {
+                            (Ok(add), Ok(remove)) => {
+                                let deltas = BTreeMap::from([(AttrName::new("member"), ValueDelta { add, remove })]);
+                                changes.push(ImportChange::Incremental { object, value_deltas: deltas });
+                            }
+                            (Err(m), _) | (_, Err(m)) => changes.push(ImportChange::Invalid(syncctl_core::ObjectError {
+                                dn: object.dn.to_string(),
+                                kind: "invalid-value".into(),
+                                message: format!("{}: {m}", object.dn),
+                            })),
+                        }
+                    } else {
+                        complete_ranges(client, &mut object, open_ranges).await?;
+                        changes.push(ImportChange::Present(object));
+                    }
+                }
+                Decoded::OutOfScope { dn, .. } => changes.push(ImportChange::Deleted { anchor, dn }),
+                Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
+                Decoded::Invalid(err) => changes.push(ImportChange::Invalid(err)),
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// Reads whole objects by objectGUID. Entries whose membership came as increments are read
+/// without `member` (the increments are applied to the stored values instead).
+async fn reread(
+    client: &mut Client,
+    scope: &Scope,
+    nc: &str,
+    entries: &[DirsyncEntry],
+) -> Result<BTreeMap<ImmutableId, RawEntry>, ConnectorFault> {
+    let mut out = BTreeMap::new();
+    for incremental in [false, true] {
+        let ids: Vec<&DirsyncEntry> = entries.iter().filter(|e| e.incremental == incremental).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let filter = format!(
+            "(|{})",
+            ids.iter().map(|e| format!("(objectGUID={})", e.id.to_ldap_filter_value())).collect::<String>()
+        );
+        let attrs: Vec<String> = if incremental {
+            scope.requested.iter().filter(|a| !a.eq_ignore_ascii_case("member")).cloned().collect()
+        } else {
+            search_attrs(client, scope, &[])
+        };
+        let mut cookie = Vec::new();
+        loop {
+            let raws = client.next_page(nc, &filter, &attrs, &mut cookie, vec![]).await?;
+            for raw in raws {
+                if let Ok((_, Some(id))) = anchor_of(&raw, scope.flavor) {
+                    out.insert(id, raw);
+                }
+            }
+            if cookie.is_empty() {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn usn_delta(
+    client: &mut Client,
+    scope: &Scope,
+    dse: &RawEntry,
+    nc: &str,
+    server: &str,
+    wm: &Watermark,
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
+    let from: i64 = std::str::from_utf8(&wm.value)
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| invalid_mark(client, "the stored uSNChanged watermark is not a number"))?;
+    // The new mark is read first: anything committed after it is seen by the next delta.
+    let next = usn_mark(dse, server, client)?;
+    let mut notes = Vec::new();
+    let filter = format!("(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))", from + 1);
+    let attrs = search_attrs(client, scope, &[]);
+    let mut cookie = Vec::new();
+    loop {
+        let raws = client.next_page(nc, &filter, &attrs, &mut cookie, vec![]).await?;
+        let changes = decode_page(client, scope, raws, true).await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+        if cookie.is_empty() {
+            break;
+        }
+    }
+    // Deletes: tombstones in the Deleted Objects container, which needs the show-deleted control.
+    let deleted_base = format!("CN=Deleted Objects,{nc}");
+    let del_filter = format!("(&(isDeleted=TRUE)(uSNChanged>={}))", from + 1);
+    let del_attrs = vec!["objectGUID".to_owned(), "isDeleted".to_owned()];
+    let mut cookie = Vec::new();
+    loop {
+        match client.next_page(&deleted_base, &del_filter, &del_attrs, &mut cookie, vec![controls::show_deleted()]).await {
+            Ok(raws) => {
+                let mut changes = Vec::new();
+                for raw in raws {
+                    match anchor_of(&raw, scope.flavor) {
+                        Ok((anchor, _)) => changes.push(ImportChange::Deleted { anchor, dn: None }),
+                        Err(e) => changes.push(ImportChange::Invalid(e)),
+                    }
+                }
+                send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+                if cookie.is_empty() {
+                    break;
+                }
+            }
+            Err(f) if matches!(f.kind, FaultKind::Permission | FaultKind::Config) => {
+                let note = format!("deleted objects could not be read ({}); a full import will find deletes", f.message);
+                warn!("{note}");
+                notes.push(note);
+                break;
+            }
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(ImportSummary { final_watermark: Some(next), sweep_unseen: false, method: "usn".into(), pages: client.pages, notes })
+}

@@ -1,0 +1,397 @@
+//! Decoding search entries into connector-space objects, without trusting the server.
+//!
+//! `ldap3`'s own entry decoder panics on malformed input and on a DN that is not UTF-8, so the
+//! connector walks the BER structure itself and turns every surprise into an
+//! [`ObjectError`] that names the object.
+
+use std::collections::BTreeSet;
+
+use ldap3::asn1::{PL, StructureTag};
+use syncctl_core::{Anchor, AttrSyntax, AttrValues, Attributes, CsObject, Dn, ImmutableId, ObjectError};
+
+use crate::config::{Flavor, LdapConfig};
+use crate::schema;
+
+/// A search entry as it came off the wire: the DN and each attribute's raw values.
+#[derive(Clone, Debug, Default)]
+pub struct RawEntry {
+    /// The DN's bytes.
+    pub dn: Vec<u8>,
+    /// `(attribute description, values)` in wire order; the description may carry options
+    /// such as `;range=0-1499`.
+    pub attrs: Vec<(String, Vec<Vec<u8>>)>,
+}
+
+impl RawEntry {
+    /// The DN as text, lossy (for messages only).
+    pub fn dn_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.dn).into_owned()
+    }
+
+    /// The values of an attribute (exact description, case-insensitive).
+    pub fn values(&self, name: &str) -> Option<&[Vec<u8>]> {
+        self.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+    }
+
+    /// True when the boolean attribute is `TRUE`.
+    pub fn is_true(&self, name: &str) -> bool {
+        self.values(name).and_then(|v| v.first()).is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"))
+    }
+}
+
+/// Decodes a SearchResultEntry (`[APPLICATION 4] SEQUENCE { objectName, attributes }`).
+pub fn parse_entry(tag: &StructureTag) -> Result<RawEntry, String> {
+    let PL::C(parts) = &tag.payload else { return Err("the entry is not a constructed value".into()) };
+    let mut parts = parts.iter();
+    let dn = match parts.next().map(|t| &t.payload) {
+        Some(PL::P(bytes)) => bytes.clone(),
+        _ => return Err("the entry has no DN".into()),
+    };
+    let mut attrs = Vec::new();
+    match parts.next().map(|t| &t.payload) {
+        Some(PL::C(list)) => {
+            for partial in list {
+                let PL::C(pair) = &partial.payload else { return Err("an attribute is not a sequence".into()) };
+                let mut pair = pair.iter();
+                let name = match pair.next().map(|t| &t.payload) {
+                    Some(PL::P(b)) => String::from_utf8(b.clone()).map_err(|_| "an attribute name is not UTF-8".to_owned())?,
+                    _ => return Err("an attribute has no name".into()),
+                };
+                let mut values = Vec::new();
+                match pair.next().map(|t| &t.payload) {
+                    Some(PL::C(vals)) => {
+                        for v in vals {
+                            match &v.payload {
+                                PL::P(b) => values.push(b.clone()),
+                                PL::C(_) => return Err(format!("a value of `{name}` is not an octet string")),
+                            }
+                        }
+                    }
+                    None => {}
+                    Some(PL::P(_)) => return Err(format!("the values of `{name}` are not a set")),
+                }
+                attrs.push((name, values));
+            }
+        }
+        None => {}
+        Some(PL::P(_)) => return Err("the attribute list is not a sequence".into()),
+    }
+    Ok(RawEntry { dn, attrs })
+}
+
+/// A `;range=LOW-HIGH` option on an attribute description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// First value index.
+    pub low: u64,
+    /// Last value index, `None` for `*` (the last range).
+    pub high: Option<u64>,
+}
+
+/// Splits `member;range=0-1499` into `("member", Some(range))`; other options are dropped.
+pub fn split_description(desc: &str) -> (&str, Option<Range>) {
+    let mut parts = desc.split(';');
+    let base = parts.next().unwrap_or(desc);
+    let mut range = None;
+    for opt in parts {
+        if let Some(spec) = opt.strip_prefix("range=").or_else(|| opt.strip_prefix("Range=")) {
+            if let Some((lo, hi)) = spec.split_once('-') {
+                if let Ok(low) = lo.parse() {
+                    let high = if hi == "*" { None } else { hi.parse().ok() };
+                    if hi == "*" || high.is_some() {
+                        range = Some(Range { low, high });
+                    }
+                }
+            }
+        }
+    }
+    (base, range)
+}
+
+/// What is in scope for one connector: base, OUs, object types, attributes.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub flavor: Flavor,
+    pub base: Dn,
+    pub include: Vec<Dn>,
+    pub exclude: Vec<Dn>,
+    pub object_types: Vec<String>,
+    /// Lowercase names of the attributes kept in the connector space.
+    pub kept: BTreeSet<String>,
+    /// The attribute list sent to the server.
+    pub requested: Vec<String>,
+}
+
+impl Scope {
+    /// The scope a config describes.
+    pub fn new(config: &LdapConfig) -> Result<Self, String> {
+        let dn = |s: &String| Dn::parse(s).map_err(|e| e.to_string());
+        let flavor = config.flavor;
+        let object_types: Vec<String> = match &config.object_types {
+            Some(t) => t
+                .iter()
+                .map(|t| {
+                    schema::object_types(flavor)
+                        .iter()
+                        .find(|k| k.eq_ignore_ascii_case(t))
+                        .map(|k| (*k).to_owned())
+                        .unwrap_or_else(|| t.clone())
+                })
+                .collect(),
+            None => schema::object_types(flavor).iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let bookkeeping: Vec<String> = schema::bookkeeping_attributes(flavor).iter().map(|s| s.to_ascii_lowercase()).collect();
+        let mut kept: BTreeSet<String> = match &config.attributes {
+            Some(list) => list.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            None => schema::default_attributes(flavor).iter().map(|a| a.to_ascii_lowercase()).collect(),
+        };
+        for r in schema::required_attributes(flavor) {
+            kept.insert(r.to_ascii_lowercase());
+        }
+        let mut requested: Vec<String> = kept.iter().cloned().collect();
+        for b in &bookkeeping {
+            kept.remove(b);
+        }
+        // Samba / AD DirSync leaves out objects that carry none of the requested attributes;
+        // every object has a `name`/`cn`, so ask for it.
+        if flavor == Flavor::Ad && !requested.iter().any(|a| a == "cn") {
+            requested.push("cn".into());
+        }
+        requested.sort();
+        requested.dedup();
+        Ok(Self {
+            flavor,
+            base: dn(&config.base_dn)?,
+            include: config.include_ous.iter().map(dn).collect::<Result<_, _>>()?,
+            exclude: config.exclude_ous.iter().map(dn).collect::<Result<_, _>>()?,
+            object_types,
+            kept,
+            requested,
+        })
+    }
+
+    /// The LDAP filter that selects the object types in scope.
+    pub fn filter(&self) -> String {
+        let parts: Vec<String> = self
+            .object_types
+            .iter()
+            .map(|t| match (self.flavor, t.to_ascii_lowercase().as_str()) {
+                (Flavor::Ad, "user") => "(&(objectCategory=person)(objectClass=user))".to_owned(),
+                (_, other) => format!("(objectClass={other})"),
+            })
+            .collect();
+        let types = if parts.len() == 1 { parts.concat() } else { format!("(|{})", parts.concat()) };
+        match self.flavor {
+            Flavor::Ad => format!("(&{types}(!(isCriticalSystemObject=TRUE)))"),
+            Flavor::Openldap => types,
+        }
+    }
+
+    /// True when a DN is inside the base, inside an included OU (if any) and outside every
+    /// excluded one.
+    pub fn contains(&self, dn: &Dn) -> bool {
+        dn.is_within(&self.base)
+            && (self.include.is_empty() || self.include.iter().any(|i| dn.is_within(i)))
+            && !self.exclude.iter().any(|x| dn.is_within(x))
+    }
+
+    /// The object type of an entry from its objectClass values, if it is one in scope.
+    pub fn classify(&self, classes: &[Vec<u8>]) -> Option<String> {
+        let has = |c: &str| classes.iter().any(|v| v.eq_ignore_ascii_case(c.as_bytes()));
+        if self.flavor == Flavor::Ad && has("computer") {
+            return None;
+        }
+        // Most specific first: in AD a contact is also a `person`, a user also `organizationalPerson`.
+        let order: &[&str] = match self.flavor {
+            Flavor::Ad => &["group", "contact", "user"],
+            Flavor::Openldap => &["groupOfNames", "inetOrgPerson"],
+        };
+        order
+            .iter()
+            .find(|t| has(t) && self.object_types.iter().any(|o| o.eq_ignore_ascii_case(t)))
+            .map(|t| (*t).to_owned())
+    }
+}
+
+/// What an entry turned into.
+#[derive(Debug)]
+pub enum Decoded {
+    /// An object in scope, with the attributes whose values continue in further ranges.
+    Object { object: CsObject, open_ranges: Vec<(String, u64)> },
+    /// An object outside the scope (OU, type, critical system object), with its anchor when it
+    /// could be read, so that a delta can report it as gone.
+    OutOfScope { anchor: Option<Anchor>, dn: Option<Dn> },
+    /// A deleted object (AD tombstone).
+    Deleted { anchor: Anchor, dn: Option<Dn> },
+    /// Something the connector cannot represent.
+    Invalid(ObjectError),
+}
+
+fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
+    Decoded::Invalid(ObjectError { dn: dn.to_owned(), kind: kind.to_owned(), message })
+}
+
+/// Reads the anchor of an entry (objectGUID on AD, entryUUID on OpenLDAP).
+pub fn anchor_of(raw: &RawEntry, flavor: Flavor) -> Result<(Anchor, Option<ImmutableId>), ObjectError> {
+    let dn = raw.dn_lossy();
+    match flavor {
+        Flavor::Ad => {
+            let Some(guid) = raw.values("objectGUID").and_then(|v| v.first()) else {
+                return Err(ObjectError {
+                    dn: dn.clone(),
+                    kind: "missing-anchor".into(),
+                    message: format!("{dn}: the entry has no objectGUID"),
+                });
+            };
+            let id = ImmutableId::from_object_guid(guid).map_err(|e| ObjectError {
+                dn: dn.clone(),
+                kind: "invalid-anchor".into(),
+                message: format!("{dn}: {e}"),
+            })?;
+            Ok((Anchor::from(id), Some(id)))
+        }
+        Flavor::Openldap => {
+            let Some(text) = raw.values("entryUUID").and_then(|v| v.first()) else {
+                return Err(ObjectError {
+                    dn: dn.clone(),
+                    kind: "missing-anchor".into(),
+                    message: format!("{dn}: the entry has no entryUUID"),
+                });
+            };
+            let parsed = std::str::from_utf8(text).ok().and_then(|t| uuid::Uuid::parse_str(t).ok());
+            let Some(u) = parsed else {
+                return Err(ObjectError {
+                    dn: dn.clone(),
+                    kind: "invalid-anchor".into(),
+                    message: format!("{dn}: entryUUID is not a UUID"),
+                });
+            };
+            Anchor::new(u.hyphenated().to_string())
+                .map(|a| (a, None))
+                .map_err(|e| ObjectError { dn: dn.clone(), kind: "invalid-anchor".into(), message: format!("{dn}: {e}") })
+        }
+    }
+}
+
+/// Converts raw values to typed ones.
+pub fn typed_values(name: &str, syntax: AttrSyntax, raw: &[Vec<u8>]) -> Result<AttrValues, String> {
+    let text = |v: &Vec<u8>| {
+        String::from_utf8(v.clone()).map_err(|_| format!("a value of `{name}` is not valid UTF-8"))
+    };
+    Ok(match syntax {
+        AttrSyntax::Binary => AttrValues::Binary(raw.to_vec()),
+        AttrSyntax::String => AttrValues::String(raw.iter().map(text).collect::<Result<_, _>>()?),
+        AttrSyntax::Reference => AttrValues::Reference(raw.iter().map(text).collect::<Result<_, _>>()?),
+        AttrSyntax::Timestamp => AttrValues::Timestamp(raw.iter().map(text).collect::<Result<_, _>>()?),
+        AttrSyntax::Integer => AttrValues::Integer(
+            raw.iter()
+                .map(|v| {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<i64>().ok())
+                        .ok_or_else(|| format!("a value of `{name}` is not an integer"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        AttrSyntax::Boolean => AttrValues::Boolean(
+            raw.iter()
+                .map(|v| match v.to_ascii_uppercase().as_slice() {
+                    b"TRUE" => Ok(true),
+                    b"FALSE" => Ok(false),
+                    _ => Err(format!("a value of `{name}` is not TRUE or FALSE")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
+
+/// Turns a raw entry into a CS object (or says why not). Range-continued attributes are
+/// reported in `open_ranges` for the caller to complete.
+pub fn decode(raw: &RawEntry, scope: &Scope) -> Decoded {
+    let dn_text = match std::str::from_utf8(&raw.dn) {
+        Ok(t) => t.to_owned(),
+        Err(_) => return invalid(&raw.dn_lossy(), "invalid-dn", format!("{}: the DN is not valid UTF-8", raw.dn_lossy())),
+    };
+    let anchor = anchor_of(raw, scope.flavor);
+    let dn = match Dn::parse(&dn_text) {
+        Ok(d) => d,
+        Err(e) => return invalid(&dn_text, "invalid-dn", format!("{dn_text}: {e}")),
+    };
+    if scope.flavor == Flavor::Ad && raw.is_true("isDeleted") {
+        return match anchor {
+            Ok((a, _)) => Decoded::Deleted { anchor: a, dn: Some(dn) },
+            Err(e) => Decoded::Invalid(e),
+        };
+    }
+    let classes = raw.values("objectClass").unwrap_or(&[]);
+    let object_class = scope.classify(classes);
+    let critical = scope.flavor == Flavor::Ad && raw.is_true("isCriticalSystemObject");
+    if object_class.is_none() || critical || !scope.contains(&dn) {
+        return Decoded::OutOfScope { anchor: anchor.ok().map(|(a, _)| a), dn: Some(dn) };
+    }
+    let (anchor, immutable_id) = match anchor {
+        Ok(a) => a,
+        Err(e) => return Decoded::Invalid(e),
+    };
+    let mut attributes = Attributes::new();
+    let mut open_ranges = Vec::new();
+    for (desc, values) in &raw.attrs {
+        let (name, range) = split_description(desc);
+        let key = name.to_ascii_lowercase();
+        if !scope.kept.contains(&key) {
+            continue;
+        }
+        let syntax = schema::syntax_of(name);
+        let typed = match typed_values(name, syntax, values) {
+            Ok(t) => t,
+            Err(m) => return invalid(&dn_text, "invalid-value", format!("{dn_text}: {m}")),
+        };
+        if let Some(Range { high: Some(high), .. }) = range {
+            open_ranges.push((name.to_owned(), high + 1));
+        }
+        let name = canonical_name(name);
+        match attributes.get_mut(&name.into()) {
+            Some(existing) => {
+                let empty = AttrValues::empty(syntax);
+                existing.apply_delta(&typed, &empty);
+            }
+            None => attributes.insert(name, typed),
+        }
+    }
+    let Some(object_class) = object_class else { return Decoded::OutOfScope { anchor: Some(anchor), dn: Some(dn) } };
+    Decoded::Object { object: CsObject { anchor, immutable_id, dn, object_class, attributes }, open_ranges }
+}
+
+/// The schema's spelling of an attribute name, so that every server's case gives one key.
+pub fn canonical_name(name: &str) -> &str {
+    for list in [schema::default_attributes(Flavor::Ad), schema::default_attributes(Flavor::Openldap)] {
+        if let Some(c) = list.iter().find(|c| c.eq_ignore_ascii_case(name)) {
+            return c;
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_options_are_read() {
+        assert_eq!(split_description("member;range=0-1499"), ("member", Some(Range { low: 0, high: Some(1499) })));
+        assert_eq!(split_description("member;range=1500-*"), ("member", Some(Range { low: 1500, high: None })));
+        assert_eq!(split_description("member"), ("member", None));
+        assert_eq!(split_description("member;range=x-1"), ("member", None));
+        assert_eq!(split_description("userCertificate;binary"), ("userCertificate", None));
+    }
+
+    #[test]
+    fn typed_values_refuse_bad_input_with_the_attribute_name() {
+        assert_eq!(
+            typed_values("description", AttrSyntax::String, &[vec![0xff, 0xfe]]).unwrap_err(),
+            "a value of `description` is not valid UTF-8"
+        );
+        assert!(typed_values("uSNChanged", AttrSyntax::Integer, &[b"12a".to_vec()]).is_err());
+        assert_eq!(typed_values("x", AttrSyntax::Boolean, &[b"TRUE".to_vec()]).unwrap(), AttrValues::Boolean(vec![true]));
+    }
+}

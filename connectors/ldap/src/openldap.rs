@@ -1,0 +1,205 @@
+//! OpenLDAP imports: full (paged) and delta through RFC 4533 refreshOnly content sync.
+
+use std::collections::BTreeMap;
+
+use ldap3::Scope as LdapScope;
+use syncctl_core::{Anchor, ConnectorFault, FaultKind, ImportBatch, ImportChange, ImportMode, ImportRequest, ImportSummary, Watermark};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::client::{Client, result_fault};
+use crate::config::LdapConfig;
+use crate::controls::{self, SyncInfo, SyncState};
+use crate::entry::{Decoded, Scope, decode, parse_entry};
+
+/// Changes per batch handed to the engine.
+const BATCH: usize = 1000;
+/// e-syncRefreshRequired (RFC 4533): the cookie is too old, a full reload is needed.
+const SYNC_REFRESH_REQUIRED: u32 = 4096;
+
+pub async fn import(
+    client: &mut Client,
+    config: &LdapConfig,
+    scope: &Scope,
+    request: ImportRequest,
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
+    let server = format!("{}/{}", config.url, scope.base.normalized());
+    match request.mode {
+        ImportMode::Full => full(client, scope, &server, tx).await,
+        ImportMode::Delta => {
+            let wm = request.watermark.ok_or_else(|| invalid(client, "there is no watermark"))?;
+            if wm.kind != "syncrepl" {
+                return Err(invalid(client, &format!("the watermark is of kind `{}`, not syncrepl", wm.kind)));
+            }
+            if wm.server != server {
+                return Err(invalid(client, &format!("the watermark belongs to `{}`, not `{server}`", wm.server)));
+            }
+            delta(client, scope, &server, &wm.value, tx).await
+        }
+    }
+}
+
+fn invalid(client: &Client, why: &str) -> ConnectorFault {
+    ConnectorFault::new(FaultKind::WatermarkInvalid, &client.endpoint, format!("delta import impossible: {why}"))
+}
+
+async fn send(tx: &mpsc::Sender<ImportBatch>, endpoint: &str, changes: Vec<ImportChange>) -> Result<(), ConnectorFault> {
+    tx.send(ImportBatch { changes, watermark: None })
+        .await
+        .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
+}
+
+fn mark(server: &str, cookie: Vec<u8>) -> Watermark {
+    Watermark { kind: "syncrepl".into(), value: cookie, server: server.to_owned(), extra: BTreeMap::new() }
+}
+
+/// A sync cookie for "now": a refreshOnly search that matches nothing ends with the server's
+/// current cookie.
+async fn bootstrap(client: &mut Client, scope: &Scope) -> Result<Vec<u8>, ConnectorFault> {
+    let out = client
+        .search(
+            scope.base.as_str(),
+            LdapScope::Subtree,
+            "(&(objectClass=inetOrgPerson)(objectClass=groupOfNames))",
+            &["entryUUID".to_owned()],
+            vec![controls::sync_refresh_only(None)],
+        )
+        .await?;
+    if out.result.rc != 0 {
+        let f = result_fault(&client.endpoint, "content synchronization (RFC 4533)", &out.result);
+        let hint = if out.result.rc == 12 { " (the server lacks the syncprov overlay)" } else { "" };
+        return Err(ConnectorFault::new(f.kind, f.endpoint, format!("{}{hint}", f.message)));
+    }
+    let mut cookie = controls::sync_done(&out.result.ctrls).and_then(|(c, _)| c);
+    for im in &out.intermediates {
+        match controls::sync_info(&im.0) {
+            Some(SyncInfo::NewCookie(c)) => cookie = Some(c),
+            Some(SyncInfo::RefreshDone { cookie: Some(c) }) | Some(SyncInfo::IdSet { cookie: Some(c), .. }) => cookie = Some(c),
+            _ => {}
+        }
+    }
+    cookie.ok_or_else(|| ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "the sync answer carries no cookie"))
+}
+
+async fn full(client: &mut Client, scope: &Scope, server: &str, tx: &mpsc::Sender<ImportBatch>) -> Result<ImportSummary, ConnectorFault> {
+    let cookie = bootstrap(client, scope).await?;
+    let filter = scope.filter();
+    let attrs = scope.requested.clone();
+    let mut page_cookie = Vec::new();
+    let base = scope.base.as_str().to_owned();
+    loop {
+        let raws = client.next_page(&base, &filter, &attrs, &mut page_cookie, vec![]).await?;
+        let mut changes = Vec::with_capacity(raws.len());
+        for raw in raws {
+            match decode(&raw, scope) {
+                Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
+                Decoded::Invalid(e) => {
+                    warn!(dn = %e.dn, "{}", e.message);
+                    changes.push(ImportChange::Invalid(e));
+                }
+                Decoded::OutOfScope { .. } | Decoded::Deleted { .. } => {}
+            }
+        }
+        send(tx, &client.endpoint, changes).await?;
+        if page_cookie.is_empty() {
+            break;
+        }
+    }
+    Ok(ImportSummary {
+        final_watermark: Some(mark(server, cookie)),
+        sweep_unseen: true,
+        method: "paged-search".into(),
+        pages: client.pages,
+        notes: vec![],
+    })
+}
+
+fn uuid_anchor(bytes: &[u8]) -> Option<Anchor> {
+    uuid::Uuid::from_slice(bytes).ok().and_then(|u| Anchor::new(u.hyphenated().to_string()).ok())
+}
+
+async fn delta(
+    client: &mut Client,
+    scope: &Scope,
+    server: &str,
+    cookie: &[u8],
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
+    let out = client
+        .search(scope.base.as_str(), LdapScope::Subtree, &scope.filter(), &scope.requested, vec![controls::sync_refresh_only(Some(cookie))])
+        .await?;
+    if out.result.rc == SYNC_REFRESH_REQUIRED {
+        return Err(invalid(client, "the server asks for a full reload (e-syncRefreshRequired)"));
+    }
+    if out.result.rc != 0 {
+        return Err(result_fault(&client.endpoint, "content synchronization (RFC 4533)", &out.result));
+    }
+    client.pages += 1;
+    let mut changes = Vec::new();
+    let mut present_reported = false;
+    let mut new_cookie: Option<Vec<u8>> = None;
+    for re in out.entries {
+        let state = controls::sync_state(&re.1);
+        let raw = parse_entry(&re.0)
+            .map_err(|m| ConnectorFault::new(FaultKind::Protocol, &client.endpoint, format!("malformed search entry: {m}")))?;
+        match state {
+            Some((SyncState::Present, uuid)) => {
+                present_reported = true;
+                if let Some(anchor) = uuid_anchor(&uuid) {
+                    changes.push(ImportChange::Unchanged { anchor });
+                }
+            }
+            Some((SyncState::Delete, uuid)) => {
+                if let Some(anchor) = uuid_anchor(&uuid) {
+                    changes.push(ImportChange::Deleted { anchor, dn: None });
+                }
+            }
+            _ => match decode(&raw, scope) {
+                Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
+                Decoded::OutOfScope { anchor: Some(anchor), dn } => changes.push(ImportChange::Deleted { anchor, dn }),
+                Decoded::OutOfScope { .. } => {}
+                Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
+                Decoded::Invalid(e) => changes.push(ImportChange::Invalid(e)),
+            },
+        }
+        if changes.len() >= BATCH {
+            send(tx, &client.endpoint, std::mem::take(&mut changes)).await?;
+        }
+    }
+    for im in &out.intermediates {
+        match controls::sync_info(&im.0) {
+            Some(SyncInfo::IdSet { cookie, refresh_deletes, uuids }) => {
+                if !refresh_deletes {
+                    present_reported = true;
+                }
+                for u in uuids {
+                    if let Some(anchor) = uuid_anchor(&u) {
+                        changes.push(if refresh_deletes {
+                            ImportChange::Deleted { anchor, dn: None }
+                        } else {
+                            ImportChange::Unchanged { anchor }
+                        });
+                    }
+                }
+                if cookie.is_some() {
+                    new_cookie = cookie;
+                }
+            }
+            Some(SyncInfo::NewCookie(c)) => new_cookie = Some(c),
+            Some(SyncInfo::RefreshDone { cookie: Some(c) }) => new_cookie = Some(c),
+            _ => {}
+        }
+    }
+    send(tx, &client.endpoint, changes).await?;
+    let (done_cookie, refresh_deletes) = controls::sync_done(&out.result.ctrls).unwrap_or((None, true));
+    let cookie = done_cookie.or(new_cookie).unwrap_or_else(|| cookie.to_vec());
+    // In the present phase (refreshDeletes FALSE) every entry still there was reported, so the
+    // rest are gone. Without any present report, there was nothing to refresh.
+    let sweep = !refresh_deletes && present_reported;
+    let mut notes = Vec::new();
+    if sweep {
+        notes.push("the server answered with a present phase: objects it did not list were deleted".to_owned());
+    }
+    Ok(ImportSummary { final_watermark: Some(mark(server, cookie)), sweep_unseen: sweep, method: "syncrepl".into(), pages: client.pages, notes })
+}

@@ -1,0 +1,394 @@
+//! Typed, multi-valued attributes and the content hash that import diffs on.
+//!
+//! LDAP attribute names are case-insensitive, so [`AttrName`] keeps the spelling it was given
+//! for display but compares, orders and hashes on its ASCII-lowercase form. LDAP values are
+//! unordered sets, so [`Attributes::normalize`] sorts and de-duplicates each attribute's values:
+//! two reads of the same object give the same [`ContentHash`] whatever order the server used.
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An attribute name: displayed as given, compared case-insensitively.
+#[derive(Clone)]
+pub struct AttrName {
+    display: String,
+    key: String,
+}
+
+impl AttrName {
+    /// A name as the directory or the schema spells it.
+    pub fn new(name: impl Into<String>) -> Self {
+        let display = name.into();
+        let key = display.to_ascii_lowercase();
+        Self { display, key }
+    }
+    /// The spelling it was created with.
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+    /// The lowercase comparison key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl PartialEq for AttrName {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for AttrName {}
+impl PartialOrd for AttrName {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for AttrName {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+impl std::hash::Hash for AttrName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state)
+    }
+}
+impl fmt::Display for AttrName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+impl fmt::Debug for AttrName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.display, f)
+    }
+}
+impl From<&str> for AttrName {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+impl From<String> for AttrName {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+impl Serialize for AttrName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.display)
+    }
+}
+impl<'de> Deserialize<'de> for AttrName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
+
+/// The syntax an attribute's values are read with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttrSyntax {
+    /// UTF-8 text.
+    String,
+    /// A signed 64-bit integer (uSNChanged, userAccountControl).
+    Integer,
+    /// `TRUE` / `FALSE`.
+    Boolean,
+    /// Octets (objectGUID, objectSid, jpegPhoto).
+    Binary,
+    /// A DN that refers to another object (member, manager).
+    Reference,
+    /// A generalized time (`20261122093417.0Z`), kept as written.
+    Timestamp,
+}
+
+/// The values of one attribute, all of one syntax.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "kebab-case")]
+pub enum AttrValues {
+    /// Text values.
+    String(Vec<String>),
+    /// Integer values.
+    Integer(Vec<i64>),
+    /// Boolean values.
+    Boolean(Vec<bool>),
+    /// Binary values, base64 in the serialized form.
+    Binary(#[serde(with = "b64_vec")] Vec<Vec<u8>>),
+    /// DN references, as the directory wrote them.
+    Reference(Vec<String>),
+    /// Generalized-time values, as the directory wrote them.
+    Timestamp(Vec<String>),
+}
+
+impl AttrValues {
+    /// How many values there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::String(v) | Self::Reference(v) | Self::Timestamp(v) => v.len(),
+            Self::Integer(v) => v.len(),
+            Self::Boolean(v) => v.len(),
+            Self::Binary(v) => v.len(),
+        }
+    }
+    /// True when there is no value (such an attribute is dropped by [`Attributes::normalize`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The syntax of these values.
+    pub fn syntax(&self) -> AttrSyntax {
+        match self {
+            Self::String(_) => AttrSyntax::String,
+            Self::Integer(_) => AttrSyntax::Integer,
+            Self::Boolean(_) => AttrSyntax::Boolean,
+            Self::Binary(_) => AttrSyntax::Binary,
+            Self::Reference(_) => AttrSyntax::Reference,
+            Self::Timestamp(_) => AttrSyntax::Timestamp,
+        }
+    }
+    /// Text values (String, Reference, Timestamp), if these are textual.
+    pub fn texts(&self) -> Option<&[String]> {
+        match self {
+            Self::String(v) | Self::Reference(v) | Self::Timestamp(v) => Some(v),
+            _ => None,
+        }
+    }
+    /// The first text value, if textual and not empty.
+    pub fn first_text(&self) -> Option<&str> {
+        self.texts().and_then(|v| v.first()).map(String::as_str)
+    }
+    /// Each value rendered for people: text as is, binary as base64, integers and booleans in
+    /// LDAP's spelling.
+    pub fn display_values(&self) -> Vec<String> {
+        use base64::Engine as _;
+        match self {
+            Self::String(v) | Self::Reference(v) | Self::Timestamp(v) => v.clone(),
+            Self::Integer(v) => v.iter().map(i64::to_string).collect(),
+            Self::Boolean(v) => v.iter().map(|b| if *b { "TRUE" } else { "FALSE" }.to_owned()).collect(),
+            Self::Binary(v) => v.iter().map(|b| base64::engine::general_purpose::STANDARD.encode(b)).collect(),
+        }
+    }
+
+    /// Sorts and de-duplicates the values. DN references and text compare case-sensitively
+    /// here: a change of case is a real change in the directory.
+    fn normalize(&mut self) {
+        match self {
+            Self::String(v) | Self::Reference(v) | Self::Timestamp(v) => {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Self::Integer(v) => {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Self::Boolean(v) => {
+                v.sort_unstable();
+                v.dedup();
+            }
+            Self::Binary(v) => {
+                v.sort_unstable();
+                v.dedup();
+            }
+        }
+    }
+
+    /// Applies a value increment (values added and removed) of the same syntax. Returns false
+    /// when the syntaxes differ and nothing was changed.
+    pub fn apply_delta(&mut self, add: &AttrValues, remove: &AttrValues) -> bool {
+        fn go<T: PartialEq + Clone>(cur: &mut Vec<T>, add: &[T], remove: &[T]) {
+            cur.retain(|v| !remove.contains(v));
+            for a in add {
+                if !cur.contains(a) {
+                    cur.push(a.clone());
+                }
+            }
+        }
+        let ok = match (&mut *self, add, remove) {
+            (Self::String(c), Self::String(a), Self::String(r))
+            | (Self::Reference(c), Self::Reference(a), Self::Reference(r))
+            | (Self::Timestamp(c), Self::Timestamp(a), Self::Timestamp(r)) => {
+                go(c, a, r);
+                true
+            }
+            (Self::Integer(c), Self::Integer(a), Self::Integer(r)) => {
+                go(c, a, r);
+                true
+            }
+            (Self::Boolean(c), Self::Boolean(a), Self::Boolean(r)) => {
+                go(c, a, r);
+                true
+            }
+            (Self::Binary(c), Self::Binary(a), Self::Binary(r)) => {
+                go(c, a, r);
+                true
+            }
+            _ => false,
+        };
+        if ok {
+            self.normalize();
+        }
+        ok
+    }
+
+    /// An empty value list of the given syntax.
+    pub fn empty(syntax: AttrSyntax) -> Self {
+        match syntax {
+            AttrSyntax::String => Self::String(Vec::new()),
+            AttrSyntax::Integer => Self::Integer(Vec::new()),
+            AttrSyntax::Boolean => Self::Boolean(Vec::new()),
+            AttrSyntax::Binary => Self::Binary(Vec::new()),
+            AttrSyntax::Reference => Self::Reference(Vec::new()),
+            AttrSyntax::Timestamp => Self::Timestamp(Vec::new()),
+        }
+    }
+}
+
+mod b64_vec {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for b in v {
+            seq.serialize_element(&STANDARD.encode(b))?;
+        }
+        seq.end()
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let texts = Vec::<String>::deserialize(d)?;
+        texts
+            .iter()
+            .map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// A content hash over an object's DN, object class and normalized attributes (BLAKE3, 32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0.iter().take(8) {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// An object's attributes: name -> typed values, ordered by lowercase name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Attributes(BTreeMap<AttrName, AttrValues>);
+
+impl Attributes {
+    /// No attributes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets (replaces) one attribute.
+    pub fn insert(&mut self, name: impl Into<AttrName>, values: AttrValues) {
+        self.0.insert(name.into(), values);
+    }
+    /// Removes one attribute, returning its values.
+    pub fn remove(&mut self, name: &str) -> Option<AttrValues> {
+        self.0.remove(&AttrName::new(name))
+    }
+    /// The values of one attribute, looked up case-insensitively.
+    pub fn get(&self, name: &str) -> Option<&AttrValues> {
+        self.0.get(&AttrName::new(name))
+    }
+    /// The values of one attribute, by [`AttrName`].
+    pub fn get_name(&self, name: &AttrName) -> Option<&AttrValues> {
+        self.0.get(name)
+    }
+    /// Mutable values of one attribute.
+    pub fn get_mut(&mut self, name: &AttrName) -> Option<&mut AttrValues> {
+        self.0.get_mut(name)
+    }
+    /// The first text value of one attribute.
+    pub fn first_text(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(AttrValues::first_text)
+    }
+    /// Iterates in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&AttrName, &AttrValues)> {
+        self.0.iter()
+    }
+    /// Number of attributes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// True when there is no attribute.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Whether an attribute is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(&AttrName::new(name))
+    }
+    /// Sorts and de-duplicates every attribute's values and drops empty attributes, so that equal
+    /// content has equal serialization and hash.
+    pub fn normalize(&mut self) {
+        self.0.retain(|_, v| !v.is_empty());
+        for v in self.0.values_mut() {
+            v.normalize();
+        }
+    }
+}
+
+impl<N: Borrow<str>> FromIterator<(N, AttrValues)> for Attributes {
+    fn from_iter<T: IntoIterator<Item = (N, AttrValues)>>(iter: T) -> Self {
+        Self(iter.into_iter().map(|(n, v)| (AttrName::new(n.borrow()), v)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_compare_case_insensitively_but_keep_their_spelling() {
+        let mut a = Attributes::new();
+        a.insert("userPrincipalName", AttrValues::String(vec!["a@x".into()]));
+        assert_eq!(a.first_text("USERPRINCIPALNAME"), Some("a@x"));
+        let (name, _) = a.iter().next().unwrap();
+        assert_eq!(name.as_str(), "userPrincipalName");
+    }
+
+    #[test]
+    fn normalize_makes_value_order_irrelevant() {
+        let mut a = Attributes::new();
+        a.insert("member", AttrValues::Reference(vec!["CN=b".into(), "CN=a".into(), "CN=b".into()]));
+        a.insert("empty", AttrValues::String(vec![]));
+        a.normalize();
+        assert_eq!(a.get("member"), Some(&AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()])));
+        assert!(!a.contains("empty"));
+    }
+
+    #[test]
+    fn serialization_round_trips_every_syntax() {
+        let mut a = Attributes::new();
+        a.insert("s", AttrValues::String(vec!["x".into()]));
+        a.insert("i", AttrValues::Integer(vec![-1, 5]));
+        a.insert("b", AttrValues::Boolean(vec![true]));
+        a.insert("bin", AttrValues::Binary(vec![vec![0, 255, 16]]));
+        a.insert("r", AttrValues::Reference(vec!["CN=x,DC=y".into()]));
+        a.insert("t", AttrValues::Timestamp(vec!["20261122093417.0Z".into()]));
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(json.contains(r#""bin":{"t":"binary","v":["AP8Q"]}"#), "{json}");
+        let back: Attributes = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn value_deltas_add_and_remove() {
+        let mut v = AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()]);
+        assert!(v.apply_delta(&AttrValues::Reference(vec!["CN=c".into()]), &AttrValues::Reference(vec!["CN=a".into()])));
+        assert_eq!(v, AttrValues::Reference(vec!["CN=b".into(), "CN=c".into()]));
+        assert!(!v.apply_delta(&AttrValues::String(vec![]), &AttrValues::String(vec![])));
+    }
+}

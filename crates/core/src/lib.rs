@@ -1,0 +1,34 @@
+//! # syncctl-core: the object model of syncctl
+//!
+//! This crate owns the vocabulary every other crate speaks (see DESIGN.md, section 1):
+//!
+//! - [`ImmutableId`]: the objectGUID-based sourceAnchor, with its base64, GUID-string
+//!   (mixed-endian) and hex forms in both directions.
+//! - [`Anchor`]: the never-changing key of a source object in a connector space.
+//! - [`Dn`]: distinguished names, parsed per RFC 4514 and compared case-insensitively.
+//! - [`Attributes`] / [`AttrValues`]: typed, multi-valued attributes with a stable content hash.
+//! - [`CsObject`], [`ImportChange`], [`ImportBatch`], [`Watermark`]: what a connector hands the engine.
+//! - [`Connector`]: the contract every connector implements, and [`Clock`], the engine's only
+//!   source of time.
+//!
+//! It must not do I/O: no network, no files, no database, no wall clock outside [`SystemClock`].
+
+#![deny(clippy::indexing_slicing)]
+
+mod attribute;
+mod clock;
+mod connector;
+mod delta;
+mod dn;
+mod error;
+mod immutable_id;
+mod object;
+
+pub use attribute::{AttrName, AttrSyntax, AttrValues, Attributes, ContentHash};
+pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
+pub use connector::{Capabilities, Connector, ConnectorFault, FaultKind, ImportMode, ImportRequest, ImportSummary};
+pub use delta::{ImportBatch, ImportChange, ObjectError, ValueDelta, Watermark};
+pub use dn::{Dn, Rdn};
+pub use error::{CoreError, Result};
+pub use immutable_id::ImmutableId;
+pub use object::{Anchor, CsObject};

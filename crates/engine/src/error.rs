@@ -1,0 +1,14 @@
+//! Errors of the engine.
+
+/// A failure that stops a run and is not the connector's (those end the run with a `stopped-*`
+/// status in its report instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] syncctl_store::StoreError),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

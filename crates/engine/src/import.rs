@@ -1,0 +1,438 @@
+//! Import staging: from a connector's stream of batches to connector-space writes.
+//!
+//! One import run:
+//! 1. decides the mode: a delta without a usable watermark, or after a full import that did not
+//!    complete, runs as a full import (and says so in run history);
+//! 2. opens a run-history row, and for a full import marks the connector as owing one, so that a
+//!    crash half-way is followed by another full import rather than a delta from an old mark;
+//! 3. reads batches while the connector produces the next page, diffs each object by anchor and
+//!    content hash, and writes what changed in one transaction per batch, with its watermark;
+//! 4. for a full import (or a delta whose source re-listed everything), marks every object that
+//!    was not seen as deleted, then stores the final watermark and clears the owed full import.
+//!
+//! Objects the source sends but the connector cannot represent (an objectGUID that is not 16
+//! bytes) are per-object errors: the run goes on and ends `completed-with-errors`, and the
+//! deletion sweep is skipped, because an object that could not be anchored may be one the
+//! connector space already holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use syncctl_core::{
+    Anchor, Clock, Connector, ConnectorFault, CsObject, FaultKind, ImportBatch, ImportChange, ImportMode,
+    ImportRequest, ImportSummary,
+};
+use syncctl_store::{ConnectorId, CsIndexEntry, CsWrite, RunCounts, RunError, RunId, RunStatus, Store};
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::error::Result;
+
+/// Knobs of an import run.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// The run stops with `stopped-error-limit` after this many per-object errors (Entra
+    /// Connect's 5,000 by default).
+    pub error_limit: i64,
+    /// Batches queued between the connector and the writer.
+    pub queue_depth: usize,
+    /// Deletes per transaction in the deletion sweep.
+    pub sweep_batch: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        Self { error_limit: 5000, queue_depth: 4, sweep_batch: 5000 }
+    }
+}
+
+/// Told about progress, for a progress bar.
+pub trait ImportProgress: Send + Sync {
+    /// `objects` source objects have been processed so far, `changes` of them changed.
+    fn advance(&self, objects: u64, changes: u64);
+}
+
+/// Progress that goes nowhere.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+impl ImportProgress for NoProgress {
+    fn advance(&self, _: u64, _: u64) {}
+}
+
+/// What an import run did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportReport {
+    /// The run-history id.
+    pub run_id: RunId,
+    /// The connector.
+    pub connector: String,
+    /// The profile that actually ran.
+    pub profile: ImportMode,
+    /// The final status.
+    pub status: String,
+    /// Counters.
+    pub counts: RunCounts,
+    /// The method the connector used.
+    pub method: String,
+    /// Pages read.
+    pub pages: u64,
+    /// Notes (fallbacks, skipped sweep, the fault that stopped it).
+    pub notes: Vec<String>,
+    /// The fault that stopped the run, if any.
+    pub fault: Option<String>,
+}
+
+impl ImportReport {
+    /// True for `success` and `completed-with-errors`.
+    pub fn completed(&self) -> bool {
+        !self.status.starts_with("stopped-")
+    }
+}
+
+/// Runs one import of `connector` into the store.
+pub async fn run_import(
+    store: &Store,
+    connector: &mut dyn Connector,
+    connector_kind: &str,
+    requested: ImportMode,
+    options: &ImportOptions,
+    clock: &dyn Clock,
+    progress: &dyn ImportProgress,
+) -> Result<ImportReport> {
+    let name = connector.name().to_owned();
+    let span = info_span!("import", connector = %name, requested = %requested);
+    async move {
+        let cid = store.ensure_connector(&name, connector_kind, clock.now_ms()).await?;
+        let stored = store.watermark(cid).await?;
+        let mut notes = Vec::new();
+        let mut mode = requested;
+        if mode == ImportMode::Delta {
+            match &stored {
+                Some(s) if s.full_import_required => {
+                    notes.push("the last full import did not complete: this delta import ran as a full import".into());
+                    mode = ImportMode::Full;
+                }
+                Some(s) if s.watermark.is_some() => {}
+                _ => {
+                    notes.push("no watermark yet: this delta import ran as a full import".into());
+                    mode = ImportMode::Full;
+                }
+            }
+        }
+        let run = store.start_run(&mode.to_string(), Some(cid), &name, clock.now_ms()).await?;
+        let mut state = RunState { run, cid, counts: RunCounts::default(), anchor_errors: 0, seen: HashSet::new(), processed: 0 };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if mode == ImportMode::Full {
+                store.set_full_import_required(cid, true, clock.now_ms()).await?;
+            }
+            let request = ImportRequest {
+                mode,
+                watermark: stored.as_ref().and_then(|s| s.watermark.clone()).filter(|_| mode == ImportMode::Delta),
+            };
+            let outcome = import_pass(store, connector, request, &mut state, options, clock, progress).await?;
+            match outcome {
+                PassOutcome::Done(summary) => {
+                    return finish(store, state, mode, summary, notes, options, clock, &name).await;
+                }
+                PassOutcome::ErrorLimit(summary) => {
+                    notes.push(format!("stopped after {} per-object errors (the error limit)", state.counts.errors));
+                    let status = RunStatus::STOPPED_ERROR_LIMIT;
+                    store.finish_run(run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms()).await?;
+                    return Ok(report(&state, &name, mode, status, summary, notes, None));
+                }
+                PassOutcome::Fault(fault) if fault.kind == FaultKind::WatermarkInvalid && mode == ImportMode::Delta && attempt == 1 => {
+                    warn!(reason = %fault, "the watermark is not usable; running a full import instead");
+                    notes.push(format!("delta import fell back to a full import: {fault}"));
+                    mode = ImportMode::Full;
+                    store.set_run_profile(run, &mode.to_string()).await?;
+                    continue;
+                }
+                PassOutcome::Fault(fault) => {
+                    let status = fault.kind.run_status();
+                    warn!(status, error = %fault, "import stopped");
+                    notes.push(fault.to_string());
+                    store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
+                    return Ok(report(&state, &name, mode, status, ImportSummary::default(), notes, Some(fault.to_string())));
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct RunState {
+    run: RunId,
+    cid: ConnectorId,
+    counts: RunCounts,
+    anchor_errors: i64,
+    /// Anchors seen in this run (for the deletion sweep).
+    seen: HashSet<String>,
+    processed: u64,
+}
+
+enum PassOutcome {
+    Done(ImportSummary),
+    ErrorLimit(ImportSummary),
+    Fault(ConnectorFault),
+}
+
+fn report(
+    state: &RunState,
+    name: &str,
+    mode: ImportMode,
+    status: &str,
+    summary: ImportSummary,
+    notes: Vec<String>,
+    fault: Option<String>,
+) -> ImportReport {
+    ImportReport {
+        run_id: state.run,
+        connector: name.to_owned(),
+        profile: mode,
+        status: status.to_owned(),
+        counts: state.counts,
+        method: summary.method,
+        pages: summary.pages,
+        notes,
+        fault,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    store: &Store,
+    mut state: RunState,
+    mode: ImportMode,
+    summary: ImportSummary,
+    mut notes: Vec<String>,
+    options: &ImportOptions,
+    clock: &dyn Clock,
+    name: &str,
+) -> Result<ImportReport> {
+    notes.extend(summary.notes.iter().cloned());
+    if mode == ImportMode::Full || summary.sweep_unseen {
+        if state.anchor_errors > 0 {
+            notes.push(format!(
+                "deletion sweep skipped: {} objects could not be anchored, and one of them may be an object the connector space holds",
+                state.anchor_errors
+            ));
+        } else {
+            sweep(store, &mut state, options, clock).await?;
+        }
+    }
+    if mode == ImportMode::Full {
+        store.complete_full_import(state.cid, summary.final_watermark.as_ref(), state.run, clock.now_ms()).await?;
+    } else if let Some(w) = &summary.final_watermark {
+        store.put_watermark(state.cid, w, state.run, clock.now_ms()).await?;
+    }
+    let status = if state.counts.errors > 0 { RunStatus::COMPLETED_WITH_ERRORS } else { RunStatus::SUCCESS };
+    store
+        .finish_run(state.run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms())
+        .await?;
+    info!(
+        status,
+        adds = state.counts.adds,
+        updates = state.counts.updates,
+        renames = state.counts.renames,
+        deletes = state.counts.deletes,
+        errors = state.counts.errors,
+        "import finished"
+    );
+    Ok(report(&state, name, mode, status, summary, notes, None))
+}
+
+async fn sweep(store: &Store, state: &mut RunState, options: &ImportOptions, clock: &dyn Clock) -> Result<()> {
+    let index = store.load_cs_index(state.cid).await?;
+    let mut gone: Vec<String> =
+        index.into_iter().filter(|(a, e)| e.present && !state.seen.contains(a)).map(|(a, _)| a).collect();
+    gone.sort_unstable();
+    for chunk in gone.chunks(options.sweep_batch.max(1)) {
+        let mut writes = Vec::with_capacity(chunk.len());
+        for a in chunk {
+            if let Ok(anchor) = Anchor::new(a.clone()) {
+                writes.push(CsWrite::Delete { anchor });
+            }
+        }
+        let counts = RunCounts { deletes: writes.len() as i64, ..Default::default() };
+        store.write_import_batch(state.cid, state.run, writes, &[], &counts, None, clock.now_ms()).await?;
+        state.counts.add(&counts);
+    }
+    Ok(())
+}
+
+async fn import_pass(
+    store: &Store,
+    connector: &mut dyn Connector,
+    request: ImportRequest,
+    state: &mut RunState,
+    options: &ImportOptions,
+    clock: &dyn Clock,
+    progress: &dyn ImportProgress,
+) -> Result<PassOutcome> {
+    let mode = request.mode;
+    let (tx, rx) = mpsc::channel::<ImportBatch>(options.queue_depth.max(1));
+    // For a full import the whole index is diffed in memory; a delta looks up only the anchors
+    // its batches mention, so its cost follows the size of the change.
+    let mut index: Option<HashMap<String, CsIndexEntry>> =
+        if mode == ImportMode::Full { Some(store.load_cs_index(state.cid).await?) } else { None };
+    let producer = connector.import(request, tx);
+    let consumer = async {
+        // The receiver lives in this future: when the writer stops early (error limit, store
+        // failure) it is dropped, and the connector's next send fails instead of waiting.
+        let mut rx = rx;
+        while let Some(batch) = rx.recv().await {
+            apply_batch(store, batch, state, index.as_mut(), clock).await?;
+            progress.advance(state.processed, state.counts.changes() as u64);
+            if state.counts.errors >= options.error_limit {
+                return Ok::<bool, crate::EngineError>(true);
+            }
+        }
+        Ok(false)
+    };
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    let hit_limit = consumed?;
+    match produced {
+        Ok(summary) if hit_limit => Ok(PassOutcome::ErrorLimit(summary)),
+        Ok(summary) => Ok(PassOutcome::Done(summary)),
+        Err(fault) if hit_limit && fault.kind == FaultKind::Cancelled => Ok(PassOutcome::ErrorLimit(ImportSummary::default())),
+        Err(fault) => Ok(PassOutcome::Fault(fault)),
+    }
+}
+
+/// The state of an anchor as the diff sees it.
+struct Known {
+    hash: syncctl_core::ContentHash,
+    dn_norm: String,
+    present: bool,
+}
+
+async fn apply_batch(
+    store: &Store,
+    batch: ImportBatch,
+    state: &mut RunState,
+    mut index: Option<&mut HashMap<String, CsIndexEntry>>,
+    clock: &dyn Clock,
+) -> Result<()> {
+    // What the connector space holds for the anchors of this batch.
+    let needs_attrs: Vec<&str> = batch
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            ImportChange::Incremental { object, .. } => Some(object.anchor.as_str()),
+            ImportChange::Present(o) if index.is_none() => Some(o.anchor.as_str()),
+            ImportChange::Deleted { anchor, .. } if index.is_none() => Some(anchor.as_str()),
+            _ => None,
+        })
+        .collect();
+    let stored = if needs_attrs.is_empty() { HashMap::new() } else { store.cs_objects_by_anchor(state.cid, &needs_attrs).await? };
+    let mut pending: BTreeMap<String, Known> = BTreeMap::new();
+    let mut writes: BTreeMap<String, CsWrite> = BTreeMap::new();
+    let mut errors: Vec<RunError> = Vec::new();
+    let mut counts = RunCounts::default();
+
+    let lookup = |anchor: &str, pending: &BTreeMap<String, Known>, index: &Option<&mut HashMap<String, CsIndexEntry>>| -> Option<Known> {
+        if let Some(k) = pending.get(anchor) {
+            return Some(Known { hash: k.hash, dn_norm: k.dn_norm.clone(), present: k.present });
+        }
+        if let Some(ix) = index {
+            return ix.get(anchor).map(|e| Known { hash: e.hash, dn_norm: e.dn_norm.clone(), present: e.present });
+        }
+        stored.get(anchor).map(|s| Known {
+            hash: s.content_hash,
+            dn_norm: syncctl_core::Dn::parse(&s.dn).map(|d| d.normalized().to_owned()).unwrap_or_default(),
+            present: s.state == "present",
+        })
+    };
+
+    for change in batch.changes {
+        state.processed += 1;
+        let object: CsObject = match change {
+            ImportChange::Present(o) => o,
+            ImportChange::Incremental { mut object, value_deltas } => {
+                let base = stored.get(object.anchor.as_str()).filter(|s| s.state == "present");
+                for (name, delta) in value_deltas {
+                    let mut values = base
+                        .and_then(|s| s.attributes.get_name(&name).cloned())
+                        .unwrap_or_else(|| syncctl_core::AttrValues::empty(delta.add.syntax()));
+                    if !values.apply_delta(&delta.add, &delta.remove) {
+                        errors.push(RunError {
+                            anchor: Some(object.anchor.to_string()),
+                            dn: Some(object.dn.to_string()),
+                            kind: "invalid-value".into(),
+                            message: format!(
+                                "{}: the change to `{name}` has another syntax than the stored values; run a full import",
+                                object.dn
+                            ),
+                        });
+                        counts.errors += 1;
+                        continue;
+                    }
+                    object.attributes.insert(name, values);
+                }
+                object
+            }
+            ImportChange::Deleted { anchor, .. } => {
+                if let Some(k) = lookup(anchor.as_str(), &pending, &index) {
+                    if k.present {
+                        counts.deletes += 1;
+                        pending.insert(anchor.to_string(), Known { hash: k.hash, dn_norm: k.dn_norm, present: false });
+                        writes.insert(anchor.to_string(), CsWrite::Delete { anchor });
+                    }
+                }
+                continue;
+            }
+            ImportChange::Unchanged { anchor } => {
+                counts.unchanged += 1;
+                state.seen.insert(anchor.to_string());
+                continue;
+            }
+            ImportChange::Invalid(e) => {
+                counts.errors += 1;
+                if e.kind == "invalid-anchor" {
+                    state.anchor_errors += 1;
+                }
+                errors.push(RunError { anchor: None, dn: Some(e.dn), kind: e.kind, message: e.message });
+                continue;
+            }
+        };
+        let mut object = object;
+        object.normalize();
+        let hash = object.content_hash();
+        let anchor = object.anchor.to_string();
+        state.seen.insert(anchor.clone());
+        let dn_norm = object.dn.normalized().to_owned();
+        match lookup(&anchor, &pending, &index) {
+            Some(k) if k.present && k.hash == hash => {
+                counts.unchanged += 1;
+                continue;
+            }
+            Some(k) if k.present => {
+                if k.dn_norm != dn_norm {
+                    counts.renames += 1;
+                } else {
+                    counts.updates += 1;
+                }
+            }
+            _ => counts.adds += 1,
+        }
+        pending.insert(anchor.clone(), Known { hash, dn_norm, present: true });
+        writes.insert(anchor, CsWrite::Upsert { object, hash });
+    }
+
+    let writes: Vec<CsWrite> = writes.into_values().collect();
+    store
+        .write_import_batch(state.cid, state.run, writes, &errors, &counts, batch.watermark.as_ref(), clock.now_ms())
+        .await?;
+    if let Some(ix) = index.as_deref_mut() {
+        for (anchor, k) in pending {
+            ix.insert(anchor, CsIndexEntry { hash: k.hash, dn_norm: k.dn_norm, present: k.present });
+        }
+    }
+    state.counts.add(&counts);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! Tests of import staging with a scripted connector (the LDAP connector's own tests run against
+//! real directories in `tests/`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+use syncctl_core::{
+    AttrName, AttrValues, Attributes, Capabilities, CsObject, Dn, FixedClock, ObjectError, ValueDelta, Watermark,
+};
+
+use super::*;
+
+/// A connector that replays scripted passes: each call to `import` takes the next one.
+struct Scripted {
+    passes: Mutex<Vec<Pass>>,
+    requests: Vec<ImportRequest>,
+}
+
+struct Pass {
+    batches: Vec<ImportBatch>,
+    end: std::result::Result<ImportSummary, ConnectorFault>,
+}
+
+impl Scripted {
+    fn new(passes: Vec<Pass>) -> Self {
+        Self { passes: Mutex::new(passes.into_iter().rev().collect()), requests: Vec::new() }
+    }
+}
+
+#[async_trait::async_trait]
+impl Connector for Scripted {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+    fn endpoint(&self) -> String {
+        "scripted://".into()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+    async fn import(
+        &mut self,
+        request: ImportRequest,
+        tx: mpsc::Sender<ImportBatch>,
+    ) -> std::result::Result<ImportSummary, ConnectorFault> {
+        self.requests.push(request);
+        let pass = self.passes.lock().unwrap().pop().expect("a scripted pass");
+        for b in pass.batches {
+            if tx.send(b).await.is_err() {
+                return Err(ConnectorFault::new(FaultKind::Cancelled, "scripted://", "reader gone"));
+            }
+        }
+        pass.end
+    }
+}
+
+fn user(anchor: &str, dn: &str, attrs: &[(&str, &str)]) -> CsObject {
+    let mut attributes = Attributes::new();
+    for (k, v) in attrs {
+        attributes.insert(*k, AttrValues::String(vec![(*v).to_owned()]));
+    }
+    CsObject {
+        anchor: Anchor::new(anchor).unwrap(),
+        immutable_id: None,
+        dn: Dn::parse(dn).unwrap(),
+        object_class: "user".into(),
+        attributes,
+    }
+}
+
+fn group(anchor: &str, members: &[&str]) -> CsObject {
+    let mut attributes = Attributes::new();
+    attributes.insert("member", AttrValues::Reference(members.iter().map(|m| (*m).to_owned()).collect()));
+    CsObject {
+        anchor: Anchor::new(anchor).unwrap(),
+        immutable_id: None,
+        dn: Dn::parse(&format!("CN={anchor},DC=x")).unwrap(),
+        object_class: "group".into(),
+        attributes,
+    }
+}
+
+fn wm(v: &str) -> Watermark {
+    Watermark { kind: "test".into(), value: v.as_bytes().to_vec(), server: "s1".into(), extra: Default::default() }
+}
+
+fn full(objects: Vec<CsObject>, mark: &str) -> Pass {
+    Pass {
+        batches: vec![ImportBatch { changes: objects.into_iter().map(ImportChange::Present).collect(), watermark: None }],
+        end: Ok(ImportSummary { final_watermark: Some(wm(mark)), sweep_unseen: true, method: "test".into(), ..Default::default() }),
+    }
+}
+
+fn delta(changes: Vec<ImportChange>, mark: &str) -> Pass {
+    Pass {
+        batches: vec![ImportBatch { changes, watermark: Some(wm(mark)) }],
+        end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
+    }
+}
+
+async fn run(store: &Store, c: &mut Scripted, mode: ImportMode) -> ImportReport {
+    let clock = FixedClock::new(1_000);
+    run_import(store, c, "test", mode, &ImportOptions::default(), &clock, &NoProgress).await.unwrap()
+}
+
+async fn present(store: &Store) -> BTreeMap<String, (String, Attributes)> {
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    store
+        .cs_objects(cid)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| o.state == "present")
+        .map(|o| (o.anchor, (o.dn, o.attributes)))
+        .collect()
+}
+
+#[tokio::test]
+async fn full_imports_diff_by_anchor_and_hash() {
+    let store = Store::open_in_memory().await.unwrap();
+    let a = user("a", "CN=A,OU=One,DC=x", &[("mail", "a@x")]);
+    let b = user("b", "CN=B,OU=One,DC=x", &[("mail", "b@x")]);
+    let c = user("c", "CN=C,OU=One,DC=x", &[("mail", "c@x")]);
+    let mut a2 = a.clone();
+    a2.attributes.insert("mail", AttrValues::String(vec!["a2@x".into()]));
+    let mut b2 = b.clone();
+    b2.dn = Dn::parse("CN=B,OU=Two,DC=x").unwrap();
+    let mut conn = Scripted::new(vec![
+        full(vec![a.clone(), b.clone(), c.clone()], "1"),
+        full(vec![c.clone(), b.clone(), a.clone()], "2"),
+        full(vec![a2.clone(), b2.clone()], "3"),
+    ]);
+    let r1 = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!((r1.status.as_str(), r1.counts.adds, r1.counts.changes()), ("success", 3, 3));
+    let r2 = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!((r2.counts.changes(), r2.counts.unchanged), (0, 3), "same objects in another order change nothing");
+    let r3 = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!((r3.counts.updates, r3.counts.renames, r3.counts.deletes, r3.counts.adds), (1, 1, 1, 0));
+    let space = present(&store).await;
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(space["b"].0, "CN=B,OU=Two,DC=x");
+    assert_eq!(space["a"].1.first_text("mail"), Some("a2@x"));
+    let runs = store.runs(Some("scripted"), 10).await.unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0].counts.deletes, 1);
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("3")));
+}
+
+#[tokio::test]
+async fn delta_without_watermark_runs_as_full_and_says_so() {
+    let store = Store::open_in_memory().await.unwrap();
+    let mut conn = Scripted::new(vec![full(vec![user("a", "CN=A,DC=x", &[])], "1")]);
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(r.profile, ImportMode::Full);
+    assert!(r.notes.iter().any(|n| n.contains("no watermark")), "{:?}", r.notes);
+    assert_eq!(conn.requests[0].mode, ImportMode::Full);
+    assert_eq!(store.runs(None, 1).await.unwrap()[0].profile, "full-import");
+}
+
+#[tokio::test]
+async fn deltas_apply_changes_deletes_and_value_increments() {
+    let store = Store::open_in_memory().await.unwrap();
+    let g = group("g", &["CN=A,DC=x", "CN=B,DC=x"]);
+    let mut inc = g.clone();
+    inc.attributes.remove("member");
+    let deltas = BTreeMap::from([(
+        AttrName::new("member"),
+        ValueDelta {
+            add: AttrValues::Reference(vec!["CN=C,DC=x".into()]),
+            remove: AttrValues::Reference(vec!["CN=A,DC=x".into()]),
+        },
+    )]);
+    let mut conn = Scripted::new(vec![
+        full(vec![g.clone(), user("a", "CN=A,DC=x", &[])], "1"),
+        delta(vec![ImportChange::Incremental { object: inc, value_deltas: deltas }], "2"),
+        delta(
+            vec![
+                ImportChange::Deleted { anchor: Anchor::new("a").unwrap(), dn: None },
+                ImportChange::Deleted { anchor: Anchor::new("never-seen").unwrap(), dn: None },
+            ],
+            "3",
+        ),
+        delta(vec![ImportChange::Present(user("a", "CN=A,DC=x", &[]))], "4"),
+        delta(vec![], "5"),
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!((r.profile, r.counts.updates, r.counts.changes()), (ImportMode::Delta, 1, 1));
+    assert_eq!(conn.requests[1].watermark, Some(wm("1")));
+    let space = present(&store).await;
+    assert_eq!(
+        space["g"].1.get("member"),
+        Some(&AttrValues::Reference(vec!["CN=B,DC=x".into(), "CN=C,DC=x".into()]))
+    );
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!((r.counts.deletes, r.counts.changes()), (1, 1), "a delete of an unknown anchor is no change");
+    assert!(!present(&store).await.contains_key("a"));
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(r.counts.adds, 1, "an object back from the dead is an add");
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!((r.counts.changes(), r.status.as_str()), (0, "success"));
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("5")));
+}
+
+#[tokio::test]
+async fn invalid_watermark_falls_back_to_full_import() {
+    let store = Store::open_in_memory().await.unwrap();
+    let mut conn = Scripted::new(vec![
+        full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
+        Pass { batches: vec![], end: Err(ConnectorFault::new(FaultKind::WatermarkInvalid, "ldap://dc", "the DirSync cookie was refused")) },
+        full(vec![user("a", "CN=A,DC=x", &[])], "2"),
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!((r.profile, r.status.as_str(), r.counts.deletes), (ImportMode::Full, "success", 1));
+    assert!(r.notes.iter().any(|n| n.contains("fell back to a full import") && n.contains("cookie was refused")));
+    let rec = store.run(r.run_id).await.unwrap().unwrap();
+    assert_eq!(rec.profile, "full-import");
+    assert!(rec.notes.contains("cookie was refused"));
+}
+
+#[tokio::test]
+async fn a_fault_mid_import_keeps_what_was_written_and_owes_a_full_import() {
+    let store = Store::open_in_memory().await.unwrap();
+    let first = ImportBatch { changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[]))], watermark: None };
+    let mut conn = Scripted::new(vec![
+        full(vec![user("old", "CN=Old,DC=x", &[])], "0"),
+        Pass { batches: vec![first], end: Err(ConnectorFault::new(FaultKind::Connectivity, "ldap://127.0.0.1:1", "connection reset")) },
+        full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!(r.status, "stopped-connectivity");
+    assert!(r.fault.as_deref().unwrap().contains("ldap://127.0.0.1:1"));
+    // The batch before the fault is stored, nothing was swept, and the old watermark is kept.
+    let space = present(&store).await;
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "old"]);
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    let w = store.watermark(cid).await.unwrap().unwrap();
+    assert!(w.full_import_required);
+    assert_eq!(w.watermark, Some(wm("0")));
+    // The next delta runs as a full import and converges.
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(r.profile, ImportMode::Full);
+    assert_eq!(present(&store).await.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(!store.watermark(cid).await.unwrap().unwrap().full_import_required);
+}
+
+#[tokio::test]
+async fn unanchorable_objects_are_errors_and_block_the_sweep() {
+    let store = Store::open_in_memory().await.unwrap();
+    let bad = ImportChange::Invalid(ObjectError {
+        dn: "CN=Bad,DC=x".into(),
+        kind: "invalid-anchor".into(),
+        message: "CN=Bad,DC=x: objectGUID must be exactly 16 bytes, got 15".into(),
+    });
+    let mut conn = Scripted::new(vec![
+        full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
+        Pass {
+            batches: vec![ImportBatch { changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[])), bad], watermark: None }],
+            end: Ok(ImportSummary { sweep_unseen: true, method: "test".into(), ..Default::default() }),
+        },
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!((r.status.as_str(), r.counts.errors, r.counts.deletes), ("completed-with-errors", 1, 0));
+    assert!(r.notes.iter().any(|n| n.contains("deletion sweep skipped")));
+    let errors = store.run_errors(r.run_id).await.unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].dn.as_deref(), Some("CN=Bad,DC=x"));
+    assert!(errors[0].message.contains("16 bytes"));
+    assert_eq!(present(&store).await.len(), 2);
+}
+
+#[tokio::test]
+async fn the_error_limit_stops_the_run() {
+    let store = Store::open_in_memory().await.unwrap();
+    let bad = |i: usize| {
+        ImportChange::Invalid(ObjectError { dn: format!("CN={i},DC=x"), kind: "invalid-value".into(), message: "bad".into() })
+    };
+    let batches = (0..5).map(|b| ImportBatch { changes: (0..3).map(|i| bad(b * 3 + i)).collect(), watermark: None }).collect();
+    let mut conn = Scripted::new(vec![Pass { batches, end: Ok(ImportSummary::default()) }]);
+    let clock = FixedClock::new(0);
+    let options = ImportOptions { error_limit: 5, queue_depth: 1, ..Default::default() };
+    let r = run_import(&store, &mut conn, "test", ImportMode::Full, &options, &clock, &NoProgress).await.unwrap();
+    assert_eq!(r.status, "stopped-error-limit");
+    assert!(r.counts.errors >= 5 && r.counts.errors < 15, "{}", r.counts.errors);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    /// Whatever sequence of directory states full imports see, the connector space afterwards
+    /// holds exactly the last state, and the counters add up.
+    #[test]
+    fn full_import_converges_to_the_source(states in proptest::collection::vec(
+        proptest::collection::btree_map(0u8..12, (0u8..3, 0u8..3), 0..10), 1..5)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = Store::open_in_memory().await.unwrap();
+            let as_objects = |s: &BTreeMap<u8, (u8, u8)>| -> Vec<CsObject> {
+                s.iter().map(|(k, (ou, v))| user(&format!("a{k}"), &format!("CN={k},OU={ou},DC=x"), &[("v", &v.to_string())])).collect()
+            };
+            let mut conn = Scripted::new(states.iter().map(|s| full(as_objects(s), "w")).collect());
+            let mut previous: BTreeMap<u8, (u8, u8)> = BTreeMap::new();
+            for s in &states {
+                let r = run(&store, &mut conn, ImportMode::Full).await;
+                let adds = s.keys().filter(|k| !previous.contains_key(k)).count() as i64;
+                let deletes = previous.keys().filter(|k| !s.contains_key(k)).count() as i64;
+                let renames = s.iter().filter(|(k, (ou, _))| previous.get(k).is_some_and(|(pou, _)| pou != ou)).count() as i64;
+                let updates = s.iter().filter(|(k, (ou, v))| previous.get(k).is_some_and(|(pou, pv)| pou == ou && pv != v)).count() as i64;
+                assert_eq!((r.counts.adds, r.counts.deletes, r.counts.renames, r.counts.updates), (adds, deletes, renames, updates));
+                let space = present(&store).await;
+                let mut want: Vec<String> = s.keys().map(|k| format!("a{k}")).collect();
+                want.sort();
+                assert_eq!(space.keys().cloned().collect::<Vec<_>>(), want);
+                for (k, (ou, v)) in s {
+                    let (dn, attrs) = &space[&format!("a{k}")];
+                    assert_eq!(dn, &format!("CN={k},OU={ou},DC=x"));
+                    assert_eq!(attrs.first_text("v"), Some(v.to_string().as_str()));
+                }
+                previous = s.clone();
+            }
+        });
+    }
+}

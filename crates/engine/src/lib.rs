@@ -1,0 +1,18 @@
+//! # syncctl-engine: run profiles
+//!
+//! Owns the logic of runs. For now that is import staging ([`import::run_import`]): it drives a
+//! [`syncctl_core::Connector`], diffs what the connector streams against the connector space by
+//! anchor and content hash, and writes only what changed (adds, updates, renames and moves,
+//! deletes) in sorted batches, each in one transaction with the watermark it belongs to. A full
+//! import marks objects it did not see as deleted. Every run leaves a run-history row.
+//!
+//! It must not speak any directory protocol (connectors do) nor SQL (the store does), and it
+//! reads time only through a [`syncctl_core::Clock`].
+
+#![deny(clippy::indexing_slicing)]
+
+mod error;
+pub mod import;
+
+pub use error::{EngineError, Result};
+pub use import::{ImportOptions, ImportProgress, ImportReport, NoProgress, run_import};

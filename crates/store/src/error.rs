@@ -1,0 +1,61 @@
+//! Errors of the store.
+
+/// A database failure, naming the file or the operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database file could not be opened.
+    #[error("cannot open the database {location}: {source}")]
+    Open {
+        /// The file.
+        location: String,
+        /// What SQLite said.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("cannot migrate the database {location}: {source}")]
+    Migrate {
+        /// The file.
+        location: String,
+        /// What failed.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("database error during {operation}: {source}")]
+    Query {
+        /// What the store was doing.
+        operation: &'static str,
+        /// What SQLite said.
+        source: sqlx::Error,
+    },
+    /// A stored value could not be read back.
+    #[error("corrupt row in {table} ({key}): {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The row's key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The integrity check failed.
+    #[error("integrity check of {location} failed: {detail}")]
+    Integrity {
+        /// The file.
+        location: String,
+        /// SQLite's report.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn open(location: &str, source: sqlx::Error) -> Self {
+        Self::Open { location: location.to_owned(), source }
+    }
+    pub(crate) fn query(operation: &'static str, source: sqlx::Error) -> Self {
+        Self::Query { operation, source }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
