@@ -236,6 +236,8 @@ async fn dirsync_delta(
     let filter = "(|(objectClass=user)(objectClass=group)(objectClass=contact))";
     let mut attrs = scope.requested.clone();
     attrs.push("isDeleted".into());
+    // A rename or move changes only the RDN: Samba reports it through `name` alone.
+    attrs.push("name".into());
     loop {
         let out = client
             .search(nc, LdapScope::Subtree, filter, &attrs, vec![controls::dirsync(DIRSYNC_FLAGS, 0, &cookie), controls::show_deleted()])
@@ -257,6 +259,7 @@ async fn dirsync_delta(
             ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the answer has no DirSync control")
         })?;
         let raws = client.decode_entries(out.entries)?;
+        tracing::debug!(entries = raws.len(), more, sent = cookie.len(), got = next.len(), dns = ?raws.iter().map(RawEntry::dn_lossy).collect::<Vec<_>>(), "DirSync round");
         let changes = dirsync_changes(client, scope, nc, raws).await?;
         let watermark = Watermark { kind: "dirsync".into(), value: next.clone(), server: server.to_owned(), extra: BTreeMap::new() };
         send(tx, &client.endpoint, ImportBatch { changes, watermark: Some(watermark) }).await?;
@@ -288,7 +291,7 @@ async fn dirsync_changes(
     let mut changes = Vec::new();
     let mut changed: Vec<DirsyncEntry> = Vec::new();
     for raw in raws {
-        let (anchor, id) = match anchor_of(&raw, scope.flavor) {
+        let (anchor, id) = match anchor_of(&raw, scope) {
             Ok((a, Some(id))) => (a, id),
             Ok((_, None)) => continue,
             Err(e) => {
@@ -323,6 +326,7 @@ async fn dirsync_changes(
     }
     for chunk in changed.chunks(REREAD_CHUNK) {
         let by_id = reread(client, scope, nc, chunk).await?;
+        tracing::debug!(asked = chunk.len(), found = by_id.len(), "objects re-read by GUID");
         for e in chunk {
             let anchor = Anchor::from(e.id);
             let Some(raw) = by_id.get(&e.id) else {
@@ -387,7 +391,7 @@ async fn reread(
         loop {
             let raws = client.next_page(nc, &filter, &attrs, &mut cookie, vec![]).await?;
             for raw in raws {
-                if let Ok((_, Some(id))) = anchor_of(&raw, scope.flavor) {
+                if let Ok((_, Some(id))) = anchor_of(&raw, scope) {
                     out.insert(id, raw);
                 }
             }
@@ -426,34 +430,27 @@ async fn usn_delta(
             break;
         }
     }
-    // Deletes: tombstones in the Deleted Objects container, which needs the show-deleted control.
-    let deleted_base = format!("CN=Deleted Objects,{nc}");
-    let del_filter = format!("(&(isDeleted=TRUE)(uSNChanged>={}))", from + 1);
-    let del_attrs = vec!["objectGUID".to_owned(), "isDeleted".to_owned()];
+    // Deletes. Tombstones in the Deleted Objects container are invisible to an account without
+    // rights (the search answers empty rather than failing), and this method is the one for
+    // such accounts; so deletes are found by listing every anchor in scope (four attributes
+    // per object) and letting the engine mark the unlisted ones deleted.
+    notes.push("deletes were found by listing the anchors in scope (uSNChanged polling cannot see tombstones)".to_owned());
+    let filter = scope.filter();
+    let attrs: Vec<String> = schema::required_attributes(scope.flavor).iter().map(|s| (*s).to_owned()).collect();
     let mut cookie = Vec::new();
     loop {
-        match client.next_page(&deleted_base, &del_filter, &del_attrs, &mut cookie, vec![controls::show_deleted()]).await {
-            Ok(raws) => {
-                let mut changes = Vec::new();
-                for raw in raws {
-                    match anchor_of(&raw, scope.flavor) {
-                        Ok((anchor, _)) => changes.push(ImportChange::Deleted { anchor, dn: None }),
-                        Err(e) => changes.push(ImportChange::Invalid(e)),
-                    }
-                }
-                send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
-                if cookie.is_empty() {
-                    break;
-                }
+        let raws = client.next_page(scope.base.as_str(), &filter, &attrs, &mut cookie, vec![]).await?;
+        let mut changes = Vec::new();
+        for raw in raws {
+            if let Decoded::Object { object, .. } = decode(&raw, scope) {
+                changes.push(ImportChange::Unchanged { anchor: object.anchor });
             }
-            Err(f) if matches!(f.kind, FaultKind::Permission | FaultKind::Config) => {
-                let note = format!("deleted objects could not be read ({}); a full import will find deletes", f.message);
-                warn!("{note}");
-                notes.push(note);
-                break;
-            }
-            Err(f) => return Err(f),
+        }
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+        if cookie.is_empty() {
+            break;
         }
     }
-    Ok(ImportSummary { final_watermark: Some(next), sweep_unseen: false, method: "usn".into(), pages: client.pages, notes })
+    let sweep = true;
+    Ok(ImportSummary { final_watermark: Some(next), sweep_unseen: sweep, method: "usn".into(), pages: client.pages, notes })
 }

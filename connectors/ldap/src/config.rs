@@ -77,6 +77,11 @@ pub struct LdapConfig {
     /// Attribute inclusion list (the anchor and the attributes the connector needs are always
     /// read). Default: the flavor's identity attributes.
     pub attributes: Option<Vec<String>>,
+    /// The attribute whose value is the anchor. AD: `objectGUID` (default) or
+    /// `mS-DS-ConsistencyGuid` (falls back to objectGUID where empty, as Entra Connect does).
+    /// OpenLDAP: `entryUUID` (default) or an attribute holding a 16-byte GUID. A GUID anchor must
+    /// be exactly 16 bytes and becomes the ImmutableID.
+    pub anchor_attribute: Option<String>,
     /// Paged-results page size (AD caps it at 1,000).
     #[serde(default = "default_page_size")]
     pub page_size: i32,

@@ -120,6 +120,8 @@ pub struct Scope {
     pub kept: BTreeSet<String>,
     /// The attribute list sent to the server.
     pub requested: Vec<String>,
+    /// The anchor attribute (lowercase).
+    pub anchor_attribute: String,
 }
 
 impl Scope {
@@ -148,6 +150,15 @@ impl Scope {
         for r in schema::required_attributes(flavor) {
             kept.insert(r.to_ascii_lowercase());
         }
+        let anchor_attribute = config
+            .anchor_attribute
+            .clone()
+            .unwrap_or_else(|| match flavor {
+                Flavor::Ad => "objectGUID".into(),
+                Flavor::Openldap => "entryUUID".into(),
+            })
+            .to_ascii_lowercase();
+        kept.insert(anchor_attribute.clone());
         let mut requested: Vec<String> = kept.iter().cloned().collect();
         for b in &bookkeeping {
             kept.remove(b);
@@ -167,6 +178,7 @@ impl Scope {
             object_types,
             kept,
             requested,
+            anchor_attribute,
         })
     }
 
@@ -231,46 +243,35 @@ fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
     Decoded::Invalid(ObjectError { dn: dn.to_owned(), kind: kind.to_owned(), message })
 }
 
-/// Reads the anchor of an entry (objectGUID on AD, entryUUID on OpenLDAP).
-pub fn anchor_of(raw: &RawEntry, flavor: Flavor) -> Result<(Anchor, Option<ImmutableId>), ObjectError> {
+/// Reads the anchor of an entry: a 16-byte GUID attribute (objectGUID, mS-DS-ConsistencyGuid)
+/// becomes the ImmutableID; entryUUID is kept in its RFC 4122 text form.
+pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<ImmutableId>), ObjectError> {
     let dn = raw.dn_lossy();
-    match flavor {
-        Flavor::Ad => {
-            let Some(guid) = raw.values("objectGUID").and_then(|v| v.first()) else {
-                return Err(ObjectError {
-                    dn: dn.clone(),
-                    kind: "missing-anchor".into(),
-                    message: format!("{dn}: the entry has no objectGUID"),
-                });
-            };
-            let id = ImmutableId::from_object_guid(guid).map_err(|e| ObjectError {
-                dn: dn.clone(),
-                kind: "invalid-anchor".into(),
-                message: format!("{dn}: {e}"),
-            })?;
-            Ok((Anchor::from(id), Some(id)))
-        }
-        Flavor::Openldap => {
-            let Some(text) = raw.values("entryUUID").and_then(|v| v.first()) else {
-                return Err(ObjectError {
-                    dn: dn.clone(),
-                    kind: "missing-anchor".into(),
-                    message: format!("{dn}: the entry has no entryUUID"),
-                });
-            };
-            let parsed = std::str::from_utf8(text).ok().and_then(|t| uuid::Uuid::parse_str(t).ok());
-            let Some(u) = parsed else {
-                return Err(ObjectError {
-                    dn: dn.clone(),
-                    kind: "invalid-anchor".into(),
-                    message: format!("{dn}: entryUUID is not a UUID"),
-                });
-            };
-            Anchor::new(u.hyphenated().to_string())
-                .map(|a| (a, None))
-                .map_err(|e| ObjectError { dn: dn.clone(), kind: "invalid-anchor".into(), message: format!("{dn}: {e}") })
-        }
+    let attr = scope.anchor_attribute.as_str();
+    let err = |kind: &str, message: String| ObjectError { dn: dn.clone(), kind: kind.into(), message };
+    if attr == "entryuuid" {
+        let Some(text) = raw.values("entryUUID").and_then(|v| v.first()) else {
+            return Err(err("missing-anchor", format!("{dn}: the entry has no entryUUID")));
+        };
+        let parsed = std::str::from_utf8(text).ok().and_then(|t| uuid::Uuid::parse_str(t).ok());
+        let Some(u) = parsed else { return Err(err("invalid-anchor", format!("{dn}: entryUUID is not a UUID"))) };
+        return Anchor::new(u.hyphenated().to_string())
+            .map(|a| (a, None))
+            .map_err(|e| err("invalid-anchor", format!("{dn}: {e}")));
     }
+    let mut value = raw.values(attr).and_then(|v| v.first());
+    if value.is_none() && attr == "ms-ds-consistencyguid" {
+        value = raw.values("objectGUID").and_then(|v| v.first());
+    }
+    let Some(guid) = value else {
+        return Err(err("missing-anchor", format!("{dn}: the entry has no {attr}")));
+    };
+    let id = ImmutableId::from_object_guid(guid).map_err(|e| {
+        let text = e.to_string();
+        let text = if attr == "objectguid" { text } else { text.replacen("objectGUID", attr, 1) };
+        err("invalid-anchor", format!("{dn}: {text}"))
+    })?;
+    Ok((Anchor::from(id), Some(id)))
 }
 
 /// Converts raw values to typed ones.
@@ -312,7 +313,7 @@ pub fn decode(raw: &RawEntry, scope: &Scope) -> Decoded {
         Ok(t) => t.to_owned(),
         Err(_) => return invalid(&raw.dn_lossy(), "invalid-dn", format!("{}: the DN is not valid UTF-8", raw.dn_lossy())),
     };
-    let anchor = anchor_of(raw, scope.flavor);
+    let anchor = anchor_of(raw, scope);
     let dn = match Dn::parse(&dn_text) {
         Ok(d) => d,
         Err(e) => return invalid(&dn_text, "invalid-dn", format!("{dn_text}: {e}")),

@@ -32,6 +32,9 @@ pub async fn import(
             if wm.kind != "syncrepl" {
                 return Err(invalid(client, &format!("the watermark is of kind `{}`, not syncrepl", wm.kind)));
             }
+            if scope.anchor_attribute != "entryuuid" {
+                return Err(invalid(client, "RFC 4533 reports deletes by entryUUID, and this connector's anchor is another attribute"));
+            }
             if wm.server != server {
                 return Err(invalid(client, &format!("the watermark belongs to `{}`, not `{server}`", wm.server)));
             }

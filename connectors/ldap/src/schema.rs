@@ -21,13 +21,13 @@ pub fn default_attributes(flavor: Flavor) -> &'static [&'static str] {
             "sn", "initials", "mail", "mailNickname", "proxyAddresses", "targetAddress", "department", "title",
             "company", "manager", "telephoneNumber", "mobile", "employeeID", "employeeNumber", "physicalDeliveryOfficeName",
             "streetAddress", "l", "st", "postalCode", "c", "co", "description", "userAccountControl", "accountExpires",
-            "groupType", "member", "memberOf", "msDS-ConsistencyGuid", "objectSid", "isCriticalSystemObject",
-            "whenCreated", "whenChanged", "uSNChanged",
+            "groupType", "member", "mS-DS-ConsistencyGuid", "objectSid", "isCriticalSystemObject",
+            "whenCreated",
         ],
         Flavor::Openldap => &[
             "objectClass", "entryUUID", "cn", "uid", "displayName", "givenName", "sn", "initials", "mail", "title",
             "departmentNumber", "o", "ou", "manager", "telephoneNumber", "mobile", "employeeNumber", "employeeType",
-            "description", "member", "memberOf", "createTimestamp", "modifyTimestamp",
+            "description", "member", "createTimestamp",
         ],
     }
 }
@@ -40,11 +40,13 @@ pub fn required_attributes(flavor: Flavor) -> &'static [&'static str] {
     }
 }
 
-/// Attributes that exist only for the connector's bookkeeping and are not stored.
+/// Attributes that exist only for the connector's bookkeeping and are not stored. Back-links
+/// such as `memberOf` are never imported: they change without the object's own change stamp
+/// moving, so a delta could not follow them (the groups' `member` carries the same fact).
 pub fn bookkeeping_attributes(flavor: Flavor) -> &'static [&'static str] {
     match flavor {
-        Flavor::Ad => &["isDeleted", "uSNChanged", "whenChanged"],
-        Flavor::Openldap => &["modifyTimestamp", "entryCSN"],
+        Flavor::Ad => &["isDeleted", "uSNChanged", "whenChanged", "memberOf", "name"],
+        Flavor::Openldap => &["modifyTimestamp", "entryCSN", "memberOf"],
     }
 }
 

@@ -1,0 +1,279 @@
+//! # syncctl-tests: the harness of the end-to-end tests
+//!
+//! The tests in `e2e/` run against real peers (a Samba AD DC and an OpenLDAP server on
+//! loopback) that `tests/peers/start-all.sh` starts; they read the peers' addresses and
+//! credentials from the `SYNCCTL_TEST_*` environment variables that script writes to `env.sh`.
+//! A peer that is not configured is a test failure with a message saying how to start it, never
+//! a silent pass. `bash tests/run.sh` does all of that.
+//!
+//! This crate owns only test plumbing: reading the peer environment, an administrator LDAP
+//! session to create and change test objects, unique names so that tests can share one Samba,
+//! and small LDIF reading for the shipped fixtures. It must not be used by the product.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod};
+use syncctl_connector_ldap::{LdapConfig, LdapConnector};
+use syncctl_core::{ImportMode, SystemClock};
+use syncctl_engine::{ImportOptions, ImportReport, NoProgress};
+use syncctl_store::Store;
+
+/// One peer's coordinates.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub url: String,
+    pub ldaps_url: String,
+    pub base: String,
+    pub bind_dn: String,
+    pub password_file: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Peer {
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(&self.password_file).unwrap().lines().next().unwrap().to_owned()
+    }
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the end-to-end tests need the real peers. Run `bash tests/run.sh`, or start them with \
+             `tests/peers/start-all.sh` and `. /tmp/syncctl-peers/env.sh` before `cargo test`."
+        )
+    })
+}
+
+/// The Samba AD DC.
+pub fn samba() -> Peer {
+    Peer {
+        url: var("SYNCCTL_TEST_SAMBA_URL"),
+        ldaps_url: var("SYNCCTL_TEST_SAMBA_LDAPS_URL"),
+        base: var("SYNCCTL_TEST_SAMBA_BASE"),
+        bind_dn: var("SYNCCTL_TEST_SAMBA_BIND_DN"),
+        password_file: var("SYNCCTL_TEST_SAMBA_PASSWORD_FILE").into(),
+        ca: var("SYNCCTL_TEST_SAMBA_CA").into(),
+    }
+}
+
+/// The Samba account without the DirSync right: (DN, password file).
+pub fn samba_nodirsync() -> (String, PathBuf) {
+    (var("SYNCCTL_TEST_SAMBA_NODIRSYNC_DN"), var("SYNCCTL_TEST_SAMBA_NODIRSYNC_PASSWORD_FILE").into())
+}
+
+/// The OpenLDAP server.
+pub fn slapd() -> Peer {
+    Peer {
+        url: var("SYNCCTL_TEST_SLAPD_URL"),
+        ldaps_url: var("SYNCCTL_TEST_SLAPD_LDAPS_URL"),
+        base: var("SYNCCTL_TEST_SLAPD_BASE"),
+        bind_dn: var("SYNCCTL_TEST_SLAPD_BIND_DN"),
+        password_file: var("SYNCCTL_TEST_SLAPD_PASSWORD_FILE").into(),
+        ca: var("SYNCCTL_TEST_SLAPD_CA").into(),
+    }
+}
+
+/// A name no other test (or earlier run against the same peer) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    #[allow(clippy::disallowed_methods)]
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("{prefix}{}x{t}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// An administrator session over LDAPS, verified against the peer's CA.
+pub async fn admin(peer: &Peer) -> Ldap {
+    let pem = std::fs::read(&peer.ca).unwrap();
+    let roots = rustls_roots(&pem);
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let settings = LdapConnSettings::new().set_config(Arc::new(cfg));
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &peer.ldaps_url).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(&peer.bind_dn, &peer.password()).await.unwrap().success().unwrap();
+    ldap
+}
+
+fn rustls_roots(pem: &[u8]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::io::Cursor::new(pem)) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    roots
+}
+
+/// Adds an entry; attributes as (name, values).
+pub async fn add(ldap: &mut Ldap, dn: &str, attrs: &[(&str, &[&str])]) {
+    let attrs: Vec<(&str, HashSet<&str>)> = attrs.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect();
+    ldap.add(dn, attrs).await.unwrap().success().unwrap_or_else(|e| panic!("add {dn}: {e}"));
+}
+
+/// Adds an entry from raw (possibly binary) values.
+pub async fn add_raw(ldap: &mut Ldap, dn: &str, attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)>) {
+    ldap.add(dn, attrs).await.unwrap().success().unwrap_or_else(|e| panic!("add {dn}: {e}"));
+}
+
+/// Replaces one attribute.
+pub async fn replace(ldap: &mut Ldap, dn: &str, attr: &str, values: &[&str]) {
+    let m = vec![Mod::Replace(attr, values.iter().copied().collect::<HashSet<_>>())];
+    ldap.modify(dn, m).await.unwrap().success().unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+}
+
+/// Adds or removes one value.
+pub async fn add_value(ldap: &mut Ldap, dn: &str, attr: &str, value: &str) {
+    let m = vec![Mod::Add(attr, HashSet::from([value]))];
+    ldap.modify(dn, m).await.unwrap().success().unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+}
+pub async fn remove_value(ldap: &mut Ldap, dn: &str, attr: &str, value: &str) {
+    let m = vec![Mod::Delete(attr, HashSet::from([value]))];
+    ldap.modify(dn, m).await.unwrap().success().unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+}
+
+/// Renames or moves.
+pub async fn rename(ldap: &mut Ldap, dn: &str, new_rdn: &str, new_parent: Option<&str>) {
+    ldap.modifydn(dn, new_rdn, true, new_parent).await.unwrap().success().unwrap_or_else(|e| panic!("rename {dn}: {e}"));
+}
+
+/// Deletes.
+pub async fn delete(ldap: &mut Ldap, dn: &str) {
+    ldap.delete(dn).await.unwrap().success().unwrap_or_else(|e| panic!("delete {dn}: {e}"));
+}
+
+/// A connector config from TOML text.
+pub fn config(toml_text: &str) -> LdapConfig {
+    toml::from_str(toml_text).unwrap_or_else(|e| panic!("test config: {e}\n{toml_text}"))
+}
+
+/// An AD connector config over LDAPS for `base`.
+pub fn ad_config(peer: &Peer, base: &str, extra: &str) -> LdapConfig {
+    config(&format!(
+        "flavor = \"ad\"\nurl = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{}\"\n{extra}",
+        peer.ldaps_url,
+        peer.ca.display(),
+        peer.bind_dn,
+        peer.password_file.display(),
+        base
+    ))
+}
+
+/// An OpenLDAP connector config over StartTLS for `base`.
+pub fn openldap_config(peer: &Peer, base: &str, extra: &str) -> LdapConfig {
+    config(&format!(
+        "flavor = \"openldap\"\nurl = \"{}\"\n{}ca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{}\"\n{extra}",
+        peer.url,
+        if extra.contains("security") { "" } else { "security = \"starttls\"\n" },
+        peer.ca.display(),
+        peer.bind_dn,
+        peer.password_file.display(),
+        base
+    ))
+}
+
+/// Runs one import.
+pub async fn import(store: &Store, name: &str, config: &LdapConfig, mode: ImportMode) -> ImportReport {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SYNCCTL_TEST_LOG"))
+        .with_test_writer()
+        .try_init();
+    let mut c = LdapConnector::new(name, config.clone()).unwrap();
+    let kind = c.kind();
+    syncctl_engine::run_import(store, &mut c, kind, mode, &ImportOptions::default(), &SystemClock, &NoProgress).await.unwrap()
+}
+
+/// The base64 objectGUID that the real `ldapsearch` prints for `dn` (over LDAPS, verified).
+pub fn ldapsearch_object_guid(peer: &Peer, dn: &str) -> String {
+    let out = std::process::Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &peer.ca)
+        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-H", &peer.ldaps_url, "-D", &peer.bind_dn, "-y"])
+        .arg(&peer.password_file)
+        .args(["-s", "base", "-b", dn, "(objectClass=*)", "objectGUID"])
+        .output()
+        .expect("ldapsearch (ldap-utils) must be installed");
+    assert!(out.status.success(), "ldapsearch {dn}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("objectGUID:: "))
+        .unwrap_or_else(|| panic!("no objectGUID for {dn} in: {text}"))
+        .to_owned()
+}
+
+/// The entryUUID that the real `ldapsearch` prints for `dn`.
+pub fn ldapsearch_entry_uuid(peer: &Peer, dn: &str) -> String {
+    let out = std::process::Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &peer.ca)
+        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-ZZ", "-H", &peer.url, "-D", &peer.bind_dn, "-y"])
+        .arg(&peer.password_file)
+        .args(["-s", "base", "-b", dn, "(objectClass=*)", "entryUUID"])
+        .output()
+        .expect("ldapsearch (ldap-utils) must be installed");
+    assert!(out.status.success(), "ldapsearch {dn}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("entryUUID: ")).unwrap_or_else(|| panic!("no entryUUID in {text}")).to_owned()
+}
+
+/// One record of an LDIF content file: DN and (attribute, value) pairs, base64 values decoded.
+#[derive(Clone, Debug)]
+pub struct LdifRecord {
+    pub dn: String,
+    pub attrs: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads the simple LDIF of the shipped fixtures (comments, `::` base64, folded lines).
+pub fn read_fixture_ldif(text: &str) -> Vec<LdifRecord> {
+    let mut unfolded: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix(' ') {
+            if let Some(last) = unfolded.last_mut() {
+                last.push_str(rest);
+            }
+        } else {
+            unfolded.push(line.to_owned());
+        }
+    }
+    let mut records = Vec::new();
+    let mut current: Option<LdifRecord> = None;
+    for line in unfolded {
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.trim().is_empty() {
+            records.extend(current.take());
+            continue;
+        }
+        let (name, value) = if let Some((n, v)) = line.split_once(":: ") {
+            (n.to_owned(), base64::engine::general_purpose::STANDARD.decode(v.trim()).unwrap())
+        } else {
+            let (n, v) = line.split_once(": ").unwrap();
+            (n.to_owned(), v.as_bytes().to_vec())
+        };
+        if name.eq_ignore_ascii_case("dn") {
+            records.extend(current.take());
+            current = Some(LdifRecord { dn: String::from_utf8(value).unwrap(), attrs: vec![] });
+        } else if let Some(r) = current.as_mut() {
+            r.attrs.push((name, value));
+        }
+    }
+    records.extend(current);
+    records
+}
+
+/// The CS objects of a connector as comparable (anchor, dn, state, attributes JSON) rows.
+pub async fn snapshot(store: &Store, connector: &str) -> Vec<(String, String, String, String)> {
+    let Some(id) = store.connector_id(connector).await.unwrap() else { return vec![] };
+    store
+        .cs_objects(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.anchor, o.dn, o.state, serde_json::to_string(&o.attributes).unwrap()))
+        .collect()
+}
