@@ -192,7 +192,7 @@ pub fn sync_info(tag: &StructureTag) -> Option<SyncInfo> {
     match (info.class, info.id) {
         (TagClass::Context, 0) => prim(&info).map(|c| SyncInfo::NewCookie(c.to_vec())),
         (TagClass::Context, 1) | (TagClass::Context, 2) => {
-            Some(SyncInfo::RefreshDone { cookie: children(&info).and_then(|c| optional_cookie(c)) })
+            Some(SyncInfo::RefreshDone { cookie: children(&info).and_then(&optional_cookie) })
         }
         (TagClass::Context, 3) => {
             let items = children(&info)?;

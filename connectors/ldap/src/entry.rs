@@ -94,14 +94,13 @@ pub fn split_description(desc: &str) -> (&str, Option<Range>) {
     let base = parts.next().unwrap_or(desc);
     let mut range = None;
     for opt in parts {
-        if let Some(spec) = opt.strip_prefix("range=").or_else(|| opt.strip_prefix("Range=")) {
-            if let Some((lo, hi)) = spec.split_once('-') {
-                if let Ok(low) = lo.parse() {
-                    let high = if hi == "*" { None } else { hi.parse().ok() };
-                    if hi == "*" || high.is_some() {
-                        range = Some(Range { low, high });
-                    }
-                }
+        if let Some(spec) = opt.strip_prefix("range=").or_else(|| opt.strip_prefix("Range="))
+            && let Some((lo, hi)) = spec.split_once('-')
+            && let Ok(low) = lo.parse()
+        {
+            let high = if hi == "*" { None } else { hi.parse().ok() };
+            if hi == "*" || high.is_some() {
+                range = Some(Range { low, high });
             }
         }
     }

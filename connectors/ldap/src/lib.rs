@@ -20,7 +20,7 @@
 //! It must not write to the directory (export comes later) nor touch the database, and it must
 //! never put the bind password in a log line or an error.
 
-#![deny(clippy::indexing_slicing)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod ad;
 mod client;
