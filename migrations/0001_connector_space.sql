@@ -11,6 +11,7 @@ CREATE TABLE connectors (
 -- One row per source object a connector has seen, keyed by its anchor. Deleted objects stay as
 -- tombstones (state = 'deleted') so that sync can deprovision them.
 CREATE TABLE cs_objects (
+    id            INTEGER PRIMARY KEY,
     connector_id  INTEGER NOT NULL REFERENCES connectors(id),
     anchor        TEXT NOT NULL,
     immutable_id  TEXT,                   -- base64 objectGUID (AD)
@@ -26,8 +27,8 @@ CREATE TABLE cs_objects (
     changed_at    INTEGER NOT NULL,
     change_seq    INTEGER NOT NULL,       -- global change sequence: delta sync reads above a mark
     last_run_id   INTEGER,
-    PRIMARY KEY (connector_id, anchor)
-) WITHOUT ROWID;
+    UNIQUE (connector_id, anchor)
+);
 
 CREATE INDEX cs_objects_dn ON cs_objects (dn_norm);
 CREATE INDEX cs_objects_immutable_id ON cs_objects (immutable_id) WHERE immutable_id IS NOT NULL;

@@ -1,13 +1,18 @@
 //! Active Directory (Samba AD DC): full and delta imports, paging, ranges, DirSync, uSNChanged.
 
-use syncctl_core::{AttrValues, ImportMode, ImmutableId};
+use syncctl_core::{AttrValues, ImmutableId, ImportMode};
 use syncctl_store::{CsLookup, Store};
 use syncctl_tests::*;
 
 /// Creates `OU=<name>` under the base and returns its DN.
 async fn make_ou(ldap: &mut ldap3::Ldap, parent: &str, name: &str) -> String {
     let dn = format!("OU={name},{parent}");
-    add(ldap, &dn, &[("objectClass", &["organizationalUnit"]), ("ou", &[name])]).await;
+    add(
+        ldap,
+        &dn,
+        &[("objectClass", &["organizationalUnit"]), ("ou", &[name])],
+    )
+    .await;
     dn
 }
 
@@ -15,12 +20,24 @@ async fn make_user(ldap: &mut ldap3::Ldap, ou: &str, cn: &str) -> String {
     let dn = format!("CN={cn},{ou}");
     let sam = unique("u");
     let sam = &sam[sam.len().saturating_sub(18)..];
-    add(ldap, &dn, &[("objectClass", &["user"]), ("sAMAccountName", &[sam]), ("displayName", &[cn])]).await;
+    add(
+        ldap,
+        &dn,
+        &[
+            ("objectClass", &["user"]),
+            ("sAMAccountName", &[sam]),
+            ("displayName", &[cn]),
+        ],
+    )
+    .await;
     dn
 }
 
 async fn object(store: &Store, dn: &str) -> syncctl_store::StoredCsObject {
-    let found = store.find_cs_objects(&CsLookup::Dn(syncctl_core::Dn::parse(dn).unwrap())).await.unwrap();
+    let found = store
+        .find_cs_objects(&CsLookup::Dn(syncctl_core::Dn::parse(dn).unwrap()))
+        .await
+        .unwrap();
     assert_eq!(found.len(), 1, "exactly one CS object for {dn}: {found:?}");
     found.into_iter().next().unwrap()
 }
@@ -43,8 +60,16 @@ async fn sample_users_import_with_the_immutable_id_ldapsearch_shows() {
     // Samba keeps UPNs unique: remove what an earlier run of this test left.
     for r in &records {
         if let Some((_, upn)) = r.attrs.iter().find(|(k, _)| k == "userPrincipalName") {
-            let filter = format!("(userPrincipalName={})", ldap3::ldap_escape(String::from_utf8_lossy(upn)));
-            let (old, _) = ldap.search(&peer.base, ldap3::Scope::Subtree, &filter, vec!["1.1"]).await.unwrap().success().unwrap();
+            let filter = format!(
+                "(userPrincipalName={})",
+                ldap3::ldap_escape(String::from_utf8_lossy(upn))
+            );
+            let (old, _) = ldap
+                .search(&peer.base, ldap3::Scope::Subtree, &filter, vec!["1.1"])
+                .await
+                .unwrap()
+                .success()
+                .unwrap();
             for o in old {
                 let o = ldap3::SearchEntry::construct(o);
                 delete(&mut ldap, &o.dn).await;
@@ -93,18 +118,36 @@ async fn sample_users_import_with_the_immutable_id_ldapsearch_shows() {
         assert_eq!(o.anchor, from_ldapsearch);
         // The GUID-string form finds the same object, as `syncctl show` does.
         let id = ImmutableId::from_base64(&from_ldapsearch).unwrap();
-        let again = store.find_cs_objects(&CsLookup::ImmutableId(ImmutableId::parse_any(&id.to_guid_string()).unwrap().to_base64())).await.unwrap();
+        let again = store
+            .find_cs_objects(&CsLookup::ImmutableId(
+                ImmutableId::parse_any(&id.to_guid_string()).unwrap().to_base64(),
+            ))
+            .await
+            .unwrap();
         assert_eq!(again.len(), 1);
     }
     let mut upns = std::collections::BTreeMap::new();
-    for cn in ["Alice Anders", "Bob Brown", "Carol Space", "Dave Comma", "Erin NoUPN", "Frank Umlaut"] {
+    for cn in [
+        "Alice Anders",
+        "Bob Brown",
+        "Carol Space",
+        "Dave Comma",
+        "Erin NoUPN",
+        "Frank Umlaut",
+    ] {
         let o = object(&store, &format!("CN={cn},{ou}")).await;
-        upns.insert(cn, o.attributes.first_text("userPrincipalName").map(str::to_owned));
+        upns.insert(
+            cn,
+            o.attributes.first_text("userPrincipalName").map(str::to_owned),
+        );
     }
     let upn = |cn: &str| upns[cn].clone();
     assert_eq!(upn("Alice Anders").as_deref(), Some("alice@corp.example.com"));
     assert_eq!(upn("Bob Brown").as_deref(), Some("bob@corp.local"));
-    assert_eq!(upn("Carol Space").as_deref(), Some("carol smith@corp.example.com"));
+    assert_eq!(
+        upn("Carol Space").as_deref(),
+        Some("carol smith@corp.example.com")
+    );
     assert_eq!(upn("Dave Comma").as_deref(), Some("dave,x@corp.example.com"));
     assert_eq!(upn("Erin NoUPN"), None);
     assert_eq!(upn("Frank Umlaut").as_deref(), Some("fränk@corp.example.com"));
@@ -114,7 +157,10 @@ async fn sample_users_import_with_the_immutable_id_ldapsearch_shows() {
     let alice = object(&store, &format!("CN=Alice Anders,{ou}")).await;
     assert_eq!(
         alice.attributes.get("proxyAddresses"),
-        Some(&AttrValues::String(vec!["SMTP:alice@corp.example.com".into(), "smtp:alice.anders@corp.example.com".into()]))
+        Some(&AttrValues::String(vec![
+            "SMTP:alice@corp.example.com".into(),
+            "smtp:alice.anders@corp.example.com".into()
+        ]))
     );
     assert!(alice.attributes.get("unicodePwd").is_none());
 }
@@ -131,45 +177,87 @@ async fn delta_imports_show_exactly_each_change() {
     let u3 = make_user(&mut ldap, &a, "User Three").await;
     let g = format!("CN=Team,{a}");
     let gsam = unique("g");
-    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam[gsam.len() - 15..]]), ("member", &[&u1])]).await;
+    add(
+        &mut ldap,
+        &g,
+        &[
+            ("objectClass", &["group"]),
+            ("sAMAccountName", &[&gsam[gsam.len() - 15..]]),
+            ("member", &[&u1]),
+        ],
+    )
+    .await;
 
     let store = Store::open_in_memory().await.unwrap();
     let config = ad_config(&peer, &root, "");
     let full = import(&store, "corp", &config, ImportMode::Full).await;
-    assert_eq!((full.status.as_str(), full.counts.adds), ("success", 4), "{full:?}");
+    assert_eq!(
+        (full.status.as_str(), full.counts.adds),
+        ("success", 4),
+        "{full:?}"
+    );
     let cid = store.connector_id("corp").await.unwrap().unwrap();
-    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark.unwrap().kind, "dirsync");
+    assert_eq!(
+        store
+            .watermark(cid)
+            .await
+            .unwrap()
+            .unwrap()
+            .watermark
+            .unwrap()
+            .kind,
+        "dirsync"
+    );
 
     let delta = |label: &'static str| {
         let store = store.clone();
         let config = config.clone();
         async move {
             let r = import(&store, "corp", &config, ImportMode::Delta).await;
-            assert_eq!((r.status.as_str(), r.profile, r.method.as_str()), ("success", ImportMode::Delta, "dirsync"), "{label}: {r:?}");
+            assert_eq!(
+                (r.status.as_str(), r.profile, r.method.as_str()),
+                ("success", ImportMode::Delta, "dirsync"),
+                "{label}: {r:?}"
+            );
             r.counts
         }
     };
     let c = delta("no change").await;
-    assert_eq!(c.changes(), 0, "an unchanged directory gives a delta with zero changes: {c:?}");
+    assert_eq!(
+        c.changes(),
+        0,
+        "an unchanged directory gives a delta with zero changes: {c:?}"
+    );
 
     let id1 = object(&store, &u1).await.anchor;
     replace(&mut ldap, &u1, "title", &["Engineer"]).await;
     let c = delta("modify").await;
     assert_eq!((c.updates, c.changes()), (1, 1), "{c:?}");
-    assert_eq!(object(&store, &u1).await.attributes.first_text("title"), Some("Engineer"));
+    assert_eq!(
+        object(&store, &u1).await.attributes.first_text("title"),
+        Some("Engineer")
+    );
 
     let id2 = object(&store, &u2).await.anchor;
     rename(&mut ldap, &u2, "CN=User Two Renamed", None).await;
     let u2 = format!("CN=User Two Renamed,{a}");
     let c = delta("rename").await;
     assert_eq!((c.renames, c.changes()), (1, 1), "{c:?}");
-    assert_eq!(object(&store, &u2).await.anchor, id2, "a renamed user keeps its ImmutableID");
+    assert_eq!(
+        object(&store, &u2).await.anchor,
+        id2,
+        "a renamed user keeps its ImmutableID"
+    );
 
     rename(&mut ldap, &u2, "CN=User Two Renamed", Some(&b)).await;
     let u2 = format!("CN=User Two Renamed,{b}");
     let c = delta("move").await;
     assert_eq!((c.renames, c.changes()), (1, 1), "{c:?}");
-    assert_eq!(object(&store, &u2).await.anchor, id2, "a moved user keeps its ImmutableID");
+    assert_eq!(
+        object(&store, &u2).await.anchor,
+        id2,
+        "a moved user keeps its ImmutableID"
+    );
 
     add_value(&mut ldap, &g, "member", &u2).await;
     let c = delta("member added").await;
@@ -197,8 +285,13 @@ async fn delta_imports_show_exactly_each_change() {
     // A clean full import into a fresh store agrees with what the deltas built.
     let fresh = Store::open_in_memory().await.unwrap();
     import(&fresh, "corp", &config, ImportMode::Full).await;
-    let present = |rows: Vec<(String, String, String, String)>| rows.into_iter().filter(|r| r.2 == "present").collect::<Vec<_>>();
-    assert_eq!(present(snapshot(&store, "corp").await), present(snapshot(&fresh, "corp").await));
+    let present = |rows: Vec<(String, String, String, String)>| {
+        rows.into_iter().filter(|r| r.2 == "present").collect::<Vec<_>>()
+    };
+    assert_eq!(
+        present(snapshot(&store, "corp").await),
+        present(snapshot(&fresh, "corp").await)
+    );
 }
 
 #[tokio::test]
@@ -213,14 +306,31 @@ async fn paging_and_range_loops_run_with_tiny_pages_and_ranges() {
     let g = format!("CN=Big Group,{ou}");
     let gsam = unique("g");
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
-    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam[gsam.len() - 15..]]), ("member", &refs)]).await;
+    add(
+        &mut ldap,
+        &g,
+        &[
+            ("objectClass", &["group"]),
+            ("sAMAccountName", &[&gsam[gsam.len() - 15..]]),
+            ("member", &refs),
+        ],
+    )
+    .await;
 
     let small = Store::open_in_memory().await.unwrap();
     let config = ad_config(&peer, &ou, "page_size = 2\nrange_size = 3\n");
     let r = import(&small, "corp", &config, ImportMode::Full).await;
     assert_eq!((r.status.as_str(), r.counts.adds), ("success", 10), "{r:?}");
-    assert!(r.pages >= 5, "10 objects in pages of 2 take at least 5 pages, got {}", r.pages);
-    assert_eq!(members(&object(&small, &g).await).len(), 9, "all 9 members through ranges of 3");
+    assert!(
+        r.pages >= 5,
+        "10 objects in pages of 2 take at least 5 pages, got {}",
+        r.pages
+    );
+    assert_eq!(
+        members(&object(&small, &g).await).len(),
+        9,
+        "all 9 members through ranges of 3"
+    );
 
     let big = Store::open_in_memory().await.unwrap();
     let r = import(&big, "corp", &ad_config(&peer, &ou, ""), ImportMode::Full).await;
@@ -233,7 +343,11 @@ async fn paging_and_range_loops_run_with_tiny_pages_and_ranges() {
         add_value(&mut ldap, &g, "member", &u).await;
     }
     let r = import(&small, "corp", &config, ImportMode::Delta).await;
-    assert_eq!((r.status.as_str(), r.counts.adds, r.counts.updates), ("success", 10, 1), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.counts.adds, r.counts.updates),
+        ("success", 10, 1),
+        "{r:?}"
+    );
     assert_eq!(members(&object(&small, &g).await).len(), 19);
 }
 
@@ -254,21 +368,41 @@ async fn without_the_dirsync_right_deltas_poll_usn_changed() {
     assert_eq!((r.status.as_str(), r.counts.adds), ("success", 2), "{r:?}");
     assert!(r.notes.iter().any(|n| n.contains("uSNChanged")), "{:?}", r.notes);
     let cid = store.connector_id("corp").await.unwrap().unwrap();
-    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark.unwrap().kind, "usn");
+    assert_eq!(
+        store
+            .watermark(cid)
+            .await
+            .unwrap()
+            .unwrap()
+            .watermark
+            .unwrap()
+            .kind,
+        "usn"
+    );
 
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
     assert_eq!((r.method.as_str(), r.counts.changes()), ("usn", 0), "{r:?}");
     replace(&mut ldap, &u1, "department", &["Sales"]).await;
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
-    assert_eq!((r.method.as_str(), r.counts.updates, r.counts.changes()), ("usn", 1, 1), "{r:?}");
-    assert_eq!(object(&store, &u1).await.attributes.first_text("department"), Some("Sales"));
+    assert_eq!(
+        (r.method.as_str(), r.counts.updates, r.counts.changes()),
+        ("usn", 1, 1),
+        "{r:?}"
+    );
+    assert_eq!(
+        object(&store, &u1).await.attributes.first_text("department"),
+        Some("Sales")
+    );
 
     delete(&mut ldap, &u2).await;
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
     assert_eq!(r.method, "usn");
     // Tombstones are invisible to a plain account: the delta lists the anchors in scope instead.
     assert_eq!((r.counts.deletes, r.counts.changes()), (1, 1), "{r:?}");
-    assert!(r.notes.iter().any(|n| n.contains("listing the anchors in scope")), "{r:?}");
+    assert!(
+        r.notes.iter().any(|n| n.contains("listing the anchors in scope")),
+        "{r:?}"
+    );
     assert_eq!(store.present_count(cid).await.unwrap(), 1);
 }
 
@@ -284,16 +418,34 @@ async fn a_refused_cookie_or_another_dc_means_a_full_import_recorded_in_run_hist
     let config = ad_config(&peer, &ou, "");
     import(&store, "corp", &config, ImportMode::Full).await;
 
-    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    sqlx::query("UPDATE watermarks SET value = X'0badc0de0badc0de'").execute(&raw).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE watermarks SET value = X'0badc0de0badc0de'")
+        .execute(&raw)
+        .await
+        .unwrap();
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
-    assert_eq!((r.profile, r.status.as_str()), (ImportMode::Full, "success"), "{r:?}");
-    assert!(r.notes.iter().any(|n| n.contains("fell back to a full import") && n.contains("DirSync cookie")), "{:?}", r.notes);
+    assert_eq!(
+        (r.profile, r.status.as_str()),
+        (ImportMode::Full, "success"),
+        "{r:?}"
+    );
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("fell back to a full import") && n.contains("DirSync cookie")),
+        "{:?}",
+        r.notes
+    );
     let rec = store.run(r.run_id).await.unwrap().unwrap();
     assert_eq!(rec.profile, "full-import");
     assert!(rec.notes.contains("fell back to a full import"));
 
-    sqlx::query("UPDATE watermarks SET server = 'CN=NTDS Settings,CN=DC9,CN=Servers,CN=Elsewhere'").execute(&raw).await.unwrap();
+    sqlx::query("UPDATE watermarks SET server = 'CN=NTDS Settings,CN=DC9,CN=Servers,CN=Elsewhere'")
+        .execute(&raw)
+        .await
+        .unwrap();
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
     assert_eq!(r.profile, ImportMode::Full, "{r:?}");
     assert!(r.notes.iter().any(|n| n.contains("CN=DC9")), "{:?}", r.notes);

@@ -8,17 +8,30 @@ use syncctl_store::Store;
 use syncctl_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn assert_stopped(store: &Store, name: &str, config: &syncctl_connector_ldap::LdapConfig, status: &str, needle: &str) {
+async fn assert_stopped(
+    store: &Store,
+    name: &str,
+    config: &syncctl_connector_ldap::LdapConfig,
+    status: &str,
+    needle: &str,
+) {
     let before = snapshot(store, name).await;
     let r = import(store, name, config, ImportMode::Full).await;
     assert_eq!(r.status, status, "{r:?}");
     let fault = r.fault.clone().unwrap();
-    assert!(fault.contains(&config.url), "the error names the endpoint: {fault}");
+    assert!(
+        fault.contains(&config.url),
+        "the error names the endpoint: {fault}"
+    );
     assert!(fault.to_lowercase().contains(needle), "`{needle}` in: {fault}");
     let rec = store.run(r.run_id).await.unwrap().unwrap();
     assert_eq!(rec.status, status);
     assert!(rec.notes.contains(&config.url));
-    assert_eq!(snapshot(store, name).await, before, "the connector space is unchanged");
+    assert_eq!(
+        snapshot(store, name).await,
+        before,
+        "the connector space is unchanged"
+    );
     store.check_integrity().await.unwrap();
 }
 
@@ -38,7 +51,14 @@ async fn wrong_password_unreachable_server_and_untrusted_certificate() {
     std::fs::write(&wrong, "not-the-password\n").unwrap();
     let mut bad = good.clone();
     bad.password_file = Some(wrong);
-    assert_stopped(&store, "corp", &bad, "stopped-authentication", "invalid credentials").await;
+    assert_stopped(
+        &store,
+        "corp",
+        &bad,
+        "stopped-authentication",
+        "invalid credentials",
+    )
+    .await;
 
     let mut bad = good.clone();
     bad.url = "ldaps://127.0.0.1:1".into();
@@ -64,7 +84,10 @@ async fn secrets_never_appear_in_errors_or_the_store() {
     let bytes = std::fs::read(&path).unwrap();
     let wal = std::fs::read(dir.path().join("s.db-wal")).unwrap_or_default();
     let hay = [bytes, wal].concat();
-    assert!(!hay.windows(password.len()).any(|w| w == password.as_bytes()), "the password is in the database file");
+    assert!(
+        !hay.windows(password.len()).any(|w| w == password.as_bytes()),
+        "the password is in the database file"
+    );
 }
 
 /// A loopback proxy that forwards to `upstream` and cuts the connection after `limit` bytes
@@ -76,7 +99,9 @@ async fn cutting_proxy(upstream: String, limit: usize) -> u16 {
         while let Ok((mut client, _)) = listener.accept().await {
             let upstream = upstream.clone();
             tokio::spawn(async move {
-                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
                 let (mut cr, mut cw) = client.split();
                 let (mut sr, mut sw) = server.split();
                 let up = tokio::io::copy(&mut cr, &mut sw);
@@ -110,7 +135,17 @@ async fn a_server_that_drops_the_connection_mid_page_stops_the_run_and_the_rerun
     add(&mut ldap, &ou, &[("objectClass", &["organizationalUnit"])]).await;
     for i in 0..40 {
         let uid = format!("d{i}");
-        add(&mut ldap, &format!("uid={uid},{ou}"), &[("objectClass", &["inetOrgPerson"]), ("uid", &[&uid]), ("cn", &[&uid]), ("sn", &["x"])]).await;
+        add(
+            &mut ldap,
+            &format!("uid={uid},{ou}"),
+            &[
+                ("objectClass", &["inetOrgPerson"]),
+                ("uid", &[&uid]),
+                ("cn", &[&uid]),
+                ("sn", &["x"]),
+            ],
+        )
+        .await;
     }
     let upstream = peer.url.trim_start_matches("ldap://").to_owned();
     let port = cutting_proxy(upstream, 6_000).await;
@@ -126,7 +161,11 @@ async fn a_server_that_drops_the_connection_mid_page_stops_the_run_and_the_rerun
     // Run again against the real server: the delta runs as a full import and converges.
     let direct = openldap_config(&peer, &ou, "page_size = 2\n");
     let r = import(&store, "ol", &direct, ImportMode::Delta).await;
-    assert_eq!((r.profile, r.status.as_str()), (ImportMode::Full, "success"), "{r:?}");
+    assert_eq!(
+        (r.profile, r.status.as_str()),
+        (ImportMode::Full, "success"),
+        "{r:?}"
+    );
     let clean = Store::open_in_memory().await.unwrap();
     import(&clean, "ol", &direct, ImportMode::Full).await;
     assert_eq!(snapshot(&store, "ol").await, snapshot(&clean, "ol").await);
@@ -149,7 +188,10 @@ async fn an_object_guid_that_is_not_16_bytes_is_a_per_object_error_naming_the_ob
             &mut ldap,
             dn,
             vec![
-                (b"objectClass".to_vec(), HashSet::from([b"inetOrgPerson".to_vec(), b"adCompatObject".to_vec()])),
+                (
+                    b"objectClass".to_vec(),
+                    HashSet::from([b"inetOrgPerson".to_vec(), b"adCompatObject".to_vec()]),
+                ),
                 (b"uid".to_vec(), HashSet::from([uid.as_bytes().to_vec()])),
                 (b"cn".to_vec(), HashSet::from([uid.as_bytes().to_vec()])),
                 (b"sn".to_vec(), HashSet::from([b"x".to_vec()])),
@@ -161,10 +203,17 @@ async fn an_object_guid_that_is_not_16_bytes_is_a_per_object_error_naming_the_ob
     let store = Store::open_in_memory().await.unwrap();
     let config = openldap_config(&peer, &ou, "anchor_attribute = \"objectGUID\"\n");
     let r = import(&store, "guid", &config, ImportMode::Full).await;
-    assert_eq!((r.status.as_str(), r.counts.adds, r.counts.errors), ("completed-with-errors", 1, 1), "{r:?}");
+    assert_eq!(
+        (r.status.as_str(), r.counts.adds, r.counts.errors),
+        ("completed-with-errors", 1, 1),
+        "{r:?}"
+    );
     let errors = store.run_errors(r.run_id).await.unwrap();
     assert_eq!(errors[0].dn.as_deref(), Some(bad_dn.as_str()));
-    assert!(errors[0].message.contains(&bad_dn) && errors[0].message.contains("16 bytes, got 15"), "{errors:?}");
+    assert!(
+        errors[0].message.contains(&bad_dn) && errors[0].message.contains("16 bytes, got 15"),
+        "{errors:?}"
+    );
     let rows = snapshot(&store, "guid").await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].0, "BwcHBwcHBwcHBwcHBwcHBw==");

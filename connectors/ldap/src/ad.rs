@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use ldap3::Scope as LdapScope;
 use syncctl_core::{
-    Anchor, AttrName, AttrValues, ConnectorFault, CsObject, FaultKind, ImmutableId, ImportBatch, ImportChange,
-    ImportMode, ImportRequest, ImportSummary, ValueDelta, Watermark,
+    Anchor, AttrName, AttrValues, ConnectorFault, CsObject, FaultKind, ImmutableId, ImportBatch,
+    ImportChange, ImportMode, ImportRequest, ImportSummary, ValueDelta, Watermark,
 };
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -40,27 +40,48 @@ pub async fn import(
             if wm.server != server {
                 return Err(invalid_mark(
                     client,
-                    &format!("the watermark belongs to `{}` but `{server}` answered (watermarks are per domain controller)", wm.server),
+                    &format!(
+                        "the watermark belongs to `{}` but `{server}` answered (watermarks are per domain controller)",
+                        wm.server
+                    ),
                 ));
             }
             match wm.kind.as_str() {
                 "dirsync" => dirsync_delta(client, scope, &nc, &server, wm.value, tx).await,
                 "usn" => usn_delta(client, scope, &dse, &nc, &server, &wm, tx).await,
-                other => Err(invalid_mark(client, &format!("the watermark is of kind `{other}`, not an AD one"))),
+                other => Err(invalid_mark(
+                    client,
+                    &format!("the watermark is of kind `{other}`, not an AD one"),
+                )),
             }
         }
     }
 }
 
 fn invalid_mark(client: &Client, why: &str) -> ConnectorFault {
-    ConnectorFault::new(FaultKind::WatermarkInvalid, &client.endpoint, format!("delta import impossible: {why}"))
+    ConnectorFault::new(
+        FaultKind::WatermarkInvalid,
+        &client.endpoint,
+        format!("delta import impossible: {why}"),
+    )
 }
 
 fn usn_mark(dse: &RawEntry, server: &str, client: &Client) -> Result<Watermark, ConnectorFault> {
     let usn = text(dse, "highestCommittedUSN")
         .and_then(|t| t.parse::<i64>().ok())
-        .ok_or_else(|| ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "the root DSE has no highestCommittedUSN"))?;
-    Ok(Watermark { kind: "usn".into(), value: usn.to_string().into_bytes(), server: server.to_owned(), extra: BTreeMap::new() })
+        .ok_or_else(|| {
+            ConnectorFault::new(
+                FaultKind::Protocol,
+                &client.endpoint,
+                "the root DSE has no highestCommittedUSN",
+            )
+        })?;
+    Ok(Watermark {
+        kind: "usn".into(),
+        value: usn.to_string().into_bytes(),
+        server: server.to_owned(),
+        extra: BTreeMap::new(),
+    })
 }
 
 /// The attribute list of a search, with `member` asked in forced ranges when configured.
@@ -114,9 +135,19 @@ async fn full(
     let mut cookie = Vec::new();
     let base = scope.base.as_str().to_owned();
     loop {
-        let raws = client.next_page(&base, &filter, &attrs, &mut cookie, vec![]).await?;
+        let raws = client
+            .next_page(&base, &filter, &attrs, &mut cookie, vec![])
+            .await?;
         let changes = decode_full(client, scope, raws).await?;
-        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+        send(
+            tx,
+            &client.endpoint,
+            ImportBatch {
+                changes,
+                watermark: None,
+            },
+        )
+        .await?;
         if cookie.is_empty() {
             break;
         }
@@ -131,7 +162,11 @@ async fn full(
     })
 }
 
-async fn send(tx: &mpsc::Sender<ImportBatch>, endpoint: &str, batch: ImportBatch) -> Result<(), ConnectorFault> {
+async fn send(
+    tx: &mpsc::Sender<ImportBatch>,
+    endpoint: &str,
+    batch: ImportBatch,
+) -> Result<(), ConnectorFault> {
     tx.send(batch)
         .await
         .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
@@ -147,14 +182,18 @@ async fn decode_page(
 ) -> Result<Vec<ImportChange>, ConnectorFault> {
     let mut changes = Vec::with_capacity(raws.len());
     for raw in raws {
-        match decode(&raw, scope) {
-            Decoded::Object { mut object, open_ranges } => {
+        match decode(raw, scope) {
+            Decoded::Object {
+                mut object,
+                open_ranges,
+            } => {
                 complete_ranges(client, &mut object, open_ranges).await?;
                 changes.push(ImportChange::Present(object));
             }
-            Decoded::OutOfScope { anchor: Some(anchor), dn } if report_out_of_scope => {
-                changes.push(ImportChange::Deleted { anchor, dn })
-            }
+            Decoded::OutOfScope {
+                anchor: Some(anchor),
+                dn,
+            } if report_out_of_scope => changes.push(ImportChange::Deleted { anchor, dn }),
             Decoded::OutOfScope { .. } => {}
             Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
             Decoded::Invalid(e) => {
@@ -166,21 +205,35 @@ async fn decode_page(
     Ok(changes)
 }
 
-async fn decode_full(client: &mut Client, scope: &Scope, raws: Vec<RawEntry>) -> Result<Vec<ImportChange>, ConnectorFault> {
+async fn decode_full(
+    client: &mut Client,
+    scope: &Scope,
+    raws: Vec<RawEntry>,
+) -> Result<Vec<ImportChange>, ConnectorFault> {
     let mut changes = decode_page(client, scope, raws, false).await?;
     // A paged full search never returns tombstones; drop any the server sent anyway.
     changes.retain(|c| !matches!(c, ImportChange::Deleted { .. }));
     Ok(changes)
 }
 
-async fn complete_ranges(client: &mut Client, object: &mut CsObject, open: Vec<(String, u64)>) -> Result<(), ConnectorFault> {
+async fn complete_ranges(
+    client: &mut Client,
+    object: &mut CsObject,
+    open: Vec<(String, u64)>,
+) -> Result<(), ConnectorFault> {
     for (attr, start) in open {
-        let more = client.read_remaining_range(object.dn.as_str(), &attr, start).await?;
+        let more = client
+            .read_remaining_range(object.dn.as_str(), &attr, start)
+            .await?;
         let syntax = schema::syntax_of(&attr);
-        let typed = match typed_values(&attr, syntax, &more) {
+        let typed = match typed_values(&attr, syntax, more) {
             Ok(t) => t,
             Err(m) => {
-                return Err(ConnectorFault::new(FaultKind::Protocol, &client.endpoint, format!("{}: {m}", object.dn)));
+                return Err(ConnectorFault::new(
+                    FaultKind::Protocol,
+                    &client.endpoint,
+                    format!("{}: {m}", object.dn),
+                ));
             }
         };
         let name = AttrName::new(crate::entry::canonical_name(&attr));
@@ -213,14 +266,27 @@ async fn dirsync_bootstrap(client: &mut Client, nc: &str, server: &str) -> Resul
             return Err(result_fault(&client.endpoint, "DirSync", &out.result));
         }
         let (more, next) = controls::dirsync_response(&out.result.ctrls).ok_or_else(|| {
-            ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the answer has no DirSync control")
+            ConnectorFault::new(
+                FaultKind::Protocol,
+                &client.endpoint,
+                "DirSync: the answer has no DirSync control",
+            )
         })?;
         cookie = next;
         if !more {
-            return Ok(Watermark { kind: "dirsync".into(), value: cookie, server: server.to_owned(), extra: BTreeMap::new() });
+            return Ok(Watermark {
+                kind: "dirsync".into(),
+                value: cookie,
+                server: server.to_owned(),
+                extra: BTreeMap::new(),
+            });
         }
     }
-    Err(ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the server never finished"))
+    Err(ConnectorFault::new(
+        FaultKind::Protocol,
+        &client.endpoint,
+        "DirSync: the server never finished",
+    ))
 }
 
 async fn dirsync_delta(
@@ -240,7 +306,16 @@ async fn dirsync_delta(
     attrs.push("name".into());
     loop {
         let out = client
-            .search(nc, LdapScope::Subtree, filter, &attrs, vec![controls::dirsync(DIRSYNC_FLAGS, 0, &cookie), controls::show_deleted()])
+            .search(
+                nc,
+                LdapScope::Subtree,
+                filter,
+                &attrs,
+                vec![
+                    controls::dirsync(DIRSYNC_FLAGS, 0, &cookie),
+                    controls::show_deleted(),
+                ],
+            )
             .await?;
         match out.result.rc {
             0 => {}
@@ -256,19 +331,42 @@ async fn dirsync_delta(
         }
         client.pages += 1;
         let (more, next) = controls::dirsync_response(&out.result.ctrls).ok_or_else(|| {
-            ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the answer has no DirSync control")
+            ConnectorFault::new(
+                FaultKind::Protocol,
+                &client.endpoint,
+                "DirSync: the answer has no DirSync control",
+            )
         })?;
         let raws = client.decode_entries(out.entries)?;
         tracing::debug!(entries = raws.len(), more, sent = cookie.len(), got = next.len(), dns = ?raws.iter().map(RawEntry::dn_lossy).collect::<Vec<_>>(), "DirSync round");
         let changes = dirsync_changes(client, scope, nc, raws).await?;
-        let watermark = Watermark { kind: "dirsync".into(), value: next.clone(), server: server.to_owned(), extra: BTreeMap::new() };
-        send(tx, &client.endpoint, ImportBatch { changes, watermark: Some(watermark) }).await?;
+        let watermark = Watermark {
+            kind: "dirsync".into(),
+            value: next.clone(),
+            server: server.to_owned(),
+            extra: BTreeMap::new(),
+        };
+        send(
+            tx,
+            &client.endpoint,
+            ImportBatch {
+                changes,
+                watermark: Some(watermark),
+            },
+        )
+        .await?;
         cookie = next;
         if !more {
             break;
         }
     }
-    Ok(ImportSummary { final_watermark: None, sweep_unseen: false, method: "dirsync".into(), pages: client.pages, notes: vec![] })
+    Ok(ImportSummary {
+        final_watermark: None,
+        sweep_unseen: false,
+        method: "dirsync".into(),
+        pages: client.pages,
+        notes: vec![],
+    })
 }
 
 /// What DirSync said about one object.
@@ -304,7 +402,12 @@ async fn dirsync_changes(
             changes.push(ImportChange::Deleted { anchor, dn });
             continue;
         }
-        let mut entry = DirsyncEntry { id, added: vec![], removed: vec![], incremental: false };
+        let mut entry = DirsyncEntry {
+            id,
+            added: vec![],
+            removed: vec![],
+            incremental: false,
+        };
         for (desc, values) in &raw.attrs {
             let (name, range) = split_description(desc);
             if !name.eq_ignore_ascii_case("member") {
@@ -325,30 +428,43 @@ async fn dirsync_changes(
         changed.push(entry);
     }
     for chunk in changed.chunks(REREAD_CHUNK) {
-        let by_id = reread(client, scope, nc, chunk).await?;
-        tracing::debug!(asked = chunk.len(), found = by_id.len(), "objects re-read by GUID");
+        let mut by_id = reread(client, scope, nc, chunk).await?;
+        tracing::debug!(
+            asked = chunk.len(),
+            found = by_id.len(),
+            "objects re-read by GUID"
+        );
         for e in chunk {
             let anchor = Anchor::from(e.id);
-            let Some(raw) = by_id.get(&e.id) else {
+            let Some(raw) = by_id.remove(&e.id) else {
                 // Gone since DirSync listed it: its tombstone comes with the next round.
                 continue;
             };
             match decode(raw, scope) {
-                Decoded::Object { mut object, open_ranges } => {
+                Decoded::Object {
+                    mut object,
+                    open_ranges,
+                } => {
                     if e.incremental {
                         object.attributes.remove("member");
-                        let add = typed_values("member", schema::syntax_of("member"), &e.added);
-                        let remove = typed_values("member", schema::syntax_of("member"), &e.removed);
+                        let add = typed_values("member", schema::syntax_of("member"), e.added.clone());
+                        let remove = typed_values("member", schema::syntax_of("member"), e.removed.clone());
                         match (add, remove) {
                             (Ok(add), Ok(remove)) => {
-                                let deltas = BTreeMap::from([(AttrName::new("member"), ValueDelta { add, remove })]);
-                                changes.push(ImportChange::Incremental { object, value_deltas: deltas });
+                                let deltas =
+                                    BTreeMap::from([(AttrName::new("member"), ValueDelta { add, remove })]);
+                                changes.push(ImportChange::Incremental {
+                                    object,
+                                    value_deltas: deltas,
+                                });
                             }
-                            (Err(m), _) | (_, Err(m)) => changes.push(ImportChange::Invalid(syncctl_core::ObjectError {
-                                dn: object.dn.to_string(),
-                                kind: "invalid-value".into(),
-                                message: format!("{}: {m}", object.dn),
-                            })),
+                            (Err(m), _) | (_, Err(m)) => {
+                                changes.push(ImportChange::Invalid(syncctl_core::ObjectError {
+                                    dn: object.dn.to_string(),
+                                    kind: "invalid-value".into(),
+                                    message: format!("{}: {m}", object.dn),
+                                }))
+                            }
                         }
                     } else {
                         complete_ranges(client, &mut object, open_ranges).await?;
@@ -380,10 +496,17 @@ async fn reread(
         }
         let filter = format!(
             "(|{})",
-            ids.iter().map(|e| format!("(objectGUID={})", e.id.to_ldap_filter_value())).collect::<String>()
+            ids.iter()
+                .map(|e| format!("(objectGUID={})", e.id.to_ldap_filter_value()))
+                .collect::<String>()
         );
         let attrs: Vec<String> = if incremental {
-            scope.requested.iter().filter(|a| !a.eq_ignore_ascii_case("member")).cloned().collect()
+            scope
+                .requested
+                .iter()
+                .filter(|a| !a.eq_ignore_ascii_case("member"))
+                .cloned()
+                .collect()
         } else {
             search_attrs(client, scope, &[])
         };
@@ -419,13 +542,24 @@ async fn usn_delta(
     // The new mark is read first: anything committed after it is seen by the next delta.
     let next = usn_mark(dse, server, client)?;
     let mut notes = Vec::new();
-    let filter = format!("(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))", from + 1);
+    let filter = format!(
+        "(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))",
+        from + 1
+    );
     let attrs = search_attrs(client, scope, &[]);
     let mut cookie = Vec::new();
     loop {
         let raws = client.next_page(nc, &filter, &attrs, &mut cookie, vec![]).await?;
         let changes = decode_page(client, scope, raws, true).await?;
-        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+        send(
+            tx,
+            &client.endpoint,
+            ImportBatch {
+                changes,
+                watermark: None,
+            },
+        )
+        .await?;
         if cookie.is_empty() {
             break;
         }
@@ -434,23 +568,47 @@ async fn usn_delta(
     // rights (the search answers empty rather than failing), and this method is the one for
     // such accounts; so deletes are found by listing every anchor in scope (four attributes
     // per object) and letting the engine mark the unlisted ones deleted.
-    notes.push("deletes were found by listing the anchors in scope (uSNChanged polling cannot see tombstones)".to_owned());
+    notes.push(
+        "deletes were found by listing the anchors in scope (uSNChanged polling cannot see tombstones)"
+            .to_owned(),
+    );
     let filter = scope.filter();
-    let attrs: Vec<String> = schema::required_attributes(scope.flavor).iter().map(|s| (*s).to_owned()).collect();
+    let attrs: Vec<String> = schema::required_attributes(scope.flavor)
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
     let mut cookie = Vec::new();
     loop {
-        let raws = client.next_page(scope.base.as_str(), &filter, &attrs, &mut cookie, vec![]).await?;
+        let raws = client
+            .next_page(scope.base.as_str(), &filter, &attrs, &mut cookie, vec![])
+            .await?;
         let mut changes = Vec::new();
         for raw in raws {
-            if let Decoded::Object { object, .. } = decode(&raw, scope) {
-                changes.push(ImportChange::Unchanged { anchor: object.anchor });
+            if let Decoded::Object { object, .. } = decode(raw, scope) {
+                changes.push(ImportChange::Unchanged {
+                    anchor: object.anchor,
+                });
             }
         }
-        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
+        send(
+            tx,
+            &client.endpoint,
+            ImportBatch {
+                changes,
+                watermark: None,
+            },
+        )
+        .await?;
         if cookie.is_empty() {
             break;
         }
     }
     let sweep = true;
-    Ok(ImportSummary { final_watermark: Some(next), sweep_unseen: sweep, method: "usn".into(), pages: client.pages, notes })
+    Ok(ImportSummary {
+        final_watermark: Some(next),
+        sweep_unseen: sweep,
+        method: "usn".into(),
+        pages: client.pages,
+        notes,
+    })
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ldap3::controls::RawControl;
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError as Ldap3Error, LdapResult, ResultEntry, Scope as LdapScope};
+use ldap3::{
+    Ldap, LdapConnAsync, LdapConnSettings, LdapError as Ldap3Error, LdapResult, ResultEntry,
+    Scope as LdapScope,
+};
 use syncctl_core::{ConnectorFault, FaultKind};
 use tracing::{debug, warn};
 
@@ -51,14 +54,17 @@ pub fn map_error(endpoint: &str, what: &str, e: Ldap3Error) -> ConnectorFault {
         _ => FaultKind::Connectivity,
     };
     let message = match kind {
-        FaultKind::Tls => format!("{what}: TLS failed, the server's certificate was not verified or the handshake was refused ({text})"),
+        FaultKind::Tls => format!(
+            "{what}: TLS failed, the server's certificate was not verified or the handshake was refused ({text})"
+        ),
         _ => format!("{what}: {text}"),
     };
     fault(kind, endpoint, message)
 }
 
 fn is_tls_io(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
         || e.to_string().contains("certificate")
         || e.kind() == std::io::ErrorKind::InvalidData
 }
@@ -73,7 +79,11 @@ pub fn result_fault(endpoint: &str, what: &str, r: &LdapResult) -> ConnectorFaul
         32 | 34 => FaultKind::Config,
         _ => FaultKind::Protocol,
     };
-    let detail = if r.text.is_empty() { String::new() } else { format!(": {}", r.text.trim_end_matches('\0')) };
+    let detail = if r.text.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", r.text.trim_end_matches('\0'))
+    };
     let hint = match r.rc {
         49 => " (invalid credentials: check bind_dn and the password)",
         8 => " (the server requires a protected connection: use ldaps or starttls)",
@@ -81,7 +91,11 @@ pub fn result_fault(endpoint: &str, what: &str, r: &LdapResult) -> ConnectorFaul
         32 => " (the base DN does not exist)",
         _ => "",
     };
-    fault(kind, endpoint, format!("{what}: LDAP result code {}{hint}{detail}", r.rc))
+    fault(
+        kind,
+        endpoint,
+        format!("{what}: LDAP result code {}{hint}{detail}", r.rc),
+    )
 }
 
 fn tls_config(config: &LdapConfig, endpoint: &str) -> Result<Arc<rustls::ClientConfig>, ConnectorFault> {
@@ -90,21 +104,37 @@ fn tls_config(config: &LdapConfig, endpoint: &str) -> Result<Arc<rustls::ClientC
     match &config.ca_file {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
-                fault(FaultKind::Config, endpoint, format!("cannot read ca_file {}: {e}", path.display()))
+                fault(
+                    FaultKind::Config,
+                    endpoint,
+                    format!("cannot read ca_file {}: {e}", path.display()),
+                )
             })?;
             let mut reader = std::io::Cursor::new(pem);
             let mut found = 0;
             for cert in rustls_pemfile::certs(&mut reader) {
                 let cert = cert.map_err(|e| {
-                    fault(FaultKind::Config, endpoint, format!("ca_file {} is not PEM: {e}", path.display()))
+                    fault(
+                        FaultKind::Config,
+                        endpoint,
+                        format!("ca_file {} is not PEM: {e}", path.display()),
+                    )
                 })?;
                 roots.add(cert).map_err(|e| {
-                    fault(FaultKind::Config, endpoint, format!("ca_file {} holds an unusable certificate: {e}", path.display()))
+                    fault(
+                        FaultKind::Config,
+                        endpoint,
+                        format!("ca_file {} holds an unusable certificate: {e}", path.display()),
+                    )
                 })?;
                 found += 1;
             }
             if found == 0 {
-                return Err(fault(FaultKind::Config, endpoint, format!("ca_file {} holds no certificate", path.display())));
+                return Err(fault(
+                    FaultKind::Config,
+                    endpoint,
+                    format!("ca_file {} holds no certificate", path.display()),
+                ));
             }
         }
         None => {
@@ -131,7 +161,11 @@ impl Client {
         match config.security() {
             Security::Plain => {}
             Security::Ldaps => settings = settings.set_config(tls_config(config, &endpoint)?),
-            Security::Starttls => settings = settings.set_config(tls_config(config, &endpoint)?).set_starttls(true),
+            Security::Starttls => {
+                settings = settings
+                    .set_config(tls_config(config, &endpoint)?)
+                    .set_starttls(true)
+            }
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &config.url)
             .await
@@ -142,16 +176,29 @@ impl Client {
                 debug!(endpoint = %drive_endpoint, error = %e, "the LDAP connection ended");
             }
         });
-        let password = config.password(name).map_err(|e| fault(FaultKind::Config, &endpoint, e.to_string()))?;
+        let password = config
+            .password(name)
+            .map_err(|e| fault(FaultKind::Config, &endpoint, e.to_string()))?;
         ldap.with_timeout(timeout);
         let bound = ldap
             .simple_bind(&config.bind_dn, password.expose())
             .await
             .map_err(|e| map_error(&endpoint, "bind", e))?;
         if bound.rc != 0 {
-            return Err(result_fault(&endpoint, &format!("bind as `{}`", config.bind_dn), &bound));
+            return Err(result_fault(
+                &endpoint,
+                &format!("bind as `{}`", config.bind_dn),
+                &bound,
+            ));
         }
-        Ok(Self { ldap, endpoint, timeout, page_size: config.page_size, range_size: config.range_size, pages: 0 })
+        Ok(Self {
+            ldap,
+            endpoint,
+            timeout,
+            page_size: config.page_size,
+            range_size: config.range_size,
+            pages: 0,
+        })
     }
 
     /// Unbinds (errors ignored: the import is already decided).
@@ -191,7 +238,10 @@ impl Client {
                     return Err(ConnectorFault::new(
                         f.kind,
                         f.endpoint,
-                        format!("{} (the connection failed in the middle of a result page)", f.message),
+                        format!(
+                            "{} (the connection failed in the middle of a result page)",
+                            f.message
+                        ),
                     ));
                 }
             }
@@ -199,9 +249,17 @@ impl Client {
         let result = stream.finish().await;
         // 10 = referral: AD answers that for a base outside its naming contexts.
         if result.rc == 80 && result.text.contains("stream") {
-            return Err(fault(FaultKind::Connectivity, &self.endpoint, format!("{what}: the server closed the connection")));
+            return Err(fault(
+                FaultKind::Connectivity,
+                &self.endpoint,
+                format!("{what}: the server closed the connection"),
+            ));
         }
-        Ok(SearchOutput { entries, intermediates, result })
+        Ok(SearchOutput {
+            entries,
+            intermediates,
+            result,
+        })
     }
 
     /// Reads the next page of a paged search. `cookie` is empty for the first page; on return
@@ -216,13 +274,23 @@ impl Client {
     ) -> Result<Vec<RawEntry>, ConnectorFault> {
         let mut ctrls = vec![controls::paged(self.page_size, cookie)];
         ctrls.extend(extra);
-        let out = self.search(base, LdapScope::Subtree, filter, attrs, ctrls).await?;
+        let out = self
+            .search(base, LdapScope::Subtree, filter, attrs, ctrls)
+            .await?;
         if out.result.rc != 0 {
-            return Err(result_fault(&self.endpoint, &format!("paged search of `{base}`"), &out.result));
+            return Err(result_fault(
+                &self.endpoint,
+                &format!("paged search of `{base}`"),
+                &out.result,
+            ));
         }
         self.pages += 1;
         *cookie = controls::paged_cookie(&out.result.ctrls).unwrap_or_default();
-        debug!(entries = out.entries.len(), more = !cookie.is_empty(), "page read");
+        debug!(
+            entries = out.entries.len(),
+            more = !cookie.is_empty(),
+            "page read"
+        );
         self.decode_entries(out.entries)
     }
 
@@ -231,7 +299,13 @@ impl Client {
         entries
             .into_iter()
             .map(|re| {
-                parse_entry(&re.0).map_err(|m| fault(FaultKind::Protocol, &self.endpoint, format!("malformed search entry: {m}")))
+                parse_entry(re.0).map_err(|m| {
+                    fault(
+                        FaultKind::Protocol,
+                        &self.endpoint,
+                        format!("malformed search entry: {m}"),
+                    )
+                })
             })
             .collect()
     }
@@ -243,17 +317,28 @@ impl Client {
         attrs: &[String],
         ctrls: Vec<RawControl>,
     ) -> Result<Option<RawEntry>, ConnectorFault> {
-        let out = self.search(dn, LdapScope::Base, "(objectClass=*)", attrs, ctrls).await?;
+        let out = self
+            .search(dn, LdapScope::Base, "(objectClass=*)", attrs, ctrls)
+            .await?;
         match out.result.rc {
             0 => Ok(self.decode_entries(out.entries)?.into_iter().next()),
             32 => Ok(None),
-            _ => Err(result_fault(&self.endpoint, &format!("read of `{dn}`"), &out.result)),
+            _ => Err(result_fault(
+                &self.endpoint,
+                &format!("read of `{dn}`"),
+                &out.result,
+            )),
         }
     }
 
     /// Completes attributes returned in ranges (`member;range=0-1499`): asks for the following
     /// ranges of `attr` on `dn` until one ends in `*`, and returns the extra values.
-    pub async fn read_remaining_range(&mut self, dn: &str, attr: &str, mut start: u64) -> Result<Vec<Vec<u8>>, ConnectorFault> {
+    pub async fn read_remaining_range(
+        &mut self,
+        dn: &str,
+        attr: &str,
+        mut start: u64,
+    ) -> Result<Vec<Vec<u8>>, ConnectorFault> {
         let mut values = Vec::new();
         for _ in 0..1_000_000 {
             let spec = if self.range_size > 0 {
@@ -284,27 +369,49 @@ impl Client {
                 _ => return Ok(values),
             }
         }
-        Err(fault(FaultKind::Protocol, &self.endpoint, format!("`{dn}`: range retrieval of `{attr}` did not end")))
+        Err(fault(
+            FaultKind::Protocol,
+            &self.endpoint,
+            format!("`{dn}`: range retrieval of `{attr}` did not end"),
+        ))
     }
 
     /// Reads the root DSE.
     pub async fn root_dse(&mut self) -> Result<RawEntry, ConnectorFault> {
-        let attrs: Vec<String> = ["defaultNamingContext", "dsServiceName", "highestCommittedUSN", "contextCSN", "namingContexts", "supportedControl"]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        let out = self.search("", LdapScope::Base, "(objectClass=*)", &attrs, vec![]).await?;
+        let attrs: Vec<String> = [
+            "defaultNamingContext",
+            "dsServiceName",
+            "highestCommittedUSN",
+            "contextCSN",
+            "namingContexts",
+            "supportedControl",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let out = self
+            .search("", LdapScope::Base, "(objectClass=*)", &attrs, vec![])
+            .await?;
         if out.result.rc != 0 {
             return Err(result_fault(&self.endpoint, "read of the root DSE", &out.result));
         }
         self.decode_entries(out.entries)?
             .into_iter()
             .next()
-            .ok_or_else(|| fault(FaultKind::Protocol, &self.endpoint, "the root DSE is not readable"))
+            .ok_or_else(|| {
+                fault(
+                    FaultKind::Protocol,
+                    &self.endpoint,
+                    "the root DSE is not readable",
+                )
+            })
     }
 }
 
 /// The first value of an attribute as text.
 pub fn text(entry: &RawEntry, name: &str) -> Option<String> {
-    entry.values(name).and_then(|v| v.first()).and_then(|b| String::from_utf8(b.clone()).ok())
+    entry
+        .values(name)
+        .and_then(|v| v.first())
+        .and_then(|b| String::from_utf8(b.clone()).ok())
 }

@@ -107,16 +107,22 @@ fn default_timeout() -> u64 {
 impl LdapConfig {
     /// The effective security mode.
     pub fn security(&self) -> Security {
-        self.security.unwrap_or(if self.url.to_ascii_lowercase().starts_with("ldaps://") {
-            Security::Ldaps
-        } else {
-            Security::Starttls
-        })
+        self.security
+            .unwrap_or(if self.url.to_ascii_lowercase().starts_with("ldaps://") {
+                Security::Ldaps
+            } else {
+                Security::Starttls
+            })
     }
 
     /// Checks what can be checked before connecting.
     pub fn validate(&self, name: &str) -> Result<()> {
-        let bad = |m: String| Err(LdapError::Config { connector: name.to_owned(), message: m });
+        let bad = |m: String| {
+            Err(LdapError::Config {
+                connector: name.to_owned(),
+                message: m,
+            })
+        };
         let lower = self.url.to_ascii_lowercase();
         if !(lower.starts_with("ldap://") || lower.starts_with("ldaps://")) {
             return bad(format!("url `{}` must start with ldap:// or ldaps://", self.url));
@@ -137,7 +143,12 @@ impl LdapConfig {
         if !(1..=100_000).contains(&self.page_size) {
             return bad(format!("page_size {} is out of range 1..=100000", self.page_size));
         }
-        for dn in self.include_ous.iter().chain(&self.exclude_ous).chain(std::iter::once(&self.base_dn)) {
+        for dn in self
+            .include_ous
+            .iter()
+            .chain(&self.exclude_ous)
+            .chain(std::iter::once(&self.base_dn))
+        {
             if let Err(e) = syncctl_core::Dn::parse(dn) {
                 return bad(e.to_string());
             }
@@ -182,7 +193,10 @@ impl LdapConfig {
             }
             return Ok(Secret(line));
         }
-        Err(LdapError::Config { connector: name.to_owned(), message: "no bind password configured".into() })
+        Err(LdapError::Config {
+            connector: name.to_owned(),
+            message: "no bind password configured".into(),
+        })
     }
 }
 

@@ -30,40 +30,56 @@ impl RawEntry {
 
     /// The values of an attribute (exact description, case-insensitive).
     pub fn values(&self, name: &str) -> Option<&[Vec<u8>]> {
-        self.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
+        self.attrs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 
     /// True when the boolean attribute is `TRUE`.
     pub fn is_true(&self, name: &str) -> bool {
-        self.values(name).and_then(|v| v.first()).is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"))
+        self.values(name)
+            .and_then(|v| v.first())
+            .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"))
     }
 }
 
-/// Decodes a SearchResultEntry (`[APPLICATION 4] SEQUENCE { objectName, attributes }`).
-pub fn parse_entry(tag: &StructureTag) -> Result<RawEntry, String> {
-    let PL::C(parts) = &tag.payload else { return Err("the entry is not a constructed value".into()) };
-    let mut parts = parts.iter();
-    let dn = match parts.next().map(|t| &t.payload) {
-        Some(PL::P(bytes)) => bytes.clone(),
+/// Decodes a SearchResultEntry (`[APPLICATION 4] SEQUENCE { objectName, attributes }`),
+/// taking the values out of the tag without copying them.
+pub fn parse_entry(tag: StructureTag) -> Result<RawEntry, String> {
+    let PL::C(parts) = tag.payload else {
+        return Err("the entry is not a constructed value".into());
+    };
+    let mut parts = parts.into_iter();
+    let dn = match parts.next().map(|t| t.payload) {
+        Some(PL::P(bytes)) => bytes,
         _ => return Err("the entry has no DN".into()),
     };
     let mut attrs = Vec::new();
-    match parts.next().map(|t| &t.payload) {
+    match parts.next().map(|t| t.payload) {
         Some(PL::C(list)) => {
+            attrs.reserve(list.len());
             for partial in list {
-                let PL::C(pair) = &partial.payload else { return Err("an attribute is not a sequence".into()) };
-                let mut pair = pair.iter();
-                let name = match pair.next().map(|t| &t.payload) {
-                    Some(PL::P(b)) => String::from_utf8(b.clone()).map_err(|_| "an attribute name is not UTF-8".to_owned())?,
+                let PL::C(pair) = partial.payload else {
+                    return Err("an attribute is not a sequence".into());
+                };
+                let mut pair = pair.into_iter();
+                let name = match pair.next().map(|t| t.payload) {
+                    Some(PL::P(b)) => {
+                        String::from_utf8(b).map_err(|_| "an attribute name is not UTF-8".to_owned())?
+                    }
                     _ => return Err("an attribute has no name".into()),
                 };
                 let mut values = Vec::new();
-                match pair.next().map(|t| &t.payload) {
+                match pair.next().map(|t| t.payload) {
                     Some(PL::C(vals)) => {
+                        values.reserve(vals.len());
                         for v in vals {
-                            match &v.payload {
-                                PL::P(b) => values.push(b.clone()),
-                                PL::C(_) => return Err(format!("a value of `{name}` is not an octet string")),
+                            match v.payload {
+                                PL::P(b) => values.push(b),
+                                PL::C(_) => {
+                                    return Err(format!("a value of `{name}` is not an octet string"));
+                                }
                             }
                         }
                     }
@@ -139,12 +155,21 @@ impl Scope {
                         .unwrap_or_else(|| t.clone())
                 })
                 .collect(),
-            None => schema::object_types(flavor).iter().map(|s| (*s).to_owned()).collect(),
+            None => schema::object_types(flavor)
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         };
-        let bookkeeping: Vec<String> = schema::bookkeeping_attributes(flavor).iter().map(|s| s.to_ascii_lowercase()).collect();
+        let bookkeeping: Vec<String> = schema::bookkeeping_attributes(flavor)
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
         let mut kept: BTreeSet<String> = match &config.attributes {
             Some(list) => list.iter().map(|a| a.to_ascii_lowercase()).collect(),
-            None => schema::default_attributes(flavor).iter().map(|a| a.to_ascii_lowercase()).collect(),
+            None => schema::default_attributes(flavor)
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
         };
         for r in schema::required_attributes(flavor) {
             kept.insert(r.to_ascii_lowercase());
@@ -191,7 +216,11 @@ impl Scope {
                 (_, other) => format!("(objectClass={other})"),
             })
             .collect();
-        let types = if parts.len() == 1 { parts.concat() } else { format!("(|{})", parts.concat()) };
+        let types = if parts.len() == 1 {
+            parts.concat()
+        } else {
+            format!("(|{})", parts.concat())
+        };
         match self.flavor {
             Flavor::Ad => format!("(&{types}(!(isCriticalSystemObject=TRUE)))"),
             Flavor::Openldap => types,
@@ -228,7 +257,10 @@ impl Scope {
 #[derive(Debug)]
 pub enum Decoded {
     /// An object in scope, with the attributes whose values continue in further ranges.
-    Object { object: CsObject, open_ranges: Vec<(String, u64)> },
+    Object {
+        object: CsObject,
+        open_ranges: Vec<(String, u64)>,
+    },
     /// An object outside the scope (OU, type, critical system object), with its anchor when it
     /// could be read, so that a delta can report it as gone.
     OutOfScope { anchor: Option<Anchor>, dn: Option<Dn> },
@@ -239,7 +271,11 @@ pub enum Decoded {
 }
 
 fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
-    Decoded::Invalid(ObjectError { dn: dn.to_owned(), kind: kind.to_owned(), message })
+    Decoded::Invalid(ObjectError {
+        dn: dn.to_owned(),
+        kind: kind.to_owned(),
+        message,
+    })
 }
 
 /// Reads the anchor of an entry: a 16-byte GUID attribute (objectGUID, mS-DS-ConsistencyGuid)
@@ -247,13 +283,21 @@ fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
 pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<ImmutableId>), ObjectError> {
     let dn = raw.dn_lossy();
     let attr = scope.anchor_attribute.as_str();
-    let err = |kind: &str, message: String| ObjectError { dn: dn.clone(), kind: kind.into(), message };
+    let err = |kind: &str, message: String| ObjectError {
+        dn: dn.clone(),
+        kind: kind.into(),
+        message,
+    };
     if attr == "entryuuid" {
         let Some(text) = raw.values("entryUUID").and_then(|v| v.first()) else {
             return Err(err("missing-anchor", format!("{dn}: the entry has no entryUUID")));
         };
-        let parsed = std::str::from_utf8(text).ok().and_then(|t| uuid::Uuid::parse_str(t).ok());
-        let Some(u) = parsed else { return Err(err("invalid-anchor", format!("{dn}: entryUUID is not a UUID"))) };
+        let parsed = std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| uuid::Uuid::parse_str(t).ok());
+        let Some(u) = parsed else {
+            return Err(err("invalid-anchor", format!("{dn}: entryUUID is not a UUID")));
+        };
         return Anchor::new(u.hyphenated().to_string())
             .map(|a| (a, None))
             .map_err(|e| err("invalid-anchor", format!("{dn}: {e}")));
@@ -267,22 +311,25 @@ pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<Immuta
     };
     let id = ImmutableId::from_object_guid(guid).map_err(|e| {
         let text = e.to_string();
-        let text = if attr == "objectguid" { text } else { text.replacen("objectGUID", attr, 1) };
+        let text = if attr == "objectguid" {
+            text
+        } else {
+            text.replacen("objectGUID", attr, 1)
+        };
         err("invalid-anchor", format!("{dn}: {text}"))
     })?;
     Ok((Anchor::from(id), Some(id)))
 }
 
-/// Converts raw values to typed ones.
-pub fn typed_values(name: &str, syntax: AttrSyntax, raw: &[Vec<u8>]) -> Result<AttrValues, String> {
-    let text = |v: &Vec<u8>| {
-        String::from_utf8(v.clone()).map_err(|_| format!("a value of `{name}` is not valid UTF-8"))
-    };
+/// Converts raw values to typed ones (text values are moved, not copied).
+pub fn typed_values(name: &str, syntax: AttrSyntax, raw: Vec<Vec<u8>>) -> Result<AttrValues, String> {
+    let text =
+        |v: Vec<u8>| String::from_utf8(v).map_err(|_| format!("a value of `{name}` is not valid UTF-8"));
     Ok(match syntax {
-        AttrSyntax::Binary => AttrValues::Binary(raw.to_vec()),
-        AttrSyntax::String => AttrValues::String(raw.iter().map(text).collect::<Result<_, _>>()?),
-        AttrSyntax::Reference => AttrValues::Reference(raw.iter().map(text).collect::<Result<_, _>>()?),
-        AttrSyntax::Timestamp => AttrValues::Timestamp(raw.iter().map(text).collect::<Result<_, _>>()?),
+        AttrSyntax::Binary => AttrValues::Binary(raw),
+        AttrSyntax::String => AttrValues::String(raw.into_iter().map(text).collect::<Result<_, _>>()?),
+        AttrSyntax::Reference => AttrValues::Reference(raw.into_iter().map(text).collect::<Result<_, _>>()?),
+        AttrSyntax::Timestamp => AttrValues::Timestamp(raw.into_iter().map(text).collect::<Result<_, _>>()?),
         AttrSyntax::Integer => AttrValues::Integer(
             raw.iter()
                 .map(|v| {
@@ -307,19 +354,28 @@ pub fn typed_values(name: &str, syntax: AttrSyntax, raw: &[Vec<u8>]) -> Result<A
 
 /// Turns a raw entry into a CS object (or says why not). Range-continued attributes are
 /// reported in `open_ranges` for the caller to complete.
-pub fn decode(raw: &RawEntry, scope: &Scope) -> Decoded {
+pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
     let dn_text = match std::str::from_utf8(&raw.dn) {
         Ok(t) => t.to_owned(),
-        Err(_) => return invalid(&raw.dn_lossy(), "invalid-dn", format!("{}: the DN is not valid UTF-8", raw.dn_lossy())),
+        Err(_) => {
+            return invalid(
+                &raw.dn_lossy(),
+                "invalid-dn",
+                format!("{}: the DN is not valid UTF-8", raw.dn_lossy()),
+            );
+        }
     };
-    let anchor = anchor_of(raw, scope);
+    let anchor = anchor_of(&raw, scope);
     let dn = match Dn::parse(&dn_text) {
         Ok(d) => d,
         Err(e) => return invalid(&dn_text, "invalid-dn", format!("{dn_text}: {e}")),
     };
     if scope.flavor == Flavor::Ad && raw.is_true("isDeleted") {
         return match anchor {
-            Ok((a, _)) => Decoded::Deleted { anchor: a, dn: Some(dn) },
+            Ok((a, _)) => Decoded::Deleted {
+                anchor: a,
+                dn: Some(dn),
+            },
             Err(e) => Decoded::Invalid(e),
         };
     }
@@ -327,7 +383,10 @@ pub fn decode(raw: &RawEntry, scope: &Scope) -> Decoded {
     let object_class = scope.classify(classes);
     let critical = scope.flavor == Flavor::Ad && raw.is_true("isCriticalSystemObject");
     if object_class.is_none() || critical || !scope.contains(&dn) {
-        return Decoded::OutOfScope { anchor: anchor.ok().map(|(a, _)| a), dn: Some(dn) };
+        return Decoded::OutOfScope {
+            anchor: anchor.ok().map(|(a, _)| a),
+            dn: Some(dn),
+        };
     }
     let (anchor, immutable_id) = match anchor {
         Ok(a) => a,
@@ -335,8 +394,8 @@ pub fn decode(raw: &RawEntry, scope: &Scope) -> Decoded {
     };
     let mut attributes = Attributes::new();
     let mut open_ranges = Vec::new();
-    for (desc, values) in &raw.attrs {
-        let (name, range) = split_description(desc);
+    for (desc, values) in raw.attrs {
+        let (name, range) = split_description(&desc);
         let key = name.to_ascii_lowercase();
         if !scope.kept.contains(&key) {
             continue;
@@ -358,13 +417,30 @@ pub fn decode(raw: &RawEntry, scope: &Scope) -> Decoded {
             None => attributes.insert(name, typed),
         }
     }
-    let Some(object_class) = object_class else { return Decoded::OutOfScope { anchor: Some(anchor), dn: Some(dn) } };
-    Decoded::Object { object: CsObject { anchor, immutable_id, dn, object_class, attributes }, open_ranges }
+    let Some(object_class) = object_class else {
+        return Decoded::OutOfScope {
+            anchor: Some(anchor),
+            dn: Some(dn),
+        };
+    };
+    Decoded::Object {
+        object: CsObject {
+            anchor,
+            immutable_id,
+            dn,
+            object_class,
+            attributes,
+        },
+        open_ranges,
+    }
 }
 
 /// The schema's spelling of an attribute name, so that every server's case gives one key.
 pub fn canonical_name(name: &str) -> &str {
-    for list in [schema::default_attributes(Flavor::Ad), schema::default_attributes(Flavor::Openldap)] {
+    for list in [
+        schema::default_attributes(Flavor::Ad),
+        schema::default_attributes(Flavor::Openldap),
+    ] {
         if let Some(c) = list.iter().find(|c| c.eq_ignore_ascii_case(name)) {
             return c;
         }
@@ -378,20 +454,44 @@ mod tests {
 
     #[test]
     fn range_options_are_read() {
-        assert_eq!(split_description("member;range=0-1499"), ("member", Some(Range { low: 0, high: Some(1499) })));
-        assert_eq!(split_description("member;range=1500-*"), ("member", Some(Range { low: 1500, high: None })));
+        assert_eq!(
+            split_description("member;range=0-1499"),
+            (
+                "member",
+                Some(Range {
+                    low: 0,
+                    high: Some(1499)
+                })
+            )
+        );
+        assert_eq!(
+            split_description("member;range=1500-*"),
+            (
+                "member",
+                Some(Range {
+                    low: 1500,
+                    high: None
+                })
+            )
+        );
         assert_eq!(split_description("member"), ("member", None));
         assert_eq!(split_description("member;range=x-1"), ("member", None));
-        assert_eq!(split_description("userCertificate;binary"), ("userCertificate", None));
+        assert_eq!(
+            split_description("userCertificate;binary"),
+            ("userCertificate", None)
+        );
     }
 
     #[test]
     fn typed_values_refuse_bad_input_with_the_attribute_name() {
         assert_eq!(
-            typed_values("description", AttrSyntax::String, &[vec![0xff, 0xfe]]).unwrap_err(),
+            typed_values("description", AttrSyntax::String, vec![vec![0xff, 0xfe]]).unwrap_err(),
             "a value of `description` is not valid UTF-8"
         );
-        assert!(typed_values("uSNChanged", AttrSyntax::Integer, &[b"12a".to_vec()]).is_err());
-        assert_eq!(typed_values("x", AttrSyntax::Boolean, &[b"TRUE".to_vec()]).unwrap(), AttrValues::Boolean(vec![true]));
+        assert!(typed_values("uSNChanged", AttrSyntax::Integer, vec![b"12a".to_vec()]).is_err());
+        assert_eq!(
+            typed_values("x", AttrSyntax::Boolean, vec![b"TRUE".to_vec()]).unwrap(),
+            AttrValues::Boolean(vec![true])
+        );
     }
 }

@@ -50,8 +50,15 @@ impl LdapConnector {
     /// Builds a connector from its validated settings (no connection yet).
     pub fn new(name: &str, config: LdapConfig) -> Result<Self> {
         config.validate(name)?;
-        let scope = entry::Scope::new(&config).map_err(|m| LdapError::Config { connector: name.into(), message: m })?;
-        Ok(Self { name: name.to_owned(), config, scope })
+        let scope = entry::Scope::new(&config).map_err(|m| LdapError::Config {
+            connector: name.into(),
+            message: m,
+        })?;
+        Ok(Self {
+            name: name.to_owned(),
+            config,
+            scope,
+        })
     }
 
     /// `ldap-ad` or `ldap-openldap`: the connector kind recorded in the store.
@@ -97,7 +104,9 @@ impl Connector for LdapConnector {
             let mut client = client::Client::connect(&self.name, &self.config).await?;
             let result = match self.config.flavor {
                 Flavor::Ad => ad::import(&mut client, &self.config, &self.scope, request, &tx).await,
-                Flavor::Openldap => openldap::import(&mut client, &self.config, &self.scope, request, &tx).await,
+                Flavor::Openldap => {
+                    openldap::import(&mut client, &self.config, &self.scope, request, &tx).await
+                }
             };
             client.close().await;
             result

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use ldap3::Scope as LdapScope;
-use syncctl_core::{Anchor, ConnectorFault, FaultKind, ImportBatch, ImportChange, ImportMode, ImportRequest, ImportSummary, Watermark};
+use syncctl_core::{
+    Anchor, ConnectorFault, FaultKind, ImportBatch, ImportChange, ImportMode, ImportRequest, ImportSummary,
+    Watermark,
+};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -28,15 +31,26 @@ pub async fn import(
     match request.mode {
         ImportMode::Full => full(client, scope, &server, tx).await,
         ImportMode::Delta => {
-            let wm = request.watermark.ok_or_else(|| invalid(client, "there is no watermark"))?;
+            let wm = request
+                .watermark
+                .ok_or_else(|| invalid(client, "there is no watermark"))?;
             if wm.kind != "syncrepl" {
-                return Err(invalid(client, &format!("the watermark is of kind `{}`, not syncrepl", wm.kind)));
+                return Err(invalid(
+                    client,
+                    &format!("the watermark is of kind `{}`, not syncrepl", wm.kind),
+                ));
             }
             if scope.anchor_attribute != "entryuuid" {
-                return Err(invalid(client, "RFC 4533 reports deletes by entryUUID, and this connector's anchor is another attribute"));
+                return Err(invalid(
+                    client,
+                    "RFC 4533 reports deletes by entryUUID, and this connector's anchor is another attribute",
+                ));
             }
             if wm.server != server {
-                return Err(invalid(client, &format!("the watermark belongs to `{}`, not `{server}`", wm.server)));
+                return Err(invalid(
+                    client,
+                    &format!("the watermark belongs to `{}`, not `{server}`", wm.server),
+                ));
             }
             delta(client, scope, &server, &wm.value, tx).await
         }
@@ -44,17 +58,33 @@ pub async fn import(
 }
 
 fn invalid(client: &Client, why: &str) -> ConnectorFault {
-    ConnectorFault::new(FaultKind::WatermarkInvalid, &client.endpoint, format!("delta import impossible: {why}"))
+    ConnectorFault::new(
+        FaultKind::WatermarkInvalid,
+        &client.endpoint,
+        format!("delta import impossible: {why}"),
+    )
 }
 
-async fn send(tx: &mpsc::Sender<ImportBatch>, endpoint: &str, changes: Vec<ImportChange>) -> Result<(), ConnectorFault> {
-    tx.send(ImportBatch { changes, watermark: None })
-        .await
-        .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
+async fn send(
+    tx: &mpsc::Sender<ImportBatch>,
+    endpoint: &str,
+    changes: Vec<ImportChange>,
+) -> Result<(), ConnectorFault> {
+    tx.send(ImportBatch {
+        changes,
+        watermark: None,
+    })
+    .await
+    .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
 }
 
 fn mark(server: &str, cookie: Vec<u8>) -> Watermark {
-    Watermark { kind: "syncrepl".into(), value: cookie, server: server.to_owned(), extra: BTreeMap::new() }
+    Watermark {
+        kind: "syncrepl".into(),
+        value: cookie,
+        server: server.to_owned(),
+        extra: BTreeMap::new(),
+    }
 }
 
 /// A sync cookie for "now": a refreshOnly search that matches nothing ends with the server's
@@ -70,32 +100,58 @@ async fn bootstrap(client: &mut Client, scope: &Scope) -> Result<Vec<u8>, Connec
         )
         .await?;
     if out.result.rc != 0 {
-        let f = result_fault(&client.endpoint, "content synchronization (RFC 4533)", &out.result);
-        let hint = if out.result.rc == 12 { " (the server lacks the syncprov overlay)" } else { "" };
-        return Err(ConnectorFault::new(f.kind, f.endpoint, format!("{}{hint}", f.message)));
+        let f = result_fault(
+            &client.endpoint,
+            "content synchronization (RFC 4533)",
+            &out.result,
+        );
+        let hint = if out.result.rc == 12 {
+            " (the server lacks the syncprov overlay)"
+        } else {
+            ""
+        };
+        return Err(ConnectorFault::new(
+            f.kind,
+            f.endpoint,
+            format!("{}{hint}", f.message),
+        ));
     }
     let mut cookie = controls::sync_done(&out.result.ctrls).and_then(|(c, _)| c);
     for im in &out.intermediates {
         match controls::sync_info(&im.0) {
             Some(SyncInfo::NewCookie(c)) => cookie = Some(c),
-            Some(SyncInfo::RefreshDone { cookie: Some(c) }) | Some(SyncInfo::IdSet { cookie: Some(c), .. }) => cookie = Some(c),
+            Some(SyncInfo::RefreshDone { cookie: Some(c) })
+            | Some(SyncInfo::IdSet { cookie: Some(c), .. }) => cookie = Some(c),
             _ => {}
         }
     }
-    cookie.ok_or_else(|| ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "the sync answer carries no cookie"))
+    cookie.ok_or_else(|| {
+        ConnectorFault::new(
+            FaultKind::Protocol,
+            &client.endpoint,
+            "the sync answer carries no cookie",
+        )
+    })
 }
 
-async fn full(client: &mut Client, scope: &Scope, server: &str, tx: &mpsc::Sender<ImportBatch>) -> Result<ImportSummary, ConnectorFault> {
+async fn full(
+    client: &mut Client,
+    scope: &Scope,
+    server: &str,
+    tx: &mpsc::Sender<ImportBatch>,
+) -> Result<ImportSummary, ConnectorFault> {
     let cookie = bootstrap(client, scope).await?;
     let filter = scope.filter();
     let attrs = scope.requested.clone();
     let mut page_cookie = Vec::new();
     let base = scope.base.as_str().to_owned();
     loop {
-        let raws = client.next_page(&base, &filter, &attrs, &mut page_cookie, vec![]).await?;
+        let raws = client
+            .next_page(&base, &filter, &attrs, &mut page_cookie, vec![])
+            .await?;
         let mut changes = Vec::with_capacity(raws.len());
         for raw in raws {
-            match decode(&raw, scope) {
+            match decode(raw, scope) {
                 Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
                 Decoded::Invalid(e) => {
                     warn!(dn = %e.dn, "{}", e.message);
@@ -119,7 +175,9 @@ async fn full(client: &mut Client, scope: &Scope, server: &str, tx: &mpsc::Sende
 }
 
 fn uuid_anchor(bytes: &[u8]) -> Option<Anchor> {
-    uuid::Uuid::from_slice(bytes).ok().and_then(|u| Anchor::new(u.hyphenated().to_string()).ok())
+    uuid::Uuid::from_slice(bytes)
+        .ok()
+        .and_then(|u| Anchor::new(u.hyphenated().to_string()).ok())
 }
 
 async fn delta(
@@ -130,13 +188,26 @@ async fn delta(
     tx: &mpsc::Sender<ImportBatch>,
 ) -> Result<ImportSummary, ConnectorFault> {
     let out = client
-        .search(scope.base.as_str(), LdapScope::Subtree, &scope.filter(), &scope.requested, vec![controls::sync_refresh_only(Some(cookie))])
+        .search(
+            scope.base.as_str(),
+            LdapScope::Subtree,
+            &scope.filter(),
+            &scope.requested,
+            vec![controls::sync_refresh_only(Some(cookie))],
+        )
         .await?;
     if out.result.rc == SYNC_REFRESH_REQUIRED {
-        return Err(invalid(client, "the server asks for a full reload (e-syncRefreshRequired)"));
+        return Err(invalid(
+            client,
+            "the server asks for a full reload (e-syncRefreshRequired)",
+        ));
     }
     if out.result.rc != 0 {
-        return Err(result_fault(&client.endpoint, "content synchronization (RFC 4533)", &out.result));
+        return Err(result_fault(
+            &client.endpoint,
+            "content synchronization (RFC 4533)",
+            &out.result,
+        ));
     }
     client.pages += 1;
     let mut changes = Vec::new();
@@ -144,8 +215,13 @@ async fn delta(
     let mut new_cookie: Option<Vec<u8>> = None;
     for re in out.entries {
         let state = controls::sync_state(&re.1);
-        let raw = parse_entry(&re.0)
-            .map_err(|m| ConnectorFault::new(FaultKind::Protocol, &client.endpoint, format!("malformed search entry: {m}")))?;
+        let raw = parse_entry(re.0).map_err(|m| {
+            ConnectorFault::new(
+                FaultKind::Protocol,
+                &client.endpoint,
+                format!("malformed search entry: {m}"),
+            )
+        })?;
         match state {
             Some((SyncState::Present, uuid)) => {
                 present_reported = true;
@@ -158,9 +234,12 @@ async fn delta(
                     changes.push(ImportChange::Deleted { anchor, dn: None });
                 }
             }
-            _ => match decode(&raw, scope) {
+            _ => match decode(raw, scope) {
                 Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
-                Decoded::OutOfScope { anchor: Some(anchor), dn } => changes.push(ImportChange::Deleted { anchor, dn }),
+                Decoded::OutOfScope {
+                    anchor: Some(anchor),
+                    dn,
+                } => changes.push(ImportChange::Deleted { anchor, dn }),
                 Decoded::OutOfScope { .. } => {}
                 Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
                 Decoded::Invalid(e) => changes.push(ImportChange::Invalid(e)),
@@ -172,7 +251,11 @@ async fn delta(
     }
     for im in &out.intermediates {
         match controls::sync_info(&im.0) {
-            Some(SyncInfo::IdSet { cookie, refresh_deletes, uuids }) => {
+            Some(SyncInfo::IdSet {
+                cookie,
+                refresh_deletes,
+                uuids,
+            }) => {
                 if !refresh_deletes {
                     present_reported = true;
                 }
@@ -202,7 +285,15 @@ async fn delta(
     let sweep = !refresh_deletes && present_reported;
     let mut notes = Vec::new();
     if sweep {
-        notes.push("the server answered with a present phase: objects it did not list were deleted".to_owned());
+        notes.push(
+            "the server answered with a present phase: objects it did not list were deleted".to_owned(),
+        );
     }
-    Ok(ImportSummary { final_watermark: Some(mark(server, cookie)), sweep_unseen: sweep, method: "syncrepl".into(), pages: client.pages, notes })
+    Ok(ImportSummary {
+        final_watermark: Some(mark(server, cookie)),
+        sweep_unseen: sweep,
+        method: "syncrepl".into(),
+        pages: client.pages,
+        notes,
+    })
 }

@@ -76,10 +76,26 @@ fn loaded() -> &'static Loaded {
         // The catalog is part of the binary and a unit test parses it; an empty catalog is the
         // fallback only if that test was ignored.
         let c: Catalog = toml::from_str(CATALOG_TOML).unwrap_or_else(|_| Catalog {
-            syntax: Syntaxes { binary: vec![], integer: vec![], boolean: vec![], reference: vec![], timestamp: vec![] },
+            syntax: Syntaxes {
+                binary: vec![],
+                integer: vec![],
+                boolean: vec![],
+                reference: vec![],
+                timestamp: vec![],
+            },
             ldap: Flavors {
-                ad: FlavorCatalog { object_types: vec![], default_attributes: vec![], required_attributes: vec![], bookkeeping_attributes: vec![] },
-                openldap: FlavorCatalog { object_types: vec![], default_attributes: vec![], required_attributes: vec![], bookkeeping_attributes: vec![] },
+                ad: FlavorCatalog {
+                    object_types: vec![],
+                    default_attributes: vec![],
+                    required_attributes: vec![],
+                    bookkeeping_attributes: vec![],
+                },
+                openldap: FlavorCatalog {
+                    object_types: vec![],
+                    default_attributes: vec![],
+                    required_attributes: vec![],
+                    bookkeeping_attributes: vec![],
+                },
             },
         });
         let mut syntax = Vec::new();
@@ -92,7 +108,11 @@ fn loaded() -> &'static Loaded {
         ] {
             syntax.extend(list.into_iter().map(|n| (n.to_ascii_lowercase(), s)));
         }
-        Loaded { syntax, ad: lists(c.ldap.ad), openldap: lists(c.ldap.openldap) }
+        Loaded {
+            syntax,
+            ad: lists(c.ldap.ad),
+            openldap: lists(c.ldap.openldap),
+        }
     })
 }
 
@@ -127,7 +147,12 @@ pub fn bookkeeping_attributes(flavor: Flavor) -> &'static [&'static str] {
 /// The syntax an attribute's values are read with.
 pub fn syntax_of(name: &str) -> AttrSyntax {
     let lower = name.to_ascii_lowercase();
-    loaded().syntax.iter().find(|(n, _)| *n == lower).map(|(_, s)| *s).unwrap_or(AttrSyntax::String)
+    loaded()
+        .syntax
+        .iter()
+        .find(|(n, _)| *n == lower)
+        .map(|(_, s)| *s)
+        .unwrap_or(AttrSyntax::String)
 }
 
 #[cfg(test)]
@@ -148,7 +173,12 @@ mod tests {
         assert_eq!(object_types(Flavor::Openldap), ["inetOrgPerson", "groupOfNames"]);
         for flavor in [Flavor::Ad, Flavor::Openldap] {
             for b in bookkeeping_attributes(flavor) {
-                assert!(!default_attributes(flavor).iter().any(|d| d.eq_ignore_ascii_case(b)), "{b} is both kept and bookkeeping");
+                assert!(
+                    !default_attributes(flavor)
+                        .iter()
+                        .any(|d| d.eq_ignore_ascii_case(b)),
+                    "{b} is both kept and bookkeeping"
+                );
             }
         }
     }

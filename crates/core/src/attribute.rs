@@ -167,8 +167,14 @@ impl AttrValues {
         match self {
             Self::String(v) | Self::Reference(v) | Self::Timestamp(v) => v.clone(),
             Self::Integer(v) => v.iter().map(i64::to_string).collect(),
-            Self::Boolean(v) => v.iter().map(|b| if *b { "TRUE" } else { "FALSE" }.to_owned()).collect(),
-            Self::Binary(v) => v.iter().map(|b| base64::engine::general_purpose::STANDARD.encode(b)).collect(),
+            Self::Boolean(v) => v
+                .iter()
+                .map(|b| if *b { "TRUE" } else { "FALSE" }.to_owned())
+                .collect(),
+            Self::Binary(v) => v
+                .iter()
+                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
+                .collect(),
         }
     }
 
@@ -271,6 +277,18 @@ mod b64_vec {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash(pub [u8; 32]);
 
+impl ContentHash {
+    /// Lower-case hex of the 32 bytes.
+    pub fn to_hex(&self) -> String {
+        use fmt::Write as _;
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+}
+
 impl fmt::Debug for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0.iter().take(8) {
@@ -342,7 +360,11 @@ impl Attributes {
 
 impl<N: Borrow<str>> FromIterator<(N, AttrValues)> for Attributes {
     fn from_iter<T: IntoIterator<Item = (N, AttrValues)>>(iter: T) -> Self {
-        Self(iter.into_iter().map(|(n, v)| (AttrName::new(n.borrow()), v)).collect())
+        Self(
+            iter.into_iter()
+                .map(|(n, v)| (AttrName::new(n.borrow()), v))
+                .collect(),
+        )
     }
 }
 
@@ -362,10 +384,16 @@ mod tests {
     #[test]
     fn normalize_makes_value_order_irrelevant() {
         let mut a = Attributes::new();
-        a.insert("member", AttrValues::Reference(vec!["CN=b".into(), "CN=a".into(), "CN=b".into()]));
+        a.insert(
+            "member",
+            AttrValues::Reference(vec!["CN=b".into(), "CN=a".into(), "CN=b".into()]),
+        );
         a.insert("empty", AttrValues::String(vec![]));
         a.normalize();
-        assert_eq!(a.get("member"), Some(&AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()])));
+        assert_eq!(
+            a.get("member"),
+            Some(&AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()]))
+        );
         assert!(!a.contains("empty"));
     }
 
@@ -387,7 +415,10 @@ mod tests {
     #[test]
     fn value_deltas_add_and_remove() {
         let mut v = AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()]);
-        assert!(v.apply_delta(&AttrValues::Reference(vec!["CN=c".into()]), &AttrValues::Reference(vec!["CN=a".into()])));
+        assert!(v.apply_delta(
+            &AttrValues::Reference(vec!["CN=c".into()]),
+            &AttrValues::Reference(vec!["CN=a".into()])
+        ));
         assert_eq!(v, AttrValues::Reference(vec!["CN=b".into(), "CN=c".into()]));
         assert!(!v.apply_delta(&AttrValues::String(vec![]), &AttrValues::String(vec![])));
     }

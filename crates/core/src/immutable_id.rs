@@ -21,7 +21,9 @@ impl ImmutableId {
     /// Builds an ImmutableID from objectGUID bytes as LDAP returns them; anything but 16 bytes is
     /// an error.
     pub fn from_object_guid(bytes: &[u8]) -> Result<Self> {
-        let raw: [u8; 16] = bytes.try_into().map_err(|_| CoreError::GuidLength { len: bytes.len() })?;
+        let raw: [u8; 16] = bytes
+            .try_into()
+            .map_err(|_| CoreError::GuidLength { len: bytes.len() })?;
         Ok(Self(raw))
     }
 
@@ -39,7 +41,9 @@ impl ImmutableId {
     pub fn from_base64(text: &str) -> Result<Self> {
         let bytes = STANDARD
             .decode(text.trim())
-            .map_err(|_| CoreError::ImmutableIdSyntax { input: text.to_owned() })?;
+            .map_err(|_| CoreError::ImmutableIdSyntax {
+                input: text.to_owned(),
+            })?;
         Self::from_object_guid(&bytes)
     }
 
@@ -51,7 +55,9 @@ impl ImmutableId {
     /// Reads 32 hex digits of wire bytes (case-insensitive).
     pub fn from_hex(text: &str) -> Result<Self> {
         let t = text.trim();
-        let err = || CoreError::ImmutableIdSyntax { input: text.to_owned() };
+        let err = || CoreError::ImmutableIdSyntax {
+            input: text.to_owned(),
+        };
         if t.len() != 32 || !t.is_ascii() {
             return Err(err());
         }
@@ -73,24 +79,28 @@ impl ImmutableId {
     pub fn from_guid_string(text: &str) -> Result<Self> {
         let t = text.trim().trim_start_matches('{').trim_end_matches('}');
         if t.len() != 36 {
-            return Err(CoreError::ImmutableIdSyntax { input: text.to_owned() });
+            return Err(CoreError::ImmutableIdSyntax {
+                input: text.to_owned(),
+            });
         }
-        let u = uuid::Uuid::parse_str(t).map_err(|_| CoreError::ImmutableIdSyntax { input: text.to_owned() })?;
+        let u = uuid::Uuid::parse_str(t).map_err(|_| CoreError::ImmutableIdSyntax {
+            input: text.to_owned(),
+        })?;
         Ok(Self(u.to_bytes_le()))
     }
 
     /// Accepts any of the three forms: GUID string, 32 hex digits, or base64.
     pub fn parse_any(text: &str) -> Result<Self> {
         let t = text.trim();
-        if t.len() == 36 || t.len() == 38 {
-            if let Ok(id) = Self::from_guid_string(t) {
-                return Ok(id);
-            }
+        if (t.len() == 36 || t.len() == 38)
+            && let Ok(id) = Self::from_guid_string(t)
+        {
+            return Ok(id);
         }
-        if t.len() == 32 {
-            if let Ok(id) = Self::from_hex(t) {
-                return Ok(id);
-            }
+        if t.len() == 32
+            && let Ok(id) = Self::from_hex(t)
+        {
+            return Ok(id);
         }
         Self::from_base64(t)
     }
@@ -142,9 +152,21 @@ mod tests {
     /// derived from its string and ImmutableID (both published); the other two were read from a
     /// real Samba AD DC.
     const VECTORS: &[(&str, &str, &str)] = &[
-        ("7fe6c7fcc6fe654ab8212f40a292d185", "fcc7e67f-fec6-4a65-b821-2f40a292d185", "f+bH/Mb+ZUq4IS9AopLRhQ=="),
-        ("727b53eeb59e4a478286431309133fd9", "ee537b72-9eb5-474a-8286-431309133fd9", "cntT7rWeSkeChkMTCRM/2Q=="),
-        ("51d487907f888940af14ef4afe7cdadd", "9087d451-887f-4089-af14-ef4afe7cdadd", "UdSHkH+IiUCvFO9K/nza3Q=="),
+        (
+            "7fe6c7fcc6fe654ab8212f40a292d185",
+            "fcc7e67f-fec6-4a65-b821-2f40a292d185",
+            "f+bH/Mb+ZUq4IS9AopLRhQ==",
+        ),
+        (
+            "727b53eeb59e4a478286431309133fd9",
+            "ee537b72-9eb5-474a-8286-431309133fd9",
+            "cntT7rWeSkeChkMTCRM/2Q==",
+        ),
+        (
+            "51d487907f888940af14ef4afe7cdadd",
+            "9087d451-887f-4089-af14-ef4afe7cdadd",
+            "UdSHkH+IiUCvFO9K/nza3Q==",
+        ),
     ];
 
     #[test]
@@ -178,16 +200,34 @@ mod tests {
 
     #[test]
     fn object_guid_must_be_sixteen_bytes() {
-        assert_eq!(ImmutableId::from_object_guid(&[0u8; 15]), Err(CoreError::GuidLength { len: 15 }));
-        assert_eq!(ImmutableId::from_object_guid(&[0u8; 17]), Err(CoreError::GuidLength { len: 17 }));
-        assert_eq!(ImmutableId::from_object_guid(&[]), Err(CoreError::GuidLength { len: 0 }));
+        assert_eq!(
+            ImmutableId::from_object_guid(&[0u8; 15]),
+            Err(CoreError::GuidLength { len: 15 })
+        );
+        assert_eq!(
+            ImmutableId::from_object_guid(&[0u8; 17]),
+            Err(CoreError::GuidLength { len: 17 })
+        );
+        assert_eq!(
+            ImmutableId::from_object_guid(&[]),
+            Err(CoreError::GuidLength { len: 0 })
+        );
         // base64 of 15 bytes is refused with the length error, not silently padded.
-        assert_eq!(ImmutableId::from_base64(&STANDARD.encode([1u8; 15])), Err(CoreError::GuidLength { len: 15 }));
+        assert_eq!(
+            ImmutableId::from_base64(&STANDARD.encode([1u8; 15])),
+            Err(CoreError::GuidLength { len: 15 })
+        );
     }
 
     #[test]
     fn garbage_is_refused() {
-        for bad in ["", "not-a-guid", "zz7b53eeb59e4a478286431309133fd9", "ee537b72-9eb5-474a-8286-43130913", "===="] {
+        for bad in [
+            "",
+            "not-a-guid",
+            "zz7b53eeb59e4a478286431309133fd9",
+            "ee537b72-9eb5-474a-8286-43130913",
+            "====",
+        ] {
             assert!(ImmutableId::parse_any(bad).is_err(), "{bad}");
         }
     }
@@ -195,7 +235,10 @@ mod tests {
     #[test]
     fn ldap_filter_value_escapes_every_byte() {
         let id = ImmutableId::from_hex("727b53eeb59e4a478286431309133fd9").unwrap();
-        assert_eq!(id.to_ldap_filter_value(), "\\72\\7b\\53\\ee\\b5\\9e\\4a\\47\\82\\86\\43\\13\\09\\13\\3f\\d9");
+        assert_eq!(
+            id.to_ldap_filter_value(),
+            "\\72\\7b\\53\\ee\\b5\\9e\\4a\\47\\82\\86\\43\\13\\09\\13\\3f\\d9"
+        );
     }
 
     proptest! {

@@ -72,16 +72,20 @@ impl CsObject {
     /// The content hash over DN, object class and attributes. Call [`CsObject::normalize`]
     /// first; the engine always does.
     pub fn content_hash(&self) -> ContentHash {
+        self.hash_and_serialize().0
+    }
+
+    /// The content hash and the attributes' serialized form it was computed over (what the
+    /// store keeps), in one pass. serde_json of the BTreeMap-backed attributes is deterministic.
+    pub fn hash_and_serialize(&self) -> (ContentHash, String) {
+        let json = serde_json::to_string(&self.attributes).unwrap_or_default();
         let mut h = blake3::Hasher::new();
         h.update(self.dn.as_str().as_bytes());
         h.update(&[0]);
         h.update(self.object_class.as_bytes());
         h.update(&[0]);
-        // serde_json of a BTreeMap-backed struct is deterministic.
-        if let Ok(bytes) = serde_json::to_vec(&self.attributes) {
-            h.update(&bytes);
-        }
-        ContentHash(*h.finalize().as_bytes())
+        h.update(json.as_bytes());
+        (ContentHash(*h.finalize().as_bytes()), json)
     }
 }
 
@@ -92,7 +96,10 @@ mod tests {
 
     fn obj(values: Vec<&str>) -> CsObject {
         let mut attributes = Attributes::new();
-        attributes.insert("proxyAddresses", AttrValues::String(values.into_iter().map(String::from).collect()));
+        attributes.insert(
+            "proxyAddresses",
+            AttrValues::String(values.into_iter().map(String::from).collect()),
+        );
         CsObject {
             anchor: Anchor::new("a").unwrap(),
             immutable_id: None,

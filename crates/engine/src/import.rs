@@ -23,7 +23,7 @@ use syncctl_core::{
 };
 use syncctl_store::{ConnectorId, CsIndexEntry, CsWrite, RunCounts, RunError, RunId, RunStatus, Store};
 use tokio::sync::mpsc;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::Result;
 
@@ -41,7 +41,11 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self { error_limit: 5000, queue_depth: 4, sweep_batch: 5000 }
+        Self {
+            error_limit: 5000,
+            queue_depth: 4,
+            sweep_batch: 5000,
+        }
     }
 }
 
@@ -101,14 +105,19 @@ pub async fn run_import(
     let name = connector.name().to_owned();
     let span = info_span!("import", connector = %name, requested = %requested);
     async move {
-        let cid = store.ensure_connector(&name, connector_kind, clock.now_ms()).await?;
+        let cid = store
+            .ensure_connector(&name, connector_kind, clock.now_ms())
+            .await?;
         let stored = store.watermark(cid).await?;
         let mut notes = Vec::new();
         let mut mode = requested;
         if mode == ImportMode::Delta {
             match &stored {
                 Some(s) if s.full_import_required => {
-                    notes.push("the last full import did not complete: this delta import ran as a full import".into());
+                    notes.push(
+                        "the last full import did not complete: this delta import ran as a full import"
+                            .into(),
+                    );
                     mode = ImportMode::Full;
                 }
                 Some(s) if s.watermark.is_some() => {}
@@ -118,8 +127,17 @@ pub async fn run_import(
                 }
             }
         }
-        let run = store.start_run(&mode.to_string(), Some(cid), &name, clock.now_ms()).await?;
-        let mut state = RunState { run, cid, counts: RunCounts::default(), anchor_errors: 0, seen: HashSet::new(), processed: 0 };
+        let run = store
+            .start_run(&mode.to_string(), Some(cid), &name, clock.now_ms())
+            .await?;
+        let mut state = RunState {
+            run,
+            cid,
+            counts: RunCounts::default(),
+            anchor_errors: 0,
+            seen: HashSet::new(),
+            processed: 0,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -128,20 +146,40 @@ pub async fn run_import(
             }
             let request = ImportRequest {
                 mode,
-                watermark: stored.as_ref().and_then(|s| s.watermark.clone()).filter(|_| mode == ImportMode::Delta),
+                watermark: stored
+                    .as_ref()
+                    .and_then(|s| s.watermark.clone())
+                    .filter(|_| mode == ImportMode::Delta),
             };
-            let outcome = import_pass(store, connector, request, &mut state, options, clock, progress).await?;
+            let outcome =
+                import_pass(store, connector, request, &mut state, options, clock, progress).await?;
             match outcome {
                 PassOutcome::Done(summary) => {
                     return finish(store, state, mode, summary, notes, options, clock, &name).await;
                 }
                 PassOutcome::ErrorLimit(summary) => {
-                    notes.push(format!("stopped after {} per-object errors (the error limit)", state.counts.errors));
+                    notes.push(format!(
+                        "stopped after {} per-object errors (the error limit)",
+                        state.counts.errors
+                    ));
                     let status = RunStatus::STOPPED_ERROR_LIMIT;
-                    store.finish_run(run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms()).await?;
+                    store
+                        .finish_run(
+                            run,
+                            status,
+                            Some(&summary.method),
+                            summary.pages as i64,
+                            &notes.join("; "),
+                            clock.now_ms(),
+                        )
+                        .await?;
                     return Ok(report(&state, &name, mode, status, summary, notes, None));
                 }
-                PassOutcome::Fault(fault) if fault.kind == FaultKind::WatermarkInvalid && mode == ImportMode::Delta && attempt == 1 => {
+                PassOutcome::Fault(fault)
+                    if fault.kind == FaultKind::WatermarkInvalid
+                        && mode == ImportMode::Delta
+                        && attempt == 1 =>
+                {
                     warn!(reason = %fault, "the watermark is not usable; running a full import instead");
                     notes.push(format!("delta import fell back to a full import: {fault}"));
                     mode = ImportMode::Full;
@@ -152,8 +190,18 @@ pub async fn run_import(
                     let status = fault.kind.run_status();
                     warn!(status, error = %fault, "import stopped");
                     notes.push(fault.to_string());
-                    store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
-                    return Ok(report(&state, &name, mode, status, ImportSummary::default(), notes, Some(fault.to_string())));
+                    store
+                        .finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms())
+                        .await?;
+                    return Ok(report(
+                        &state,
+                        &name,
+                        mode,
+                        status,
+                        ImportSummary::default(),
+                        notes,
+                        Some(fault.to_string()),
+                    ));
                 }
             }
         }
@@ -223,13 +271,33 @@ async fn finish(
         }
     }
     if mode == ImportMode::Full {
-        store.complete_full_import(state.cid, summary.final_watermark.as_ref(), state.run, clock.now_ms()).await?;
+        store
+            .complete_full_import(
+                state.cid,
+                summary.final_watermark.as_ref(),
+                state.run,
+                clock.now_ms(),
+            )
+            .await?;
     } else if let Some(w) = &summary.final_watermark {
-        store.put_watermark(state.cid, w, state.run, clock.now_ms()).await?;
+        store
+            .put_watermark(state.cid, w, state.run, clock.now_ms())
+            .await?;
     }
-    let status = if state.counts.errors > 0 { RunStatus::COMPLETED_WITH_ERRORS } else { RunStatus::SUCCESS };
+    let status = if state.counts.errors > 0 {
+        RunStatus::COMPLETED_WITH_ERRORS
+    } else {
+        RunStatus::SUCCESS
+    };
     store
-        .finish_run(state.run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms())
+        .finish_run(
+            state.run,
+            status,
+            Some(&summary.method),
+            summary.pages as i64,
+            &notes.join("; "),
+            clock.now_ms(),
+        )
         .await?;
     info!(
         status,
@@ -243,10 +311,18 @@ async fn finish(
     Ok(report(&state, name, mode, status, summary, notes, None))
 }
 
-async fn sweep(store: &Store, state: &mut RunState, options: &ImportOptions, clock: &dyn Clock) -> Result<()> {
+async fn sweep(
+    store: &Store,
+    state: &mut RunState,
+    options: &ImportOptions,
+    clock: &dyn Clock,
+) -> Result<()> {
     let index = store.load_cs_index(state.cid).await?;
-    let mut gone: Vec<String> =
-        index.into_iter().filter(|(a, e)| e.present && !state.seen.contains(a)).map(|(a, _)| a).collect();
+    let mut gone: Vec<String> = index
+        .into_iter()
+        .filter(|(a, e)| e.present && !state.seen.contains(a))
+        .map(|(a, _)| a)
+        .collect();
     gone.sort_unstable();
     for chunk in gone.chunks(options.sweep_batch.max(1)) {
         let mut writes = Vec::with_capacity(chunk.len());
@@ -255,8 +331,13 @@ async fn sweep(store: &Store, state: &mut RunState, options: &ImportOptions, clo
                 writes.push(CsWrite::Delete { anchor });
             }
         }
-        let counts = RunCounts { deletes: writes.len() as i64, ..Default::default() };
-        store.write_import_batch(state.cid, state.run, writes, &[], &counts, None, clock.now_ms()).await?;
+        let counts = RunCounts {
+            deletes: writes.len() as i64,
+            ..Default::default()
+        };
+        store
+            .write_import_batch(state.cid, state.run, writes, &[], &counts, None, clock.now_ms())
+            .await?;
         state.counts.add(&counts);
     }
     Ok(())
@@ -275,8 +356,11 @@ async fn import_pass(
     let (tx, rx) = mpsc::channel::<ImportBatch>(options.queue_depth.max(1));
     // For a full import the whole index is diffed in memory; a delta looks up only the anchors
     // its batches mention, so its cost follows the size of the change.
-    let mut index: Option<HashMap<String, CsIndexEntry>> =
-        if mode == ImportMode::Full { Some(store.load_cs_index(state.cid).await?) } else { None };
+    let mut index: Option<HashMap<String, CsIndexEntry>> = if mode == ImportMode::Full {
+        Some(store.load_cs_index(state.cid).await?)
+    } else {
+        None
+    };
     let producer = connector.import(request, tx);
     let consumer = async {
         // The receiver lives in this future: when the writer stops early (error limit, store
@@ -296,7 +380,9 @@ async fn import_pass(
     match produced {
         Ok(summary) if hit_limit => Ok(PassOutcome::ErrorLimit(summary)),
         Ok(summary) => Ok(PassOutcome::Done(summary)),
-        Err(fault) if hit_limit && fault.kind == FaultKind::Cancelled => Ok(PassOutcome::ErrorLimit(ImportSummary::default())),
+        Err(fault) if hit_limit && fault.kind == FaultKind::Cancelled => {
+            Ok(PassOutcome::ErrorLimit(ImportSummary::default()))
+        }
         Err(fault) => Ok(PassOutcome::Fault(fault)),
     }
 }
@@ -312,7 +398,7 @@ async fn apply_batch(
     store: &Store,
     batch: ImportBatch,
     state: &mut RunState,
-    mut index: Option<&mut HashMap<String, CsIndexEntry>>,
+    index: Option<&mut HashMap<String, CsIndexEntry>>,
     clock: &dyn Clock,
 ) -> Result<()> {
     // What the connector space holds for the anchors of this batch.
@@ -326,22 +412,39 @@ async fn apply_batch(
             _ => None,
         })
         .collect();
-    let stored = if needs_attrs.is_empty() { HashMap::new() } else { store.cs_objects_by_anchor(state.cid, &needs_attrs).await? };
+    let stored = if needs_attrs.is_empty() {
+        HashMap::new()
+    } else {
+        store.cs_objects_by_anchor(state.cid, &needs_attrs).await?
+    };
     let mut pending: BTreeMap<String, Known> = BTreeMap::new();
     let mut writes: BTreeMap<String, CsWrite> = BTreeMap::new();
     let mut errors: Vec<RunError> = Vec::new();
     let mut counts = RunCounts::default();
 
-    let lookup = |anchor: &str, pending: &BTreeMap<String, Known>, index: &Option<&mut HashMap<String, CsIndexEntry>>| -> Option<Known> {
+    let lookup = |anchor: &str,
+                  pending: &BTreeMap<String, Known>,
+                  index: &Option<&mut HashMap<String, CsIndexEntry>>|
+     -> Option<Known> {
         if let Some(k) = pending.get(anchor) {
-            return Some(Known { hash: k.hash, dn_norm: k.dn_norm.clone(), present: k.present });
+            return Some(Known {
+                hash: k.hash,
+                dn_norm: k.dn_norm.clone(),
+                present: k.present,
+            });
         }
         if let Some(ix) = index {
-            return ix.get(anchor).map(|e| Known { hash: e.hash, dn_norm: e.dn_norm.clone(), present: e.present });
+            return ix.get(anchor).map(|e| Known {
+                hash: e.hash,
+                dn_norm: e.dn_norm.clone(),
+                present: e.present,
+            });
         }
         stored.get(anchor).map(|s| Known {
             hash: s.content_hash,
-            dn_norm: syncctl_core::Dn::parse(&s.dn).map(|d| d.normalized().to_owned()).unwrap_or_default(),
+            dn_norm: syncctl_core::Dn::parse(&s.dn)
+                .map(|d| d.normalized().to_owned())
+                .unwrap_or_default(),
             present: s.state == "present",
         })
     };
@@ -350,8 +453,13 @@ async fn apply_batch(
         state.processed += 1;
         let object: CsObject = match change {
             ImportChange::Present(o) => o,
-            ImportChange::Incremental { mut object, value_deltas } => {
-                let base = stored.get(object.anchor.as_str()).filter(|s| s.state == "present");
+            ImportChange::Incremental {
+                mut object,
+                value_deltas,
+            } => {
+                let base = stored
+                    .get(object.anchor.as_str())
+                    .filter(|s| s.state == "present");
                 for (name, delta) in value_deltas {
                     let mut values = base
                         .and_then(|s| s.attributes.get_name(&name).cloned())
@@ -374,12 +482,19 @@ async fn apply_batch(
                 object
             }
             ImportChange::Deleted { anchor, .. } => {
-                if let Some(k) = lookup(anchor.as_str(), &pending, &index) {
-                    if k.present {
-                        counts.deletes += 1;
-                        pending.insert(anchor.to_string(), Known { hash: k.hash, dn_norm: k.dn_norm, present: false });
-                        writes.insert(anchor.to_string(), CsWrite::Delete { anchor });
-                    }
+                if let Some(k) = lookup(anchor.as_str(), &pending, &index)
+                    && k.present
+                {
+                    counts.deletes += 1;
+                    pending.insert(
+                        anchor.to_string(),
+                        Known {
+                            hash: k.hash,
+                            dn_norm: k.dn_norm,
+                            present: false,
+                        },
+                    );
+                    writes.insert(anchor.to_string(), CsWrite::Delete { anchor });
                 }
                 continue;
             }
@@ -393,13 +508,18 @@ async fn apply_batch(
                 if e.kind == "invalid-anchor" {
                     state.anchor_errors += 1;
                 }
-                errors.push(RunError { anchor: None, dn: Some(e.dn), kind: e.kind, message: e.message });
+                errors.push(RunError {
+                    anchor: None,
+                    dn: Some(e.dn),
+                    kind: e.kind,
+                    message: e.message,
+                });
                 continue;
             }
         };
         let mut object = object;
         object.normalize();
-        let hash = object.content_hash();
+        let (hash, attributes_json) = object.hash_and_serialize();
         let anchor = object.anchor.to_string();
         state.seen.insert(anchor.clone());
         let dn_norm = object.dn.normalized().to_owned();
@@ -417,17 +537,46 @@ async fn apply_batch(
             }
             _ => counts.adds += 1,
         }
-        pending.insert(anchor.clone(), Known { hash, dn_norm, present: true });
-        writes.insert(anchor, CsWrite::Upsert { object, hash });
+        pending.insert(
+            anchor.clone(),
+            Known {
+                hash,
+                dn_norm,
+                present: true,
+            },
+        );
+        writes.insert(
+            anchor,
+            CsWrite::Upsert {
+                object,
+                hash,
+                attributes_json,
+            },
+        );
     }
 
     let writes: Vec<CsWrite> = writes.into_values().collect();
     store
-        .write_import_batch(state.cid, state.run, writes, &errors, &counts, batch.watermark.as_ref(), clock.now_ms())
+        .write_import_batch(
+            state.cid,
+            state.run,
+            writes,
+            &errors,
+            &counts,
+            batch.watermark.as_ref(),
+            clock.now_ms(),
+        )
         .await?;
-    if let Some(ix) = index.as_deref_mut() {
+    if let Some(ix) = index {
         for (anchor, k) in pending {
-            ix.insert(anchor, CsIndexEntry { hash: k.hash, dn_norm: k.dn_norm, present: k.present });
+            ix.insert(
+                anchor,
+                CsIndexEntry {
+                    hash: k.hash,
+                    dn_norm: k.dn_norm,
+                    present: k.present,
+                },
+            );
         }
     }
     state.counts.add(&counts);

@@ -56,6 +56,9 @@ pub enum CsWrite {
         object: CsObject,
         /// Its content hash.
         hash: ContentHash,
+        /// Its attributes serialized (what the hash was computed over; see
+        /// [`CsObject::hash_and_serialize`]).
+        attributes_json: String,
     },
     /// Turn an object into a tombstone.
     Delete {
@@ -99,7 +102,9 @@ fn hash_from(bytes: &[u8], anchor: &str) -> Result<ContentHash> {
 }
 
 fn object_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredCsObject> {
-    let anchor: String = row.try_get("anchor").map_err(|e| StoreError::query("read cs object", e))?;
+    let anchor: String = row
+        .try_get("anchor")
+        .map_err(|e| StoreError::query("read cs object", e))?;
     let get = |e| StoreError::query("read cs object", e);
     let attrs_json: String = row.try_get("attributes").map_err(get)?;
     let attributes: Attributes = serde_json::from_str(&attrs_json).map_err(|e| StoreError::Corrupt {
@@ -127,19 +132,35 @@ impl Store {
     /// The whole connector space of one connector as anchor -> (hash, DN, state): what a full
     /// import diffs against.
     pub async fn load_cs_index(&self, connector: ConnectorId) -> Result<HashMap<String, CsIndexEntry>> {
-        let rows = sqlx::query("SELECT anchor, content_hash, dn_norm, state FROM cs_objects WHERE connector_id = ?")
-            .bind(connector)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("load connector space", e))?;
+        let rows =
+            sqlx::query("SELECT anchor, content_hash, dn_norm, state FROM cs_objects WHERE connector_id = ?")
+                .bind(connector)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("load connector space", e))?;
         let mut index = HashMap::with_capacity(rows.len());
         for row in rows {
-            let anchor: String = row.try_get(0).map_err(|e| StoreError::query("load connector space", e))?;
-            let hash: Vec<u8> = row.try_get(1).map_err(|e| StoreError::query("load connector space", e))?;
-            let dn_norm: String = row.try_get(2).map_err(|e| StoreError::query("load connector space", e))?;
-            let state: String = row.try_get(3).map_err(|e| StoreError::query("load connector space", e))?;
+            let anchor: String = row
+                .try_get(0)
+                .map_err(|e| StoreError::query("load connector space", e))?;
+            let hash: Vec<u8> = row
+                .try_get(1)
+                .map_err(|e| StoreError::query("load connector space", e))?;
+            let dn_norm: String = row
+                .try_get(2)
+                .map_err(|e| StoreError::query("load connector space", e))?;
+            let state: String = row
+                .try_get(3)
+                .map_err(|e| StoreError::query("load connector space", e))?;
             let hash = hash_from(&hash, &anchor)?;
-            index.insert(anchor, CsIndexEntry { hash, dn_norm, present: state == "present" });
+            index.insert(
+                anchor,
+                CsIndexEntry {
+                    hash,
+                    dn_norm,
+                    present: state == "present",
+                },
+            );
         }
         Ok(index)
     }
@@ -191,92 +212,121 @@ impl Store {
         let q = |e| StoreError::query("write import batch", e);
         let mut tx = self.pool.begin().await.map_err(q)?;
         let n = i64::try_from(writes.len()).unwrap_or(i64::MAX);
-        let top: i64 =
-            sqlx::query_scalar("UPDATE counters SET value = value + ? WHERE name = 'change_seq' RETURNING value")
-                .bind(n)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(q)?;
-        let mut seq = top - n;
-        for w in &writes {
-            seq += 1;
+        let top: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + ? WHERE name = 'change_seq' RETURNING value",
+        )
+        .bind(n)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(q)?;
+        let first_seq = top - n + 1;
+        // Writes go as multi-row statements with bound parameters (hundreds of rows per
+        // statement), not one statement per object: a batch costs a few statements instead of
+        // thousands of round trips to SQLite's worker thread.
+        let mut upserts: Vec<(&CsObject, &ContentHash, &str, i64)> = Vec::new();
+        let mut proxies: Vec<(&str, String)> = Vec::new();
+        let mut deletes: Vec<(&str, i64)> = Vec::new();
+        for (i, w) in writes.iter().enumerate() {
+            let seq = first_seq + i as i64;
             match w {
-                CsWrite::Upsert { object, hash } => {
-                    let attrs = serde_json::to_string(&object.attributes).map_err(|e| StoreError::Corrupt {
-                        table: "cs_objects",
-                        key: object.anchor.to_string(),
-                        detail: e.to_string(),
-                    })?;
-                    let upn = object.attributes.first_text("userPrincipalName").map(str::to_lowercase);
-                    let mail = object.attributes.first_text("mail").map(str::to_lowercase);
-                    sqlx::query(
-                        "INSERT INTO cs_objects (connector_id, anchor, immutable_id, dn, dn_norm, object_class, attributes, \
-                         content_hash, state, upn, mail, created_at, changed_at, change_seq, last_run_id) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'present', ?, ?, ?, ?, ?, ?) \
-                         ON CONFLICT (connector_id, anchor) DO UPDATE SET immutable_id = excluded.immutable_id, \
-                         dn = excluded.dn, dn_norm = excluded.dn_norm, object_class = excluded.object_class, \
-                         attributes = excluded.attributes, content_hash = excluded.content_hash, state = 'present', \
-                         upn = excluded.upn, mail = excluded.mail, changed_at = excluded.changed_at, \
-                         change_seq = excluded.change_seq, last_run_id = excluded.last_run_id",
-                    )
+                CsWrite::Upsert {
+                    object,
+                    hash,
+                    attributes_json,
+                } => {
+                    if let Some(values) = object.attributes.get("proxyAddresses").and_then(|v| v.texts()) {
+                        proxies.extend(values.iter().map(|a| (object.anchor.as_str(), a.to_lowercase())));
+                    }
+                    upserts.push((object, hash, attributes_json.as_str(), seq));
+                }
+                CsWrite::Delete { anchor } => deletes.push((anchor.as_str(), seq)),
+            }
+        }
+        // 14 parameters a row; SQLite allows 32,766 per statement.
+        for chunk in upserts.chunks(1000) {
+            let mut sql = String::from(
+                "INSERT INTO cs_objects (connector_id, anchor, immutable_id, dn, dn_norm, object_class, attributes, \
+                 content_hash, state, upn, mail, created_at, changed_at, change_seq, last_run_id) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 {
+                    "(?,?,?,?,?,?,?,?,'present',?,?,?,?,?,?)"
+                } else {
+                    ",(?,?,?,?,?,?,?,?,'present',?,?,?,?,?,?)"
+                });
+            }
+            sql.push_str(
+                " ON CONFLICT (connector_id, anchor) DO UPDATE SET immutable_id = excluded.immutable_id, \
+                 dn = excluded.dn, dn_norm = excluded.dn_norm, object_class = excluded.object_class, \
+                 attributes = excluded.attributes, content_hash = excluded.content_hash, state = 'present', \
+                 upn = excluded.upn, mail = excluded.mail, changed_at = excluded.changed_at, \
+                 change_seq = excluded.change_seq, last_run_id = excluded.last_run_id",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (object, hash, attrs, seq) in chunk {
+                query = query
                     .bind(connector)
                     .bind(object.anchor.as_str())
                     .bind(object.immutable_id.map(|i| i.to_base64()))
                     .bind(object.dn.as_str())
                     .bind(object.dn.normalized())
-                    .bind(&object.object_class)
-                    .bind(attrs)
+                    .bind(object.object_class.as_str())
+                    .bind(*attrs)
                     .bind(hash.0.as_slice())
-                    .bind(upn)
-                    .bind(mail)
-                    .bind(now)
-                    .bind(now)
-                    .bind(seq)
-                    .bind(run)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q)?;
-                    sqlx::query("DELETE FROM cs_proxy_addresses WHERE connector_id = ? AND anchor = ?")
-                        .bind(connector)
-                        .bind(object.anchor.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
-                    if let Some(values) = object.attributes.get("proxyAddresses").and_then(|v| v.texts()) {
-                        for addr in values {
-                            sqlx::query(
-                                "INSERT OR IGNORE INTO cs_proxy_addresses (connector_id, anchor, address) VALUES (?, ?, ?)",
-                            )
-                            .bind(connector)
-                            .bind(object.anchor.as_str())
-                            .bind(addr.to_lowercase())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q)?;
-                        }
-                    }
-                }
-                CsWrite::Delete { anchor } => {
-                    sqlx::query(
-                        "UPDATE cs_objects SET state = 'deleted', changed_at = ?, change_seq = ?, last_run_id = ? \
-                         WHERE connector_id = ? AND anchor = ?",
+                    .bind(
+                        object
+                            .attributes
+                            .first_text("userPrincipalName")
+                            .map(str::to_lowercase),
                     )
+                    .bind(object.attributes.first_text("mail").map(str::to_lowercase))
                     .bind(now)
-                    .bind(seq)
-                    .bind(run)
-                    .bind(connector)
-                    .bind(anchor.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q)?;
-                    sqlx::query("DELETE FROM cs_proxy_addresses WHERE connector_id = ? AND anchor = ?")
-                        .bind(connector)
-                        .bind(anchor.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q)?;
-                }
+                    .bind(now)
+                    .bind(*seq)
+                    .bind(run);
             }
+            query.execute(&mut *tx).await.map_err(q)?;
+        }
+        let anchors: Vec<&str> = writes.iter().map(CsWrite::anchor).collect();
+        for chunk in anchors.chunks(5000) {
+            let mut sql =
+                String::from("DELETE FROM cs_proxy_addresses WHERE connector_id = ? AND anchor IN (");
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "?" } else { ",?" });
+            }
+            sql.push(')');
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
+            for a in chunk {
+                query = query.bind(*a);
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
+        }
+        for chunk in proxies.chunks(5000) {
+            let mut sql = String::from(
+                "INSERT OR IGNORE INTO cs_proxy_addresses (connector_id, anchor, address) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (a, addr) in chunk {
+                query = query.bind(connector).bind(*a).bind(addr.as_str());
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
+        }
+        for chunk in deletes.chunks(5000) {
+            let mut sql = String::from(
+                "UPDATE cs_objects SET state = 'deleted', changed_at = ?, change_seq = d.column2, last_run_id = ? FROM (VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "(?,?)" } else { ",(?,?)" });
+            }
+            sql.push_str(") AS d WHERE cs_objects.connector_id = ? AND cs_objects.anchor = d.column1");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(run);
+            for (anchor, seq) in chunk {
+                query = query.bind(*anchor).bind(*seq);
+            }
+            query.bind(connector).execute(&mut *tx).await.map_err(q)?;
         }
         for e in errors {
             crate::runs::insert_error(&mut tx, run, e, now).await?;
@@ -354,28 +404,63 @@ mod tests {
         let run = store.start_run("full-import", Some(c), "ad", 10).await.unwrap();
         let a = object("b-anchor", "CN=B,DC=x", "B@x.com");
         let b = object("a-anchor", "CN=A,DC=x", "a@x.com");
-        let writes = vec![
-            CsWrite::Upsert { hash: a.content_hash(), object: a.clone() },
-            CsWrite::Upsert { hash: b.content_hash(), object: b.clone() },
-        ];
-        let wm = Watermark { kind: "usn".into(), value: b"42".to_vec(), server: "dc1".into(), extra: Default::default() };
-        let counts = RunCounts { adds: 2, ..Default::default() };
-        store.write_import_batch(c, run, writes, &[], &counts, Some(&wm), 11).await.unwrap();
+        let upsert = |o: &CsObject| {
+            let (hash, attributes_json) = o.hash_and_serialize();
+            CsWrite::Upsert {
+                hash,
+                attributes_json,
+                object: o.clone(),
+            }
+        };
+        let writes = vec![upsert(&a), upsert(&b)];
+        let wm = Watermark {
+            kind: "usn".into(),
+            value: b"42".to_vec(),
+            server: "dc1".into(),
+            extra: Default::default(),
+        };
+        let counts = RunCounts {
+            adds: 2,
+            ..Default::default()
+        };
+        store
+            .write_import_batch(c, run, writes, &[], &counts, Some(&wm), 11)
+            .await
+            .unwrap();
 
         let index = store.load_cs_index(c).await.unwrap();
         assert_eq!(index.len(), 2);
         assert_eq!(index["b-anchor"].hash, a.content_hash());
         assert_eq!(index["b-anchor"].dn_norm, "cn=b,dc=x");
-        let found = store.find_cs_objects(&CsLookup::Dn(Dn::parse("cn=b, dc=X").unwrap())).await.unwrap();
+        let found = store
+            .find_cs_objects(&CsLookup::Dn(Dn::parse("cn=b, dc=X").unwrap()))
+            .await
+            .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].attributes, a.attributes);
-        let by_id = store.find_cs_objects(&CsLookup::ImmutableId("BwcHBwcHBwcHBwcHBwcHBw==".into())).await.unwrap();
+        let by_id = store
+            .find_cs_objects(&CsLookup::ImmutableId("BwcHBwcHBwcHBwcHBwcHBw==".into()))
+            .await
+            .unwrap();
         assert_eq!(by_id.len(), 2);
         assert_eq!(store.watermark(c).await.unwrap().unwrap().watermark, Some(wm));
 
-        let del = vec![CsWrite::Delete { anchor: Anchor::new("a-anchor").unwrap() }];
+        let del = vec![CsWrite::Delete {
+            anchor: Anchor::new("a-anchor").unwrap(),
+        }];
         store
-            .write_import_batch(c, run, del, &[], &RunCounts { deletes: 1, ..Default::default() }, None, 12)
+            .write_import_batch(
+                c,
+                run,
+                del,
+                &[],
+                &RunCounts {
+                    deletes: 1,
+                    ..Default::default()
+                },
+                None,
+                12,
+            )
             .await
             .unwrap();
         let index = store.load_cs_index(c).await.unwrap();
@@ -383,8 +468,21 @@ mod tests {
         assert!(index["b-anchor"].present);
         assert_eq!(store.present_count(c).await.unwrap(), 1);
         // the watermark is kept when a batch carries none
-        assert_eq!(store.watermark(c).await.unwrap().unwrap().watermark.unwrap().value, b"42");
-        let objects = store.cs_objects_by_anchor(c, &["a-anchor", "missing"]).await.unwrap();
+        assert_eq!(
+            store
+                .watermark(c)
+                .await
+                .unwrap()
+                .unwrap()
+                .watermark
+                .unwrap()
+                .value,
+            b"42"
+        );
+        let objects = store
+            .cs_objects_by_anchor(c, &["a-anchor", "missing"])
+            .await
+            .unwrap();
         assert_eq!(objects.len(), 1);
         assert_eq!(objects["a-anchor"].state, "deleted");
         assert!(objects["a-anchor"].change_seq > found[0].change_seq);

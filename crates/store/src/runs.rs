@@ -94,7 +94,12 @@ pub struct RunRecord {
     pub notes: String,
 }
 
-pub(crate) async fn insert_error(tx: &mut Transaction<'_, Sqlite>, run: RunId, e: &RunError, now: i64) -> Result<()> {
+pub(crate) async fn insert_error(
+    tx: &mut Transaction<'_, Sqlite>,
+    run: RunId,
+    e: &RunError,
+    now: i64,
+) -> Result<()> {
     sqlx::query("INSERT INTO run_errors (run_id, anchor, dn, kind, message, at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(run)
         .bind(&e.anchor)
@@ -206,16 +211,18 @@ impl Store {
         notes: &str,
         now: i64,
     ) -> Result<()> {
-        sqlx::query("UPDATE runs SET status = ?, method = ?, pages = ?, notes = ?, ended_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(method)
-            .bind(pages)
-            .bind(notes)
-            .bind(now)
-            .bind(run)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("finish run", e))?;
+        sqlx::query(
+            "UPDATE runs SET status = ?, method = ?, pages = ?, notes = ?, ended_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(method)
+        .bind(pages)
+        .bind(notes)
+        .bind(now)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("finish run", e))?;
         Ok(())
     }
 
@@ -226,7 +233,10 @@ impl Store {
         for e in errors {
             insert_error(&mut tx, run, e, now).await?;
         }
-        let counts = RunCounts { errors: i64::try_from(errors.len()).unwrap_or(i64::MAX), ..Default::default() };
+        let counts = RunCounts {
+            errors: i64::try_from(errors.len()).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
         add_counts(&mut tx, run, &counts).await?;
         tx.commit().await.map_err(q)?;
         Ok(())
@@ -252,7 +262,12 @@ impl Store {
                     .fetch_all(&self.pool)
                     .await
             }
-            None => sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?").bind(limit).fetch_all(&self.pool).await,
+            None => {
+                sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?")
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await
+            }
         }
         .map_err(|e| StoreError::query("list runs", e))?;
         rows.iter().map(record_from_row).collect()
@@ -260,11 +275,12 @@ impl Store {
 
     /// The per-object errors of one run.
     pub async fn run_errors(&self, run: RunId) -> Result<Vec<RunError>> {
-        let rows = sqlx::query("SELECT anchor, dn, kind, message FROM run_errors WHERE run_id = ? ORDER BY id")
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("list run errors", e))?;
+        let rows =
+            sqlx::query("SELECT anchor, dn, kind, message FROM run_errors WHERE run_id = ? ORDER BY id")
+                .bind(run)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("list run errors", e))?;
         rows.iter()
             .map(|r| {
                 let g = |e| StoreError::query("list run errors", e);

@@ -61,21 +61,36 @@ impl Store {
         let value: Option<Vec<u8>> = row.try_get("value").map_err(g)?;
         let server: Option<String> = row.try_get("server").map_err(g)?;
         let extra: String = row.try_get("extra").map_err(g)?;
-        let extra: BTreeMap<String, String> = serde_json::from_str(&extra).map_err(|e| StoreError::Corrupt {
-            table: "watermarks",
-            key: connector.to_string(),
-            detail: e.to_string(),
-        })?;
+        let extra: BTreeMap<String, String> =
+            serde_json::from_str(&extra).map_err(|e| StoreError::Corrupt {
+                table: "watermarks",
+                key: connector.to_string(),
+                detail: e.to_string(),
+            })?;
         let required: i64 = row.try_get("full_import_required").map_err(g)?;
         let watermark = match (kind, value) {
-            (Some(kind), Some(value)) => Some(Watermark { kind, value, server: server.unwrap_or_default(), extra }),
+            (Some(kind), Some(value)) => Some(Watermark {
+                kind,
+                value,
+                server: server.unwrap_or_default(),
+                extra,
+            }),
             _ => None,
         };
-        Ok(Some(StoredWatermark { watermark, full_import_required: required != 0, run_id: row.try_get("run_id").map_err(g)? }))
+        Ok(Some(StoredWatermark {
+            watermark,
+            full_import_required: required != 0,
+            run_id: row.try_get("run_id").map_err(g)?,
+        }))
     }
 
     /// Marks (or clears) that a full import is owed before any delta.
-    pub async fn set_full_import_required(&self, connector: ConnectorId, required: bool, now: i64) -> Result<()> {
+    pub async fn set_full_import_required(
+        &self,
+        connector: ConnectorId,
+        required: bool,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO watermarks (connector_id, updated_at, full_import_required) VALUES (?, ?, ?) \
              ON CONFLICT (connector_id) DO UPDATE SET full_import_required = excluded.full_import_required, \
@@ -114,7 +129,13 @@ impl Store {
     }
 
     /// Stores a watermark outside a batch (end of a delta).
-    pub async fn put_watermark(&self, connector: ConnectorId, w: &Watermark, run: RunId, now: i64) -> Result<()> {
+    pub async fn put_watermark(
+        &self,
+        connector: ConnectorId,
+        w: &Watermark,
+        run: RunId,
+        now: i64,
+    ) -> Result<()> {
         let q = |e| StoreError::query("store watermark", e);
         let mut tx = self.pool.begin().await.map_err(q)?;
         put(&mut tx, connector, w, run, now).await?;
