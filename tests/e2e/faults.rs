@@ -173,9 +173,10 @@ async fn a_server_that_drops_the_connection_mid_page_stops_the_run_and_the_rerun
 
 #[tokio::test]
 async fn an_object_guid_that_is_not_16_bytes_is_a_per_object_error_naming_the_object() {
-    // No AD can be made to return a malformed objectGUID, so this uses OpenLDAP with the
-    // project's AD-compatibility schema (tests/peers/ad-compat.schema), read with the AD
-    // flavor's anchor rules through a connector whose flavor is forced to AD below.
+    // No AD can be made to hold a malformed objectGUID, so a real directory that can is used:
+    // OpenLDAP with the project's AD-compatibility schema (tests/peers/ad-compat.schema), read
+    // by a connector anchored on objectGUID (`anchor_attribute`), which applies the same
+    // 16-byte rule as the AD flavor.
     let peer = slapd();
     let mut ldap = admin(&peer).await;
     let ou = format!("ou={},{}", unique("guid"), peer.base);

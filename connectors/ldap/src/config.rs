@@ -216,3 +216,69 @@ impl std::fmt::Debug for Secret {
         f.write_str("Secret(***)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &str) -> LdapConfig {
+        toml::from_str(&format!(
+            "flavor = \"ad\"\nurl = \"ldap://dc1:389\"\nbind_dn = \"svc@corp\"\nbase_dn = \"DC=corp,DC=com\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn tls_is_the_default_and_plain_must_be_written_out() {
+        let c = parse("password_env = \"PW\"\n");
+        assert_eq!(c.security(), Security::Starttls);
+        let c = parse("password_env = \"PW\"\nsecurity = \"plain\"\n");
+        assert_eq!(c.security(), Security::Plain);
+        let mut c = parse("password_env = \"PW\"\n");
+        c.url = "ldaps://dc1:636".into();
+        assert_eq!(c.security(), Security::Ldaps);
+        assert!(c.validate("x").is_ok());
+        c.security = Some(Security::Starttls);
+        assert!(c.validate("x").unwrap_err().to_string().contains("ldaps:// url needs security"));
+    }
+
+    #[test]
+    fn validation_names_the_connector_and_the_problem() {
+        let c = parse("");
+        assert_eq!(
+            c.validate("corp").unwrap_err().to_string(),
+            "connector `corp`: set password_env or password_file for the bind password"
+        );
+        let c = parse("password_env = \"A\"\npassword_file = \"/x\"\n");
+        assert!(c.validate("corp").unwrap_err().to_string().contains("only one of"));
+        let c = parse("password_env = \"A\"\nobject_types = [\"printer\"]\n");
+        assert!(c.validate("corp").unwrap_err().to_string().contains("`printer`"));
+        let c = parse("password_env = \"A\"\ninclude_ous = [\"not a dn\"]\n");
+        assert!(c.validate("corp").unwrap_err().to_string().contains("not a valid DN"));
+        let c = parse("password_env = \"A\"\ndelta = \"syncrepl\"\n");
+        assert!(c.validate("corp").is_err());
+        let c = parse("password_env = \"A\"\npage_size = 0\n");
+        assert!(c.validate("corp").is_err());
+        assert!(toml::from_str::<LdapConfig>("flavor = \"ad\"\npassword = \"x\"\n").is_err(), "inline passwords are refused");
+    }
+
+    #[test]
+    fn the_password_comes_from_a_file_or_the_environment_and_does_not_print() {
+        let dir = std::env::temp_dir().join(format!("syncctl-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "s3cret!\nignored second line\n").unwrap();
+        let mut c = parse("");
+        c.password_file = Some(file.clone());
+        let secret = c.password("corp").unwrap();
+        assert_eq!(secret.expose(), "s3cret!");
+        assert_eq!(format!("{secret:?}"), "Secret(***)");
+        std::fs::write(&file, "").unwrap();
+        let err = c.password("corp").unwrap_err().to_string();
+        assert!(err.contains("is empty") && !err.contains("s3cret"));
+        let mut c = parse("");
+        c.password_env = Some("SYNCCTL_TEST_SURELY_UNSET_VARIABLE".into());
+        assert!(c.password("corp").unwrap_err().to_string().contains("SYNCCTL_TEST_SURELY_UNSET_VARIABLE"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
