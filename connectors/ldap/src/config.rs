@@ -239,7 +239,12 @@ mod tests {
         assert_eq!(c.security(), Security::Ldaps);
         assert!(c.validate("x").is_ok());
         c.security = Some(Security::Starttls);
-        assert!(c.validate("x").unwrap_err().to_string().contains("ldaps:// url needs security"));
+        assert!(
+            c.validate("x")
+                .unwrap_err()
+                .to_string()
+                .contains("ldaps:// url needs security")
+        );
     }
 
     #[test]
@@ -250,16 +255,29 @@ mod tests {
             "connector `corp`: set password_env or password_file for the bind password"
         );
         let c = parse("password_env = \"A\"\npassword_file = \"/x\"\n");
-        assert!(c.validate("corp").unwrap_err().to_string().contains("only one of"));
+        assert!(
+            c.validate("corp")
+                .unwrap_err()
+                .to_string()
+                .contains("only one of")
+        );
         let c = parse("password_env = \"A\"\nobject_types = [\"printer\"]\n");
         assert!(c.validate("corp").unwrap_err().to_string().contains("`printer`"));
         let c = parse("password_env = \"A\"\ninclude_ous = [\"not a dn\"]\n");
-        assert!(c.validate("corp").unwrap_err().to_string().contains("not a valid DN"));
+        assert!(
+            c.validate("corp")
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid DN")
+        );
         let c = parse("password_env = \"A\"\ndelta = \"syncrepl\"\n");
         assert!(c.validate("corp").is_err());
         let c = parse("password_env = \"A\"\npage_size = 0\n");
         assert!(c.validate("corp").is_err());
-        assert!(toml::from_str::<LdapConfig>("flavor = \"ad\"\npassword = \"x\"\n").is_err(), "inline passwords are refused");
+        assert!(
+            toml::from_str::<LdapConfig>("flavor = \"ad\"\npassword = \"x\"\n").is_err(),
+            "inline passwords are refused"
+        );
     }
 
     #[test]
@@ -278,7 +296,12 @@ mod tests {
         assert!(err.contains("is empty") && !err.contains("s3cret"));
         let mut c = parse("");
         c.password_env = Some("SYNCCTL_TEST_SURELY_UNSET_VARIABLE".into());
-        assert!(c.password("corp").unwrap_err().to_string().contains("SYNCCTL_TEST_SURELY_UNSET_VARIABLE"));
+        assert!(
+            c.password("corp")
+                .unwrap_err()
+                .to_string()
+                .contains("SYNCCTL_TEST_SURELY_UNSET_VARIABLE")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -463,27 +463,51 @@ mod tests {
     fn entry(dn: &[u8], attrs: &[(&str, &[&[u8]])]) -> RawEntry {
         RawEntry {
             dn: dn.to_vec(),
-            attrs: attrs.iter().map(|(k, v)| ((*k).to_owned(), v.iter().map(|x| x.to_vec()).collect())).collect(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.iter().map(|x| x.to_vec()).collect()))
+                .collect(),
         }
     }
 
-    const GUID: &[u8] = &[0x72, 0x7b, 0x53, 0xee, 0xb5, 0x9e, 0x4a, 0x47, 0x82, 0x86, 0x43, 0x13, 0x09, 0x13, 0x3f, 0xd9];
+    const GUID: &[u8] = &[
+        0x72, 0x7b, 0x53, 0xee, 0xb5, 0x9e, 0x4a, 0x47, 0x82, 0x86, 0x43, 0x13, 0x09, 0x13, 0x3f, 0xd9,
+    ];
 
     #[test]
     fn a_user_becomes_a_cs_object_anchored_on_its_immutable_id() {
         let scope = ad_scope("");
         let raw = entry(
             b"CN=Alice,OU=Staff,DC=corp,DC=com",
-            &[("objectClass", &[b"top", b"person", b"organizationalPerson", b"user"]), ("objectGUID", &[GUID]),
-              ("userPrincipalName", &[b"alice@corp.com"]), ("userAccountControl", &[b"512"]), ("uSNChanged", &[b"99"]),
-              ("memberOf", &[b"CN=G,DC=corp,DC=com"])],
+            &[
+                (
+                    "objectClass",
+                    &[b"top", b"person", b"organizationalPerson", b"user"],
+                ),
+                ("objectGUID", &[GUID]),
+                ("userPrincipalName", &[b"alice@corp.com"]),
+                ("userAccountControl", &[b"512"]),
+                ("uSNChanged", &[b"99"]),
+                ("memberOf", &[b"CN=G,DC=corp,DC=com"]),
+            ],
         );
-        let Decoded::Object { object, open_ranges } = decode(raw, &scope) else { panic!("not an object") };
+        let Decoded::Object { object, open_ranges } = decode(raw, &scope) else {
+            panic!("not an object")
+        };
         assert_eq!(object.anchor.as_str(), "cntT7rWeSkeChkMTCRM/2Q==");
         assert_eq!(object.object_class, "user");
-        assert_eq!(object.attributes.get("userAccountControl"), Some(&AttrValues::Integer(vec![512])));
-        assert!(object.attributes.get("uSNChanged").is_none(), "bookkeeping attributes are not stored");
-        assert!(object.attributes.get("memberOf").is_none(), "back-links are not stored");
+        assert_eq!(
+            object.attributes.get("userAccountControl"),
+            Some(&AttrValues::Integer(vec![512]))
+        );
+        assert!(
+            object.attributes.get("uSNChanged").is_none(),
+            "bookkeeping attributes are not stored"
+        );
+        assert!(
+            object.attributes.get("memberOf").is_none(),
+            "back-links are not stored"
+        );
         assert!(open_ranges.is_empty());
     }
 
@@ -491,32 +515,76 @@ mod tests {
     fn bad_input_becomes_an_error_naming_the_object() {
         let scope = ad_scope("");
         let classes: &[&[u8]] = &[b"user"];
-        let short = decode(entry(b"CN=Bad,DC=corp,DC=com", &[("objectClass", classes), ("objectGUID", &[&GUID[..15]])]), &scope);
-        let Decoded::Invalid(e) = short else { panic!("{short:?}") };
-        assert_eq!((e.kind.as_str(), e.dn.as_str()), ("invalid-anchor", "CN=Bad,DC=corp,DC=com"));
-        assert_eq!(e.message, "CN=Bad,DC=corp,DC=com: objectGUID must be exactly 16 bytes, got 15");
+        let short = decode(
+            entry(
+                b"CN=Bad,DC=corp,DC=com",
+                &[("objectClass", classes), ("objectGUID", &[&GUID[..15]])],
+            ),
+            &scope,
+        );
+        let Decoded::Invalid(e) = short else {
+            panic!("{short:?}")
+        };
+        assert_eq!(
+            (e.kind.as_str(), e.dn.as_str()),
+            ("invalid-anchor", "CN=Bad,DC=corp,DC=com")
+        );
+        assert_eq!(
+            e.message,
+            "CN=Bad,DC=corp,DC=com: objectGUID must be exactly 16 bytes, got 15"
+        );
 
-        let missing = decode(entry(b"CN=NoGuid,DC=corp,DC=com", &[("objectClass", classes)]), &scope);
-        assert!(matches!(missing, Decoded::Invalid(ref e) if e.kind == "missing-anchor"), "{missing:?}");
+        let missing = decode(
+            entry(b"CN=NoGuid,DC=corp,DC=com", &[("objectClass", classes)]),
+            &scope,
+        );
+        assert!(
+            matches!(missing, Decoded::Invalid(ref e) if e.kind == "missing-anchor"),
+            "{missing:?}"
+        );
 
-        let bad_dn = decode(entry(b"CN=\xff\xfe,DC=corp,DC=com\xff", &[("objectClass", classes), ("objectGUID", &[GUID])]), &scope);
-        let bad_dn = match bad_dn { Decoded::Invalid(e) => e, other => panic!("{other:?}") };
+        let bad_dn = decode(
+            entry(
+                b"CN=\xff\xfe,DC=corp,DC=com\xff",
+                &[("objectClass", classes), ("objectGUID", &[GUID])],
+            ),
+            &scope,
+        );
+        let bad_dn = match bad_dn {
+            Decoded::Invalid(e) => e,
+            other => panic!("{other:?}"),
+        };
         assert_eq!(bad_dn.kind, "invalid-dn");
 
         let bad_text = decode(
-            entry(b"CN=Text,DC=corp,DC=com", &[("objectClass", classes), ("objectGUID", &[GUID]), ("displayName", &[b"\xc3\x28"])]),
+            entry(
+                b"CN=Text,DC=corp,DC=com",
+                &[
+                    ("objectClass", classes),
+                    ("objectGUID", &[GUID]),
+                    ("displayName", &[b"\xc3\x28"]),
+                ],
+            ),
             &scope,
         );
-        let Decoded::Invalid(e) = bad_text else { panic!("{bad_text:?}") };
-        assert_eq!(e.message, "CN=Text,DC=corp,DC=com: a value of `displayName` is not valid UTF-8");
+        let Decoded::Invalid(e) = bad_text else {
+            panic!("{bad_text:?}")
+        };
+        assert_eq!(
+            e.message,
+            "CN=Text,DC=corp,DC=com: a value of `displayName` is not valid UTF-8"
+        );
     }
 
     #[test]
     fn scope_leaves_out_system_objects_computers_and_other_ous() {
-        let scope = ad_scope("include_ous = [\"OU=Staff,DC=corp,DC=com\"]\nexclude_ous = [\"OU=Old,OU=Staff,DC=corp,DC=com\"]\n");
+        let scope = ad_scope(
+            "include_ous = [\"OU=Staff,DC=corp,DC=com\"]\nexclude_ous = [\"OU=Old,OU=Staff,DC=corp,DC=com\"]\n",
+        );
         let user: &[&[u8]] = &[b"user"];
         let computer: &[&[u8]] = &[b"user", b"computer"];
-        let cases: Vec<(&[u8], &[&[u8]], bool, bool)> = vec![
+        type Case<'a> = (&'a [u8], &'a [&'a [u8]], bool, bool);
+        let cases: Vec<Case> = vec![
             (b"CN=A,OU=Staff,DC=corp,DC=com", user, false, true),
             (b"CN=A,OU=Old,OU=Staff,DC=corp,DC=com", user, false, false),
             (b"CN=A,CN=Users,DC=corp,DC=com", user, false, false),
@@ -529,7 +597,12 @@ mod tests {
                 attrs.push(("isCriticalSystemObject", &[b"TRUE"]));
             }
             let d = decode(entry(dn, &attrs), &scope);
-            assert_eq!(matches!(d, Decoded::Object { .. }), in_scope, "{}: {d:?}", String::from_utf8_lossy(dn));
+            assert_eq!(
+                matches!(d, Decoded::Object { .. }),
+                in_scope,
+                "{}: {d:?}",
+                String::from_utf8_lossy(dn)
+            );
         }
         assert_eq!(
             scope.filter(),
@@ -540,9 +613,17 @@ mod tests {
     #[test]
     fn parse_entry_never_panics_on_garbage() {
         use ldap3::asn1::{StructureTag, TagClass};
-        let t = StructureTag { class: TagClass::Application, id: 4, payload: PL::P(vec![1, 2, 3]) };
+        let t = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::P(vec![1, 2, 3]),
+        };
         assert!(parse_entry(t).is_err());
-        let t = StructureTag { class: TagClass::Application, id: 4, payload: PL::C(vec![]) };
+        let t = StructureTag {
+            class: TagClass::Application,
+            id: 4,
+            payload: PL::C(vec![]),
+        };
         assert!(parse_entry(t).is_err());
     }
 

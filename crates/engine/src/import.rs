@@ -556,6 +556,8 @@ async fn apply_batch(
     }
 
     let writes: Vec<CsWrite> = writes.into_values().collect();
+    let started = std::time::Instant::now();
+    let n = writes.len();
     store
         .write_import_batch(
             state.cid,
@@ -567,6 +569,11 @@ async fn apply_batch(
             clock.now_ms(),
         )
         .await?;
+    tracing::debug!(
+        writes = n,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "batch written"
+    );
     if let Some(ix) = index {
         for (anchor, k) in pending {
             ix.insert(

@@ -69,6 +69,27 @@ impl Store {
     }
 
     async fn connect(options: SqliteConnectOptions, location: String, max: u32) -> Result<Self> {
+        use sqlx::ConnectOptions as _;
+        // Big imports run long statements by design; only a statement slower than this is news.
+        let options = options.log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(30));
+        // Switching a new file to WAL and migrating it happen on one connection first: done by
+        // several pooled connections at once, the journal-mode change can fail with "database
+        // is locked" without waiting.
+        if max > 1 {
+            use sqlx::Connection as _;
+            let mut first = options
+                .connect()
+                .await
+                .map_err(|e| StoreError::open(&location, e))?;
+            sqlx::migrate!("../../migrations")
+                .run(&mut first)
+                .await
+                .map_err(|e| StoreError::Migrate {
+                    location: location.clone(),
+                    source: e,
+                })?;
+            first.close().await.map_err(|e| StoreError::open(&location, e))?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(max)
             .min_connections(1)

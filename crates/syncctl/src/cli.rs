@@ -1,0 +1,102 @@
+//! The command line as clap parses it (the raw phase). Commands turn it, together with the
+//! validated configuration ([`crate::config::Plan`]), into what they run.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// syncctl: identity synchronization from Active Directory / LDAP into a SQLite metaverse.
+#[derive(Debug, Parser)]
+#[command(name = "syncctl", version, about, long_about = None, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 success, 1 completed with errors, 2 stopped or failed, \
+                        3 configuration or usage error, 4 not found."
+)]
+pub struct Cli {
+    /// The configuration file (TOML).
+    #[arg(
+        long,
+        global = true,
+        env = "SYNCCTL_CONFIG",
+        default_value = "syncctl.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+
+    /// Print JSON on stdout instead of tables and summaries (no progress bar).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Log more on stderr: -v info, -vv debug, -vvv trace (RUST_LOG, when set, wins).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Format of the log lines on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import one connector's objects into its connector space (full or delta).
+    Import(ImportArgs),
+    /// Show run history, or the per-object errors of one run.
+    Runs(RunsArgs),
+    /// Show one object as each connector space holds it, found by DN, anchor or ImmutableID.
+    Show(ShowArgs),
+    /// List the configured connectors (no secrets).
+    Connectors,
+}
+
+/// `syncctl import`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("mode").required(true).args(["full", "delta"])))]
+pub struct ImportArgs {
+    /// The connector's name, as in the config file.
+    #[arg(long, value_name = "NAME")]
+    pub connector: String,
+    /// Full import: read every object in scope; objects not seen are marked deleted.
+    #[arg(long)]
+    pub full: bool,
+    /// Delta import: read what changed since the stored watermark (runs as a full import when
+    /// there is no usable watermark, and says so in run history).
+    #[arg(long)]
+    pub delta: bool,
+}
+
+/// `syncctl runs`.
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// Only runs of this connector.
+    #[arg(long, value_name = "NAME")]
+    pub connector: Option<String>,
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..), value_name = "N")]
+    pub limit: i64,
+    /// List the per-object errors of this run instead.
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["connector", "limit"])]
+    pub errors: Option<i64>,
+}
+
+/// `syncctl show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A DN (`CN=Alice Anders,CN=Users,DC=corp,DC=example,DC=com`), an ImmutableID (base64, hex
+    /// or GUID string) or an anchor (an OpenLDAP entryUUID).
+    #[arg(value_name = "DN|ANCHOR|IMMUTABLEID")]
+    pub key: String,
+}

@@ -1,0 +1,46 @@
+//! One module per command; each takes the parsed command line and returns an exit code.
+
+mod connectors;
+mod import;
+mod runs;
+mod show;
+
+use anyhow::Context as _;
+use syncctl_store::Store;
+use tracing::{Instrument as _, info_span};
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Plan};
+use crate::exit::{CmdResult, Failure};
+
+/// Runs the command the command line names.
+pub async fn run(cli: &Cli) -> CmdResult {
+    let name = match &cli.command {
+        Command::Import(_) => "import",
+        Command::Runs(_) => "runs",
+        Command::Show(_) => "show",
+        Command::Connectors => "connectors",
+    };
+    let span = info_span!("command", command = name, config = %cli.config.display());
+    async {
+        let plan = config::load(&cli.config).map_err(Failure::usage)?;
+        match &cli.command {
+            Command::Import(args) => import::run(&plan, args, cli.json).await,
+            Command::Runs(args) => runs::run(&plan, args, cli.json).await,
+            Command::Show(args) => show::run(&plan, args, cli.json).await,
+            Command::Connectors => connectors::run(&plan, cli.json),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Opens (creating if needed) the database the config names.
+async fn open_store(plan: &Plan) -> Result<Store, Failure> {
+    if let Some(dir) = plan.store_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database directory {}", dir.display()))
+            .map_err(Failure::stopped)?;
+    }
+    Ok(Store::open(&plan.store_path).await?)
+}

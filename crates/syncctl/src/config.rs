@@ -1,0 +1,379 @@
+//! The configuration file, read in two phases.
+//!
+//! 1. **Raw**: the TOML as written ([`RawConfig`]): a `[store]` table and `[[connectors]]`
+//!    tables. Unknown keys are refused, everywhere.
+//! 2. **Plan**: the validated, ready-to-run form ([`Plan`]): paths resolved against the config
+//!    file's directory, connector names unique, each connector's settings deserialized and
+//!    checked by its type (see [`crate::registry`]).
+//!
+//! ```toml
+//! [store]
+//! path = "syncctl.db"          # relative to this file's directory
+//!
+//! [[connectors]]
+//! name = "corp-ad"
+//! type = "ldap"                # the type's own settings follow
+//! flavor = "ad"
+//! url = "ldaps://dc1.corp.example.com:636"
+//! bind_dn = "svc-sync@corp.example.com"
+//! password_file = "/etc/syncctl/corp-ad.password"
+//! base_dn = "DC=corp,DC=example,DC=com"
+//! ```
+//!
+//! Secrets are never written in the file: passwords come from `password_env` or
+//! `password_file`, and a key that looks like an inline secret is refused with a message that
+//! says so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::Deserialize;
+
+use crate::registry::{self, ConnectorPlan};
+
+/// Keys that would hold a secret inline; refused with a hint.
+const INLINE_SECRET_KEYS: &[&str] = &[
+    "password",
+    "bind_password",
+    "secret",
+    "client_secret",
+    "token",
+    "api_key",
+    "credentials",
+];
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// `[store]`.
+    #[serde(default)]
+    store: RawStore,
+    /// `[[connectors]]`: `name`, `type` and the type's settings, which only the type knows.
+    #[serde(default)]
+    connectors: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    /// The SQLite database file.
+    #[serde(default = "default_store_path")]
+    path: PathBuf,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("syncctl.db")
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Plan {
+    /// The file it was read from.
+    pub source: PathBuf,
+    /// The database file (resolved against the config file's directory).
+    pub store_path: PathBuf,
+    /// The connectors, in file order.
+    pub connectors: Vec<ConnectorPlan>,
+}
+
+impl Plan {
+    /// The connector called `name`.
+    pub fn connector(&self, name: &str) -> Option<&ConnectorPlan> {
+        self.connectors.iter().find(|c| c.name == name)
+    }
+
+    /// The configured connector names, for messages.
+    pub fn connector_names(&self) -> String {
+        if self.connectors.is_empty() {
+            "none".to_owned()
+        } else {
+            self.connectors
+                .iter()
+                .map(|c| format!("`{}`", c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+}
+
+/// Reads and validates the config file at `path`.
+pub fn load(path: &Path) -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!(
+                "the config file {} does not exist (pass --config FILE or set SYNCCTL_CONFIG)",
+                path.display()
+            )
+        } else {
+            anyhow!("cannot read the config file {}: {e}", path.display())
+        }
+    })?;
+    parse(&text, path)
+}
+
+/// Validates config `text` read from `path` (relative paths resolve against its directory).
+pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
+    let raw: RawConfig =
+        toml::from_str(text).map_err(|e| anyhow!("invalid config file {}:\n{e}", path.display()))?;
+    let base = path.parent().unwrap_or_else(|| Path::new(""));
+    let store_path = resolve(base, &raw.store.path);
+    if raw.store.path.as_os_str().is_empty() {
+        bail!("{}: [store] path is empty", path.display());
+    }
+
+    let mut connectors = Vec::with_capacity(raw.connectors.len());
+    // lowercase name -> name as first written: names that differ only in case are duplicates
+    // too (they would be confusing in run history).
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (i, table) in raw.connectors.into_iter().enumerate() {
+        let line = line_of(text, table.span().start);
+        let plan = plan_connector(table.into_inner(), base)
+            .with_context(|| format!("{}: [[connectors]] entry {} (line {line})", path.display(), i + 1))?;
+        if let Some(first) = seen.insert(plan.name.to_ascii_lowercase(), plan.name.clone()) {
+            bail!(
+                "{}: duplicate connector name `{}` (already used by `{first}`): every connector needs its own name",
+                path.display(),
+                plan.name
+            );
+        }
+        connectors.push(plan);
+    }
+    Ok(Plan {
+        source: path.to_owned(),
+        store_path,
+        connectors,
+    })
+}
+
+/// `base/p` for a relative `p`; `p` itself when absolute.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_owned()
+    } else {
+        base.join(p)
+    }
+}
+
+fn plan_connector(mut table: toml::Table, base: &Path) -> anyhow::Result<ConnectorPlan> {
+    let name = take_string(&mut table, "name")?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        bail!("connector name `{name}` must be non-empty and use only letters, digits, `-`, `_` and `.`");
+    }
+    let type_name = take_string(&mut table, "type").with_context(|| {
+        format!(
+            "connector `{name}` (known types: {})",
+            registry::KNOWN_TYPES.join(", ")
+        )
+    })?;
+    if let Some(key) = table
+        .keys()
+        .find(|k| INLINE_SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+    {
+        bail!(
+            "connector `{name}`: `{key}` is not allowed: secrets are never written in the config file; \
+             use password_env (an environment variable) or password_file (a file readable only by syncctl)"
+        );
+    }
+    registry::plan(&type_name, &name, table, base).with_context(|| format!("connector `{name}`"))
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
+}
+
+fn take_string(table: &mut toml::Table, key: &str) -> anyhow::Result<String> {
+    match table.remove(key) {
+        Some(toml::Value::String(s)) => Ok(s),
+        Some(other) => bail!("`{key}` must be a string, not {}", other.type_str()),
+        None => bail!("`{key}` is missing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+path = "state/syncctl.db"
+
+[[connectors]]
+name = "corp-ad"
+type = "ldap"
+flavor = "ad"
+url = "ldaps://127.0.0.1:636"
+ca_file = "tls/ca.pem"
+bind_dn = "Administrator@corp.example.com"
+password_file = "/etc/syncctl/ad.password"
+base_dn = "DC=corp,DC=example,DC=com"
+exclude_ous = ["OU=Disabled,DC=corp,DC=example,DC=com"]
+page_size = 500
+
+[[connectors]]
+name = "people"
+type = "ldap"
+flavor = "openldap"
+url = "ldap://127.0.0.1:3389"
+security = "starttls"
+bind_dn = "cn=admin,dc=example,dc=com"
+password_env = "PEOPLE_PASSWORD"
+base_dn = "dc=example,dc=com"
+delta = "syncrepl"
+"#;
+
+    fn parse_at(text: &str) -> anyhow::Result<Plan> {
+        parse(text, Path::new("/etc/syncctl/syncctl.toml"))
+    }
+
+    fn message(e: anyhow::Error) -> String {
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn good_config_gives_a_plan() {
+        let plan = parse_at(GOOD).unwrap();
+        assert_eq!(plan.store_path, PathBuf::from("/etc/syncctl/state/syncctl.db"));
+        assert_eq!(plan.connectors.len(), 2);
+        let ad = plan.connector("corp-ad").unwrap();
+        assert_eq!(
+            (ad.type_name, ad.endpoint.as_str()),
+            ("ldap", "ldaps://127.0.0.1:636")
+        );
+        let people = plan.connector("people").unwrap();
+        assert_eq!(people.endpoint, "ldap://127.0.0.1:3389");
+        assert!(plan.connector("nope").is_none());
+        assert_eq!(plan.connector_names(), "`corp-ad`, `people`");
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let text = include_str!("../../../examples/syncctl.toml");
+        let plan = parse(text, Path::new("/opt/syncctl/syncctl.toml")).unwrap();
+        assert_eq!(plan.store_path, PathBuf::from("/opt/syncctl/syncctl.db"));
+        assert_eq!(plan.connectors.len(), 2);
+        // The README shows the example verbatim.
+        assert!(
+            include_str!("../../../README.md").contains(text),
+            "README.md and examples/syncctl.toml differ"
+        );
+    }
+
+    #[test]
+    fn relative_store_path_resolves_against_the_config_directory() {
+        let plan = parse(
+            "[store]\npath = \"data/x.db\"\n",
+            Path::new("/srv/sync/syncctl.toml"),
+        )
+        .unwrap();
+        assert_eq!(plan.store_path, PathBuf::from("/srv/sync/data/x.db"));
+        let plan = parse(
+            "[store]\npath = \"/var/lib/syncctl/x.db\"\n",
+            Path::new("/srv/sync/syncctl.toml"),
+        )
+        .unwrap();
+        assert_eq!(plan.store_path, PathBuf::from("/var/lib/syncctl/x.db"));
+        // A config file named without a directory resolves against the working directory.
+        let plan = parse("", Path::new("syncctl.toml")).unwrap();
+        assert_eq!(plan.store_path, PathBuf::from("syncctl.db"));
+        assert!(plan.connectors.is_empty());
+    }
+
+    #[test]
+    fn relative_connector_paths_resolve_too() {
+        let plan = parse_at(GOOD).unwrap();
+        let ad = plan.connector("corp-ad").unwrap();
+        assert_eq!(
+            ad.files,
+            vec![
+                PathBuf::from("/etc/syncctl/tls/ca.pem"),
+                PathBuf::from("/etc/syncctl/ad.password")
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_path() {
+        let e = message(parse_at("[store]\npath = \"x.db\"\nsize = 3\n").unwrap_err());
+        assert!(
+            e.contains("/etc/syncctl/syncctl.toml") && e.contains("size"),
+            "{e}"
+        );
+
+        let e = message(parse_at("[stor]\npath = \"x.db\"\n").unwrap_err());
+        assert!(
+            e.contains("/etc/syncctl/syncctl.toml") && e.contains("stor"),
+            "{e}"
+        );
+
+        let bad = GOOD.replace("page_size = 500", "page_sise = 500");
+        let e = message(parse_at(&bad).unwrap_err());
+        assert!(e.contains("/etc/syncctl/syncctl.toml"), "{e}");
+        assert!(
+            e.contains("entry 1") && e.contains("corp-ad") && e.contains("page_sise"),
+            "{e}"
+        );
+        let e = message(parse_at(&GOOD.replace("delta = \"syncrepl\"", "deltas = 1")).unwrap_err());
+        assert!(e.contains("entry 2 (line 17)") && e.contains("deltas"), "{e}");
+    }
+
+    #[test]
+    fn inline_secrets_are_refused_with_a_hint() {
+        let bad = GOOD.replace("page_size = 500", "password = \"hunter2\"");
+        let e = message(parse_at(&bad).unwrap_err());
+        assert!(e.contains("password_env") && e.contains("password_file"), "{e}");
+        assert!(!e.contains("hunter2"), "the secret must not be echoed: {e}");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let people = &GOOD[GOOD.rfind("[[connectors]]").unwrap()..];
+        let dup = format!("{GOOD}\n{people}");
+        let e = message(parse_at(&dup).unwrap_err());
+        assert!(e.contains("duplicate connector name `people`"), "{e}");
+
+        let case = GOOD.replace("name = \"people\"", "name = \"Corp-AD\"");
+        let e = message(parse_at(&case).unwrap_err());
+        assert!(e.contains("duplicate connector name `Corp-AD`"), "{e}");
+    }
+
+    #[test]
+    fn missing_or_unknown_type_is_refused() {
+        let e = message(parse_at("[[connectors]]\nname = \"x\"\ntype = \"graph\"\n").unwrap_err());
+        assert!(
+            e.contains("unknown connector type `graph`") && e.contains("ldap"),
+            "{e}"
+        );
+        let e = message(parse_at("[[connectors]]\nname = \"x\"\n").unwrap_err());
+        assert!(e.contains("`type` is missing"), "{e}");
+        let e = message(parse_at("[[connectors]]\ntype = \"ldap\"\n").unwrap_err());
+        assert!(e.contains("`name` is missing"), "{e}");
+        let e = message(parse_at("[[connectors]]\nname = \"a b\"\ntype = \"ldap\"\n").unwrap_err());
+        assert!(e.contains("connector name `a b`"), "{e}");
+    }
+
+    #[test]
+    fn connector_settings_are_validated_by_their_type() {
+        let bad = GOOD.replace("url = \"ldaps://127.0.0.1:636\"", "url = \"http://127.0.0.1\"");
+        let e = message(parse_at(&bad).unwrap_err());
+        assert!(e.contains("corp-ad") && e.contains("ldap://"), "{e}");
+        let bad = GOOD.replace("password_env = \"PEOPLE_PASSWORD\"\n", "");
+        let e = message(parse_at(&bad).unwrap_err());
+        assert!(e.contains("people") && e.contains("password"), "{e}");
+    }
+}

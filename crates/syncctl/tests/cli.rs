@@ -1,0 +1,232 @@
+//! The syncctl binary as a user runs it: arguments, exit codes, stdout and stderr.
+//!
+//! This is the crate's only integration-test binary (each one is another slow link): add new
+//! CLI tests here. None of them needs a directory server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use assert_cmd::Command;
+
+/// A temp dir with a config file in it.
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("syncctl.toml");
+        std::fs::write(&path, config).unwrap();
+        Self { dir, config: path }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncctl"));
+        cmd.current_dir(self.dir.path())
+            .env_remove("SYNCCTL_CONFIG")
+            .env_remove("RUST_LOG")
+            .arg("--config")
+            .arg(&self.config);
+        cmd
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A config with one AD connector whose server does not exist, and its password file.
+fn ldap_env() -> Env {
+    let env = Env::new(LDAP_CONFIG);
+    std::fs::write(env.path("ad.password"), "not-a-real-password\n").unwrap();
+    env
+}
+
+const LDAP_CONFIG: &str = r#"
+[store]
+path = "state/sync.db"
+
+[[connectors]]
+name = "corp-ad"
+type = "ldap"
+flavor = "ad"
+url = "ldaps://127.0.0.1:1"
+bind_dn = "Administrator@corp.example.com"
+password_file = "ad.password"
+base_dn = "DC=corp,DC=example,DC=com"
+timeout_secs = 5
+"#;
+
+#[test]
+fn help_lists_the_commands() {
+    let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    for word in [
+        "import",
+        "runs",
+        "show",
+        "connectors",
+        "--config",
+        "--json",
+        "--verbose",
+        "--log-format",
+    ] {
+        assert!(stdout.contains(word), "`{word}` missing from --help:\n{stdout}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_3() {
+    let env = Env::new("");
+    let out = env.cmd().args(["import", "--connector", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = env
+        .cmd()
+        .args(["import", "--connector", "x", "--full", "--delta"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = env.cmd().arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+}
+
+#[test]
+fn runs_on_an_empty_database() {
+    let env = Env::new("[store]\npath = \"empty.db\"\n");
+    let out = env.cmd().args(["runs", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "[]");
+    // The relative store path resolved against the config file's directory.
+    assert!(env.path("empty.db").exists());
+
+    let out = env.cmd().arg("runs").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).starts_with("no runs recorded"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = env
+        .cmd()
+        .args(["--json", "runs", "--errors", "42"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("no run 42"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn show_of_a_missing_object_exits_4() {
+    let env = Env::new("[store]\npath = \"empty.db\"\n");
+    for key in [
+        "CN=Nobody,CN=Users,DC=corp,DC=example,DC=com",
+        "cntT7rWeSkeChkMTCRM/2Q==",
+        "some-anchor",
+    ] {
+        let out = env.cmd().args(["show", key]).output().unwrap();
+        assert_eq!(out.status.code(), Some(4), "{key}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("no object matches") && stderr.contains(key),
+            "{stderr}"
+        );
+    }
+    let out = env.cmd().args(["show", "--json", "nobody"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(text(&out.stdout).trim(), "[]");
+}
+
+#[test]
+fn config_errors_exit_3_and_name_the_file() {
+    let env = Env::new("[store]\npath = \"x.db\"\ncolour = \"blue\"\n");
+    let out = env.cmd().arg("runs").output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&env.config.display().to_string()) && stderr.contains("colour"),
+        "{stderr}"
+    );
+
+    // SYNCCTL_CONFIG names the file when --config does not.
+    let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .env("SYNCCTL_CONFIG", env.path("nope.toml"))
+        .arg("runs")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("nope.toml") && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn connectors_are_listed_without_secrets() {
+    let env = ldap_env();
+    let out = env.cmd().arg("connectors").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("corp-ad") && stdout.contains("ldap") && stdout.contains("ldaps://127.0.0.1:1"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("not-a-real-password"));
+
+    let out = env.cmd().args(["connectors", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "corp-ad");
+    assert_eq!(list[0]["type"], "ldap");
+    assert_eq!(list[0]["files"][0], env.path("ad.password").display().to_string());
+
+    let out = env
+        .cmd()
+        .args(["import", "--connector", "other", "--full"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("`corp-ad`"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_unreachable_server_stops_the_run_with_exit_2() {
+    let env = ldap_env();
+    let out = env
+        .cmd()
+        .args(["import", "--connector", "corp-ad", "--full", "--json"])
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["profile"], "full-import");
+    assert!(
+        report["status"].as_str().unwrap().starts_with("stopped-"),
+        "{report}"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
+    assert!(!stderr.contains("not-a-real-password") && !text(&out.stdout).contains("not-a-real-password"));
+
+    // The stopped run is in run history.
+    let out = env
+        .cmd()
+        .args(["runs", "--json", "--connector", "corp-ad"])
+        .output()
+        .unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["status"], report["status"]);
+    assert!(env.path("state/sync.db").exists());
+}

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# syncctl demo: a real Samba AD DC on loopback, the sample objects of examples/ad-sample.ldif,
+# a full import, a delta import, run history and one object as the connector space holds it.
+#
+# Usage: ./demo.sh            (as root, on Debian 12; idempotent, run it as often as you like)
+#
+# Needs: root (Samba binds 389/636 and is installed with apt-get), a Rust toolchain >= 1.85
+# (cargo on PATH or in ~/.cargo/bin). Everything else comes from Debian's packages and crates.io.
+#
+# Environment:
+#   SYNCCTL_DEMO_DIR   where the demo's config and database go (default /tmp/syncctl-demo)
+#   SYNCCTL_PEERS_DIR  where the Samba DC keeps its state (default /tmp/syncctl-peers)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+PEER_NAME=demo
+# log, die, ensure_packages
+# shellcheck source=tests/peers/lib.sh
+. "$ROOT/tests/peers/lib.sh"
+
+DEMO_DIR=${SYNCCTL_DEMO_DIR:-/tmp/syncctl-demo}
+DEMO_DIR=${DEMO_DIR%/}
+CONFIG=$DEMO_DIR/syncctl.toml
+SAMPLE=$ROOT/examples/ad-sample.ldif
+USERS_DN=CN=Users,DC=corp,DC=example,DC=com
+ALICE_DN="CN=Alice Anders,$USERS_DN"
+
+if [[ -t 1 ]]; then
+    step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n==> %s\n' "$*"; }
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Tools: cargo (assumed installed, checked here), a C compiler (SQLite and ring build C code).
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
+    PATH=$HOME/.cargo/bin:$PATH
+fi
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install a Rust toolchain >= 1.85 (rustup, https://rustup.rs), then run ./demo.sh again"
+rust_version=$(rustc --version | awk '{print $2}')
+IFS=. read -r rust_major rust_minor _ <<<"$rust_version"
+if ((rust_major < 1 || (rust_major == 1 && rust_minor < 85))); then
+    die "rustc $rust_version is too old: syncctl needs Rust >= 1.85 (edition 2024); try 'rustup update'"
+fi
+command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
+
+# ---------------------------------------------------------------------------------------------
+step "Starting the Samba AD DC (tests/peers/samba-ad.sh start: installs and provisions it on first use)"
+
+exports=$("$ROOT/tests/peers/samba-ad.sh" start) || die "the Samba AD DC did not start (see the messages above)"
+eval "$exports"
+: "${SYNCCTL_TEST_SAMBA_PASSWORD_FILE:?samba-ad.sh did not export the password file}"
+: "${SYNCCTL_TEST_SAMBA_CA:?samba-ad.sh did not export the CA file}"
+ldap_auth=(-x -H ldap://127.0.0.1 -D Administrator@corp.example.com -y "$SYNCCTL_TEST_SAMBA_PASSWORD_FILE")
+
+# ---------------------------------------------------------------------------------------------
+step "Loading the sample objects ($(basename "$SAMPLE")) into $USERS_DN"
+
+# dn_exists DN : true if the DC has an object with that DN.
+dn_exists() {
+    ldapsearch "${ldap_auth[@]}" -LLL -s base -b "$1" 1.1 >/dev/null 2>&1
+}
+
+# attr_value FILE NAME : the first value of NAME in a one-entry LDIF file (base64 decoded).
+attr_value() {
+    local line
+    line=$(grep -m1 -i "^$2::\? " "$1" || true)
+    case $line in
+        *":: "*) printf '%s' "${line#*:: }" | base64 -d ;;
+        *": "*) printf '%s' "${line#*: }" ;;
+    esac
+}
+
+# clear_conflicts FILE DN : delete objects elsewhere in the domain that hold this entry's
+# sAMAccountName or userPrincipalName (Samba keeps both unique): leftovers of test runs.
+clear_conflicts() {
+    local file=$1 dn=$2 sam upn filter holders holder
+    sam=$(attr_value "$file" sAMAccountName)
+    upn=$(attr_value "$file" userPrincipalName)
+    filter="(|(sAMAccountName=${sam:-\\00})(userPrincipalName=${upn:-\\00}))"
+    holders=$(ldapsearch "${ldap_auth[@]}" -LLL -o ldif-wrap=no -b DC=corp,DC=example,DC=com "$filter" 1.1 |
+        sed -n 's/^dn: //p')
+    while IFS= read -r holder; do
+        [[ -n $holder && ${holder,,} != "${dn,,}" ]] || continue
+        log "removing $holder: it holds the sAMAccountName or UPN of $dn (left by an earlier test run)"
+        ldapdelete "${ldap_auth[@]}" "$holder" >&2
+    done <<<"$holders"
+}
+
+entries=$(mktemp -d)
+trap 'rm -rf "$entries"' EXIT
+# One file per entry, comments dropped, in file order (groups after their members).
+awk -v dir="$entries" '
+    /^#/ { next }
+    /^[[:space:]]*$/ { if (f != "") { close(f); f = "" } next }
+    { if (f == "") { n++; f = sprintf("%s/%03d.ldif", dir, n) } print > f }
+' "$SAMPLE"
+
+added=0 present=0
+for file in "$entries"/*.ldif; do
+    dn=$(sed -n 's/^dn: //p' "$file" | head -n 1)
+    for attempt in 1 2; do
+        rc=0
+        out=$(ldapadd "${ldap_auth[@]}" -f "$file" 2>&1) || rc=$?
+        if [[ $rc -eq 0 ]]; then
+            added=$((added + 1))
+            break
+        fi
+        # 68 entryAlreadyExists: this DN is there from an earlier demo (or its account name is
+        # taken elsewhere, then the DN is missing). 19 constraintViolation: the UPN is taken.
+        if [[ $rc -eq 68 ]] && dn_exists "$dn"; then
+            present=$((present + 1))
+            break
+        fi
+        if [[ $attempt -eq 1 && ($rc -eq 68 || $rc -eq 19) ]]; then
+            clear_conflicts "$file" "$dn"
+            continue
+        fi
+        printf '%s\n' "$out" >&2
+        die "ldapadd of $dn failed (rc $rc)"
+    done
+done
+log "sample loaded: $added added, $present already there"
+
+# ---------------------------------------------------------------------------------------------
+step "Writing $CONFIG"
+
+toml_str() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
+mkdir -p "$DEMO_DIR"
+(
+    umask 077
+    cat >"$CONFIG.tmp" <<EOF
+# Written by demo.sh. See examples/syncctl.toml for every key.
+[store]
+path = "syncctl.db"
+
+[[connectors]]
+name = "corp-ad"
+type = "ldap"
+flavor = "ad"
+url = "ldaps://127.0.0.1:636"
+ca_file = $(toml_str "$SYNCCTL_TEST_SAMBA_CA")
+bind_dn = "Administrator@corp.example.com"
+password_file = $(toml_str "$SYNCCTL_TEST_SAMBA_PASSWORD_FILE")
+base_dn = "DC=corp,DC=example,DC=com"
+# The sample lives in CN=Users; the test suite's objects elsewhere in this DC stay out of scope.
+include_ous = ["$USERS_DN"]
+EOF
+)
+mv -f "$CONFIG.tmp" "$CONFIG"
+sed 's/^/    /' "$CONFIG"
+
+# ---------------------------------------------------------------------------------------------
+step "Building syncctl (cargo build --release -p syncctl)"
+
+cargo build --release -p syncctl
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/syncctl
+[[ -x $BIN ]] || die "the build did not produce $BIN"
+
+export SYNCCTL_CONFIG=$CONFIG
+
+# syncctl ARGS... : show the command, run it.
+syncctl() {
+    local arg shown=""
+    for arg in "$@"; do
+        if [[ $arg == *[[:space:]]* ]]; then shown+=" '$arg'"; else shown+=" $arg"; fi
+    done
+    printf '\n$ syncctl%s\n' "$shown"
+    "$BIN" "$@"
+}
+
+# import_run ARGS... : exit 0 (success) and 1 (completed with per-object errors) go on.
+import_run() {
+    local rc=0
+    syncctl import "$@" || rc=$?
+    case $rc in
+        0) ;;
+        1) log "the import completed with per-object errors (syncctl runs --errors RUN_ID lists them)" ;;
+        *) die "syncctl import $* failed with exit code $rc" ;;
+    esac
+}
+
+step "Full import: every object in scope, diffed against the connector space"
+import_run --connector corp-ad --full
+
+step "Changing Alice's title in the directory, then a delta import (DirSync) finds just that"
+title="syncctl demo $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+ldapmodify "${ldap_auth[@]}" >/dev/null <<EOF
+dn: $ALICE_DN
+changetype: modify
+replace: title
+title: $title
+EOF
+import_run --connector corp-ad --delta
+
+step "Run history"
+syncctl runs --limit 5
+
+step "One object as the connector space holds it"
+syncctl show "$ALICE_DN"
+
+cat <<EOF
+
+Done. Try it yourself:
+    export SYNCCTL_CONFIG=$CONFIG
+    $BIN runs --json
+    $BIN show 'CN=Bob Brown,$USERS_DN'
+    $BIN import --connector corp-ad --delta
+The Samba AD DC keeps running (tests/peers/samba-ad.sh stop stops it).
+EOF
