@@ -130,6 +130,9 @@ step "Writing $CONFIG"
 
 toml_str() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
 mkdir -p "$DEMO_DIR"
+# Each demo starts from an empty database, so that it shows a first full import (and a database
+# left by another version of syncctl cannot get in the way).
+rm -f "$DEMO_DIR/syncctl.db" "$DEMO_DIR/syncctl.db-wal" "$DEMO_DIR/syncctl.db-shm"
 (
     umask 077
     cat >"$CONFIG.tmp" <<EOF
