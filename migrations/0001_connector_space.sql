@@ -45,6 +45,17 @@ CREATE TABLE cs_proxy_addresses (
 ) WITHOUT ROWID;
 CREATE INDEX cs_proxy_addresses_address ON cs_proxy_addresses (address);
 
+-- Every DN reference (member, manager, ...) by normalized target DN, so that when an object is
+-- renamed or moved the objects that refer to it can follow (AD changes a group's member values
+-- when a member is renamed without the group itself being reported as changed).
+CREATE TABLE cs_references (
+    connector_id    INTEGER NOT NULL,
+    target_dn_norm  TEXT NOT NULL,
+    anchor          TEXT NOT NULL,
+    PRIMARY KEY (connector_id, target_dn_norm, anchor)
+) WITHOUT ROWID;
+CREATE INDEX cs_references_anchor ON cs_references (connector_id, anchor);
+
 -- Where the next delta import of a connector starts. Written in the same transaction as the
 -- batch it belongs to.
 CREATE TABLE watermarks (

@@ -37,12 +37,7 @@ pub struct Peer {
 
 impl Peer {
     pub fn password(&self) -> String {
-        std::fs::read_to_string(&self.password_file)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned()
+        std::fs::read_to_string(&self.password_file).unwrap().lines().next().unwrap().to_owned()
     }
 }
 
@@ -69,10 +64,7 @@ pub fn samba() -> Peer {
 
 /// The Samba account without the DirSync right: (DN, password file).
 pub fn samba_nodirsync() -> (String, PathBuf) {
-    (
-        var("SYNCCTL_TEST_SAMBA_NODIRSYNC_DN"),
-        var("SYNCCTL_TEST_SAMBA_NODIRSYNC_PASSWORD_FILE").into(),
-    )
+    (var("SYNCCTL_TEST_SAMBA_NODIRSYNC_DN"), var("SYNCCTL_TEST_SAMBA_NODIRSYNC_PASSWORD_FILE").into())
 }
 
 /// The OpenLDAP server.
@@ -91,16 +83,9 @@ pub fn slapd() -> Peer {
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     #[allow(clippy::disallowed_methods)]
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-        % 100_000_000;
-    format!(
-        "{prefix}{}x{t}x{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
+    let t =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    format!("{prefix}{}x{t}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 /// An administrator session over LDAPS, verified against the peer's CA.
@@ -113,15 +98,9 @@ pub async fn admin(peer: &Peer) -> Ldap {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let settings = LdapConnSettings::new().set_config(Arc::new(cfg));
-    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &peer.ldaps_url)
-        .await
-        .unwrap();
+    let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &peer.ldaps_url).await.unwrap();
     ldap3::drive!(conn);
-    ldap.simple_bind(&peer.bind_dn, &peer.password())
-        .await
-        .unwrap()
-        .success()
-        .unwrap();
+    ldap.simple_bind(&peer.bind_dn, &peer.password()).await.unwrap().success().unwrap();
     ldap
 }
 
@@ -135,52 +114,30 @@ fn rustls_roots(pem: &[u8]) -> rustls::RootCertStore {
 
 /// Adds an entry; attributes as (name, values).
 pub async fn add(ldap: &mut Ldap, dn: &str, attrs: &[(&str, &[&str])]) {
-    let attrs: Vec<(&str, HashSet<&str>)> = attrs
-        .iter()
-        .map(|(k, v)| (*k, v.iter().copied().collect()))
-        .collect();
-    ldap.add(dn, attrs)
-        .await
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+    let attrs: Vec<(&str, HashSet<&str>)> =
+        attrs.iter().map(|(k, v)| (*k, v.iter().copied().collect())).collect();
+    ldap.add(dn, attrs).await.unwrap().success().unwrap_or_else(|e| panic!("add {dn}: {e}"));
 }
 
 /// Adds an entry from raw (possibly binary) values.
 pub async fn add_raw(ldap: &mut Ldap, dn: &str, attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)>) {
-    ldap.add(dn, attrs)
-        .await
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("add {dn}: {e}"));
+    ldap.add(dn, attrs).await.unwrap().success().unwrap_or_else(|e| panic!("add {dn}: {e}"));
 }
 
 /// Replaces one attribute.
 pub async fn replace(ldap: &mut Ldap, dn: &str, attr: &str, values: &[&str]) {
     let m = vec![Mod::Replace(attr, values.iter().copied().collect::<HashSet<_>>())];
-    ldap.modify(dn, m)
-        .await
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+    ldap.modify(dn, m).await.unwrap().success().unwrap_or_else(|e| panic!("modify {dn}: {e}"));
 }
 
 /// Adds or removes one value.
 pub async fn add_value(ldap: &mut Ldap, dn: &str, attr: &str, value: &str) {
     let m = vec![Mod::Add(attr, HashSet::from([value]))];
-    ldap.modify(dn, m)
-        .await
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+    ldap.modify(dn, m).await.unwrap().success().unwrap_or_else(|e| panic!("modify {dn}: {e}"));
 }
 pub async fn remove_value(ldap: &mut Ldap, dn: &str, attr: &str, value: &str) {
     let m = vec![Mod::Delete(attr, HashSet::from([value]))];
-    ldap.modify(dn, m)
-        .await
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("modify {dn}: {e}"));
+    ldap.modify(dn, m).await.unwrap().success().unwrap_or_else(|e| panic!("modify {dn}: {e}"));
 }
 
 /// Renames or moves.
@@ -194,11 +151,7 @@ pub async fn rename(ldap: &mut Ldap, dn: &str, new_rdn: &str, new_parent: Option
 
 /// Deletes.
 pub async fn delete(ldap: &mut Ldap, dn: &str) {
-    ldap.delete(dn)
-        .await
-        .unwrap()
-        .success()
-        .unwrap_or_else(|e| panic!("delete {dn}: {e}"));
+    ldap.delete(dn).await.unwrap().success().unwrap_or_else(|e| panic!("delete {dn}: {e}"));
 }
 
 /// A connector config from TOML text.
@@ -223,11 +176,7 @@ pub fn openldap_config(peer: &Peer, base: &str, extra: &str) -> LdapConfig {
     config(&format!(
         "flavor = \"openldap\"\nurl = \"{}\"\n{}ca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{}\"\n{extra}",
         peer.url,
-        if extra.contains("security") {
-            ""
-        } else {
-            "security = \"starttls\"\n"
-        },
+        if extra.contains("security") { "" } else { "security = \"starttls\"\n" },
         peer.ca.display(),
         peer.bind_dn,
         peer.password_file.display(),
@@ -260,26 +209,12 @@ pub async fn import(store: &Store, name: &str, config: &LdapConfig, mode: Import
 pub fn ldapsearch_object_guid(peer: &Peer, dn: &str) -> String {
     let out = std::process::Command::new("ldapsearch")
         .env("LDAPTLS_CACERT", &peer.ca)
-        .args([
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-x",
-            "-H",
-            &peer.ldaps_url,
-            "-D",
-            &peer.bind_dn,
-            "-y",
-        ])
+        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-H", &peer.ldaps_url, "-D", &peer.bind_dn, "-y"])
         .arg(&peer.password_file)
         .args(["-s", "base", "-b", dn, "(objectClass=*)", "objectGUID"])
         .output()
         .expect("ldapsearch (ldap-utils) must be installed");
-    assert!(
-        out.status.success(),
-        "ldapsearch {dn}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ldapsearch {dn}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("objectGUID:: "))
@@ -291,27 +226,12 @@ pub fn ldapsearch_object_guid(peer: &Peer, dn: &str) -> String {
 pub fn ldapsearch_entry_uuid(peer: &Peer, dn: &str) -> String {
     let out = std::process::Command::new("ldapsearch")
         .env("LDAPTLS_CACERT", &peer.ca)
-        .args([
-            "-LLL",
-            "-o",
-            "ldif-wrap=no",
-            "-x",
-            "-ZZ",
-            "-H",
-            &peer.url,
-            "-D",
-            &peer.bind_dn,
-            "-y",
-        ])
+        .args(["-LLL", "-o", "ldif-wrap=no", "-x", "-ZZ", "-H", &peer.url, "-D", &peer.bind_dn, "-y"])
         .arg(&peer.password_file)
         .args(["-s", "base", "-b", dn, "(objectClass=*)", "entryUUID"])
         .output()
         .expect("ldapsearch (ldap-utils) must be installed");
-    assert!(
-        out.status.success(),
-        "ldapsearch {dn}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ldapsearch {dn}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("entryUUID: "))
@@ -349,22 +269,14 @@ pub fn read_fixture_ldif(text: &str) -> Vec<LdifRecord> {
             continue;
         }
         let (name, value) = if let Some((n, v)) = line.split_once(":: ") {
-            (
-                n.to_owned(),
-                base64::engine::general_purpose::STANDARD
-                    .decode(v.trim())
-                    .unwrap(),
-            )
+            (n.to_owned(), base64::engine::general_purpose::STANDARD.decode(v.trim()).unwrap())
         } else {
             let (n, v) = line.split_once(": ").unwrap();
             (n.to_owned(), v.as_bytes().to_vec())
         };
         if name.eq_ignore_ascii_case("dn") {
             records.extend(current.take());
-            current = Some(LdifRecord {
-                dn: String::from_utf8(value).unwrap(),
-                attrs: vec![],
-            });
+            current = Some(LdifRecord { dn: String::from_utf8(value).unwrap(), attrs: vec![] });
         } else if let Some(r) = current.as_mut() {
             r.attrs.push((name, value));
         }
@@ -383,13 +295,6 @@ pub async fn snapshot(store: &Store, connector: &str) -> Vec<(String, String, St
         .await
         .unwrap()
         .into_iter()
-        .map(|o| {
-            (
-                o.anchor,
-                o.dn,
-                o.state,
-                serde_json::to_string(&o.attributes).unwrap(),
-            )
-        })
+        .map(|o| (o.anchor, o.dn, o.state, serde_json::to_string(&o.attributes).unwrap()))
         .collect()
 }

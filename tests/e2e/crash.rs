@@ -45,12 +45,7 @@ async fn sigkill_half_way_then_rerun_equals_a_clean_full_import() {
         add(
             &mut ldap,
             &format!("uid={uid},{ou}"),
-            &[
-                ("objectClass", &["inetOrgPerson"]),
-                ("uid", &[&uid]),
-                ("cn", &[&uid]),
-                ("sn", &["k"]),
-            ],
+            &[("objectClass", &["inetOrgPerson"]), ("uid", &[&uid]), ("cn", &[&uid]), ("sn", &["k"])],
         )
         .await;
     }
@@ -89,18 +84,12 @@ async fn sigkill_half_way_then_rerun_equals_a_clean_full_import() {
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the import was killed before it finished (it had written {written} objects)"
-    );
+    assert!(!status.success(), "the import was killed before it finished (it had written {written} objects)");
 
     let store = Store::open(&db).await.unwrap();
     let killed = store.runs(Some("crash"), 1).await.unwrap().remove(0);
     assert_eq!(killed.status, "in-progress");
-    assert!(
-        killed.counts.adds > 0 && killed.counts.adds < USERS,
-        "killed half-way: {killed:?}"
-    );
+    assert!(killed.counts.adds > 0 && killed.counts.adds < USERS, "killed half-way: {killed:?}");
     store.check_integrity().await.unwrap();
     store.close().await;
 
@@ -117,10 +106,7 @@ async fn sigkill_half_way_then_rerun_equals_a_clean_full_import() {
     assert_eq!(runs[0].profile, "full-import", "{runs:?}");
     assert_eq!(runs[0].status, "success");
     assert!(runs[0].notes.contains("did not complete"), "{runs:?}");
-    assert_eq!(
-        runs[1].status, "stopped-interrupted",
-        "the killed run is closed at the next start"
-    );
+    assert_eq!(runs[1].status, "stopped-interrupted", "the killed run is closed at the next start");
     assert_eq!(
         runs[0].counts.adds + killed.counts.adds,
         USERS,

@@ -19,19 +19,12 @@ async fn assert_stopped(
     let r = import(store, name, config, ImportMode::Full).await;
     assert_eq!(r.status, status, "{r:?}");
     let fault = r.fault.clone().unwrap();
-    assert!(
-        fault.contains(&config.url),
-        "the error names the endpoint: {fault}"
-    );
+    assert!(fault.contains(&config.url), "the error names the endpoint: {fault}");
     assert!(fault.to_lowercase().contains(needle), "`{needle}` in: {fault}");
     let rec = store.run(r.run_id).await.unwrap().unwrap();
     assert_eq!(rec.status, status);
     assert!(rec.notes.contains(&config.url));
-    assert_eq!(
-        snapshot(store, name).await,
-        before,
-        "the connector space is unchanged"
-    );
+    assert_eq!(snapshot(store, name).await, before, "the connector space is unchanged");
     store.check_integrity().await.unwrap();
 }
 
@@ -51,14 +44,7 @@ async fn wrong_password_unreachable_server_and_untrusted_certificate() {
     std::fs::write(&wrong, "not-the-password\n").unwrap();
     let mut bad = good.clone();
     bad.password_file = Some(wrong);
-    assert_stopped(
-        &store,
-        "corp",
-        &bad,
-        "stopped-authentication",
-        "invalid credentials",
-    )
-    .await;
+    assert_stopped(&store, "corp", &bad, "stopped-authentication", "invalid credentials").await;
 
     let mut bad = good.clone();
     bad.url = "ldaps://127.0.0.1:1".into();
@@ -138,12 +124,7 @@ async fn a_server_that_drops_the_connection_mid_page_stops_the_run_and_the_rerun
         add(
             &mut ldap,
             &format!("uid={uid},{ou}"),
-            &[
-                ("objectClass", &["inetOrgPerson"]),
-                ("uid", &[&uid]),
-                ("cn", &[&uid]),
-                ("sn", &["x"]),
-            ],
+            &[("objectClass", &["inetOrgPerson"]), ("uid", &[&uid]), ("cn", &[&uid]), ("sn", &["x"])],
         )
         .await;
     }
@@ -161,11 +142,7 @@ async fn a_server_that_drops_the_connection_mid_page_stops_the_run_and_the_rerun
     // Run again against the real server: the delta runs as a full import and converges.
     let direct = openldap_config(&peer, &ou, "page_size = 2\n");
     let r = import(&store, "ol", &direct, ImportMode::Delta).await;
-    assert_eq!(
-        (r.profile, r.status.as_str()),
-        (ImportMode::Full, "success"),
-        "{r:?}"
-    );
+    assert_eq!((r.profile, r.status.as_str()), (ImportMode::Full, "success"), "{r:?}");
     let clean = Store::open_in_memory().await.unwrap();
     import(&clean, "ol", &direct, ImportMode::Full).await;
     assert_eq!(snapshot(&store, "ol").await, snapshot(&clean, "ol").await);
@@ -204,11 +181,7 @@ async fn an_object_guid_that_is_not_16_bytes_is_a_per_object_error_naming_the_ob
     let store = Store::open_in_memory().await.unwrap();
     let config = openldap_config(&peer, &ou, "anchor_attribute = \"objectGUID\"\n");
     let r = import(&store, "guid", &config, ImportMode::Full).await;
-    assert_eq!(
-        (r.status.as_str(), r.counts.adds, r.counts.errors),
-        ("completed-with-errors", 1, 1),
-        "{r:?}"
-    );
+    assert_eq!((r.status.as_str(), r.counts.adds, r.counts.errors), ("completed-with-errors", 1, 1), "{r:?}");
     let errors = store.run_errors(r.run_id).await.unwrap();
     assert_eq!(errors[0].dn.as_deref(), Some(bad_dn.as_str()));
     assert!(

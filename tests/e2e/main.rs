@@ -1,13 +1,7 @@
 //! End-to-end tests against real peers. One test binary (linking is the slow part); modules
 //! per area. Every test makes its own OU, so all tests share one Samba and one slapd.
 
-#![allow(
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod ad;
 mod crash;

@@ -6,12 +6,7 @@ use syncctl_tests::*;
 
 async fn make_ou(ldap: &mut ldap3::Ldap, parent: &str, name: &str) -> String {
     let dn = format!("ou={name},{parent}");
-    add(
-        ldap,
-        &dn,
-        &[("objectClass", &["organizationalUnit"]), ("ou", &[name])],
-    )
-    .await;
+    add(ldap, &dn, &[("objectClass", &["organizationalUnit"]), ("ou", &[name])]).await;
     dn
 }
 
@@ -33,10 +28,7 @@ async fn person(ldap: &mut ldap3::Ldap, ou: &str, uid: &str) -> String {
 }
 
 async fn object(store: &Store, dn: &str) -> syncctl_store::StoredCsObject {
-    let found = store
-        .find_cs_objects(&CsLookup::Dn(syncctl_core::Dn::parse(dn).unwrap()))
-        .await
-        .unwrap();
+    let found = store.find_cs_objects(&CsLookup::Dn(syncctl_core::Dn::parse(dn).unwrap())).await.unwrap();
     assert_eq!(found.len(), 1, "exactly one CS object for {dn}: {found:?}");
     found.into_iter().next().unwrap()
 }
@@ -52,16 +44,7 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     let p2 = person(&mut ldap, &a, "p2").await;
     let p3 = person(&mut ldap, &a, "p3").await;
     let g = format!("cn=team,{a}");
-    add(
-        &mut ldap,
-        &g,
-        &[
-            ("objectClass", &["groupOfNames"]),
-            ("cn", &["team"]),
-            ("member", &[&p1]),
-        ],
-    )
-    .await;
+    add(&mut ldap, &g, &[("objectClass", &["groupOfNames"]), ("cn", &["team"]), ("member", &[&p1])]).await;
 
     let store = Store::open_in_memory().await.unwrap();
     let config = openldap_config(&peer, &root, "page_size = 2\n");
@@ -69,11 +52,7 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     assert_eq!((r.status.as_str(), r.counts.adds), ("success", 4), "{r:?}");
     assert!(r.pages >= 2, "{r:?}");
     for dn in [&p1, &p2, &p3, &g] {
-        assert_eq!(
-            object(&store, dn).await.anchor,
-            ldapsearch_entry_uuid(&peer, dn),
-            "{dn}"
-        );
+        assert_eq!(object(&store, dn).await.anchor, ldapsearch_entry_uuid(&peer, dn), "{dn}");
     }
     let delta = |label: &'static str| {
         let store = store.clone();
@@ -93,10 +72,7 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     replace(&mut ldap, &p1, "title", &["Lead"]).await;
     let c = delta("modify").await;
     assert_eq!((c.updates, c.changes()), (1, 1), "{c:?}");
-    assert_eq!(
-        object(&store, &p1).await.attributes.first_text("title"),
-        Some("Lead")
-    );
+    assert_eq!(object(&store, &p1).await.attributes.first_text("title"), Some("Lead"));
 
     let id2 = object(&store, &p2).await.anchor;
     rename(&mut ldap, &p2, "uid=p2", Some(&b)).await;
@@ -108,23 +84,13 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     add_value(&mut ldap, &g, "member", &p2).await;
     let c = delta("member added").await;
     assert_eq!((c.updates, c.changes()), (1, 1), "{c:?}");
-    assert_eq!(
-        object(&store, &g)
-            .await
-            .attributes
-            .get("member")
-            .map(AttrValues::len),
-        Some(2)
-    );
+    assert_eq!(object(&store, &g).await.attributes.get("member").map(AttrValues::len), Some(2));
 
     let id3 = object(&store, &p3).await.anchor;
     delete(&mut ldap, &p3).await;
     let c = delta("delete").await;
     assert_eq!((c.deletes, c.changes()), (1, 1), "{c:?}");
-    assert_eq!(
-        store.find_cs_objects(&CsLookup::Anchor(id3)).await.unwrap()[0].state,
-        "deleted"
-    );
+    assert_eq!(store.find_cs_objects(&CsLookup::Anchor(id3)).await.unwrap()[0].state, "deleted");
     assert_eq!(delta("no change again").await.changes(), 0);
 
     let fresh = Store::open_in_memory().await.unwrap();
@@ -132,8 +98,5 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     let present = |rows: Vec<(String, String, String, String)>| {
         rows.into_iter().filter(|r| r.2 == "present").collect::<Vec<_>>()
     };
-    assert_eq!(
-        present(snapshot(&store, "ol").await),
-        present(snapshot(&fresh, "ol").await)
-    );
+    assert_eq!(present(snapshot(&store, "ol").await), present(snapshot(&fresh, "ol").await));
 }

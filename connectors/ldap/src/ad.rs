@@ -49,10 +49,9 @@ pub async fn import(
             match wm.kind.as_str() {
                 "dirsync" => dirsync_delta(client, scope, &nc, &server, wm.value, tx).await,
                 "usn" => usn_delta(client, scope, &dse, &nc, &server, &wm, tx).await,
-                other => Err(invalid_mark(
-                    client,
-                    &format!("the watermark is of kind `{other}`, not an AD one"),
-                )),
+                other => {
+                    Err(invalid_mark(client, &format!("the watermark is of kind `{other}`, not an AD one")))
+                }
             }
         }
     }
@@ -67,15 +66,9 @@ fn invalid_mark(client: &Client, why: &str) -> ConnectorFault {
 }
 
 fn usn_mark(dse: &RawEntry, server: &str, client: &Client) -> Result<Watermark, ConnectorFault> {
-    let usn = text(dse, "highestCommittedUSN")
-        .and_then(|t| t.parse::<i64>().ok())
-        .ok_or_else(|| {
-            ConnectorFault::new(
-                FaultKind::Protocol,
-                &client.endpoint,
-                "the root DSE has no highestCommittedUSN",
-            )
-        })?;
+    let usn = text(dse, "highestCommittedUSN").and_then(|t| t.parse::<i64>().ok()).ok_or_else(|| {
+        ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "the root DSE has no highestCommittedUSN")
+    })?;
     Ok(Watermark {
         kind: "usn".into(),
         value: usn.to_string().into_bytes(),
@@ -135,19 +128,9 @@ async fn full(
     let mut cookie = Vec::new();
     let base = scope.base.as_str().to_owned();
     loop {
-        let raws = client
-            .next_page(&base, &filter, &attrs, &mut cookie, vec![])
-            .await?;
+        let raws = client.next_page(&base, &filter, &attrs, &mut cookie, vec![]).await?;
         let changes = decode_full(client, scope, raws).await?;
-        send(
-            tx,
-            &client.endpoint,
-            ImportBatch {
-                changes,
-                watermark: None,
-            },
-        )
-        .await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
         if cookie.is_empty() {
             break;
         }
@@ -183,17 +166,13 @@ async fn decode_page(
     let mut changes = Vec::with_capacity(raws.len());
     for raw in raws {
         match decode(raw, scope) {
-            Decoded::Object {
-                mut object,
-                open_ranges,
-            } => {
+            Decoded::Object { mut object, open_ranges } => {
                 complete_ranges(client, &mut object, open_ranges).await?;
                 changes.push(ImportChange::Present(object));
             }
-            Decoded::OutOfScope {
-                anchor: Some(anchor),
-                dn,
-            } if report_out_of_scope => changes.push(ImportChange::Deleted { anchor, dn }),
+            Decoded::OutOfScope { anchor: Some(anchor), dn } if report_out_of_scope => {
+                changes.push(ImportChange::Deleted { anchor, dn })
+            }
             Decoded::OutOfScope { .. } => {}
             Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
             Decoded::Invalid(e) => {
@@ -222,9 +201,7 @@ async fn complete_ranges(
     open: Vec<(String, u64)>,
 ) -> Result<(), ConnectorFault> {
     for (attr, start) in open {
-        let more = client
-            .read_remaining_range(object.dn.as_str(), &attr, start)
-            .await?;
+        let more = client.read_remaining_range(object.dn.as_str(), &attr, start).await?;
         let syntax = schema::syntax_of(&attr);
         let typed = match typed_values(&attr, syntax, more) {
             Ok(t) => t,
@@ -282,11 +259,7 @@ async fn dirsync_bootstrap(client: &mut Client, nc: &str, server: &str) -> Resul
             });
         }
     }
-    Err(ConnectorFault::new(
-        FaultKind::Protocol,
-        &client.endpoint,
-        "DirSync: the server never finished",
-    ))
+    Err(ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "DirSync: the server never finished"))
 }
 
 async fn dirsync_delta(
@@ -299,7 +272,9 @@ async fn dirsync_delta(
 ) -> Result<ImportSummary, ConnectorFault> {
     // Tombstones lose objectCategory, so DirSync filters on objectClass only; types are
     // narrowed when the entry is decoded.
-    let filter = "(|(objectClass=user)(objectClass=group)(objectClass=contact))";
+    // Containers too: when an OU is renamed or moved, DirSync reports the OU alone, not the
+    // objects under it whose DN changed with it.
+    let filter = "(|(objectClass=user)(objectClass=group)(objectClass=contact)(objectClass=organizationalUnit)(objectClass=container))";
     let mut attrs = scope.requested.clone();
     attrs.push("isDeleted".into());
     // A rename or move changes only the RDN: Samba reports it through `name` alone.
@@ -311,10 +286,7 @@ async fn dirsync_delta(
                 LdapScope::Subtree,
                 filter,
                 &attrs,
-                vec![
-                    controls::dirsync(DIRSYNC_FLAGS, 0, &cookie),
-                    controls::show_deleted(),
-                ],
+                vec![controls::dirsync(DIRSYNC_FLAGS, 0, &cookie), controls::show_deleted()],
             )
             .await?;
         match out.result.rc {
@@ -346,15 +318,7 @@ async fn dirsync_delta(
             server: server.to_owned(),
             extra: BTreeMap::new(),
         };
-        send(
-            tx,
-            &client.endpoint,
-            ImportBatch {
-                changes,
-                watermark: Some(watermark),
-            },
-        )
-        .await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: Some(watermark) }).await?;
         cookie = next;
         if !more {
             break;
@@ -369,9 +333,18 @@ async fn dirsync_delta(
     })
 }
 
+/// An OU or container (and not one of the object types).
+fn is_container(raw: &RawEntry) -> bool {
+    let classes = raw.values("objectClass").unwrap_or(&[]);
+    let has = |c: &str| classes.iter().any(|v| v.eq_ignore_ascii_case(c.as_bytes()));
+    (has("organizationalUnit") || has("container")) && !(has("user") || has("group") || has("contact"))
+}
+
 /// What DirSync said about one object.
 struct DirsyncEntry {
     id: ImmutableId,
+    /// DirSync listed `name`: the object was created, renamed or moved.
+    named: bool,
     added: Vec<Vec<u8>>,
     removed: Vec<Vec<u8>>,
     incremental: bool,
@@ -402,12 +375,8 @@ async fn dirsync_changes(
             changes.push(ImportChange::Deleted { anchor, dn });
             continue;
         }
-        let mut entry = DirsyncEntry {
-            id,
-            added: vec![],
-            removed: vec![],
-            incremental: false,
-        };
+        let named = raw.values("name").is_some();
+        let mut entry = DirsyncEntry { id, named, added: vec![], removed: vec![], incremental: false };
         for (desc, values) in &raw.attrs {
             let (name, range) = split_description(desc);
             if !name.eq_ignore_ascii_case("member") {
@@ -429,22 +398,35 @@ async fn dirsync_changes(
     }
     for chunk in changed.chunks(REREAD_CHUNK) {
         let mut by_id = reread(client, scope, nc, chunk).await?;
-        tracing::debug!(
-            asked = chunk.len(),
-            found = by_id.len(),
-            "objects re-read by GUID"
-        );
+        tracing::debug!(asked = chunk.len(), found = by_id.len(), "objects re-read by GUID");
         for e in chunk {
             let anchor = Anchor::from(e.id);
             let Some(raw) = by_id.remove(&e.id) else {
                 // Gone since DirSync listed it: its tombstone comes with the next round.
                 continue;
             };
+            if is_container(&raw) {
+                if e.named {
+                    // Created, renamed or moved: the objects under it changed DN without DirSync
+                    // reporting them. Read that subtree: what is in scope is diffed as usual (a
+                    // rename for a known object, an add for one that came into scope), and what
+                    // is not is reported gone (ignored for objects the connector space never had).
+                    let base = raw.dn_lossy();
+                    let attrs = search_attrs(client, scope, &[]);
+                    let mut cookie = Vec::new();
+                    loop {
+                        let raws =
+                            client.next_page(&base, &scope.filter(), &attrs, &mut cookie, vec![]).await?;
+                        changes.extend(decode_page(client, scope, raws, true).await?);
+                        if cookie.is_empty() {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
             match decode(raw, scope) {
-                Decoded::Object {
-                    mut object,
-                    open_ranges,
-                } => {
+                Decoded::Object { mut object, open_ranges } => {
                     if e.incremental {
                         object.attributes.remove("member");
                         let add = typed_values("member", schema::syntax_of("member"), e.added.clone());
@@ -453,10 +435,7 @@ async fn dirsync_changes(
                             (Ok(add), Ok(remove)) => {
                                 let deltas =
                                     BTreeMap::from([(AttrName::new("member"), ValueDelta { add, remove })]);
-                                changes.push(ImportChange::Incremental {
-                                    object,
-                                    value_deltas: deltas,
-                                });
+                                changes.push(ImportChange::Incremental { object, value_deltas: deltas });
                             }
                             (Err(m), _) | (_, Err(m)) => {
                                 changes.push(ImportChange::Invalid(syncctl_core::ObjectError {
@@ -496,17 +475,10 @@ async fn reread(
         }
         let filter = format!(
             "(|{})",
-            ids.iter()
-                .map(|e| format!("(objectGUID={})", e.id.to_ldap_filter_value()))
-                .collect::<String>()
+            ids.iter().map(|e| format!("(objectGUID={})", e.id.to_ldap_filter_value())).collect::<String>()
         );
         let attrs: Vec<String> = if incremental {
-            scope
-                .requested
-                .iter()
-                .filter(|a| !a.eq_ignore_ascii_case("member"))
-                .cloned()
-                .collect()
+            scope.requested.iter().filter(|a| !a.eq_ignore_ascii_case("member")).cloned().collect()
         } else {
             search_attrs(client, scope, &[])
         };
@@ -542,24 +514,14 @@ async fn usn_delta(
     // The new mark is read first: anything committed after it is seen by the next delta.
     let next = usn_mark(dse, server, client)?;
     let mut notes = Vec::new();
-    let filter = format!(
-        "(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))",
-        from + 1
-    );
+    let filter =
+        format!("(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))", from + 1);
     let attrs = search_attrs(client, scope, &[]);
     let mut cookie = Vec::new();
     loop {
         let raws = client.next_page(nc, &filter, &attrs, &mut cookie, vec![]).await?;
         let changes = decode_page(client, scope, raws, true).await?;
-        send(
-            tx,
-            &client.endpoint,
-            ImportBatch {
-                changes,
-                watermark: None,
-            },
-        )
-        .await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
         if cookie.is_empty() {
             break;
         }
@@ -573,32 +535,18 @@ async fn usn_delta(
             .to_owned(),
     );
     let filter = scope.filter();
-    let attrs: Vec<String> = schema::required_attributes(scope.flavor)
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let attrs: Vec<String> =
+        schema::required_attributes(scope.flavor).iter().map(|s| (*s).to_owned()).collect();
     let mut cookie = Vec::new();
     loop {
-        let raws = client
-            .next_page(scope.base.as_str(), &filter, &attrs, &mut cookie, vec![])
-            .await?;
+        let raws = client.next_page(scope.base.as_str(), &filter, &attrs, &mut cookie, vec![]).await?;
         let mut changes = Vec::new();
         for raw in raws {
             if let Decoded::Object { object, .. } = decode(raw, scope) {
-                changes.push(ImportChange::Unchanged {
-                    anchor: object.anchor,
-                });
+                changes.push(ImportChange::Unchanged { anchor: object.anchor, dn: Some(object.dn) });
             }
         }
-        send(
-            tx,
-            &client.endpoint,
-            ImportBatch {
-                changes,
-                watermark: None,
-            },
-        )
-        .await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
         if cookie.is_empty() {
             break;
         }

@@ -63,8 +63,7 @@ pub fn map_error(endpoint: &str, what: &str, e: Ldap3Error) -> ConnectorFault {
 }
 
 fn is_tls_io(e: &std::io::Error) -> bool {
-    e.get_ref()
-        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    e.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
         || e.to_string().contains("certificate")
         || e.kind() == std::io::ErrorKind::InvalidData
 }
@@ -79,11 +78,8 @@ pub fn result_fault(endpoint: &str, what: &str, r: &LdapResult) -> ConnectorFaul
         32 | 34 => FaultKind::Config,
         _ => FaultKind::Protocol,
     };
-    let detail = if r.text.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", r.text.trim_end_matches('\0'))
-    };
+    let detail =
+        if r.text.is_empty() { String::new() } else { format!(": {}", r.text.trim_end_matches('\0')) };
     let hint = match r.rc {
         49 => " (invalid credentials: check bind_dn and the password)",
         8 => " (the server requires a protected connection: use ldaps or starttls)",
@@ -91,11 +87,7 @@ pub fn result_fault(endpoint: &str, what: &str, r: &LdapResult) -> ConnectorFaul
         32 => " (the base DN does not exist)",
         _ => "",
     };
-    fault(
-        kind,
-        endpoint,
-        format!("{what}: LDAP result code {}{hint}{detail}", r.rc),
-    )
+    fault(kind, endpoint, format!("{what}: LDAP result code {}{hint}{detail}", r.rc))
 }
 
 fn tls_config(config: &LdapConfig, endpoint: &str) -> Result<Arc<rustls::ClientConfig>, ConnectorFault> {
@@ -104,21 +96,13 @@ fn tls_config(config: &LdapConfig, endpoint: &str) -> Result<Arc<rustls::ClientC
     match &config.ca_file {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
-                fault(
-                    FaultKind::Config,
-                    endpoint,
-                    format!("cannot read ca_file {}: {e}", path.display()),
-                )
+                fault(FaultKind::Config, endpoint, format!("cannot read ca_file {}: {e}", path.display()))
             })?;
             let mut reader = std::io::Cursor::new(pem);
             let mut found = 0;
             for cert in rustls_pemfile::certs(&mut reader) {
                 let cert = cert.map_err(|e| {
-                    fault(
-                        FaultKind::Config,
-                        endpoint,
-                        format!("ca_file {} is not PEM: {e}", path.display()),
-                    )
+                    fault(FaultKind::Config, endpoint, format!("ca_file {} is not PEM: {e}", path.display()))
                 })?;
                 roots.add(cert).map_err(|e| {
                     fault(
@@ -162,9 +146,7 @@ impl Client {
             Security::Plain => {}
             Security::Ldaps => settings = settings.set_config(tls_config(config, &endpoint)?),
             Security::Starttls => {
-                settings = settings
-                    .set_config(tls_config(config, &endpoint)?)
-                    .set_starttls(true)
+                settings = settings.set_config(tls_config(config, &endpoint)?).set_starttls(true)
             }
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &config.url)
@@ -176,20 +158,15 @@ impl Client {
                 debug!(endpoint = %drive_endpoint, error = %e, "the LDAP connection ended");
             }
         });
-        let password = config
-            .password(name)
-            .map_err(|e| fault(FaultKind::Config, &endpoint, e.to_string()))?;
+        let password =
+            config.password(name).map_err(|e| fault(FaultKind::Config, &endpoint, e.to_string()))?;
         ldap.with_timeout(timeout);
         let bound = ldap
             .simple_bind(&config.bind_dn, password.expose())
             .await
             .map_err(|e| map_error(&endpoint, "bind", e))?;
         if bound.rc != 0 {
-            return Err(result_fault(
-                &endpoint,
-                &format!("bind as `{}`", config.bind_dn),
-                &bound,
-            ));
+            return Err(result_fault(&endpoint, &format!("bind as `{}`", config.bind_dn), &bound));
         }
         Ok(Self {
             ldap,
@@ -238,10 +215,7 @@ impl Client {
                     return Err(ConnectorFault::new(
                         f.kind,
                         f.endpoint,
-                        format!(
-                            "{} (the connection failed in the middle of a result page)",
-                            f.message
-                        ),
+                        format!("{} (the connection failed in the middle of a result page)", f.message),
                     ));
                 }
             }
@@ -255,11 +229,7 @@ impl Client {
                 format!("{what}: the server closed the connection"),
             ));
         }
-        Ok(SearchOutput {
-            entries,
-            intermediates,
-            result,
-        })
+        Ok(SearchOutput { entries, intermediates, result })
     }
 
     /// Reads the next page of a paged search. `cookie` is empty for the first page; on return
@@ -274,23 +244,13 @@ impl Client {
     ) -> Result<Vec<RawEntry>, ConnectorFault> {
         let mut ctrls = vec![controls::paged(self.page_size, cookie)];
         ctrls.extend(extra);
-        let out = self
-            .search(base, LdapScope::Subtree, filter, attrs, ctrls)
-            .await?;
+        let out = self.search(base, LdapScope::Subtree, filter, attrs, ctrls).await?;
         if out.result.rc != 0 {
-            return Err(result_fault(
-                &self.endpoint,
-                &format!("paged search of `{base}`"),
-                &out.result,
-            ));
+            return Err(result_fault(&self.endpoint, &format!("paged search of `{base}`"), &out.result));
         }
         self.pages += 1;
         *cookie = controls::paged_cookie(&out.result.ctrls).unwrap_or_default();
-        debug!(
-            entries = out.entries.len(),
-            more = !cookie.is_empty(),
-            "page read"
-        );
+        debug!(entries = out.entries.len(), more = !cookie.is_empty(), "page read");
         self.decode_entries(out.entries)
     }
 
@@ -300,11 +260,7 @@ impl Client {
             .into_iter()
             .map(|re| {
                 parse_entry(re.0).map_err(|m| {
-                    fault(
-                        FaultKind::Protocol,
-                        &self.endpoint,
-                        format!("malformed search entry: {m}"),
-                    )
+                    fault(FaultKind::Protocol, &self.endpoint, format!("malformed search entry: {m}"))
                 })
             })
             .collect()
@@ -317,17 +273,11 @@ impl Client {
         attrs: &[String],
         ctrls: Vec<RawControl>,
     ) -> Result<Option<RawEntry>, ConnectorFault> {
-        let out = self
-            .search(dn, LdapScope::Base, "(objectClass=*)", attrs, ctrls)
-            .await?;
+        let out = self.search(dn, LdapScope::Base, "(objectClass=*)", attrs, ctrls).await?;
         match out.result.rc {
             0 => Ok(self.decode_entries(out.entries)?.into_iter().next()),
             32 => Ok(None),
-            _ => Err(result_fault(
-                &self.endpoint,
-                &format!("read of `{dn}`"),
-                &out.result,
-            )),
+            _ => Err(result_fault(&self.endpoint, &format!("read of `{dn}`"), &out.result)),
         }
     }
 
@@ -389,29 +339,18 @@ impl Client {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        let out = self
-            .search("", LdapScope::Base, "(objectClass=*)", &attrs, vec![])
-            .await?;
+        let out = self.search("", LdapScope::Base, "(objectClass=*)", &attrs, vec![]).await?;
         if out.result.rc != 0 {
             return Err(result_fault(&self.endpoint, "read of the root DSE", &out.result));
         }
         self.decode_entries(out.entries)?
             .into_iter()
             .next()
-            .ok_or_else(|| {
-                fault(
-                    FaultKind::Protocol,
-                    &self.endpoint,
-                    "the root DSE is not readable",
-                )
-            })
+            .ok_or_else(|| fault(FaultKind::Protocol, &self.endpoint, "the root DSE is not readable"))
     }
 }
 
 /// The first value of an attribute as text.
 pub fn text(entry: &RawEntry, name: &str) -> Option<String> {
-    entry
-        .values(name)
-        .and_then(|v| v.first())
-        .and_then(|b| String::from_utf8(b.clone()).ok())
+    entry.values(name).and_then(|v| v.first()).and_then(|b| String::from_utf8(b.clone()).ok())
 }

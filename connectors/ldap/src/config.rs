@@ -107,22 +107,16 @@ fn default_timeout() -> u64 {
 impl LdapConfig {
     /// The effective security mode.
     pub fn security(&self) -> Security {
-        self.security
-            .unwrap_or(if self.url.to_ascii_lowercase().starts_with("ldaps://") {
-                Security::Ldaps
-            } else {
-                Security::Starttls
-            })
+        self.security.unwrap_or(if self.url.to_ascii_lowercase().starts_with("ldaps://") {
+            Security::Ldaps
+        } else {
+            Security::Starttls
+        })
     }
 
     /// Checks what can be checked before connecting.
     pub fn validate(&self, name: &str) -> Result<()> {
-        let bad = |m: String| {
-            Err(LdapError::Config {
-                connector: name.to_owned(),
-                message: m,
-            })
-        };
+        let bad = |m: String| Err(LdapError::Config { connector: name.to_owned(), message: m });
         let lower = self.url.to_ascii_lowercase();
         if !(lower.starts_with("ldap://") || lower.starts_with("ldaps://")) {
             return bad(format!("url `{}` must start with ldap:// or ldaps://", self.url));
@@ -143,12 +137,7 @@ impl LdapConfig {
         if !(1..=100_000).contains(&self.page_size) {
             return bad(format!("page_size {} is out of range 1..=100000", self.page_size));
         }
-        for dn in self
-            .include_ous
-            .iter()
-            .chain(&self.exclude_ous)
-            .chain(std::iter::once(&self.base_dn))
-        {
+        for dn in self.include_ous.iter().chain(&self.exclude_ous).chain(std::iter::once(&self.base_dn)) {
             if let Err(e) = syncctl_core::Dn::parse(dn) {
                 return bad(e.to_string());
             }
@@ -193,10 +182,7 @@ impl LdapConfig {
             }
             return Ok(Secret(line));
         }
-        Err(LdapError::Config {
-            connector: name.to_owned(),
-            message: "no bind password configured".into(),
-        })
+        Err(LdapError::Config { connector: name.to_owned(), message: "no bind password configured".into() })
     }
 }
 
@@ -239,12 +225,7 @@ mod tests {
         assert_eq!(c.security(), Security::Ldaps);
         assert!(c.validate("x").is_ok());
         c.security = Some(Security::Starttls);
-        assert!(
-            c.validate("x")
-                .unwrap_err()
-                .to_string()
-                .contains("ldaps:// url needs security")
-        );
+        assert!(c.validate("x").unwrap_err().to_string().contains("ldaps:// url needs security"));
     }
 
     #[test]
@@ -255,21 +236,11 @@ mod tests {
             "connector `corp`: set password_env or password_file for the bind password"
         );
         let c = parse("password_env = \"A\"\npassword_file = \"/x\"\n");
-        assert!(
-            c.validate("corp")
-                .unwrap_err()
-                .to_string()
-                .contains("only one of")
-        );
+        assert!(c.validate("corp").unwrap_err().to_string().contains("only one of"));
         let c = parse("password_env = \"A\"\nobject_types = [\"printer\"]\n");
         assert!(c.validate("corp").unwrap_err().to_string().contains("`printer`"));
         let c = parse("password_env = \"A\"\ninclude_ous = [\"not a dn\"]\n");
-        assert!(
-            c.validate("corp")
-                .unwrap_err()
-                .to_string()
-                .contains("not a valid DN")
-        );
+        assert!(c.validate("corp").unwrap_err().to_string().contains("not a valid DN"));
         let c = parse("password_env = \"A\"\ndelta = \"syncrepl\"\n");
         assert!(c.validate("corp").is_err());
         let c = parse("password_env = \"A\"\npage_size = 0\n");
@@ -296,12 +267,7 @@ mod tests {
         assert!(err.contains("is empty") && !err.contains("s3cret"));
         let mut c = parse("");
         c.password_env = Some("SYNCCTL_TEST_SURELY_UNSET_VARIABLE".into());
-        assert!(
-            c.password("corp")
-                .unwrap_err()
-                .to_string()
-                .contains("SYNCCTL_TEST_SURELY_UNSET_VARIABLE")
-        );
+        assert!(c.password("corp").unwrap_err().to_string().contains("SYNCCTL_TEST_SURELY_UNSET_VARIABLE"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,16 +31,10 @@ fn encode(tag: Tag) -> Vec<u8> {
 }
 
 fn int(v: i64) -> Tag {
-    Tag::Integer(Integer {
-        inner: v,
-        ..Default::default()
-    })
+    Tag::Integer(Integer { inner: v, ..Default::default() })
 }
 fn octets(v: &[u8]) -> Tag {
-    Tag::OctetString(OctetString {
-        inner: v.to_vec(),
-        ..Default::default()
-    })
+    Tag::OctetString(OctetString { inner: v.to_vec(), ..Default::default() })
 }
 
 /// A paged-results request.
@@ -71,33 +65,20 @@ pub fn dirsync(flags: i64, max_bytes: i64, cookie: &[u8]) -> RawControl {
 
 /// The show-deleted control (no value).
 pub fn show_deleted() -> RawControl {
-    RawControl {
-        ctype: SHOW_DELETED_OID.into(),
-        crit: true,
-        val: None,
-    }
+    RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None }
 }
 
 /// An RFC 4533 refreshOnly sync request.
 pub fn sync_refresh_only(cookie: Option<&[u8]>) -> RawControl {
-    let mut inner = vec![Tag::Enumerated(ldap3::asn1::Enumerated {
-        inner: 1,
-        ..Default::default()
-    })];
+    let mut inner = vec![Tag::Enumerated(ldap3::asn1::Enumerated { inner: 1, ..Default::default() })];
     if let Some(c) = cookie {
         inner.push(octets(c));
     }
-    inner.push(Tag::Boolean(Boolean {
-        inner: false,
-        ..Default::default()
-    }));
+    inner.push(Tag::Boolean(Boolean { inner: false, ..Default::default() }));
     RawControl {
         ctype: SYNC_REQUEST_OID.into(),
         crit: true,
-        val: Some(encode(Tag::Sequence(Sequence {
-            inner,
-            ..Default::default()
-        }))),
+        val: Some(encode(Tag::Sequence(Sequence { inner, ..Default::default() }))),
     }
 }
 
@@ -121,11 +102,7 @@ fn prim(t: &StructureTag) -> Option<&[u8]> {
 
 fn int_value(bytes: &[u8]) -> i64 {
     // Two's complement, big-endian.
-    let mut v: i64 = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
-        -1
-    } else {
-        0
-    };
+    let mut v: i64 = if bytes.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
     for b in bytes.iter().take(8) {
         v = (v << 8) | i64::from(*b);
     }
@@ -133,10 +110,7 @@ fn int_value(bytes: &[u8]) -> i64 {
 }
 
 fn find<'a>(ctrls: &'a [Control], oid: &str) -> Option<&'a [u8]> {
-    ctrls
-        .iter()
-        .find(|c| c.1.ctype == oid)
-        .and_then(|c| c.1.val.as_deref())
+    ctrls.iter().find(|c| c.1.ctype == oid).and_then(|c| c.1.val.as_deref())
 }
 
 /// The cookie of a paged-results response (empty when the search is complete).
@@ -186,10 +160,7 @@ pub fn sync_state(ctrls: &[Control]) -> Option<(SyncState, Vec<u8>)> {
 pub fn sync_done(ctrls: &[Control]) -> Option<(Option<Vec<u8>>, bool)> {
     let val = find(ctrls, SYNC_DONE_OID);
     let Some(val) = val else {
-        return ctrls
-            .iter()
-            .any(|c| c.1.ctype == SYNC_DONE_OID)
-            .then_some((None, false));
+        return ctrls.iter().any(|c| c.1.ctype == SYNC_DONE_OID).then_some((None, false));
     };
     let t = parse(val)?;
     let mut cookie = None;
@@ -214,33 +185,22 @@ pub enum SyncInfo {
     /// End of a refresh phase.
     RefreshDone { cookie: Option<Vec<u8>> },
     /// A set of entryUUIDs: deleted ones when `refresh_deletes`, else present ones.
-    IdSet {
-        cookie: Option<Vec<u8>>,
-        refresh_deletes: bool,
-        uuids: Vec<Vec<u8>>,
-    },
+    IdSet { cookie: Option<Vec<u8>>, refresh_deletes: bool, uuids: Vec<Vec<u8>> },
 }
 
 /// Decodes an IntermediateResponse carrying Sync Info; `None` for anything else.
 pub fn sync_info(tag: &StructureTag) -> Option<SyncInfo> {
     let parts = children(tag)?;
-    let value = parts
-        .iter()
-        .find(|p| p.class == TagClass::Context && p.id == 1)
-        .and_then(prim)?;
+    let value = parts.iter().find(|p| p.class == TagClass::Context && p.id == 1).and_then(prim)?;
     let info = parse(value)?;
     let optional_cookie = |items: &[StructureTag]| {
-        items
-            .iter()
-            .find(|i| i.class == TagClass::Universal && i.id == 4)
-            .and_then(prim)
-            .map(<[u8]>::to_vec)
+        items.iter().find(|i| i.class == TagClass::Universal && i.id == 4).and_then(prim).map(<[u8]>::to_vec)
     };
     match (info.class, info.id) {
         (TagClass::Context, 0) => prim(&info).map(|c| SyncInfo::NewCookie(c.to_vec())),
-        (TagClass::Context, 1) | (TagClass::Context, 2) => Some(SyncInfo::RefreshDone {
-            cookie: children(&info).and_then(&optional_cookie),
-        }),
+        (TagClass::Context, 1) | (TagClass::Context, 2) => {
+            Some(SyncInfo::RefreshDone { cookie: children(&info).and_then(&optional_cookie) })
+        }
         (TagClass::Context, 3) => {
             let items = children(&info)?;
             let refresh_deletes = items
@@ -254,11 +214,7 @@ pub fn sync_info(tag: &StructureTag) -> Option<SyncInfo> {
                 .and_then(children)
                 .map(|set| set.iter().filter_map(prim).map(<[u8]>::to_vec).collect())
                 .unwrap_or_default();
-            Some(SyncInfo::IdSet {
-                cookie: optional_cookie(items),
-                refresh_deletes,
-                uuids,
-            })
+            Some(SyncInfo::IdSet { cookie: optional_cookie(items), refresh_deletes, uuids })
         }
         _ => None,
     }
@@ -269,14 +225,7 @@ mod tests {
     use super::*;
 
     fn ctrl(oid: &str, val: Vec<u8>) -> Control {
-        Control(
-            None,
-            RawControl {
-                ctype: oid.into(),
-                crit: false,
-                val: Some(val),
-            },
-        )
+        Control(None, RawControl { ctype: oid.into(), crit: false, val: Some(val) })
     }
 
     #[test]
@@ -292,18 +241,12 @@ mod tests {
     #[test]
     fn responses_round_trip_and_garbage_is_none() {
         let pr = paged(2, b"abc");
-        assert_eq!(
-            paged_cookie(&[ctrl(PAGED_OID, pr.val.unwrap())]),
-            Some(b"abc".to_vec())
-        );
+        assert_eq!(paged_cookie(&[ctrl(PAGED_OID, pr.val.unwrap())]), Some(b"abc".to_vec()));
         let ds = dirsync(1, 0, b"cookie");
         let (more, cookie) = dirsync_response(&[ctrl(DIRSYNC_OID, ds.val.unwrap())]).unwrap();
         assert!(more);
         assert_eq!(cookie, b"cookie");
-        assert_eq!(
-            dirsync_response(&[ctrl(DIRSYNC_OID, vec![0x30, 0x05, 0x02])]),
-            None
-        );
+        assert_eq!(dirsync_response(&[ctrl(DIRSYNC_OID, vec![0x30, 0x05, 0x02])]), None);
         assert_eq!(paged_cookie(&[ctrl(PAGED_OID, vec![0xff])]), None);
         assert_eq!(sync_state(&[ctrl(SYNC_STATE_OID, vec![])]), None);
     }

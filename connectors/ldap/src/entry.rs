@@ -30,17 +30,12 @@ impl RawEntry {
 
     /// The values of an attribute (exact description, case-insensitive).
     pub fn values(&self, name: &str) -> Option<&[Vec<u8>]> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// True when the boolean attribute is `TRUE`.
     pub fn is_true(&self, name: &str) -> bool {
-        self.values(name)
-            .and_then(|v| v.first())
-            .is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"))
+        self.values(name).and_then(|v| v.first()).is_some_and(|v| v.eq_ignore_ascii_case(b"TRUE"))
     }
 }
 
@@ -155,21 +150,13 @@ impl Scope {
                         .unwrap_or_else(|| t.clone())
                 })
                 .collect(),
-            None => schema::object_types(flavor)
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            None => schema::object_types(flavor).iter().map(|s| (*s).to_owned()).collect(),
         };
-        let bookkeeping: Vec<String> = schema::bookkeeping_attributes(flavor)
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect();
+        let bookkeeping: Vec<String> =
+            schema::bookkeeping_attributes(flavor).iter().map(|s| s.to_ascii_lowercase()).collect();
         let mut kept: BTreeSet<String> = match &config.attributes {
             Some(list) => list.iter().map(|a| a.to_ascii_lowercase()).collect(),
-            None => schema::default_attributes(flavor)
-                .iter()
-                .map(|a| a.to_ascii_lowercase())
-                .collect(),
+            None => schema::default_attributes(flavor).iter().map(|a| a.to_ascii_lowercase()).collect(),
         };
         for r in schema::required_attributes(flavor) {
             kept.insert(r.to_ascii_lowercase());
@@ -216,11 +203,7 @@ impl Scope {
                 (_, other) => format!("(objectClass={other})"),
             })
             .collect();
-        let types = if parts.len() == 1 {
-            parts.concat()
-        } else {
-            format!("(|{})", parts.concat())
-        };
+        let types = if parts.len() == 1 { parts.concat() } else { format!("(|{})", parts.concat()) };
         match self.flavor {
             Flavor::Ad => format!("(&{types}(!(isCriticalSystemObject=TRUE)))"),
             Flavor::Openldap => types,
@@ -257,10 +240,7 @@ impl Scope {
 #[derive(Debug)]
 pub enum Decoded {
     /// An object in scope, with the attributes whose values continue in further ranges.
-    Object {
-        object: CsObject,
-        open_ranges: Vec<(String, u64)>,
-    },
+    Object { object: CsObject, open_ranges: Vec<(String, u64)> },
     /// An object outside the scope (OU, type, critical system object), with its anchor when it
     /// could be read, so that a delta can report it as gone.
     OutOfScope { anchor: Option<Anchor>, dn: Option<Dn> },
@@ -271,11 +251,7 @@ pub enum Decoded {
 }
 
 fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
-    Decoded::Invalid(ObjectError {
-        dn: dn.to_owned(),
-        kind: kind.to_owned(),
-        message,
-    })
+    Decoded::Invalid(ObjectError { dn: dn.to_owned(), kind: kind.to_owned(), message })
 }
 
 /// Reads the anchor of an entry: a 16-byte GUID attribute (objectGUID, mS-DS-ConsistencyGuid)
@@ -283,18 +259,12 @@ fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
 pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<ImmutableId>), ObjectError> {
     let dn = raw.dn_lossy();
     let attr = scope.anchor_attribute.as_str();
-    let err = |kind: &str, message: String| ObjectError {
-        dn: dn.clone(),
-        kind: kind.into(),
-        message,
-    };
+    let err = |kind: &str, message: String| ObjectError { dn: dn.clone(), kind: kind.into(), message };
     if attr == "entryuuid" {
         let Some(text) = raw.values("entryUUID").and_then(|v| v.first()) else {
             return Err(err("missing-anchor", format!("{dn}: the entry has no entryUUID")));
         };
-        let parsed = std::str::from_utf8(text)
-            .ok()
-            .and_then(|t| uuid::Uuid::parse_str(t).ok());
+        let parsed = std::str::from_utf8(text).ok().and_then(|t| uuid::Uuid::parse_str(t).ok());
         let Some(u) = parsed else {
             return Err(err("invalid-anchor", format!("{dn}: entryUUID is not a UUID")));
         };
@@ -311,11 +281,7 @@ pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<Immuta
     };
     let id = ImmutableId::from_object_guid(guid).map_err(|e| {
         let text = e.to_string();
-        let text = if attr == "objectguid" {
-            text
-        } else {
-            text.replacen("objectGUID", attr, 1)
-        };
+        let text = if attr == "objectguid" { text } else { text.replacen("objectGUID", attr, 1) };
         err("invalid-anchor", format!("{dn}: {text}"))
     })?;
     Ok((Anchor::from(id), Some(id)))
@@ -372,10 +338,7 @@ pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
     };
     if scope.flavor == Flavor::Ad && raw.is_true("isDeleted") {
         return match anchor {
-            Ok((a, _)) => Decoded::Deleted {
-                anchor: a,
-                dn: Some(dn),
-            },
+            Ok((a, _)) => Decoded::Deleted { anchor: a, dn: Some(dn) },
             Err(e) => Decoded::Invalid(e),
         };
     }
@@ -383,10 +346,7 @@ pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
     let object_class = scope.classify(classes);
     let critical = scope.flavor == Flavor::Ad && raw.is_true("isCriticalSystemObject");
     if object_class.is_none() || critical || !scope.contains(&dn) {
-        return Decoded::OutOfScope {
-            anchor: anchor.ok().map(|(a, _)| a),
-            dn: Some(dn),
-        };
+        return Decoded::OutOfScope { anchor: anchor.ok().map(|(a, _)| a), dn: Some(dn) };
     }
     let (anchor, immutable_id) = match anchor {
         Ok(a) => a,
@@ -418,29 +378,14 @@ pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
         }
     }
     let Some(object_class) = object_class else {
-        return Decoded::OutOfScope {
-            anchor: Some(anchor),
-            dn: Some(dn),
-        };
+        return Decoded::OutOfScope { anchor: Some(anchor), dn: Some(dn) };
     };
-    Decoded::Object {
-        object: CsObject {
-            anchor,
-            immutable_id,
-            dn,
-            object_class,
-            attributes,
-        },
-        open_ranges,
-    }
+    Decoded::Object { object: CsObject { anchor, immutable_id, dn, object_class, attributes }, open_ranges }
 }
 
 /// The schema's spelling of an attribute name, so that every server's case gives one key.
 pub fn canonical_name(name: &str) -> &str {
-    for list in [
-        schema::default_attributes(Flavor::Ad),
-        schema::default_attributes(Flavor::Openldap),
-    ] {
+    for list in [schema::default_attributes(Flavor::Ad), schema::default_attributes(Flavor::Openldap)] {
         if let Some(c) = list.iter().find(|c| c.eq_ignore_ascii_case(name)) {
             return c;
         }
@@ -470,9 +415,8 @@ mod tests {
         }
     }
 
-    const GUID: &[u8] = &[
-        0x72, 0x7b, 0x53, 0xee, 0xb5, 0x9e, 0x4a, 0x47, 0x82, 0x86, 0x43, 0x13, 0x09, 0x13, 0x3f, 0xd9,
-    ];
+    const GUID: &[u8] =
+        &[0x72, 0x7b, 0x53, 0xee, 0xb5, 0x9e, 0x4a, 0x47, 0x82, 0x86, 0x43, 0x13, 0x09, 0x13, 0x3f, 0xd9];
 
     #[test]
     fn a_user_becomes_a_cs_object_anchored_on_its_immutable_id() {
@@ -480,10 +424,7 @@ mod tests {
         let raw = entry(
             b"CN=Alice,OU=Staff,DC=corp,DC=com",
             &[
-                (
-                    "objectClass",
-                    &[b"top", b"person", b"organizationalPerson", b"user"],
-                ),
+                ("objectClass", &[b"top", b"person", b"organizationalPerson", b"user"]),
                 ("objectGUID", &[GUID]),
                 ("userPrincipalName", &[b"alice@corp.com"]),
                 ("userAccountControl", &[b"512"]),
@@ -491,23 +432,12 @@ mod tests {
                 ("memberOf", &[b"CN=G,DC=corp,DC=com"]),
             ],
         );
-        let Decoded::Object { object, open_ranges } = decode(raw, &scope) else {
-            panic!("not an object")
-        };
+        let Decoded::Object { object, open_ranges } = decode(raw, &scope) else { panic!("not an object") };
         assert_eq!(object.anchor.as_str(), "cntT7rWeSkeChkMTCRM/2Q==");
         assert_eq!(object.object_class, "user");
-        assert_eq!(
-            object.attributes.get("userAccountControl"),
-            Some(&AttrValues::Integer(vec![512]))
-        );
-        assert!(
-            object.attributes.get("uSNChanged").is_none(),
-            "bookkeeping attributes are not stored"
-        );
-        assert!(
-            object.attributes.get("memberOf").is_none(),
-            "back-links are not stored"
-        );
+        assert_eq!(object.attributes.get("userAccountControl"), Some(&AttrValues::Integer(vec![512])));
+        assert!(object.attributes.get("uSNChanged").is_none(), "bookkeeping attributes are not stored");
+        assert!(object.attributes.get("memberOf").is_none(), "back-links are not stored");
         assert!(open_ranges.is_empty());
     }
 
@@ -516,38 +446,18 @@ mod tests {
         let scope = ad_scope("");
         let classes: &[&[u8]] = &[b"user"];
         let short = decode(
-            entry(
-                b"CN=Bad,DC=corp,DC=com",
-                &[("objectClass", classes), ("objectGUID", &[&GUID[..15]])],
-            ),
+            entry(b"CN=Bad,DC=corp,DC=com", &[("objectClass", classes), ("objectGUID", &[&GUID[..15]])]),
             &scope,
         );
-        let Decoded::Invalid(e) = short else {
-            panic!("{short:?}")
-        };
-        assert_eq!(
-            (e.kind.as_str(), e.dn.as_str()),
-            ("invalid-anchor", "CN=Bad,DC=corp,DC=com")
-        );
-        assert_eq!(
-            e.message,
-            "CN=Bad,DC=corp,DC=com: objectGUID must be exactly 16 bytes, got 15"
-        );
+        let Decoded::Invalid(e) = short else { panic!("{short:?}") };
+        assert_eq!((e.kind.as_str(), e.dn.as_str()), ("invalid-anchor", "CN=Bad,DC=corp,DC=com"));
+        assert_eq!(e.message, "CN=Bad,DC=corp,DC=com: objectGUID must be exactly 16 bytes, got 15");
 
-        let missing = decode(
-            entry(b"CN=NoGuid,DC=corp,DC=com", &[("objectClass", classes)]),
-            &scope,
-        );
-        assert!(
-            matches!(missing, Decoded::Invalid(ref e) if e.kind == "missing-anchor"),
-            "{missing:?}"
-        );
+        let missing = decode(entry(b"CN=NoGuid,DC=corp,DC=com", &[("objectClass", classes)]), &scope);
+        assert!(matches!(missing, Decoded::Invalid(ref e) if e.kind == "missing-anchor"), "{missing:?}");
 
         let bad_dn = decode(
-            entry(
-                b"CN=\xff\xfe,DC=corp,DC=com\xff",
-                &[("objectClass", classes), ("objectGUID", &[GUID])],
-            ),
+            entry(b"CN=\xff\xfe,DC=corp,DC=com\xff", &[("objectClass", classes), ("objectGUID", &[GUID])]),
             &scope,
         );
         let bad_dn = match bad_dn {
@@ -559,21 +469,12 @@ mod tests {
         let bad_text = decode(
             entry(
                 b"CN=Text,DC=corp,DC=com",
-                &[
-                    ("objectClass", classes),
-                    ("objectGUID", &[GUID]),
-                    ("displayName", &[b"\xc3\x28"]),
-                ],
+                &[("objectClass", classes), ("objectGUID", &[GUID]), ("displayName", &[b"\xc3\x28"])],
             ),
             &scope,
         );
-        let Decoded::Invalid(e) = bad_text else {
-            panic!("{bad_text:?}")
-        };
-        assert_eq!(
-            e.message,
-            "CN=Text,DC=corp,DC=com: a value of `displayName` is not valid UTF-8"
-        );
+        let Decoded::Invalid(e) = bad_text else { panic!("{bad_text:?}") };
+        assert_eq!(e.message, "CN=Text,DC=corp,DC=com: a value of `displayName` is not valid UTF-8");
     }
 
     #[test]
@@ -613,17 +514,9 @@ mod tests {
     #[test]
     fn parse_entry_never_panics_on_garbage() {
         use ldap3::asn1::{StructureTag, TagClass};
-        let t = StructureTag {
-            class: TagClass::Application,
-            id: 4,
-            payload: PL::P(vec![1, 2, 3]),
-        };
+        let t = StructureTag { class: TagClass::Application, id: 4, payload: PL::P(vec![1, 2, 3]) };
         assert!(parse_entry(t).is_err());
-        let t = StructureTag {
-            class: TagClass::Application,
-            id: 4,
-            payload: PL::C(vec![]),
-        };
+        let t = StructureTag { class: TagClass::Application, id: 4, payload: PL::C(vec![]) };
         assert!(parse_entry(t).is_err());
     }
 
@@ -631,30 +524,15 @@ mod tests {
     fn range_options_are_read() {
         assert_eq!(
             split_description("member;range=0-1499"),
-            (
-                "member",
-                Some(Range {
-                    low: 0,
-                    high: Some(1499)
-                })
-            )
+            ("member", Some(Range { low: 0, high: Some(1499) }))
         );
         assert_eq!(
             split_description("member;range=1500-*"),
-            (
-                "member",
-                Some(Range {
-                    low: 1500,
-                    high: None
-                })
-            )
+            ("member", Some(Range { low: 1500, high: None }))
         );
         assert_eq!(split_description("member"), ("member", None));
         assert_eq!(split_description("member;range=x-1"), ("member", None));
-        assert_eq!(
-            split_description("userCertificate;binary"),
-            ("userCertificate", None)
-        );
+        assert_eq!(split_description("userCertificate;binary"), ("userCertificate", None));
     }
 
     #[test]

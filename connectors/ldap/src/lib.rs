@@ -50,15 +50,9 @@ impl LdapConnector {
     /// Builds a connector from its validated settings (no connection yet).
     pub fn new(name: &str, config: LdapConfig) -> Result<Self> {
         config.validate(name)?;
-        let scope = entry::Scope::new(&config).map_err(|m| LdapError::Config {
-            connector: name.into(),
-            message: m,
-        })?;
-        Ok(Self {
-            name: name.to_owned(),
-            config,
-            scope,
-        })
+        let scope = entry::Scope::new(&config)
+            .map_err(|m| LdapError::Config { connector: name.into(), message: m })?;
+        Ok(Self { name: name.to_owned(), config, scope })
     }
 
     /// `ldap-ad` or `ldap-openldap`: the connector kind recorded in the store.

@@ -31,9 +31,7 @@ pub async fn import(
     match request.mode {
         ImportMode::Full => full(client, scope, &server, tx).await,
         ImportMode::Delta => {
-            let wm = request
-                .watermark
-                .ok_or_else(|| invalid(client, "there is no watermark"))?;
+            let wm = request.watermark.ok_or_else(|| invalid(client, "there is no watermark"))?;
             if wm.kind != "syncrepl" {
                 return Err(invalid(
                     client,
@@ -70,21 +68,13 @@ async fn send(
     endpoint: &str,
     changes: Vec<ImportChange>,
 ) -> Result<(), ConnectorFault> {
-    tx.send(ImportBatch {
-        changes,
-        watermark: None,
-    })
-    .await
-    .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
+    tx.send(ImportBatch { changes, watermark: None })
+        .await
+        .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
 }
 
 fn mark(server: &str, cookie: Vec<u8>) -> Watermark {
-    Watermark {
-        kind: "syncrepl".into(),
-        value: cookie,
-        server: server.to_owned(),
-        extra: BTreeMap::new(),
-    }
+    Watermark { kind: "syncrepl".into(), value: cookie, server: server.to_owned(), extra: BTreeMap::new() }
 }
 
 /// A sync cookie for "now": a refreshOnly search that matches nothing ends with the server's
@@ -100,21 +90,9 @@ async fn bootstrap(client: &mut Client, scope: &Scope) -> Result<Vec<u8>, Connec
         )
         .await?;
     if out.result.rc != 0 {
-        let f = result_fault(
-            &client.endpoint,
-            "content synchronization (RFC 4533)",
-            &out.result,
-        );
-        let hint = if out.result.rc == 12 {
-            " (the server lacks the syncprov overlay)"
-        } else {
-            ""
-        };
-        return Err(ConnectorFault::new(
-            f.kind,
-            f.endpoint,
-            format!("{}{hint}", f.message),
-        ));
+        let f = result_fault(&client.endpoint, "content synchronization (RFC 4533)", &out.result);
+        let hint = if out.result.rc == 12 { " (the server lacks the syncprov overlay)" } else { "" };
+        return Err(ConnectorFault::new(f.kind, f.endpoint, format!("{}{hint}", f.message)));
     }
     let mut cookie = controls::sync_done(&out.result.ctrls).and_then(|(c, _)| c);
     for im in &out.intermediates {
@@ -126,11 +104,7 @@ async fn bootstrap(client: &mut Client, scope: &Scope) -> Result<Vec<u8>, Connec
         }
     }
     cookie.ok_or_else(|| {
-        ConnectorFault::new(
-            FaultKind::Protocol,
-            &client.endpoint,
-            "the sync answer carries no cookie",
-        )
+        ConnectorFault::new(FaultKind::Protocol, &client.endpoint, "the sync answer carries no cookie")
     })
 }
 
@@ -146,9 +120,7 @@ async fn full(
     let mut page_cookie = Vec::new();
     let base = scope.base.as_str().to_owned();
     loop {
-        let raws = client
-            .next_page(&base, &filter, &attrs, &mut page_cookie, vec![])
-            .await?;
+        let raws = client.next_page(&base, &filter, &attrs, &mut page_cookie, vec![]).await?;
         let mut changes = Vec::with_capacity(raws.len());
         for raw in raws {
             match decode(raw, scope) {
@@ -175,9 +147,7 @@ async fn full(
 }
 
 fn uuid_anchor(bytes: &[u8]) -> Option<Anchor> {
-    uuid::Uuid::from_slice(bytes)
-        .ok()
-        .and_then(|u| Anchor::new(u.hyphenated().to_string()).ok())
+    uuid::Uuid::from_slice(bytes).ok().and_then(|u| Anchor::new(u.hyphenated().to_string()).ok())
 }
 
 async fn delta(
@@ -197,17 +167,10 @@ async fn delta(
         )
         .await?;
     if out.result.rc == SYNC_REFRESH_REQUIRED {
-        return Err(invalid(
-            client,
-            "the server asks for a full reload (e-syncRefreshRequired)",
-        ));
+        return Err(invalid(client, "the server asks for a full reload (e-syncRefreshRequired)"));
     }
     if out.result.rc != 0 {
-        return Err(result_fault(
-            &client.endpoint,
-            "content synchronization (RFC 4533)",
-            &out.result,
-        ));
+        return Err(result_fault(&client.endpoint, "content synchronization (RFC 4533)", &out.result));
     }
     client.pages += 1;
     let mut changes = Vec::new();
@@ -216,17 +179,13 @@ async fn delta(
     for re in out.entries {
         let state = controls::sync_state(&re.1);
         let raw = parse_entry(re.0).map_err(|m| {
-            ConnectorFault::new(
-                FaultKind::Protocol,
-                &client.endpoint,
-                format!("malformed search entry: {m}"),
-            )
+            ConnectorFault::new(FaultKind::Protocol, &client.endpoint, format!("malformed search entry: {m}"))
         })?;
         match state {
             Some((SyncState::Present, uuid)) => {
                 present_reported = true;
                 if let Some(anchor) = uuid_anchor(&uuid) {
-                    changes.push(ImportChange::Unchanged { anchor });
+                    changes.push(ImportChange::Unchanged { anchor, dn: None });
                 }
             }
             Some((SyncState::Delete, uuid)) => {
@@ -236,10 +195,9 @@ async fn delta(
             }
             _ => match decode(raw, scope) {
                 Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
-                Decoded::OutOfScope {
-                    anchor: Some(anchor),
-                    dn,
-                } => changes.push(ImportChange::Deleted { anchor, dn }),
+                Decoded::OutOfScope { anchor: Some(anchor), dn } => {
+                    changes.push(ImportChange::Deleted { anchor, dn })
+                }
                 Decoded::OutOfScope { .. } => {}
                 Decoded::Deleted { anchor, dn } => changes.push(ImportChange::Deleted { anchor, dn }),
                 Decoded::Invalid(e) => changes.push(ImportChange::Invalid(e)),
@@ -251,11 +209,7 @@ async fn delta(
     }
     for im in &out.intermediates {
         match controls::sync_info(&im.0) {
-            Some(SyncInfo::IdSet {
-                cookie,
-                refresh_deletes,
-                uuids,
-            }) => {
+            Some(SyncInfo::IdSet { cookie, refresh_deletes, uuids }) => {
                 if !refresh_deletes {
                     present_reported = true;
                 }
@@ -264,7 +218,7 @@ async fn delta(
                         changes.push(if refresh_deletes {
                             ImportChange::Deleted { anchor, dn: None }
                         } else {
-                            ImportChange::Unchanged { anchor }
+                            ImportChange::Unchanged { anchor, dn: None }
                         });
                     }
                 }

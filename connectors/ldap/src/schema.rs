@@ -108,11 +108,7 @@ fn loaded() -> &'static Loaded {
         ] {
             syntax.extend(list.into_iter().map(|n| (n.to_ascii_lowercase(), s)));
         }
-        Loaded {
-            syntax,
-            ad: lists(c.ldap.ad),
-            openldap: lists(c.ldap.openldap),
-        }
+        Loaded { syntax, ad: lists(c.ldap.ad), openldap: lists(c.ldap.openldap) }
     })
 }
 
@@ -147,12 +143,7 @@ pub fn bookkeeping_attributes(flavor: Flavor) -> &'static [&'static str] {
 /// The syntax an attribute's values are read with.
 pub fn syntax_of(name: &str) -> AttrSyntax {
     let lower = name.to_ascii_lowercase();
-    loaded()
-        .syntax
-        .iter()
-        .find(|(n, _)| *n == lower)
-        .map(|(_, s)| *s)
-        .unwrap_or(AttrSyntax::String)
+    loaded().syntax.iter().find(|(n, _)| *n == lower).map(|(_, s)| *s).unwrap_or(AttrSyntax::String)
 }
 
 #[cfg(test)]
@@ -174,9 +165,7 @@ mod tests {
         for flavor in [Flavor::Ad, Flavor::Openldap] {
             for b in bookkeeping_attributes(flavor) {
                 assert!(
-                    !default_attributes(flavor)
-                        .iter()
-                        .any(|d| d.eq_ignore_ascii_case(b)),
+                    !default_attributes(flavor).iter().any(|d| d.eq_ignore_ascii_case(b)),
                     "{b} is both kept and bookkeeping"
                 );
             }

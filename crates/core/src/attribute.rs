@@ -167,14 +167,10 @@ impl AttrValues {
         match self {
             Self::String(v) | Self::Reference(v) | Self::Timestamp(v) => v.clone(),
             Self::Integer(v) => v.iter().map(i64::to_string).collect(),
-            Self::Boolean(v) => v
-                .iter()
-                .map(|b| if *b { "TRUE" } else { "FALSE" }.to_owned())
-                .collect(),
-            Self::Binary(v) => v
-                .iter()
-                .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
-                .collect(),
+            Self::Boolean(v) => v.iter().map(|b| if *b { "TRUE" } else { "FALSE" }.to_owned()).collect(),
+            Self::Binary(v) => {
+                v.iter().map(|b| base64::engine::general_purpose::STANDARD.encode(b)).collect()
+            }
         }
     }
 
@@ -266,10 +262,7 @@ mod b64_vec {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
         let texts = Vec::<String>::deserialize(d)?;
-        texts
-            .iter()
-            .map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom))
-            .collect()
+        texts.iter().map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom)).collect()
     }
 }
 
@@ -360,11 +353,7 @@ impl Attributes {
 
 impl<N: Borrow<str>> FromIterator<(N, AttrValues)> for Attributes {
     fn from_iter<T: IntoIterator<Item = (N, AttrValues)>>(iter: T) -> Self {
-        Self(
-            iter.into_iter()
-                .map(|(n, v)| (AttrName::new(n.borrow()), v))
-                .collect(),
-        )
+        Self(iter.into_iter().map(|(n, v)| (AttrName::new(n.borrow()), v)).collect())
     }
 }
 
@@ -384,16 +373,10 @@ mod tests {
     #[test]
     fn normalize_makes_value_order_irrelevant() {
         let mut a = Attributes::new();
-        a.insert(
-            "member",
-            AttrValues::Reference(vec!["CN=b".into(), "CN=a".into(), "CN=b".into()]),
-        );
+        a.insert("member", AttrValues::Reference(vec!["CN=b".into(), "CN=a".into(), "CN=b".into()]));
         a.insert("empty", AttrValues::String(vec![]));
         a.normalize();
-        assert_eq!(
-            a.get("member"),
-            Some(&AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()]))
-        );
+        assert_eq!(a.get("member"), Some(&AttrValues::Reference(vec!["CN=a".into(), "CN=b".into()])));
         assert!(!a.contains("empty"));
     }
 

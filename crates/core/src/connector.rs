@@ -103,11 +103,7 @@ pub struct ConnectorFault {
 impl ConnectorFault {
     /// A fault of `kind` at `endpoint`.
     pub fn new(kind: FaultKind, endpoint: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            endpoint: endpoint.into(),
-            message: message.into(),
-        }
+        Self { kind, endpoint: endpoint.into(), message: message.into() }
     }
 }
 

@@ -43,6 +43,10 @@ pub enum ImportChange {
     Unchanged {
         /// Its anchor.
         anchor: Anchor,
+        /// Its current DN, when the source lists it: a DN that differs from the stored one means
+        /// the object moved with its container (an OU rename), which the engine applies as a
+        /// rename.
+        dn: Option<Dn>,
     },
     /// The source returned an object the connector cannot represent (for example an objectGUID
     /// that is not 16 bytes). The engine records it as a per-object error of the run.

@@ -42,11 +42,7 @@ impl Dn {
     pub fn parse(text: &str) -> Result<Self> {
         let rdns = parse_rdns(text)?;
         let norm = normalize(&rdns);
-        Ok(Self {
-            text: text.to_owned(),
-            rdns,
-            norm,
-        })
+        Ok(Self { text: text.to_owned(), rdns, norm })
     }
 
     /// The text as the directory wrote it.
@@ -73,11 +69,7 @@ impl Dn {
     pub fn parent(&self) -> Option<Dn> {
         let rest = self.rdns.get(1..)?;
         let text = render(rest);
-        Some(Dn {
-            norm: normalize(rest),
-            rdns: rest.to_vec(),
-            text,
-        })
+        Some(Dn { norm: normalize(rest), rdns: rest.to_vec(), text })
     }
 
     /// True when `self` equals `ancestor` or lies below it.
@@ -87,11 +79,7 @@ impl Dn {
             return false;
         }
         let skip = self.rdns.len() - n;
-        self.rdns
-            .iter()
-            .skip(skip)
-            .zip(ancestor.rdns.iter())
-            .all(|(a, b)| rdn_eq(a, b))
+        self.rdns.iter().skip(skip).zip(ancestor.rdns.iter()).all(|(a, b)| rdn_eq(a, b))
     }
 
     /// True when the DN is empty.
@@ -195,21 +183,14 @@ fn normalize(rdns: &[Rdn]) -> String {
     let lowered: Vec<Rdn> = rdns
         .iter()
         .map(|r| Rdn {
-            pairs: r
-                .pairs
-                .iter()
-                .map(|(t, v)| (t.to_ascii_lowercase(), v.to_lowercase()))
-                .collect(),
+            pairs: r.pairs.iter().map(|(t, v)| (t.to_ascii_lowercase(), v.to_lowercase())).collect(),
         })
         .collect();
     render(&lowered)
 }
 
 fn parse_rdns(text: &str) -> Result<Vec<Rdn>> {
-    let err = |reason: &'static str| CoreError::DnSyntax {
-        input: text.to_owned(),
-        reason,
-    };
+    let err = |reason: &'static str| CoreError::DnSyntax { input: text.to_owned(), reason };
     let bytes = text.as_bytes();
     let mut rdns = Vec::new();
     if text.trim().is_empty() {
@@ -235,11 +216,7 @@ fn parse_rdns(text: &str) -> Result<Vec<Rdn>> {
         if bytes.get(pos) != Some(&b'=') {
             return Err(err("an RDN has no `=`"));
         }
-        let attr_type = text
-            .get(start..pos)
-            .ok_or_else(|| err("invalid UTF-8 boundary"))?
-            .trim()
-            .to_owned();
+        let attr_type = text.get(start..pos).ok_or_else(|| err("invalid UTF-8 boundary"))?.trim().to_owned();
         if attr_type.is_empty() {
             return Err(err("empty attribute type"));
         }
@@ -257,10 +234,7 @@ fn parse_rdns(text: &str) -> Result<Vec<Rdn>> {
                     break;
                 }
                 b'\\' => {
-                    let next = bytes
-                        .get(pos + 1)
-                        .copied()
-                        .ok_or_else(|| err("a trailing backslash"))?;
+                    let next = bytes.get(pos + 1).copied().ok_or_else(|| err("a trailing backslash"))?;
                     let is_hex = |c: u8| c.is_ascii_hexdigit();
                     if is_hex(next) && bytes.get(pos + 2).copied().is_some_and(is_hex) {
                         let pair = text.get(pos + 1..pos + 3).ok_or_else(|| err("bad hex escape"))?;
@@ -296,17 +270,13 @@ fn parse_rdns(text: &str) -> Result<Vec<Rdn>> {
         match end_char {
             Some(b'+') => continue,
             Some(_) => {
-                rdns.push(Rdn {
-                    pairs: std::mem::take(&mut pairs),
-                });
+                rdns.push(Rdn { pairs: std::mem::take(&mut pairs) });
                 if pos >= bytes.len() {
                     return Err(err("a trailing separator"));
                 }
             }
             None => {
-                rdns.push(Rdn {
-                    pairs: std::mem::take(&mut pairs),
-                });
+                rdns.push(Rdn { pairs: std::mem::take(&mut pairs) });
                 return Ok(rdns);
             }
         }
@@ -323,10 +293,7 @@ mod tests {
         let dn = Dn::parse("CN=Alice Anders,CN=Users,DC=corp,DC=example,DC=com").unwrap();
         assert_eq!(dn.rdns().len(), 5);
         assert_eq!(dn.rdn().unwrap().value(), "Alice Anders");
-        assert_eq!(
-            dn.parent().unwrap().as_str(),
-            "CN=Users,DC=corp,DC=example,DC=com"
-        );
+        assert_eq!(dn.parent().unwrap().as_str(), "CN=Users,DC=corp,DC=example,DC=com");
         let base = Dn::parse("dc=CORP,dc=example,dc=com").unwrap();
         assert!(dn.is_within(&base));
         assert!(!base.is_within(&dn));

@@ -21,9 +21,7 @@ impl ImmutableId {
     /// Builds an ImmutableID from objectGUID bytes as LDAP returns them; anything but 16 bytes is
     /// an error.
     pub fn from_object_guid(bytes: &[u8]) -> Result<Self> {
-        let raw: [u8; 16] = bytes
-            .try_into()
-            .map_err(|_| CoreError::GuidLength { len: bytes.len() })?;
+        let raw: [u8; 16] = bytes.try_into().map_err(|_| CoreError::GuidLength { len: bytes.len() })?;
         Ok(Self(raw))
     }
 
@@ -41,9 +39,7 @@ impl ImmutableId {
     pub fn from_base64(text: &str) -> Result<Self> {
         let bytes = STANDARD
             .decode(text.trim())
-            .map_err(|_| CoreError::ImmutableIdSyntax {
-                input: text.to_owned(),
-            })?;
+            .map_err(|_| CoreError::ImmutableIdSyntax { input: text.to_owned() })?;
         Self::from_object_guid(&bytes)
     }
 
@@ -55,9 +51,7 @@ impl ImmutableId {
     /// Reads 32 hex digits of wire bytes (case-insensitive).
     pub fn from_hex(text: &str) -> Result<Self> {
         let t = text.trim();
-        let err = || CoreError::ImmutableIdSyntax {
-            input: text.to_owned(),
-        };
+        let err = || CoreError::ImmutableIdSyntax { input: text.to_owned() };
         if t.len() != 32 || !t.is_ascii() {
             return Err(err());
         }
@@ -79,13 +73,10 @@ impl ImmutableId {
     pub fn from_guid_string(text: &str) -> Result<Self> {
         let t = text.trim().trim_start_matches('{').trim_end_matches('}');
         if t.len() != 36 {
-            return Err(CoreError::ImmutableIdSyntax {
-                input: text.to_owned(),
-            });
+            return Err(CoreError::ImmutableIdSyntax { input: text.to_owned() });
         }
-        let u = uuid::Uuid::parse_str(t).map_err(|_| CoreError::ImmutableIdSyntax {
-            input: text.to_owned(),
-        })?;
+        let u =
+            uuid::Uuid::parse_str(t).map_err(|_| CoreError::ImmutableIdSyntax { input: text.to_owned() })?;
         Ok(Self(u.to_bytes_le()))
     }
 
@@ -200,18 +191,9 @@ mod tests {
 
     #[test]
     fn object_guid_must_be_sixteen_bytes() {
-        assert_eq!(
-            ImmutableId::from_object_guid(&[0u8; 15]),
-            Err(CoreError::GuidLength { len: 15 })
-        );
-        assert_eq!(
-            ImmutableId::from_object_guid(&[0u8; 17]),
-            Err(CoreError::GuidLength { len: 17 })
-        );
-        assert_eq!(
-            ImmutableId::from_object_guid(&[]),
-            Err(CoreError::GuidLength { len: 0 })
-        );
+        assert_eq!(ImmutableId::from_object_guid(&[0u8; 15]), Err(CoreError::GuidLength { len: 15 }));
+        assert_eq!(ImmutableId::from_object_guid(&[0u8; 17]), Err(CoreError::GuidLength { len: 17 }));
+        assert_eq!(ImmutableId::from_object_guid(&[]), Err(CoreError::GuidLength { len: 0 }));
         // base64 of 15 bytes is refused with the length error, not silently padded.
         assert_eq!(
             ImmutableId::from_base64(&STANDARD.encode([1u8; 15])),
@@ -221,13 +203,9 @@ mod tests {
 
     #[test]
     fn garbage_is_refused() {
-        for bad in [
-            "",
-            "not-a-guid",
-            "zz7b53eeb59e4a478286431309133fd9",
-            "ee537b72-9eb5-474a-8286-43130913",
-            "====",
-        ] {
+        for bad in
+            ["", "not-a-guid", "zz7b53eeb59e4a478286431309133fd9", "ee537b72-9eb5-474a-8286-43130913", "===="]
+        {
             assert!(ImmutableId::parse_any(bad).is_err(), "{bad}");
         }
     }

@@ -96,10 +96,8 @@ mod tests {
 
     fn obj(values: Vec<&str>) -> CsObject {
         let mut attributes = Attributes::new();
-        attributes.insert(
-            "proxyAddresses",
-            AttrValues::String(values.into_iter().map(String::from).collect()),
-        );
+        attributes
+            .insert("proxyAddresses", AttrValues::String(values.into_iter().map(String::from).collect()));
         CsObject {
             anchor: Anchor::new("a").unwrap(),
             immutable_id: None,

@@ -41,11 +41,7 @@ pub struct ImportOptions {
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        Self {
-            error_limit: 5000,
-            queue_depth: 4,
-            sweep_batch: 5000,
-        }
+        Self { error_limit: 5000, queue_depth: 4, sweep_batch: 5000 }
     }
 }
 
@@ -105,9 +101,7 @@ pub async fn run_import(
     let name = connector.name().to_owned();
     let span = info_span!("import", connector = %name, requested = %requested);
     async move {
-        let cid = store
-            .ensure_connector(&name, connector_kind, clock.now_ms())
-            .await?;
+        let cid = store.ensure_connector(&name, connector_kind, clock.now_ms()).await?;
         let stored = store.watermark(cid).await?;
         let mut notes = Vec::new();
         let mut mode = requested;
@@ -127,9 +121,7 @@ pub async fn run_import(
                 }
             }
         }
-        let run = store
-            .start_run(&mode.to_string(), Some(cid), &name, clock.now_ms())
-            .await?;
+        let run = store.start_run(&mode.to_string(), Some(cid), &name, clock.now_ms()).await?;
         let mut state = RunState {
             run,
             cid,
@@ -137,6 +129,7 @@ pub async fn run_import(
             anchor_errors: 0,
             seen: HashSet::new(),
             processed: 0,
+            references_followed: 0,
         };
         let mut attempt = 0;
         loop {
@@ -190,9 +183,7 @@ pub async fn run_import(
                     let status = fault.kind.run_status();
                     warn!(status, error = %fault, "import stopped");
                     notes.push(fault.to_string());
-                    store
-                        .finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms())
-                        .await?;
+                    store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
                     return Ok(report(
                         &state,
                         &name,
@@ -218,6 +209,8 @@ struct RunState {
     /// Anchors seen in this run (for the deletion sweep).
     seen: HashSet<String>,
     processed: u64,
+    /// Reference values rewritten because the object they point to was renamed or moved.
+    references_followed: u64,
 }
 
 enum PassOutcome {
@@ -260,6 +253,12 @@ async fn finish(
     name: &str,
 ) -> Result<ImportReport> {
     notes.extend(summary.notes.iter().cloned());
+    if state.references_followed > 0 {
+        notes.push(format!(
+            "{} reference values (member, manager, ...) followed the objects they point to to their new DN",
+            state.references_followed
+        ));
+    }
     if mode == ImportMode::Full || summary.sweep_unseen {
         if state.anchor_errors > 0 {
             notes.push(format!(
@@ -272,23 +271,12 @@ async fn finish(
     }
     if mode == ImportMode::Full {
         store
-            .complete_full_import(
-                state.cid,
-                summary.final_watermark.as_ref(),
-                state.run,
-                clock.now_ms(),
-            )
+            .complete_full_import(state.cid, summary.final_watermark.as_ref(), state.run, clock.now_ms())
             .await?;
     } else if let Some(w) = &summary.final_watermark {
-        store
-            .put_watermark(state.cid, w, state.run, clock.now_ms())
-            .await?;
+        store.put_watermark(state.cid, w, state.run, clock.now_ms()).await?;
     }
-    let status = if state.counts.errors > 0 {
-        RunStatus::COMPLETED_WITH_ERRORS
-    } else {
-        RunStatus::SUCCESS
-    };
+    let status = if state.counts.errors > 0 { RunStatus::COMPLETED_WITH_ERRORS } else { RunStatus::SUCCESS };
     store
         .finish_run(
             state.run,
@@ -318,11 +306,8 @@ async fn sweep(
     clock: &dyn Clock,
 ) -> Result<()> {
     let index = store.load_cs_index(state.cid).await?;
-    let mut gone: Vec<String> = index
-        .into_iter()
-        .filter(|(a, e)| e.present && !state.seen.contains(a))
-        .map(|(a, _)| a)
-        .collect();
+    let mut gone: Vec<String> =
+        index.into_iter().filter(|(a, e)| e.present && !state.seen.contains(a)).map(|(a, _)| a).collect();
     gone.sort_unstable();
     for chunk in gone.chunks(options.sweep_batch.max(1)) {
         let mut writes = Vec::with_capacity(chunk.len());
@@ -331,13 +316,8 @@ async fn sweep(
                 writes.push(CsWrite::Delete { anchor });
             }
         }
-        let counts = RunCounts {
-            deletes: writes.len() as i64,
-            ..Default::default()
-        };
-        store
-            .write_import_batch(state.cid, state.run, writes, &[], &counts, None, clock.now_ms())
-            .await?;
+        let counts = RunCounts { deletes: writes.len() as i64, ..Default::default() };
+        store.write_import_batch(state.cid, state.run, writes, &[], &counts, None, clock.now_ms()).await?;
         state.counts.add(&counts);
     }
     Ok(())
@@ -356,11 +336,8 @@ async fn import_pass(
     let (tx, rx) = mpsc::channel::<ImportBatch>(options.queue_depth.max(1));
     // For a full import the whole index is diffed in memory; a delta looks up only the anchors
     // its batches mention, so its cost follows the size of the change.
-    let mut index: Option<HashMap<String, CsIndexEntry>> = if mode == ImportMode::Full {
-        Some(store.load_cs_index(state.cid).await?)
-    } else {
-        None
-    };
+    let mut index: Option<HashMap<String, CsIndexEntry>> =
+        if mode == ImportMode::Full { Some(store.load_cs_index(state.cid).await?) } else { None };
     let producer = connector.import(request, tx);
     let consumer = async {
         // The receiver lives in this future: when the writer stops early (error limit, store
@@ -409,6 +386,7 @@ async fn apply_batch(
             ImportChange::Incremental { object, .. } => Some(object.anchor.as_str()),
             ImportChange::Present(o) if index.is_none() => Some(o.anchor.as_str()),
             ImportChange::Deleted { anchor, .. } if index.is_none() => Some(anchor.as_str()),
+            ImportChange::Unchanged { anchor, dn: Some(_) } if index.is_none() => Some(anchor.as_str()),
             _ => None,
         })
         .collect();
@@ -421,17 +399,15 @@ async fn apply_batch(
     let mut writes: BTreeMap<String, CsWrite> = BTreeMap::new();
     let mut errors: Vec<RunError> = Vec::new();
     let mut counts = RunCounts::default();
+    let mut renames: Vec<(String, String)> = Vec::new();
+    let mut moved: Vec<(Anchor, syncctl_core::Dn, String)> = Vec::new();
 
     let lookup = |anchor: &str,
                   pending: &BTreeMap<String, Known>,
                   index: &Option<&mut HashMap<String, CsIndexEntry>>|
      -> Option<Known> {
         if let Some(k) = pending.get(anchor) {
-            return Some(Known {
-                hash: k.hash,
-                dn_norm: k.dn_norm.clone(),
-                present: k.present,
-            });
+            return Some(Known { hash: k.hash, dn_norm: k.dn_norm.clone(), present: k.present });
         }
         if let Some(ix) = index {
             return ix.get(anchor).map(|e| Known {
@@ -442,9 +418,7 @@ async fn apply_batch(
         }
         stored.get(anchor).map(|s| Known {
             hash: s.content_hash,
-            dn_norm: syncctl_core::Dn::parse(&s.dn)
-                .map(|d| d.normalized().to_owned())
-                .unwrap_or_default(),
+            dn_norm: syncctl_core::Dn::parse(&s.dn).map(|d| d.normalized().to_owned()).unwrap_or_default(),
             present: s.state == "present",
         })
     };
@@ -453,13 +427,8 @@ async fn apply_batch(
         state.processed += 1;
         let object: CsObject = match change {
             ImportChange::Present(o) => o,
-            ImportChange::Incremental {
-                mut object,
-                value_deltas,
-            } => {
-                let base = stored
-                    .get(object.anchor.as_str())
-                    .filter(|s| s.state == "present");
+            ImportChange::Incremental { mut object, value_deltas } => {
+                let base = stored.get(object.anchor.as_str()).filter(|s| s.state == "present");
                 for (name, delta) in value_deltas {
                     let mut values = base
                         .and_then(|s| s.attributes.get_name(&name).cloned())
@@ -488,19 +457,23 @@ async fn apply_batch(
                     counts.deletes += 1;
                     pending.insert(
                         anchor.to_string(),
-                        Known {
-                            hash: k.hash,
-                            dn_norm: k.dn_norm,
-                            present: false,
-                        },
+                        Known { hash: k.hash, dn_norm: k.dn_norm, present: false },
                     );
                     writes.insert(anchor.to_string(), CsWrite::Delete { anchor });
                 }
                 continue;
             }
-            ImportChange::Unchanged { anchor } => {
-                counts.unchanged += 1;
+            ImportChange::Unchanged { anchor, dn } => {
                 state.seen.insert(anchor.to_string());
+                if let Some(dn) = dn
+                    && let Some(k) = lookup(anchor.as_str(), &pending, &index)
+                    && k.present
+                    && k.dn_norm != dn.normalized()
+                {
+                    moved.push((anchor, dn, k.dn_norm));
+                } else if lookup(anchor.as_str(), &pending, &index).is_some_and(|k| k.present) {
+                    counts.unchanged += 1;
+                }
                 continue;
             }
             ImportChange::Invalid(e) => {
@@ -508,12 +481,7 @@ async fn apply_batch(
                 if e.kind == "invalid-anchor" {
                     state.anchor_errors += 1;
                 }
-                errors.push(RunError {
-                    anchor: None,
-                    dn: Some(e.dn),
-                    kind: e.kind,
-                    message: e.message,
-                });
+                errors.push(RunError { anchor: None, dn: Some(e.dn), kind: e.kind, message: e.message });
                 continue;
             }
         };
@@ -531,30 +499,44 @@ async fn apply_batch(
             Some(k) if k.present => {
                 if k.dn_norm != dn_norm {
                     counts.renames += 1;
+                    renames.push((k.dn_norm.clone(), object.dn.as_str().to_owned()));
                 } else {
                     counts.updates += 1;
                 }
             }
             _ => counts.adds += 1,
         }
-        pending.insert(
-            anchor.clone(),
-            Known {
-                hash,
-                dn_norm,
-                present: true,
-            },
-        );
-        writes.insert(
-            anchor,
-            CsWrite::Upsert {
-                object,
-                hash,
-                attributes_json,
-            },
-        );
+        pending.insert(anchor.clone(), Known { hash, dn_norm, present: true });
+        writes.insert(anchor, CsWrite::Upsert { object, hash, attributes_json });
     }
 
+    // Objects listed unchanged under a new DN moved with their container: same content, new DN.
+    if !moved.is_empty() {
+        let missing: Vec<&str> =
+            moved.iter().map(|(a, _, _)| a.as_str()).filter(|a| !stored.contains_key(*a)).collect();
+        let fetched = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            store.cs_objects_by_anchor(state.cid, &missing).await?
+        };
+        for (anchor, dn, old_norm) in moved {
+            let Some(mut object) =
+                stored.get(anchor.as_str()).or_else(|| fetched.get(anchor.as_str())).and_then(to_cs_object)
+            else {
+                continue;
+            };
+            object.dn = dn;
+            object.normalize();
+            let (hash, attributes_json) = object.hash_and_serialize();
+            counts.renames += 1;
+            renames.push((old_norm, object.dn.as_str().to_owned()));
+            pending.insert(
+                anchor.to_string(),
+                Known { hash, dn_norm: object.dn.normalized().to_owned(), present: true },
+            );
+            writes.insert(anchor.to_string(), CsWrite::Upsert { object, hash, attributes_json });
+        }
+    }
     let writes: Vec<CsWrite> = writes.into_values().collect();
     let started = std::time::Instant::now();
     let n = writes.len();
@@ -569,25 +551,80 @@ async fn apply_batch(
             clock.now_ms(),
         )
         .await?;
-    tracing::debug!(
-        writes = n,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "batch written"
-    );
+    tracing::debug!(writes = n, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
+    let delta = index.is_none();
     if let Some(ix) = index {
         for (anchor, k) in pending {
-            ix.insert(
-                anchor,
-                CsIndexEntry {
-                    hash: k.hash,
-                    dn_norm: k.dn_norm,
-                    present: k.present,
-                },
-            );
+            ix.insert(anchor, CsIndexEntry { hash: k.hash, dn_norm: k.dn_norm, present: k.present });
         }
     }
     state.counts.add(&counts);
+    // A full import re-reads every referring object anyway; a delta may not (AD rewrites a
+    // group's member values when a member is renamed, without reporting the group).
+    if delta && !renames.is_empty() {
+        follow_renames(store, state, &renames, clock).await?;
+    }
     Ok(())
+}
+
+/// Rewrites, in the connector space, reference values that point to the old DN of a renamed or
+/// moved object.
+async fn follow_renames(
+    store: &Store,
+    state: &mut RunState,
+    renames: &[(String, String)],
+    clock: &dyn Clock,
+) -> Result<()> {
+    let mut changed: BTreeMap<String, CsObject> = BTreeMap::new();
+    for (old_norm, new_dn) in renames {
+        for stored in store.referrers(state.cid, old_norm).await? {
+            let object = match changed.remove(&stored.anchor) {
+                Some(o) => Some(o),
+                None => to_cs_object(&stored),
+            };
+            let Some(mut object) = object else { continue };
+            let names: Vec<syncctl_core::AttrName> =
+                object.attributes.iter().map(|(n, _)| n.clone()).collect();
+            for name in names {
+                if let Some(syncctl_core::AttrValues::Reference(values)) = object.attributes.get_mut(&name) {
+                    for v in values.iter_mut() {
+                        let norm =
+                            syncctl_core::Dn::parse(v).map(|d| d.normalized().to_owned()).unwrap_or_default();
+                        if norm == *old_norm {
+                            v.clone_from(new_dn);
+                            state.references_followed += 1;
+                        }
+                    }
+                }
+            }
+            changed.insert(stored.anchor.clone(), object);
+        }
+    }
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let writes: Vec<CsWrite> = changed
+        .into_values()
+        .map(|mut object| {
+            object.normalize();
+            let (hash, attributes_json) = object.hash_and_serialize();
+            CsWrite::Upsert { object, hash, attributes_json }
+        })
+        .collect();
+    store
+        .write_import_batch(state.cid, state.run, writes, &[], &RunCounts::default(), None, clock.now_ms())
+        .await?;
+    Ok(())
+}
+
+fn to_cs_object(s: &syncctl_store::StoredCsObject) -> Option<CsObject> {
+    Some(CsObject {
+        anchor: Anchor::new(s.anchor.clone()).ok()?,
+        immutable_id: s.immutable_id.as_deref().and_then(|i| syncctl_core::ImmutableId::from_base64(i).ok()),
+        dn: syncctl_core::Dn::parse(&s.dn).ok()?,
+        object_class: s.object_class.clone(),
+        attributes: s.attributes.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -102,9 +102,7 @@ fn hash_from(bytes: &[u8], anchor: &str) -> Result<ContentHash> {
 }
 
 fn object_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredCsObject> {
-    let anchor: String = row
-        .try_get("anchor")
-        .map_err(|e| StoreError::query("read cs object", e))?;
+    let anchor: String = row.try_get("anchor").map_err(|e| StoreError::query("read cs object", e))?;
     let get = |e| StoreError::query("read cs object", e);
     let attrs_json: String = row.try_get("attributes").map_err(get)?;
     let attributes: Attributes = serde_json::from_str(&attrs_json).map_err(|e| StoreError::Corrupt {
@@ -140,27 +138,12 @@ impl Store {
                 .map_err(|e| StoreError::query("load connector space", e))?;
         let mut index = HashMap::with_capacity(rows.len());
         for row in rows {
-            let anchor: String = row
-                .try_get(0)
-                .map_err(|e| StoreError::query("load connector space", e))?;
-            let hash: Vec<u8> = row
-                .try_get(1)
-                .map_err(|e| StoreError::query("load connector space", e))?;
-            let dn_norm: String = row
-                .try_get(2)
-                .map_err(|e| StoreError::query("load connector space", e))?;
-            let state: String = row
-                .try_get(3)
-                .map_err(|e| StoreError::query("load connector space", e))?;
+            let anchor: String = row.try_get(0).map_err(|e| StoreError::query("load connector space", e))?;
+            let hash: Vec<u8> = row.try_get(1).map_err(|e| StoreError::query("load connector space", e))?;
+            let dn_norm: String = row.try_get(2).map_err(|e| StoreError::query("load connector space", e))?;
+            let state: String = row.try_get(3).map_err(|e| StoreError::query("load connector space", e))?;
             let hash = hash_from(&hash, &anchor)?;
-            index.insert(
-                anchor,
-                CsIndexEntry {
-                    hash,
-                    dn_norm,
-                    present: state == "present",
-                },
-            );
+            index.insert(anchor, CsIndexEntry { hash, dn_norm, present: state == "present" });
         }
         Ok(index)
     }
@@ -225,17 +208,24 @@ impl Store {
         // thousands of round trips to SQLite's worker thread.
         let mut upserts: Vec<(&CsObject, &ContentHash, &str, i64)> = Vec::new();
         let mut proxies: Vec<(&str, String)> = Vec::new();
+        let mut references: Vec<(&str, String)> = Vec::new();
         let mut deletes: Vec<(&str, i64)> = Vec::new();
         for (i, w) in writes.iter().enumerate() {
             let seq = first_seq + i as i64;
             match w {
-                CsWrite::Upsert {
-                    object,
-                    hash,
-                    attributes_json,
-                } => {
+                CsWrite::Upsert { object, hash, attributes_json } => {
                     if let Some(values) = object.attributes.get("proxyAddresses").and_then(|v| v.texts()) {
                         proxies.extend(values.iter().map(|a| (object.anchor.as_str(), a.to_lowercase())));
+                    }
+                    for (_, values) in object.attributes.iter() {
+                        if let syncctl_core::AttrValues::Reference(dns) = values {
+                            for dn in dns {
+                                let norm = Dn::parse(dn)
+                                    .map(|d| d.normalized().to_owned())
+                                    .unwrap_or_else(|_| dn.to_lowercase());
+                                references.push((object.anchor.as_str(), norm));
+                            }
+                        }
                     }
                     upserts.push((object, hash, attributes_json.as_str(), seq));
                 }
@@ -273,12 +263,7 @@ impl Store {
                     .bind(object.object_class.as_str())
                     .bind(*attrs)
                     .bind(hash.0.as_slice())
-                    .bind(
-                        object
-                            .attributes
-                            .first_text("userPrincipalName")
-                            .map(str::to_lowercase),
-                    )
+                    .bind(object.attributes.first_text("userPrincipalName").map(str::to_lowercase))
                     .bind(object.attributes.first_text("mail").map(str::to_lowercase))
                     .bind(now)
                     .bind(now)
@@ -298,6 +283,31 @@ impl Store {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
             for a in chunk {
                 query = query.bind(*a);
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
+        }
+        for chunk in anchors.chunks(5000) {
+            let mut sql = String::from("DELETE FROM cs_references WHERE connector_id = ? AND anchor IN (");
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "?" } else { ",?" });
+            }
+            sql.push(')');
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
+            for a in chunk {
+                query = query.bind(*a);
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
+        }
+        for chunk in references.chunks(5000) {
+            let mut sql = String::from(
+                "INSERT OR IGNORE INTO cs_references (connector_id, anchor, target_dn_norm) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+            }
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (a, target) in chunk {
+                query = query.bind(connector).bind(*a).bind(target.as_str());
             }
             query.execute(&mut *tx).await.map_err(q)?;
         }
@@ -337,6 +347,22 @@ impl Store {
         }
         tx.commit().await.map_err(q)?;
         Ok(())
+    }
+
+    /// The present CS objects of one connector that refer (member, manager, ...) to `dn_norm`.
+    pub async fn referrers(&self, connector: ConnectorId, dn_norm: &str) -> Result<Vec<StoredCsObject>> {
+        let sql = format!(
+            "{SELECT_OBJECT} WHERE o.connector_id = ? AND o.state = 'present' AND o.anchor IN \
+             (SELECT anchor FROM cs_references WHERE connector_id = ? AND target_dn_norm = ?) ORDER BY o.anchor"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(connector)
+            .bind(connector)
+            .bind(dn_norm)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("find referrers", e))?;
+        rows.iter().map(object_from_row).collect()
     }
 
     /// Finds CS objects across all connectors.
@@ -406,11 +432,7 @@ mod tests {
         let b = object("a-anchor", "CN=A,DC=x", "a@x.com");
         let upsert = |o: &CsObject| {
             let (hash, attributes_json) = o.hash_and_serialize();
-            CsWrite::Upsert {
-                hash,
-                attributes_json,
-                object: o.clone(),
-            }
+            CsWrite::Upsert { hash, attributes_json, object: o.clone() }
         };
         let writes = vec![upsert(&a), upsert(&b)];
         let wm = Watermark {
@@ -419,48 +441,24 @@ mod tests {
             server: "dc1".into(),
             extra: Default::default(),
         };
-        let counts = RunCounts {
-            adds: 2,
-            ..Default::default()
-        };
-        store
-            .write_import_batch(c, run, writes, &[], &counts, Some(&wm), 11)
-            .await
-            .unwrap();
+        let counts = RunCounts { adds: 2, ..Default::default() };
+        store.write_import_batch(c, run, writes, &[], &counts, Some(&wm), 11).await.unwrap();
 
         let index = store.load_cs_index(c).await.unwrap();
         assert_eq!(index.len(), 2);
         assert_eq!(index["b-anchor"].hash, a.content_hash());
         assert_eq!(index["b-anchor"].dn_norm, "cn=b,dc=x");
-        let found = store
-            .find_cs_objects(&CsLookup::Dn(Dn::parse("cn=b, dc=X").unwrap()))
-            .await
-            .unwrap();
+        let found = store.find_cs_objects(&CsLookup::Dn(Dn::parse("cn=b, dc=X").unwrap())).await.unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].attributes, a.attributes);
-        let by_id = store
-            .find_cs_objects(&CsLookup::ImmutableId("BwcHBwcHBwcHBwcHBwcHBw==".into()))
-            .await
-            .unwrap();
+        let by_id =
+            store.find_cs_objects(&CsLookup::ImmutableId("BwcHBwcHBwcHBwcHBwcHBw==".into())).await.unwrap();
         assert_eq!(by_id.len(), 2);
         assert_eq!(store.watermark(c).await.unwrap().unwrap().watermark, Some(wm));
 
-        let del = vec![CsWrite::Delete {
-            anchor: Anchor::new("a-anchor").unwrap(),
-        }];
+        let del = vec![CsWrite::Delete { anchor: Anchor::new("a-anchor").unwrap() }];
         store
-            .write_import_batch(
-                c,
-                run,
-                del,
-                &[],
-                &RunCounts {
-                    deletes: 1,
-                    ..Default::default()
-                },
-                None,
-                12,
-            )
+            .write_import_batch(c, run, del, &[], &RunCounts { deletes: 1, ..Default::default() }, None, 12)
             .await
             .unwrap();
         let index = store.load_cs_index(c).await.unwrap();
@@ -468,21 +466,8 @@ mod tests {
         assert!(index["b-anchor"].present);
         assert_eq!(store.present_count(c).await.unwrap(), 1);
         // the watermark is kept when a batch carries none
-        assert_eq!(
-            store
-                .watermark(c)
-                .await
-                .unwrap()
-                .unwrap()
-                .watermark
-                .unwrap()
-                .value,
-            b"42"
-        );
-        let objects = store
-            .cs_objects_by_anchor(c, &["a-anchor", "missing"])
-            .await
-            .unwrap();
+        assert_eq!(store.watermark(c).await.unwrap().unwrap().watermark.unwrap().value, b"42");
+        let objects = store.cs_objects_by_anchor(c, &["a-anchor", "missing"]).await.unwrap();
         assert_eq!(objects.len(), 1);
         assert_eq!(objects["a-anchor"].state, "deleted");
         assert!(objects["a-anchor"].change_seq > found[0].change_seq);

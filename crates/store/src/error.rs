@@ -50,10 +50,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn open(location: &str, source: sqlx::Error) -> Self {
-        Self::Open {
-            location: location.to_owned(),
-            source,
-        }
+        Self::Open { location: location.to_owned(), source }
     }
     pub(crate) fn query(operation: &'static str, source: sqlx::Error) -> Self {
         Self::Query { operation, source }

@@ -77,17 +77,11 @@ impl Store {
         // is locked" without waiting.
         if max > 1 {
             use sqlx::Connection as _;
-            let mut first = options
-                .connect()
-                .await
-                .map_err(|e| StoreError::open(&location, e))?;
+            let mut first = options.connect().await.map_err(|e| StoreError::open(&location, e))?;
             sqlx::migrate!("../../migrations")
                 .run(&mut first)
                 .await
-                .map_err(|e| StoreError::Migrate {
-                    location: location.clone(),
-                    source: e,
-                })?;
+                .map_err(|e| StoreError::Migrate { location: location.clone(), source: e })?;
             first.close().await.map_err(|e| StoreError::open(&location, e))?;
         }
         let pool = SqlitePoolOptions::new()
@@ -101,10 +95,7 @@ impl Store {
         sqlx::migrate!("../../migrations")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Migrate {
-                location: location.clone(),
-                source: e,
-            })?;
+            .map_err(|e| StoreError::Migrate { location: location.clone(), source: e })?;
         Ok(Self { pool, location })
     }
 
@@ -153,10 +144,7 @@ impl Store {
             .await
             .map_err(|e| StoreError::query("integrity check", e))?;
         if rows != ["ok"] {
-            return Err(StoreError::Integrity {
-                location: self.location.clone(),
-                detail: rows.join("; "),
-            });
+            return Err(StoreError::Integrity { location: self.location.clone(), detail: rows.join("; ") });
         }
         Ok(())
     }

@@ -233,10 +233,8 @@ impl Store {
         for e in errors {
             insert_error(&mut tx, run, e, now).await?;
         }
-        let counts = RunCounts {
-            errors: i64::try_from(errors.len()).unwrap_or(i64::MAX),
-            ..Default::default()
-        };
+        let counts =
+            RunCounts { errors: i64::try_from(errors.len()).unwrap_or(i64::MAX), ..Default::default() };
         add_counts(&mut tx, run, &counts).await?;
         tx.commit().await.map_err(q)?;
         Ok(())

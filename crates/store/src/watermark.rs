@@ -61,20 +61,14 @@ impl Store {
         let value: Option<Vec<u8>> = row.try_get("value").map_err(g)?;
         let server: Option<String> = row.try_get("server").map_err(g)?;
         let extra: String = row.try_get("extra").map_err(g)?;
-        let extra: BTreeMap<String, String> =
-            serde_json::from_str(&extra).map_err(|e| StoreError::Corrupt {
-                table: "watermarks",
-                key: connector.to_string(),
-                detail: e.to_string(),
-            })?;
+        let extra: BTreeMap<String, String> = serde_json::from_str(&extra).map_err(|e| {
+            StoreError::Corrupt { table: "watermarks", key: connector.to_string(), detail: e.to_string() }
+        })?;
         let required: i64 = row.try_get("full_import_required").map_err(g)?;
         let watermark = match (kind, value) {
-            (Some(kind), Some(value)) => Some(Watermark {
-                kind,
-                value,
-                server: server.unwrap_or_default(),
-                extra,
-            }),
+            (Some(kind), Some(value)) => {
+                Some(Watermark { kind, value, server: server.unwrap_or_default(), extra })
+            }
             _ => None,
         };
         Ok(Some(StoredWatermark {

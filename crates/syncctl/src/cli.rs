@@ -8,19 +8,11 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 /// syncctl: identity synchronization from Active Directory / LDAP into a SQLite metaverse.
 #[derive(Debug, Parser)]
 #[command(name = "syncctl", version, about, long_about = None, propagate_version = true)]
-#[command(
-    after_help = "Exit codes: 0 success, 1 completed with errors, 2 stopped or failed, \
-                        3 configuration or usage error, 4 not found."
-)]
+#[command(after_help = "Exit codes: 0 success, 1 completed with errors, 2 stopped or failed, \
+                        3 configuration or usage error, 4 not found.")]
 pub struct Cli {
     /// The configuration file (TOML).
-    #[arg(
-        long,
-        global = true,
-        env = "SYNCCTL_CONFIG",
-        default_value = "syncctl.toml",
-        value_name = "FILE"
-    )]
+    #[arg(long, global = true, env = "SYNCCTL_CONFIG", default_value = "syncctl.toml", value_name = "FILE")]
     pub config: PathBuf,
 
     /// Print JSON on stdout instead of tables and summaries (no progress bar).

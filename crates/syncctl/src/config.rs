@@ -33,15 +33,8 @@ use serde::Deserialize;
 use crate::registry::{self, ConnectorPlan};
 
 /// Keys that would hold a secret inline; refused with a hint.
-const INLINE_SECRET_KEYS: &[&str] = &[
-    "password",
-    "bind_password",
-    "secret",
-    "client_secret",
-    "token",
-    "api_key",
-    "credentials",
-];
+const INLINE_SECRET_KEYS: &[&str] =
+    &["password", "bind_password", "secret", "client_secret", "token", "api_key", "credentials"];
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -66,9 +59,7 @@ struct RawStore {
 
 impl Default for RawStore {
     fn default() -> Self {
-        Self {
-            path: default_store_path(),
-        }
+        Self { path: default_store_path() }
     }
 }
 
@@ -98,11 +89,7 @@ impl Plan {
         if self.connectors.is_empty() {
             "none".to_owned()
         } else {
-            self.connectors
-                .iter()
-                .map(|c| format!("`{}`", c.name))
-                .collect::<Vec<_>>()
-                .join(", ")
+            self.connectors.iter().map(|c| format!("`{}`", c.name)).collect::<Vec<_>>().join(", ")
         }
     }
 }
@@ -149,41 +136,22 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
         }
         connectors.push(plan);
     }
-    Ok(Plan {
-        source: path.to_owned(),
-        store_path,
-        connectors,
-    })
+    Ok(Plan { source: path.to_owned(), store_path, connectors })
 }
 
 /// `base/p` for a relative `p`; `p` itself when absolute.
 pub fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_owned()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_owned() } else { base.join(p) }
 }
 
 fn plan_connector(mut table: toml::Table, base: &Path) -> anyhow::Result<ConnectorPlan> {
     let name = take_string(&mut table, "name")?;
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         bail!("connector name `{name}` must be non-empty and use only letters, digits, `-`, `_` and `.`");
     }
-    let type_name = take_string(&mut table, "type").with_context(|| {
-        format!(
-            "connector `{name}` (known types: {})",
-            registry::KNOWN_TYPES.join(", ")
-        )
-    })?;
-    if let Some(key) = table
-        .keys()
-        .find(|k| INLINE_SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str()))
-    {
+    let type_name = take_string(&mut table, "type")
+        .with_context(|| format!("connector `{name}` (known types: {})", registry::KNOWN_TYPES.join(", ")))?;
+    if let Some(key) = table.keys().find(|k| INLINE_SECRET_KEYS.contains(&k.to_ascii_lowercase().as_str())) {
         bail!(
             "connector `{name}`: `{key}` is not allowed: secrets are never written in the config file; \
              use password_env (an environment variable) or password_file (a file readable only by syncctl)"
@@ -251,10 +219,7 @@ delta = "syncrepl"
         assert_eq!(plan.store_path, PathBuf::from("/etc/syncctl/state/syncctl.db"));
         assert_eq!(plan.connectors.len(), 2);
         let ad = plan.connector("corp-ad").unwrap();
-        assert_eq!(
-            (ad.type_name, ad.endpoint.as_str()),
-            ("ldap", "ldaps://127.0.0.1:636")
-        );
+        assert_eq!((ad.type_name, ad.endpoint.as_str()), ("ldap", "ldaps://127.0.0.1:636"));
         let people = plan.connector("people").unwrap();
         assert_eq!(people.endpoint, "ldap://127.0.0.1:3389");
         assert!(plan.connector("nope").is_none());
@@ -276,17 +241,10 @@ delta = "syncrepl"
 
     #[test]
     fn relative_store_path_resolves_against_the_config_directory() {
-        let plan = parse(
-            "[store]\npath = \"data/x.db\"\n",
-            Path::new("/srv/sync/syncctl.toml"),
-        )
-        .unwrap();
+        let plan = parse("[store]\npath = \"data/x.db\"\n", Path::new("/srv/sync/syncctl.toml")).unwrap();
         assert_eq!(plan.store_path, PathBuf::from("/srv/sync/data/x.db"));
-        let plan = parse(
-            "[store]\npath = \"/var/lib/syncctl/x.db\"\n",
-            Path::new("/srv/sync/syncctl.toml"),
-        )
-        .unwrap();
+        let plan = parse("[store]\npath = \"/var/lib/syncctl/x.db\"\n", Path::new("/srv/sync/syncctl.toml"))
+            .unwrap();
         assert_eq!(plan.store_path, PathBuf::from("/var/lib/syncctl/x.db"));
         // A config file named without a directory resolves against the working directory.
         let plan = parse("", Path::new("syncctl.toml")).unwrap();
@@ -300,34 +258,22 @@ delta = "syncrepl"
         let ad = plan.connector("corp-ad").unwrap();
         assert_eq!(
             ad.files,
-            vec![
-                PathBuf::from("/etc/syncctl/tls/ca.pem"),
-                PathBuf::from("/etc/syncctl/ad.password")
-            ]
+            vec![PathBuf::from("/etc/syncctl/tls/ca.pem"), PathBuf::from("/etc/syncctl/ad.password")]
         );
     }
 
     #[test]
     fn unknown_keys_are_refused_with_the_file_path() {
         let e = message(parse_at("[store]\npath = \"x.db\"\nsize = 3\n").unwrap_err());
-        assert!(
-            e.contains("/etc/syncctl/syncctl.toml") && e.contains("size"),
-            "{e}"
-        );
+        assert!(e.contains("/etc/syncctl/syncctl.toml") && e.contains("size"), "{e}");
 
         let e = message(parse_at("[stor]\npath = \"x.db\"\n").unwrap_err());
-        assert!(
-            e.contains("/etc/syncctl/syncctl.toml") && e.contains("stor"),
-            "{e}"
-        );
+        assert!(e.contains("/etc/syncctl/syncctl.toml") && e.contains("stor"), "{e}");
 
         let bad = GOOD.replace("page_size = 500", "page_sise = 500");
         let e = message(parse_at(&bad).unwrap_err());
         assert!(e.contains("/etc/syncctl/syncctl.toml"), "{e}");
-        assert!(
-            e.contains("entry 1") && e.contains("corp-ad") && e.contains("page_sise"),
-            "{e}"
-        );
+        assert!(e.contains("entry 1") && e.contains("corp-ad") && e.contains("page_sise"), "{e}");
         let e = message(parse_at(&GOOD.replace("delta = \"syncrepl\"", "deltas = 1")).unwrap_err());
         assert!(e.contains("entry 2 (line 17)") && e.contains("deltas"), "{e}");
     }
@@ -355,10 +301,7 @@ delta = "syncrepl"
     #[test]
     fn missing_or_unknown_type_is_refused() {
         let e = message(parse_at("[[connectors]]\nname = \"x\"\ntype = \"graph\"\n").unwrap_err());
-        assert!(
-            e.contains("unknown connector type `graph`") && e.contains("ldap"),
-            "{e}"
-        );
+        assert!(e.contains("unknown connector type `graph`") && e.contains("ldap"), "{e}");
         let e = message(parse_at("[[connectors]]\nname = \"x\"\n").unwrap_err());
         assert!(e.contains("`type` is missing"), "{e}");
         let e = message(parse_at("[[connectors]]\ntype = \"ldap\"\n").unwrap_err());

@@ -58,24 +58,15 @@ pub struct Failure {
 impl Failure {
     /// A configuration or usage error (exit 3).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: Code::Usage,
-            error: error.into(),
-        }
+        Self { code: Code::Usage, error: error.into() }
     }
     /// Something was not found (exit 4).
     pub fn not_found(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: Code::NotFound,
-            error: error.into(),
-        }
+        Self { code: Code::NotFound, error: error.into() }
     }
     /// The command could not finish (exit 2).
     pub fn stopped(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            code: Code::Stopped,
-            error: error.into(),
-        }
+        Self { code: Code::Stopped, error: error.into() }
     }
 }
 

@@ -39,10 +39,7 @@ pub fn init(verbose: u8, format: LogFormat) {
     let (filter, bad_env) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
             Ok(f) => (f, None),
-            Err(e) => (
-                EnvFilter::new(default),
-                Some(format!("ignoring RUST_LOG `{v}`: {e}")),
-            ),
+            Err(e) => (EnvFilter::new(default), Some(format!("ignoring RUST_LOG `{v}`: {e}"))),
         },
         _ => (EnvFilter::new(default), None),
     };
@@ -52,11 +49,7 @@ pub fn init(verbose: u8, format: LogFormat) {
         .with_ansi(format == LogFormat::Text && std::io::stderr().is_terminal());
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
     };
     if let Err(e) = installed {
         eprintln!("warning: cannot install the logger: {e}");
@@ -117,10 +110,7 @@ impl Progress {
     /// A spinner labelled `label`, if `wanted` and stderr is a terminal.
     pub fn new(wanted: bool, label: &str) -> Self {
         if !wanted || !std::io::stderr().is_terminal() {
-            return Self {
-                bar: None,
-                start: Instant::now(),
-            };
+            return Self { bar: None, start: Instant::now() };
         }
         // Hidden until styled and labelled, so that no half-made frame is drawn.
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
@@ -134,10 +124,7 @@ impl Progress {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.enable_steady_tick(Duration::from_millis(120));
         set_active_bar(Some(bar.clone()));
-        Self {
-            bar: Some(bar),
-            start: Instant::now(),
-        }
+        Self { bar: Some(bar), start: Instant::now() }
     }
 
     /// Removes the spinner.

@@ -53,10 +53,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
                 line.push_str(cell);
             } else {
                 line.push_str(cell);
-                line.extend(std::iter::repeat_n(
-                    ' ',
-                    w.saturating_sub(cell.chars().count()) + 2,
-                ));
+                line.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count()) + 2));
             }
         }
         out.push_str(line.trim_end());

@@ -69,39 +69,19 @@ pub fn plan(
     match type_name {
         "ldap" => {
             let mut config: LdapConfig = settings.try_into().map_err(|e| anyhow!("{}", e.message()))?;
-            for p in [&mut config.ca_file, &mut config.password_file]
-                .into_iter()
-                .flatten()
-            {
+            for p in [&mut config.ca_file, &mut config.password_file].into_iter().flatten() {
                 *p = resolve(base, p);
             }
             config.validate(name)?;
             let endpoint = config.url.clone();
-            let files = config
-                .ca_file
-                .iter()
-                .chain(&config.password_file)
-                .cloned()
-                .collect();
+            let files = config.ca_file.iter().chain(&config.password_file).cloned().collect();
             let factory: Factory = Box::new(move |name| {
                 let connector = LdapConnector::new(name, config.clone())?;
                 let kind = connector.kind();
-                Ok(BuiltConnector {
-                    connector: Box::new(connector),
-                    kind,
-                })
+                Ok(BuiltConnector { connector: Box::new(connector), kind })
             });
-            Ok(ConnectorPlan {
-                name: name.to_owned(),
-                type_name: "ldap",
-                endpoint,
-                files,
-                factory,
-            })
+            Ok(ConnectorPlan { name: name.to_owned(), type_name: "ldap", endpoint, files, factory })
         }
-        other => bail!(
-            "unknown connector type `{other}` (known types: {})",
-            KNOWN_TYPES.join(", ")
-        ),
+        other => bail!("unknown connector type `{other}` (known types: {})", KNOWN_TYPES.join(", ")),
     }
 }

@@ -66,22 +66,10 @@ timeout_secs = 5
 
 #[test]
 fn help_lists_the_commands() {
-    let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_syncctl")).arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = text(&out.stdout);
-    for word in [
-        "import",
-        "runs",
-        "show",
-        "connectors",
-        "--config",
-        "--json",
-        "--verbose",
-        "--log-format",
-    ] {
+    for word in ["import", "runs", "show", "connectors", "--config", "--json", "--verbose", "--log-format"] {
         assert!(stdout.contains(word), "`{word}` missing from --help:\n{stdout}");
     }
 }
@@ -91,11 +79,7 @@ fn usage_errors_exit_3() {
     let env = Env::new("");
     let out = env.cmd().args(["import", "--connector", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
-    let out = env
-        .cmd()
-        .args(["import", "--connector", "x", "--full", "--delta"])
-        .output()
-        .unwrap();
+    let out = env.cmd().args(["import", "--connector", "x", "--full", "--delta"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let out = env.cmd().arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
@@ -112,17 +96,9 @@ fn runs_on_an_empty_database() {
 
     let out = env.cmd().arg("runs").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        text(&out.stdout).starts_with("no runs recorded"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(text(&out.stdout).starts_with("no runs recorded"), "{}", text(&out.stdout));
 
-    let out = env
-        .cmd()
-        .args(["--json", "runs", "--errors", "42"])
-        .output()
-        .unwrap();
+    let out = env.cmd().args(["--json", "runs", "--errors", "42"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no run 42"), "{}", text(&out.stderr));
 }
@@ -130,18 +106,11 @@ fn runs_on_an_empty_database() {
 #[test]
 fn show_of_a_missing_object_exits_4() {
     let env = Env::new("[store]\npath = \"empty.db\"\n");
-    for key in [
-        "CN=Nobody,CN=Users,DC=corp,DC=example,DC=com",
-        "cntT7rWeSkeChkMTCRM/2Q==",
-        "some-anchor",
-    ] {
+    for key in ["CN=Nobody,CN=Users,DC=corp,DC=example,DC=com", "cntT7rWeSkeChkMTCRM/2Q==", "some-anchor"] {
         let out = env.cmd().args(["show", key]).output().unwrap();
         assert_eq!(out.status.code(), Some(4), "{key}: {}", text(&out.stderr));
         let stderr = text(&out.stderr);
-        assert!(
-            stderr.contains("no object matches") && stderr.contains(key),
-            "{stderr}"
-        );
+        assert!(stderr.contains("no object matches") && stderr.contains(key), "{stderr}");
     }
     let out = env.cmd().args(["show", "--json", "nobody"]).output().unwrap();
     assert_eq!(out.status.code(), Some(4));
@@ -154,10 +123,7 @@ fn config_errors_exit_3_and_name_the_file() {
     let out = env.cmd().arg("runs").output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains(&env.config.display().to_string()) && stderr.contains("colour"),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&env.config.display().to_string()) && stderr.contains("colour"), "{stderr}");
 
     // SYNCCTL_CONFIG names the file when --config does not.
     let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
@@ -167,10 +133,7 @@ fn config_errors_exit_3_and_name_the_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("nope.toml") && stderr.contains("does not exist"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("nope.toml") && stderr.contains("does not exist"), "{stderr}");
 }
 
 #[test]
@@ -191,11 +154,7 @@ fn connectors_are_listed_without_secrets() {
     assert_eq!(list[0]["type"], "ldap");
     assert_eq!(list[0]["files"][0], env.path("ad.password").display().to_string());
 
-    let out = env
-        .cmd()
-        .args(["import", "--connector", "other", "--full"])
-        .output()
-        .unwrap();
+    let out = env.cmd().args(["import", "--connector", "other", "--full"]).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("`corp-ad`"), "{}", text(&out.stderr));
 }
@@ -203,28 +162,17 @@ fn connectors_are_listed_without_secrets() {
 #[test]
 fn an_unreachable_server_stops_the_run_with_exit_2() {
     let env = ldap_env();
-    let out = env
-        .cmd()
-        .args(["import", "--connector", "corp-ad", "--full", "--json"])
-        .output()
-        .unwrap();
+    let out = env.cmd().args(["import", "--connector", "corp-ad", "--full", "--json"]).output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["profile"], "full-import");
-    assert!(
-        report["status"].as_str().unwrap().starts_with("stopped-"),
-        "{report}"
-    );
+    assert!(report["status"].as_str().unwrap().starts_with("stopped-"), "{report}");
     assert!(stderr.contains("stopped"), "{stderr}");
     assert!(!stderr.contains("not-a-real-password") && !text(&out.stdout).contains("not-a-real-password"));
 
     // The stopped run is in run history.
-    let out = env
-        .cmd()
-        .args(["runs", "--json", "--connector", "corp-ad"])
-        .output()
-        .unwrap();
+    let out = env.cmd().args(["runs", "--json", "--connector", "corp-ad"]).output().unwrap();
     let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
     assert_eq!(runs[0]["status"], report["status"]);

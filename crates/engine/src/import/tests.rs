@@ -25,10 +25,7 @@ struct Pass {
 
 impl Scripted {
     fn new(passes: Vec<Pass>) -> Self {
-        Self {
-            passes: Mutex::new(passes.into_iter().rev().collect()),
-            requests: Vec::new(),
-        }
+        Self { passes: Mutex::new(passes.into_iter().rev().collect()), requests: Vec::new() }
     }
 }
 
@@ -52,11 +49,7 @@ impl Connector for Scripted {
         let pass = self.passes.lock().unwrap().pop().expect("a scripted pass");
         for b in pass.batches {
             if tx.send(b).await.is_err() {
-                return Err(ConnectorFault::new(
-                    FaultKind::Cancelled,
-                    "scripted://",
-                    "reader gone",
-                ));
+                return Err(ConnectorFault::new(FaultKind::Cancelled, "scripted://", "reader gone"));
             }
         }
         pass.end
@@ -79,10 +72,7 @@ fn user(anchor: &str, dn: &str, attrs: &[(&str, &str)]) -> CsObject {
 
 fn group(anchor: &str, members: &[&str]) -> CsObject {
     let mut attributes = Attributes::new();
-    attributes.insert(
-        "member",
-        AttrValues::Reference(members.iter().map(|m| (*m).to_owned()).collect()),
-    );
+    attributes.insert("member", AttrValues::Reference(members.iter().map(|m| (*m).to_owned()).collect()));
     CsObject {
         anchor: Anchor::new(anchor).unwrap(),
         immutable_id: None,
@@ -118,30 +108,14 @@ fn full(objects: Vec<CsObject>, mark: &str) -> Pass {
 
 fn delta(changes: Vec<ImportChange>, mark: &str) -> Pass {
     Pass {
-        batches: vec![ImportBatch {
-            changes,
-            watermark: Some(wm(mark)),
-        }],
-        end: Ok(ImportSummary {
-            method: "test".into(),
-            ..Default::default()
-        }),
+        batches: vec![ImportBatch { changes, watermark: Some(wm(mark)) }],
+        end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
     }
 }
 
 async fn run(store: &Store, c: &mut Scripted, mode: ImportMode) -> ImportReport {
     let clock = FixedClock::new(1_000);
-    run_import(
-        store,
-        c,
-        "test",
-        mode,
-        &ImportOptions::default(),
-        &clock,
-        &NoProgress,
-    )
-    .await
-    .unwrap()
+    run_import(store, c, "test", mode, &ImportOptions::default(), &clock, &NoProgress).await.unwrap()
 }
 
 async fn present(store: &Store) -> BTreeMap<String, (String, Attributes)> {
@@ -163,8 +137,7 @@ async fn full_imports_diff_by_anchor_and_hash() {
     let b = user("b", "CN=B,OU=One,DC=x", &[("mail", "b@x")]);
     let c = user("c", "CN=C,OU=One,DC=x", &[("mail", "c@x")]);
     let mut a2 = a.clone();
-    a2.attributes
-        .insert("mail", AttrValues::String(vec!["a2@x".into()]));
+    a2.attributes.insert("mail", AttrValues::String(vec!["a2@x".into()]));
     let mut b2 = b.clone();
     b2.dn = Dn::parse("CN=B,OU=Two,DC=x").unwrap();
     let mut conn = Scripted::new(vec![
@@ -173,10 +146,7 @@ async fn full_imports_diff_by_anchor_and_hash() {
         full(vec![a2.clone(), b2.clone()], "3"),
     ]);
     let r1 = run(&store, &mut conn, ImportMode::Full).await;
-    assert_eq!(
-        (r1.status.as_str(), r1.counts.adds, r1.counts.changes()),
-        ("success", 3, 3)
-    );
+    assert_eq!((r1.status.as_str(), r1.counts.adds, r1.counts.changes()), ("success", 3, 3));
     let r2 = run(&store, &mut conn, ImportMode::Full).await;
     assert_eq!(
         (r2.counts.changes(), r2.counts.unchanged),
@@ -184,15 +154,7 @@ async fn full_imports_diff_by_anchor_and_hash() {
         "same objects in another order change nothing"
     );
     let r3 = run(&store, &mut conn, ImportMode::Full).await;
-    assert_eq!(
-        (
-            r3.counts.updates,
-            r3.counts.renames,
-            r3.counts.deletes,
-            r3.counts.adds
-        ),
-        (1, 1, 1, 0)
-    );
+    assert_eq!((r3.counts.updates, r3.counts.renames, r3.counts.deletes, r3.counts.adds), (1, 1, 1, 0));
     let space = present(&store).await;
     assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b"]);
     assert_eq!(space["b"].0, "CN=B,OU=Two,DC=x");
@@ -201,10 +163,7 @@ async fn full_imports_diff_by_anchor_and_hash() {
     assert_eq!(runs.len(), 3);
     assert_eq!(runs[0].counts.deletes, 1);
     let cid = store.connector_id("scripted").await.unwrap().unwrap();
-    assert_eq!(
-        store.watermark(cid).await.unwrap().unwrap().watermark,
-        Some(wm("3"))
-    );
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("3")));
 }
 
 #[tokio::test]
@@ -213,11 +172,7 @@ async fn delta_without_watermark_runs_as_full_and_says_so() {
     let mut conn = Scripted::new(vec![full(vec![user("a", "CN=A,DC=x", &[])], "1")]);
     let r = run(&store, &mut conn, ImportMode::Delta).await;
     assert_eq!(r.profile, ImportMode::Full);
-    assert!(
-        r.notes.iter().any(|n| n.contains("no watermark")),
-        "{:?}",
-        r.notes
-    );
+    assert!(r.notes.iter().any(|n| n.contains("no watermark")), "{:?}", r.notes);
     assert_eq!(conn.requests[0].mode, ImportMode::Full);
     assert_eq!(store.runs(None, 1).await.unwrap()[0].profile, "full-import");
 }
@@ -237,23 +192,11 @@ async fn deltas_apply_changes_deletes_and_value_increments() {
     )]);
     let mut conn = Scripted::new(vec![
         full(vec![g.clone(), user("a", "CN=A,DC=x", &[])], "1"),
-        delta(
-            vec![ImportChange::Incremental {
-                object: inc,
-                value_deltas: deltas,
-            }],
-            "2",
-        ),
+        delta(vec![ImportChange::Incremental { object: inc, value_deltas: deltas }], "2"),
         delta(
             vec![
-                ImportChange::Deleted {
-                    anchor: Anchor::new("a").unwrap(),
-                    dn: None,
-                },
-                ImportChange::Deleted {
-                    anchor: Anchor::new("never-seen").unwrap(),
-                    dn: None,
-                },
+                ImportChange::Deleted { anchor: Anchor::new("a").unwrap(), dn: None },
+                ImportChange::Deleted { anchor: Anchor::new("never-seen").unwrap(), dn: None },
             ],
             "3",
         ),
@@ -262,45 +205,29 @@ async fn deltas_apply_changes_deletes_and_value_increments() {
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     let r = run(&store, &mut conn, ImportMode::Delta).await;
-    assert_eq!(
-        (r.profile, r.counts.updates, r.counts.changes()),
-        (ImportMode::Delta, 1, 1)
-    );
+    assert_eq!((r.profile, r.counts.updates, r.counts.changes()), (ImportMode::Delta, 1, 1));
     assert_eq!(conn.requests[1].watermark, Some(wm("1")));
     let space = present(&store).await;
     assert_eq!(
         space["g"].1.get("member"),
-        Some(&AttrValues::Reference(vec![
-            "CN=B,DC=x".into(),
-            "CN=C,DC=x".into()
-        ]))
+        Some(&AttrValues::Reference(vec!["CN=B,DC=x".into(), "CN=C,DC=x".into()]))
     );
     let r = run(&store, &mut conn, ImportMode::Delta).await;
-    assert_eq!(
-        (r.counts.deletes, r.counts.changes()),
-        (1, 1),
-        "a delete of an unknown anchor is no change"
-    );
+    assert_eq!((r.counts.deletes, r.counts.changes()), (1, 1), "a delete of an unknown anchor is no change");
     assert!(!present(&store).await.contains_key("a"));
     let r = run(&store, &mut conn, ImportMode::Delta).await;
     assert_eq!(r.counts.adds, 1, "an object back from the dead is an add");
     let r = run(&store, &mut conn, ImportMode::Delta).await;
     assert_eq!((r.counts.changes(), r.status.as_str()), (0, "success"));
     let cid = store.connector_id("scripted").await.unwrap().unwrap();
-    assert_eq!(
-        store.watermark(cid).await.unwrap().unwrap().watermark,
-        Some(wm("5"))
-    );
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("5")));
 }
 
 #[tokio::test]
 async fn invalid_watermark_falls_back_to_full_import() {
     let store = Store::open_in_memory().await.unwrap();
     let mut conn = Scripted::new(vec![
-        full(
-            vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])],
-            "1",
-        ),
+        full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
         Pass {
             batches: vec![],
             end: Err(ConnectorFault::new(
@@ -313,14 +240,9 @@ async fn invalid_watermark_falls_back_to_full_import() {
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     let r = run(&store, &mut conn, ImportMode::Delta).await;
-    assert_eq!(
-        (r.profile, r.status.as_str(), r.counts.deletes),
-        (ImportMode::Full, "success", 1)
-    );
+    assert_eq!((r.profile, r.status.as_str(), r.counts.deletes), (ImportMode::Full, "success", 1));
     assert!(
-        r.notes
-            .iter()
-            .any(|n| n.contains("fell back to a full import") && n.contains("cookie was refused"))
+        r.notes.iter().any(|n| n.contains("fell back to a full import") && n.contains("cookie was refused"))
     );
     let rec = store.run(r.run_id).await.unwrap().unwrap();
     assert_eq!(rec.profile, "full-import");
@@ -330,24 +252,15 @@ async fn invalid_watermark_falls_back_to_full_import() {
 #[tokio::test]
 async fn a_fault_mid_import_keeps_what_was_written_and_owes_a_full_import() {
     let store = Store::open_in_memory().await.unwrap();
-    let first = ImportBatch {
-        changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[]))],
-        watermark: None,
-    };
+    let first =
+        ImportBatch { changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[]))], watermark: None };
     let mut conn = Scripted::new(vec![
         full(vec![user("old", "CN=Old,DC=x", &[])], "0"),
         Pass {
             batches: vec![first],
-            end: Err(ConnectorFault::new(
-                FaultKind::Connectivity,
-                "ldap://127.0.0.1:1",
-                "connection reset",
-            )),
+            end: Err(ConnectorFault::new(FaultKind::Connectivity, "ldap://127.0.0.1:1", "connection reset")),
         },
-        full(
-            vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])],
-            "1",
-        ),
+        full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     let r = run(&store, &mut conn, ImportMode::Full).await;
@@ -376,28 +289,18 @@ async fn unanchorable_objects_are_errors_and_block_the_sweep() {
         message: "CN=Bad,DC=x: objectGUID must be exactly 16 bytes, got 15".into(),
     });
     let mut conn = Scripted::new(vec![
-        full(
-            vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])],
-            "1",
-        ),
+        full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
         Pass {
             batches: vec![ImportBatch {
                 changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[])), bad],
                 watermark: None,
             }],
-            end: Ok(ImportSummary {
-                sweep_unseen: true,
-                method: "test".into(),
-                ..Default::default()
-            }),
+            end: Ok(ImportSummary { sweep_unseen: true, method: "test".into(), ..Default::default() }),
         },
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     let r = run(&store, &mut conn, ImportMode::Full).await;
-    assert_eq!(
-        (r.status.as_str(), r.counts.errors, r.counts.deletes),
-        ("completed-with-errors", 1, 0)
-    );
+    assert_eq!((r.status.as_str(), r.counts.errors, r.counts.deletes), ("completed-with-errors", 1, 0));
     assert!(r.notes.iter().any(|n| n.contains("deletion sweep skipped")));
     let errors = store.run_errors(r.run_id).await.unwrap();
     assert_eq!(errors.len(), 1);
@@ -417,38 +320,15 @@ async fn the_error_limit_stops_the_run() {
         })
     };
     let batches = (0..5)
-        .map(|b| ImportBatch {
-            changes: (0..3).map(|i| bad(b * 3 + i)).collect(),
-            watermark: None,
-        })
+        .map(|b| ImportBatch { changes: (0..3).map(|i| bad(b * 3 + i)).collect(), watermark: None })
         .collect();
-    let mut conn = Scripted::new(vec![Pass {
-        batches,
-        end: Ok(ImportSummary::default()),
-    }]);
+    let mut conn = Scripted::new(vec![Pass { batches, end: Ok(ImportSummary::default()) }]);
     let clock = FixedClock::new(0);
-    let options = ImportOptions {
-        error_limit: 5,
-        queue_depth: 1,
-        ..Default::default()
-    };
-    let r = run_import(
-        &store,
-        &mut conn,
-        "test",
-        ImportMode::Full,
-        &options,
-        &clock,
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let options = ImportOptions { error_limit: 5, queue_depth: 1, ..Default::default() };
+    let r =
+        run_import(&store, &mut conn, "test", ImportMode::Full, &options, &clock, &NoProgress).await.unwrap();
     assert_eq!(r.status, "stopped-error-limit");
-    assert!(
-        r.counts.errors >= 5 && r.counts.errors < 15,
-        "{}",
-        r.counts.errors
-    );
+    assert!(r.counts.errors >= 5 && r.counts.errors < 15, "{}", r.counts.errors);
 }
 
 proptest! {
@@ -486,4 +366,33 @@ proptest! {
             }
         });
     }
+}
+
+#[tokio::test]
+async fn references_follow_a_renamed_object_in_a_delta() {
+    let store = Store::open_in_memory().await.unwrap();
+    let a = user("a", "CN=A,OU=One,DC=x", &[]);
+    let mut manager_of = user("m", "CN=M,DC=x", &[]);
+    manager_of.attributes.insert("manager", AttrValues::Reference(vec!["cn=a,ou=one,dc=x".into()]));
+    let g = group("g", &["CN=A,OU=One,DC=x", "CN=Other,DC=x"]);
+    let mut moved = a.clone();
+    moved.dn = Dn::parse("CN=A,OU=Two,DC=x").unwrap();
+    let mut conn = Scripted::new(vec![
+        full(vec![a, manager_of, g], "1"),
+        delta(vec![ImportChange::Present(moved)], "2"),
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(
+        (r.counts.renames, r.counts.changes()),
+        (1, 1),
+        "the referrers' fix-up is not a source change"
+    );
+    assert!(r.notes.iter().any(|n| n.starts_with("2 reference values")), "{:?}", r.notes);
+    let space = present(&store).await;
+    assert_eq!(
+        space["g"].1.get("member"),
+        Some(&AttrValues::Reference(vec!["CN=A,OU=Two,DC=x".into(), "CN=Other,DC=x".into()]))
+    );
+    assert_eq!(space["m"].1.get("manager"), Some(&AttrValues::Reference(vec!["CN=A,OU=Two,DC=x".into()])));
 }

@@ -16,10 +16,7 @@ pub fn run(plan: &Plan, json: bool) -> CmdResult {
             .collect();
         output::print_json(&serde_json::Value::Array(list))?;
     } else if plan.connectors.is_empty() {
-        output::print(&format!(
-            "no connectors configured in {}\n",
-            plan.source.display()
-        ))?;
+        output::print(&format!("no connectors configured in {}\n", plan.source.display()))?;
     } else {
         let rows: Vec<Vec<String>> = plan
             .connectors

@@ -24,11 +24,7 @@ pub async fn run(plan: &Plan, args: &ImportArgs, json: bool) -> CmdResult {
             plan.connector_names()
         ))
     })?;
-    let requested = if args.delta {
-        ImportMode::Delta
-    } else {
-        ImportMode::Full
-    };
+    let requested = if args.delta { ImportMode::Delta } else { ImportMode::Full };
     let span =
         info_span!("connector", connector = %spec.name, r#type = spec.type_name, endpoint = %spec.endpoint);
     async {
@@ -39,10 +35,7 @@ pub async fn run(plan: &Plan, args: &ImportArgs, json: bool) -> CmdResult {
             ImportMode::Delta => caps.delta_import,
         };
         if !able {
-            return Err(Failure::usage(anyhow!(
-                "connector `{}` cannot run a {requested}",
-                spec.name
-            )));
+            return Err(Failure::usage(anyhow!("connector `{}` cannot run a {requested}", spec.name)));
         }
         let store = super::open_store(plan).await?;
         let progress = Progress::new(!json, &format!("{requested} of {}", spec.name));
@@ -96,11 +89,7 @@ fn report_json(r: &ImportReport, requested: ImportMode) -> serde_json::Value {
 fn summary(r: &ImportReport, requested: ImportMode) -> String {
     let c = &r.counts;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{} of `{}`: {} (run {})",
-        r.profile, r.connector, r.status, r.run_id
-    );
+    let _ = writeln!(s, "{} of `{}`: {} (run {})", r.profile, r.connector, r.status, r.run_id);
     if r.profile != requested {
         let _ = writeln!(s, "  requested  {requested}, ran as {}", r.profile);
     }
@@ -110,11 +99,7 @@ fn summary(r: &ImportReport, requested: ImportMode) -> String {
         c.adds, c.updates, c.renames, c.deletes, c.unchanged, c.errors
     );
     if !r.method.is_empty() || r.pages > 0 {
-        let method = if r.method.is_empty() {
-            "-"
-        } else {
-            r.method.as_str()
-        };
+        let method = if r.method.is_empty() { "-" } else { r.method.as_str() };
         let _ = writeln!(s, "  method     {method}, {} pages", r.pages);
     }
     for note in &r.notes {
@@ -137,11 +122,7 @@ mod tests {
             connector: "corp-ad".into(),
             profile,
             status: status.into(),
-            counts: RunCounts {
-                adds: 9,
-                errors: 1,
-                ..Default::default()
-            },
+            counts: RunCounts { adds: 9, errors: 1, ..Default::default() },
             method: "dirsync".into(),
             pages: 2,
             notes: vec!["no watermark yet: this delta import ran as a full import".into()],
@@ -151,19 +132,10 @@ mod tests {
 
     #[test]
     fn summary_names_profile_counts_and_fallback() {
-        let s = summary(
-            &report(ImportMode::Full, "completed-with-errors"),
-            ImportMode::Delta,
-        );
-        assert!(
-            s.starts_with("full-import of `corp-ad`: completed-with-errors (run 7)\n"),
-            "{s}"
-        );
+        let s = summary(&report(ImportMode::Full, "completed-with-errors"), ImportMode::Delta);
+        assert!(s.starts_with("full-import of `corp-ad`: completed-with-errors (run 7)\n"), "{s}");
         assert!(s.contains("requested  delta-import, ran as full-import"), "{s}");
-        assert!(
-            s.contains("9 adds, 0 updates, 0 renames, 0 deletes, 0 unchanged, 1 errors"),
-            "{s}"
-        );
+        assert!(s.contains("9 adds, 0 updates, 0 renames, 0 deletes, 0 unchanged, 1 errors"), "{s}");
         assert!(s.contains("method     dirsync, 2 pages"), "{s}");
         assert!(s.contains("syncctl runs --errors 7"), "{s}");
         let j = report_json(&report(ImportMode::Full, "success"), ImportMode::Delta);

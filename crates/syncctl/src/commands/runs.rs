@@ -38,11 +38,8 @@ pub async fn run(plan: &Plan, args: &RunsArgs, json: bool) -> CmdResult {
         if json {
             output::print_json(&serde_json::Value::Array(runs.iter().map(run_json).collect()))?;
         } else if runs.is_empty() {
-            let scope = args
-                .connector
-                .as_deref()
-                .map(|c| format!(" for connector `{c}`"))
-                .unwrap_or_default();
+            let scope =
+                args.connector.as_deref().map(|c| format!(" for connector `{c}`")).unwrap_or_default();
             output::print(&format!("no runs recorded{scope} in {}\n", store.location()))?;
         } else {
             output::print(&runs_table(&runs))?;
@@ -61,10 +58,7 @@ fn connector(r: &RunRecord) -> &str {
 /// `+adds ~updates >renames -deletes !errors`.
 fn changes(r: &RunRecord) -> String {
     let c = &r.counts;
-    format!(
-        "+{} ~{} >{} -{} !{}",
-        c.adds, c.updates, c.renames, c.deletes, c.errors
-    )
+    format!("+{} ~{} >{} -{} !{}", c.adds, c.updates, c.renames, c.deletes, c.errors)
 }
 
 fn run_json(r: &RunRecord) -> serde_json::Value {
@@ -94,27 +88,14 @@ fn runs_table(runs: &[RunRecord]) -> String {
                 r.profile.clone(),
                 connector(r).to_owned(),
                 output::rfc3339(r.started_at),
-                r.ended_at
-                    .map_or_else(|| "-".to_owned(), |e| output::duration(e - r.started_at)),
+                r.ended_at.map_or_else(|| "-".to_owned(), |e| output::duration(e - r.started_at)),
                 r.status.clone(),
                 changes(r),
                 r.notes.clone(),
             ]
         })
         .collect();
-    output::table(
-        &[
-            "ID",
-            "PROFILE",
-            "CONNECTOR",
-            "STARTED",
-            "DURATION",
-            "STATUS",
-            "CHANGES",
-            "NOTES",
-        ],
-        &rows,
-    )
+    output::table(&["ID", "PROFILE", "CONNECTOR", "STARTED", "DURATION", "STATUS", "CHANGES", "NOTES"], &rows)
 }
 
 fn errors_table(errors: &[RunError]) -> String {
@@ -146,14 +127,7 @@ mod tests {
             started_at: 1_795_340_057_000,
             ended_at: Some(1_795_340_058_250),
             status: "success".into(),
-            counts: RunCounts {
-                adds: 1,
-                updates: 2,
-                renames: 3,
-                deletes: 4,
-                unchanged: 5,
-                errors: 6,
-            },
+            counts: RunCounts { adds: 1, updates: 2, renames: 3, deletes: 4, unchanged: 5, errors: 6 },
             method: Some("dirsync".into()),
             pages: 1,
             notes: String::new(),

@@ -16,9 +16,7 @@ use crate::output;
 pub async fn run(plan: &Plan, args: &ShowArgs, json: bool) -> CmdResult {
     let key = args.key.trim();
     if key.is_empty() {
-        return Err(Failure::usage(anyhow!(
-            "give a DN, an anchor or an ImmutableID to show"
-        )));
+        return Err(Failure::usage(anyhow!("give a DN, an anchor or an ImmutableID to show")));
     }
     let store = super::open_store(plan).await?;
     let mut found = Vec::new();
@@ -83,10 +81,7 @@ fn lookups(key: &str) -> Vec<(&'static str, CsLookup)> {
 }
 
 fn guid_of(o: &StoredCsObject) -> Option<String> {
-    o.immutable_id
-        .as_deref()
-        .and_then(|b| ImmutableId::from_base64(b).ok())
-        .map(|id| id.to_guid_string())
+    o.immutable_id.as_deref().and_then(|b| ImmutableId::from_base64(b).ok()).map(|id| id.to_guid_string())
 }
 
 fn object_json(o: &StoredCsObject) -> serde_json::Value {
@@ -123,18 +118,9 @@ fn object_text(o: &StoredCsObject) -> String {
     field("object class", &o.object_class);
     field("state", &o.state);
     field("created", &output::rfc3339(o.created_at));
-    field(
-        "changed",
-        &format!("{} (change {})", output::rfc3339(o.changed_at), o.change_seq),
-    );
+    field("changed", &format!("{} (change {})", output::rfc3339(o.changed_at), o.change_seq));
     let _ = writeln!(s, "attributes");
-    let width = o
-        .attributes
-        .iter()
-        .map(|(n, _)| n.as_str().chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(30);
+    let width = o.attributes.iter().map(|(n, _)| n.as_str().chars().count()).max().unwrap_or(0).min(30);
     for (name, values) in o.attributes.iter() {
         let mut label = name.as_str().to_owned();
         for v in values.display_values() {
@@ -153,19 +139,10 @@ mod tests {
     #[test]
     fn lookup_order() {
         let kinds = |k: &str| lookups(k).into_iter().map(|(h, _)| h).collect::<Vec<_>>();
-        assert_eq!(
-            kinds("CN=Alice Anders,CN=Users,DC=corp,DC=example,DC=com"),
-            ["DN", "anchor"]
-        );
+        assert_eq!(kinds("CN=Alice Anders,CN=Users,DC=corp,DC=example,DC=com"), ["DN", "anchor"]);
         assert_eq!(kinds("cntT7rWeSkeChkMTCRM/2Q=="), ["ImmutableID", "anchor"]);
-        assert_eq!(
-            kinds("ee537b72-9eb5-474a-8286-431309133fd9"),
-            ["ImmutableID", "anchor"]
-        );
-        assert_eq!(
-            kinds("727B53EEB59E4A478286431309133FD9"),
-            ["ImmutableID", "anchor", "anchor"]
-        );
+        assert_eq!(kinds("ee537b72-9eb5-474a-8286-431309133fd9"), ["ImmutableID", "anchor"]);
+        assert_eq!(kinds("727B53EEB59E4A478286431309133FD9"), ["ImmutableID", "anchor", "anchor"]);
         assert_eq!(kinds("no such thing"), ["anchor"]);
         match lookups("ee537b72-9eb5-474a-8286-431309133fd9").first() {
             Some((_, CsLookup::ImmutableId(b64))) => assert_eq!(b64, "cntT7rWeSkeChkMTCRM/2Q=="),
@@ -176,10 +153,7 @@ mod tests {
     #[test]
     fn object_rendering() {
         let mut attributes = Attributes::new();
-        attributes.insert(
-            "proxyAddresses",
-            AttrValues::String(vec!["SMTP:a@x".into(), "smtp:b@x".into()]),
-        );
+        attributes.insert("proxyAddresses", AttrValues::String(vec!["SMTP:a@x".into(), "smtp:b@x".into()]));
         attributes.insert("cn", AttrValues::String(vec!["Alice".into()]));
         let o = StoredCsObject {
             connector: "corp-ad".into(),
@@ -195,14 +169,8 @@ mod tests {
             change_seq: 4,
         };
         let t = object_text(&o);
-        assert!(
-            t.contains("GUID          ee537b72-9eb5-474a-8286-431309133fd9\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("  proxyAddresses  SMTP:a@x\n                  smtp:b@x\n"),
-            "{t}"
-        );
+        assert!(t.contains("GUID          ee537b72-9eb5-474a-8286-431309133fd9\n"), "{t}");
+        assert!(t.contains("  proxyAddresses  SMTP:a@x\n                  smtp:b@x\n"), "{t}");
         assert!(t.contains("changed       1970-01-01T00:00:01Z (change 4)"), "{t}");
         let j = object_json(&o);
         assert_eq!(j["guid"], "ee537b72-9eb5-474a-8286-431309133fd9");
