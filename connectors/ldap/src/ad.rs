@@ -10,7 +10,7 @@ use syncctl_core::{
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::client::{Client, result_fault, text};
+use crate::client::{Client, result_fault, send, text};
 use crate::config::{DeltaMethod, LdapConfig};
 use crate::controls;
 use crate::entry::{Decoded, RawEntry, Scope, anchor_of, decode, split_description, typed_values};
@@ -145,16 +145,6 @@ async fn full(
     })
 }
 
-async fn send(
-    tx: &mpsc::Sender<ImportBatch>,
-    endpoint: &str,
-    batch: ImportBatch,
-) -> Result<(), ConnectorFault> {
-    tx.send(batch)
-        .await
-        .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
-}
-
 /// Decodes a page of a full (or uSNChanged) search, completing ranged attributes. Objects out
 /// of scope are left out (a full import's sweep deletes them) unless `report_out_of_scope`.
 async fn decode_page(
@@ -224,6 +214,17 @@ async fn complete_ranges(
     Ok(())
 }
 
+/// The DirSync response control of an answer: (more rounds pending, cookie).
+fn dirsync_answer(client: &Client, result: &ldap3::LdapResult) -> Result<(bool, Vec<u8>), ConnectorFault> {
+    controls::dirsync_response(&result.ctrls).ok_or_else(|| {
+        ConnectorFault::new(
+            FaultKind::Protocol,
+            &client.endpoint,
+            "DirSync: the answer has no DirSync control",
+        )
+    })
+}
+
 /// A DirSync cookie for "now", read before a full import: a DirSync round whose filter matches
 /// no object returns no entry but a cookie at the DC's current position.
 async fn dirsync_bootstrap(client: &mut Client, nc: &str, server: &str) -> Result<Watermark, ConnectorFault> {
@@ -242,13 +243,7 @@ async fn dirsync_bootstrap(client: &mut Client, nc: &str, server: &str) -> Resul
         if out.result.rc != 0 {
             return Err(result_fault(&client.endpoint, "DirSync", &out.result));
         }
-        let (more, next) = controls::dirsync_response(&out.result.ctrls).ok_or_else(|| {
-            ConnectorFault::new(
-                FaultKind::Protocol,
-                &client.endpoint,
-                "DirSync: the answer has no DirSync control",
-            )
-        })?;
+        let (more, next) = dirsync_answer(client, &out.result)?;
         cookie = next;
         if !more {
             return Ok(Watermark {
@@ -302,13 +297,7 @@ async fn dirsync_delta(
             }
         }
         client.pages += 1;
-        let (more, next) = controls::dirsync_response(&out.result.ctrls).ok_or_else(|| {
-            ConnectorFault::new(
-                FaultKind::Protocol,
-                &client.endpoint,
-                "DirSync: the answer has no DirSync control",
-            )
-        })?;
+        let (more, next) = dirsync_answer(client, &out.result)?;
         let raws = client.decode_entries(out.entries)?;
         tracing::debug!(entries = raws.len(), more, sent = cookie.len(), got = next.len(), dns = ?raws.iter().map(RawEntry::dn_lossy).collect::<Vec<_>>(), "DirSync round");
         let changes = dirsync_changes(client, scope, nc, raws).await?;

@@ -350,6 +350,15 @@ impl Client {
     }
 }
 
+/// Hands a batch to the engine; a closed channel means the engine stopped reading.
+pub async fn send(
+    tx: &tokio::sync::mpsc::Sender<syncctl_core::ImportBatch>,
+    endpoint: &str,
+    batch: syncctl_core::ImportBatch,
+) -> Result<(), ConnectorFault> {
+    tx.send(batch).await.map_err(|_| fault(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
+}
+
 /// The first value of an attribute as text.
 pub fn text(entry: &RawEntry, name: &str) -> Option<String> {
     entry.values(name).and_then(|v| v.first()).and_then(|b| String::from_utf8(b.clone()).ok())

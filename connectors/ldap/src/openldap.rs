@@ -10,7 +10,7 @@ use syncctl_core::{
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use crate::client::{Client, result_fault};
+use crate::client::{Client, result_fault, send};
 use crate::config::LdapConfig;
 use crate::controls::{self, SyncInfo, SyncState};
 use crate::entry::{Decoded, Scope, decode, parse_entry};
@@ -61,16 +61,6 @@ fn invalid(client: &Client, why: &str) -> ConnectorFault {
         &client.endpoint,
         format!("delta import impossible: {why}"),
     )
-}
-
-async fn send(
-    tx: &mpsc::Sender<ImportBatch>,
-    endpoint: &str,
-    changes: Vec<ImportChange>,
-) -> Result<(), ConnectorFault> {
-    tx.send(ImportBatch { changes, watermark: None })
-        .await
-        .map_err(|_| ConnectorFault::new(FaultKind::Cancelled, endpoint, "the engine stopped reading"))
 }
 
 fn mark(server: &str, cookie: Vec<u8>) -> Watermark {
@@ -132,7 +122,7 @@ async fn full(
                 Decoded::OutOfScope { .. } | Decoded::Deleted { .. } => {}
             }
         }
-        send(tx, &client.endpoint, changes).await?;
+        send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
         if page_cookie.is_empty() {
             break;
         }
@@ -204,7 +194,12 @@ async fn delta(
             },
         }
         if changes.len() >= BATCH {
-            send(tx, &client.endpoint, std::mem::take(&mut changes)).await?;
+            send(
+                tx,
+                &client.endpoint,
+                ImportBatch { changes: std::mem::take(&mut changes), watermark: None },
+            )
+            .await?;
         }
     }
     for im in &out.intermediates {
@@ -231,7 +226,7 @@ async fn delta(
             _ => {}
         }
     }
-    send(tx, &client.endpoint, changes).await?;
+    send(tx, &client.endpoint, ImportBatch { changes, watermark: None }).await?;
     let (done_cookie, refresh_deletes) = controls::sync_done(&out.result.ctrls).unwrap_or((None, true));
     let cookie = done_cookie.or(new_cookie).unwrap_or_else(|| cookie.to_vec());
     // In the present phase (refreshDeletes FALSE) every entry still there was reported, so the

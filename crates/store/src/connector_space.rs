@@ -126,6 +126,28 @@ fn object_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredCsObject> {
     })
 }
 
+/// Deletes the rows of `table` (a per-anchor side table) for these anchors of a connector.
+async fn delete_anchors(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    table: &'static str,
+    connector: ConnectorId,
+    anchors: &[&str],
+) -> Result<()> {
+    for chunk in anchors.chunks(5000) {
+        let mut sql = format!("DELETE FROM {table} WHERE connector_id = ? AND anchor IN (");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "?" } else { ",?" });
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
+        for a in chunk {
+            query = query.bind(*a);
+        }
+        query.execute(&mut **tx).await.map_err(|e| StoreError::query("write import batch", e))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// The whole connector space of one connector as anchor -> (hash, DN, state): what a full
     /// import diffs against.
@@ -273,31 +295,8 @@ impl Store {
             query.execute(&mut *tx).await.map_err(q)?;
         }
         let anchors: Vec<&str> = writes.iter().map(CsWrite::anchor).collect();
-        for chunk in anchors.chunks(5000) {
-            let mut sql =
-                String::from("DELETE FROM cs_proxy_addresses WHERE connector_id = ? AND anchor IN (");
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "?" } else { ",?" });
-            }
-            sql.push(')');
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
-            for a in chunk {
-                query = query.bind(*a);
-            }
-            query.execute(&mut *tx).await.map_err(q)?;
-        }
-        for chunk in anchors.chunks(5000) {
-            let mut sql = String::from("DELETE FROM cs_references WHERE connector_id = ? AND anchor IN (");
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "?" } else { ",?" });
-            }
-            sql.push(')');
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
-            for a in chunk {
-                query = query.bind(*a);
-            }
-            query.execute(&mut *tx).await.map_err(q)?;
-        }
+        delete_anchors(&mut tx, "cs_proxy_addresses", connector, &anchors).await?;
+        delete_anchors(&mut tx, "cs_references", connector, &anchors).await?;
         for chunk in references.chunks(5000) {
             let mut sql = String::from(
                 "INSERT OR IGNORE INTO cs_references (connector_id, anchor, target_dn_norm) VALUES ",
