@@ -79,6 +79,79 @@ pub fn slapd() -> Peer {
     }
 }
 
+/// A private OpenLDAP server started by `tests/peers/slapd.sh` in its own directory and on its
+/// own ports, for tests that kill it. Stopped when dropped.
+pub struct PrivateSlapd {
+    pub peer: Peer,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PrivateSlapd {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let env = vec![
+            ("SYNCCTL_SLAPD_DIR".to_owned(), dir.path().join("slapd").display().to_string()),
+            ("SYNCCTL_SLAPD_PORT".to_owned(), free_port().to_string()),
+            ("SYNCCTL_SLAPD_LDAPS_PORT".to_owned(), free_port().to_string()),
+        ];
+        let mut me = Self { peer: slapd(), dir, env };
+        me.run("start");
+        let exports = me.run("env");
+        let get = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(|v| v.trim_matches('\'').to_owned())
+                .unwrap_or_else(|| panic!("slapd.sh env printed no {name}: {exports}"))
+        };
+        me.peer = Peer {
+            url: get("SYNCCTL_TEST_SLAPD_URL"),
+            ldaps_url: get("SYNCCTL_TEST_SLAPD_LDAPS_URL"),
+            base: get("SYNCCTL_TEST_SLAPD_BASE"),
+            bind_dn: get("SYNCCTL_TEST_SLAPD_BIND_DN"),
+            password_file: get("SYNCCTL_TEST_SLAPD_PASSWORD_FILE").into(),
+            ca: get("SYNCCTL_TEST_SLAPD_CA").into(),
+        };
+        me
+    }
+
+    /// Runs `tests/peers/slapd.sh CMD` for this server; returns its standard output.
+    pub fn run(&self, cmd: &str) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/slapd.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(cmd)
+            .envs(self.env.iter().cloned())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "slapd.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill(&self) {
+        let pid = std::fs::read_to_string(self.dir.path().join("slapd/run/slapd.pid")).unwrap();
+        let status = std::process::Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for PrivateSlapd {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/slapd.sh");
+        let _ = std::process::Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .envs(self.env.iter().cloned())
+            .output();
+    }
+}
+
 /// A name no other test (or earlier run against the same peer) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -186,6 +259,17 @@ pub fn openldap_config(peer: &Peer, base: &str, extra: &str) -> LdapConfig {
 
 /// Runs one import.
 pub async fn import(store: &Store, name: &str, config: &LdapConfig, mode: ImportMode) -> ImportReport {
+    import_with(store, name, config, mode, &NoProgress).await
+}
+
+/// Runs one import, telling `progress` after each batch.
+pub async fn import_with(
+    store: &Store,
+    name: &str,
+    config: &LdapConfig,
+    mode: ImportMode,
+    progress: &dyn syncctl_engine::ImportProgress,
+) -> ImportReport {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("SYNCCTL_TEST_LOG"))
         .with_test_writer()
@@ -199,7 +283,7 @@ pub async fn import(store: &Store, name: &str, config: &LdapConfig, mode: Import
         mode,
         &ImportOptions::default(),
         &SystemClock,
-        &NoProgress,
+        progress,
     )
     .await
     .unwrap()

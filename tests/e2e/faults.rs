@@ -148,6 +148,57 @@ async fn a_server_that_drops_the_connection_mid_page_stops_the_run_and_the_rerun
     assert_eq!(snapshot(&store, "ol").await, snapshot(&clean, "ol").await);
 }
 
+/// Kills its server with SIGKILL once `after` objects have been imported.
+struct KillServer<'a> {
+    server: &'a PrivateSlapd,
+    after: u64,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl syncctl_engine::ImportProgress for KillServer<'_> {
+    fn advance(&self, objects: u64, _changes: u64) {
+        if objects >= self.after && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.server.kill();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_killed_mid_import_stops_the_run_and_the_rerun_converges() {
+    let server = PrivateSlapd::start();
+    let peer = &server.peer;
+    let mut ldap = admin(peer).await;
+    let ou = format!("ou=kill,{}", peer.base);
+    add(&mut ldap, &ou, &[("objectClass", &["organizationalUnit"])]).await;
+    for i in 0..200 {
+        let uid = format!("s{i}");
+        add(
+            &mut ldap,
+            &format!("uid={uid},{ou}"),
+            &[("objectClass", &["inetOrgPerson"]), ("uid", &[&uid]), ("cn", &[&uid]), ("sn", &["s"])],
+        )
+        .await;
+    }
+    drop(ldap);
+    let config = openldap_config(peer, &ou, "page_size = 1\ntimeout_secs = 10\n");
+    let store = Store::open_in_memory().await.unwrap();
+    let killer = KillServer { server: &server, after: 20, done: Default::default() };
+    let r = import_with(&store, "ol", &config, ImportMode::Full, &killer).await;
+    assert_eq!(r.status, "stopped-connectivity", "{r:?}");
+    assert!(r.fault.as_deref().unwrap().contains(&config.url), "the error names the endpoint: {r:?}");
+    let partial = snapshot(&store, "ol").await.len();
+    assert!((20..200).contains(&partial), "killed half-way: {partial} objects stored");
+    store.check_integrity().await.unwrap();
+
+    server.run("start");
+    let r = import(&store, "ol", &config, ImportMode::Delta).await;
+    assert_eq!((r.profile, r.status.as_str()), (ImportMode::Full, "success"), "{r:?}");
+    assert_eq!(r.counts.adds as usize, 200 - partial, "nothing lost, nothing doubled");
+    let clean = Store::open_in_memory().await.unwrap();
+    import(&clean, "ol", &config, ImportMode::Full).await;
+    assert_eq!(snapshot(&store, "ol").await, snapshot(&clean, "ol").await);
+}
+
 #[tokio::test]
 async fn an_object_guid_that_is_not_16_bytes_is_a_per_object_error_naming_the_object() {
     // No AD can be made to hold a malformed objectGUID, so a real directory that can is used:
