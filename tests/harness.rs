@@ -276,17 +276,9 @@ pub async fn import_with(
         .try_init();
     let mut c = LdapConnector::new(name, config.clone()).unwrap();
     let kind = c.kind();
-    syncctl_engine::run_import(
-        store,
-        &mut c,
-        kind,
-        mode,
-        &ImportOptions::default(),
-        &SystemClock,
-        progress,
-    )
-    .await
-    .unwrap()
+    syncctl_engine::run_import(store, &mut c, kind, mode, &ImportOptions::default(), &SystemClock, progress)
+        .await
+        .unwrap()
 }
 
 /// The base64 objectGUID that the real `ldapsearch` prints for `dn` (over LDAPS, verified).

@@ -428,6 +428,7 @@ async fn dirsync_changes(
                             }
                             (Err(m), _) | (_, Err(m)) => {
                                 changes.push(ImportChange::Invalid(syncctl_core::ObjectError {
+                                    anchor: Some(object.anchor.clone()),
                                     dn: object.dn.to_string(),
                                     kind: "invalid-value".into(),
                                     message: format!("{}: {m}", object.dn),

@@ -250,8 +250,8 @@ pub enum Decoded {
     Invalid(ObjectError),
 }
 
-fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
-    Decoded::Invalid(ObjectError { dn: dn.to_owned(), kind: kind.to_owned(), message })
+fn invalid(anchor: Option<Anchor>, dn: &str, kind: &str, message: String) -> Decoded {
+    Decoded::Invalid(ObjectError { anchor, dn: dn.to_owned(), kind: kind.to_owned(), message })
 }
 
 /// Reads the anchor of an entry: a 16-byte GUID attribute (objectGUID, mS-DS-ConsistencyGuid)
@@ -259,7 +259,12 @@ fn invalid(dn: &str, kind: &str, message: String) -> Decoded {
 pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<ImmutableId>), ObjectError> {
     let dn = raw.dn_lossy();
     let attr = scope.anchor_attribute.as_str();
-    let err = |kind: &str, message: String| ObjectError { dn: dn.clone(), kind: kind.into(), message };
+    let err = |kind: &str, message: String| ObjectError {
+        anchor: None,
+        dn: dn.clone(),
+        kind: kind.into(),
+        message,
+    };
     if attr == "entryuuid" {
         let Some(text) = raw.values("entryUUID").and_then(|v| v.first()) else {
             return Err(err("missing-anchor", format!("{dn}: the entry has no entryUUID")));
@@ -321,20 +326,18 @@ pub fn typed_values(name: &str, syntax: AttrSyntax, raw: Vec<Vec<u8>>) -> Result
 /// Turns a raw entry into a CS object (or says why not). Range-continued attributes are
 /// reported in `open_ranges` for the caller to complete.
 pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
+    let anchor = anchor_of(&raw, scope);
+    let known = anchor.as_ref().ok().map(|(a, _)| a.clone());
     let dn_text = match std::str::from_utf8(&raw.dn) {
         Ok(t) => t.to_owned(),
         Err(_) => {
-            return invalid(
-                &raw.dn_lossy(),
-                "invalid-dn",
-                format!("{}: the DN is not valid UTF-8", raw.dn_lossy()),
-            );
+            let lossy = raw.dn_lossy();
+            return invalid(known, &lossy, "invalid-dn", format!("{lossy}: the DN is not valid UTF-8"));
         }
     };
-    let anchor = anchor_of(&raw, scope);
     let dn = match Dn::parse(&dn_text) {
         Ok(d) => d,
-        Err(e) => return invalid(&dn_text, "invalid-dn", format!("{dn_text}: {e}")),
+        Err(e) => return invalid(known, &dn_text, "invalid-dn", format!("{dn_text}: {e}")),
     };
     if scope.flavor == Flavor::Ad && raw.is_true("isDeleted") {
         return match anchor {
@@ -363,7 +366,7 @@ pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
         let syntax = schema::syntax_of(name);
         let typed = match typed_values(name, syntax, values) {
             Ok(t) => t,
-            Err(m) => return invalid(&dn_text, "invalid-value", format!("{dn_text}: {m}")),
+            Err(m) => return invalid(Some(anchor), &dn_text, "invalid-value", format!("{dn_text}: {m}")),
         };
         if let Some(Range { high: Some(high), .. }) = range {
             open_ranges.push((name.to_owned(), high + 1));

@@ -209,8 +209,24 @@ impl AttrValues {
             }
         }
         let ok = match (&mut *self, add, remove) {
+            // DN references compare as DNs: a value removed as `cn=a,dc=x` removes `CN=A,DC=x`.
+            (Self::Reference(c), Self::Reference(a), Self::Reference(r)) => {
+                let norm = |v: &str| {
+                    crate::dn::Dn::parse(v)
+                        .map(|d| d.normalized().to_owned())
+                        .unwrap_or_else(|_| v.to_owned())
+                };
+                let removed: Vec<String> = r.iter().map(|v| norm(v)).collect();
+                c.retain(|v| !removed.contains(&norm(v)));
+                for v in a {
+                    let n = norm(v);
+                    if !c.iter().any(|x| norm(x) == n) {
+                        c.push(v.clone());
+                    }
+                }
+                true
+            }
             (Self::String(c), Self::String(a), Self::String(r))
-            | (Self::Reference(c), Self::Reference(a), Self::Reference(r))
             | (Self::Timestamp(c), Self::Timestamp(a), Self::Timestamp(r)) => {
                 go(c, a, r);
                 true
@@ -404,5 +420,12 @@ mod tests {
         ));
         assert_eq!(v, AttrValues::Reference(vec!["CN=b".into(), "CN=c".into()]));
         assert!(!v.apply_delta(&AttrValues::String(vec![]), &AttrValues::String(vec![])));
+        // References compare as DNs.
+        let mut r = AttrValues::Reference(vec!["CN=b,DC=x".into(), "CN=c,DC=x".into()]);
+        assert!(r.apply_delta(
+            &AttrValues::Reference(vec!["cn=C,DC=x".into()]),
+            &AttrValues::Reference(vec!["cn=b,dc=X".into()])
+        ));
+        assert_eq!(r, AttrValues::Reference(vec!["CN=c,DC=x".into()]));
     }
 }

@@ -56,6 +56,9 @@ pub enum ImportChange {
 /// A per-object problem found while reading the source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectError {
+    /// The object's anchor, when it could be read: the engine then keeps the stored copy of the
+    /// object (it is not swept as deleted because one of its values was bad).
+    pub anchor: Option<Anchor>,
     /// The DN of the object, as the source sent it.
     pub dn: String,
     /// A stable error name (`invalid-anchor`, `invalid-dn`, `invalid-value`, ...).

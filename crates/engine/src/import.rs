@@ -130,6 +130,7 @@ pub async fn run_import(
             seen: HashSet::new(),
             processed: 0,
             references_followed: 0,
+            force_full: false,
         };
         let mut attempt = 0;
         loop {
@@ -211,6 +212,8 @@ struct RunState {
     processed: u64,
     /// Reference values rewritten because the object they point to was renamed or moved.
     references_followed: u64,
+    /// A delta could not apply a change: the next import must be a full one.
+    force_full: bool,
 }
 
 enum PassOutcome {
@@ -253,6 +256,11 @@ async fn finish(
     name: &str,
 ) -> Result<ImportReport> {
     notes.extend(summary.notes.iter().cloned());
+    if state.force_full {
+        notes.push(
+            "a change could not be applied: the next import of this connector runs as a full import".into(),
+        );
+    }
     if state.references_followed > 0 {
         notes.push(format!(
             "{} reference values (member, manager, ...) followed the objects they point to to their new DN",
@@ -378,15 +386,16 @@ async fn apply_batch(
     index: Option<&mut HashMap<String, CsIndexEntry>>,
     clock: &dyn Clock,
 ) -> Result<()> {
+    let delta = index.is_none();
     // What the connector space holds for the anchors of this batch.
     let needs_attrs: Vec<&str> = batch
         .changes
         .iter()
         .filter_map(|c| match c {
             ImportChange::Incremental { object, .. } => Some(object.anchor.as_str()),
-            ImportChange::Present(o) if index.is_none() => Some(o.anchor.as_str()),
-            ImportChange::Deleted { anchor, .. } if index.is_none() => Some(anchor.as_str()),
-            ImportChange::Unchanged { anchor, dn: Some(_) } if index.is_none() => Some(anchor.as_str()),
+            ImportChange::Present(o) if delta => Some(o.anchor.as_str()),
+            ImportChange::Deleted { anchor, .. } if delta => Some(anchor.as_str()),
+            ImportChange::Unchanged { anchor, dn: Some(_) } if delta => Some(anchor.as_str()),
             _ => None,
         })
         .collect();
@@ -401,6 +410,7 @@ async fn apply_batch(
     let mut counts = RunCounts::default();
     let mut renames: Vec<(String, String)> = Vec::new();
     let mut moved: Vec<(Anchor, syncctl_core::Dn, String)> = Vec::new();
+    let mut increments_failed = false;
 
     let lookup = |anchor: &str,
                   pending: &BTreeMap<String, Known>,
@@ -423,30 +433,64 @@ async fn apply_batch(
         })
     };
 
+    // Renames in this batch, old normalized DN -> new DN: membership increments arrive with the
+    // new DN of a member renamed in the same round, while the stored values hold the old one.
+    let batch_renames: HashMap<String, String> = batch
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            ImportChange::Present(o) | ImportChange::Incremental { object: o, .. } => {
+                let k = lookup(o.anchor.as_str(), &pending, &index)?;
+                (k.present && k.dn_norm != o.dn.normalized()).then(|| (k.dn_norm, o.dn.as_str().to_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+
     for change in batch.changes {
         state.processed += 1;
         let object: CsObject = match change {
             ImportChange::Present(o) => o,
             ImportChange::Incremental { mut object, value_deltas } => {
                 let base = stored.get(object.anchor.as_str()).filter(|s| s.state == "present");
+                let mut failed = false;
                 for (name, delta) in value_deltas {
                     let mut values = base
                         .and_then(|s| s.attributes.get_name(&name).cloned())
                         .unwrap_or_else(|| syncctl_core::AttrValues::empty(delta.add.syntax()));
+                    if let syncctl_core::AttrValues::Reference(refs) = &mut values {
+                        for v in refs.iter_mut() {
+                            if let Some(new) = syncctl_core::Dn::parse(v)
+                                .ok()
+                                .and_then(|d| batch_renames.get(d.normalized()))
+                            {
+                                v.clone_from(new);
+                            }
+                        }
+                    }
                     if !values.apply_delta(&delta.add, &delta.remove) {
                         errors.push(RunError {
                             anchor: Some(object.anchor.to_string()),
                             dn: Some(object.dn.to_string()),
                             kind: "invalid-value".into(),
                             message: format!(
-                                "{}: the change to `{name}` has another syntax than the stored values; run a full import",
+                                "{}: the change to `{name}` has another syntax than the stored values; \
+                                 the object is left as it was and the next import runs as a full import",
                                 object.dn
                             ),
                         });
                         counts.errors += 1;
-                        continue;
+                        failed = true;
+                        break;
                     }
                     object.attributes.insert(name, values);
+                }
+                if failed {
+                    // Written without the attribute, the object would drift from the source for
+                    // good; it keeps its stored state and a full import is owed.
+                    increments_failed = true;
+                    state.seen.insert(object.anchor.to_string());
+                    continue;
                 }
                 object
             }
@@ -464,24 +508,33 @@ async fn apply_batch(
                 continue;
             }
             ImportChange::Unchanged { anchor, dn } => {
-                state.seen.insert(anchor.to_string());
-                if let Some(dn) = dn
-                    && let Some(k) = lookup(anchor.as_str(), &pending, &index)
-                    && k.present
-                    && k.dn_norm != dn.normalized()
-                {
-                    moved.push((anchor, dn, k.dn_norm));
-                } else if lookup(anchor.as_str(), &pending, &index).is_some_and(|k| k.present) {
-                    counts.unchanged += 1;
+                let first_sight = state.seen.insert(anchor.to_string());
+                let known = lookup(anchor.as_str(), &pending, &index).filter(|k| k.present);
+                match (dn, known) {
+                    (Some(dn), Some(k)) if k.dn_norm != dn.normalized() => {
+                        moved.push((anchor, dn, k.dn_norm))
+                    }
+                    (_, Some(_)) if first_sight => counts.unchanged += 1,
+                    _ => {}
                 }
                 continue;
             }
             ImportChange::Invalid(e) => {
                 counts.errors += 1;
-                if e.kind == "invalid-anchor" {
-                    state.anchor_errors += 1;
+                match &e.anchor {
+                    // Known object, bad value: keep the stored copy (not swept as deleted).
+                    Some(a) => {
+                        state.seen.insert(a.to_string());
+                    }
+                    // Unknown object: it may be one the connector space holds, so no sweep.
+                    None => state.anchor_errors += 1,
                 }
-                errors.push(RunError { anchor: None, dn: Some(e.dn), kind: e.kind, message: e.message });
+                errors.push(RunError {
+                    anchor: e.anchor.map(|a| a.to_string()),
+                    dn: Some(e.dn),
+                    kind: e.kind,
+                    message: e.message,
+                });
                 continue;
             }
         };
@@ -537,6 +590,27 @@ async fn apply_batch(
             writes.insert(anchor.to_string(), CsWrite::Upsert { object, hash, attributes_json });
         }
     }
+
+    // A full import re-reads every referring object anyway; a delta may not (AD rewrites a
+    // group's member values when a member is renamed, without reporting the group). The
+    // rewritten referrers go into the same transaction as the batch and its watermark.
+    if delta && !renames.is_empty() {
+        for (anchor, object) in referrers_of_renamed(store, state, &renames, &writes).await? {
+            let (hash, attributes_json) = object.hash_and_serialize();
+            pending.insert(
+                anchor.clone(),
+                Known { hash, dn_norm: object.dn.normalized().to_owned(), present: true },
+            );
+            writes.insert(anchor, CsWrite::Upsert { object, hash, attributes_json });
+        }
+    }
+    if increments_failed {
+        // Before the batch (and its watermark) commits: a crash in between still owes the full
+        // import.
+        store.set_full_import_required(state.cid, true, clock.now_ms()).await?;
+        state.force_full = true;
+    }
+
     let writes: Vec<CsWrite> = writes.into_values().collect();
     let started = std::time::Instant::now();
     let n = writes.len();
@@ -552,32 +626,30 @@ async fn apply_batch(
         )
         .await?;
     tracing::debug!(writes = n, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
-    let delta = index.is_none();
     if let Some(ix) = index {
         for (anchor, k) in pending {
             ix.insert(anchor, CsIndexEntry { hash: k.hash, dn_norm: k.dn_norm, present: k.present });
         }
     }
     state.counts.add(&counts);
-    // A full import re-reads every referring object anyway; a delta may not (AD rewrites a
-    // group's member values when a member is renamed, without reporting the group).
-    if delta && !renames.is_empty() {
-        follow_renames(store, state, &renames, clock).await?;
-    }
     Ok(())
 }
 
-/// Rewrites, in the connector space, reference values that point to the old DN of a renamed or
-/// moved object.
-async fn follow_renames(
+/// The objects (not already written in this batch) whose reference values point to the old DN
+/// of a renamed or moved object, with those values rewritten to the new DN.
+async fn referrers_of_renamed(
     store: &Store,
     state: &mut RunState,
     renames: &[(String, String)],
-    clock: &dyn Clock,
-) -> Result<()> {
+    writes: &BTreeMap<String, CsWrite>,
+) -> Result<BTreeMap<String, CsObject>> {
     let mut changed: BTreeMap<String, CsObject> = BTreeMap::new();
     for (old_norm, new_dn) in renames {
         for stored in store.referrers(state.cid, old_norm).await? {
+            if writes.contains_key(&stored.anchor) {
+                // Read from the source in this batch: its values are current.
+                continue;
+            }
             let object = match changed.remove(&stored.anchor) {
                 Some(o) => Some(o),
                 None => to_cs_object(&stored),
@@ -597,24 +669,11 @@ async fn follow_renames(
                     }
                 }
             }
+            object.normalize();
             changed.insert(stored.anchor.clone(), object);
         }
     }
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let writes: Vec<CsWrite> = changed
-        .into_values()
-        .map(|mut object| {
-            object.normalize();
-            let (hash, attributes_json) = object.hash_and_serialize();
-            CsWrite::Upsert { object, hash, attributes_json }
-        })
-        .collect();
-    store
-        .write_import_batch(state.cid, state.run, writes, &[], &RunCounts::default(), None, clock.now_ms())
-        .await?;
-    Ok(())
+    Ok(changed)
 }
 
 fn to_cs_object(s: &syncctl_store::StoredCsObject) -> Option<CsObject> {

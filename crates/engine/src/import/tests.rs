@@ -284,6 +284,7 @@ async fn a_fault_mid_import_keeps_what_was_written_and_owes_a_full_import() {
 async fn unanchorable_objects_are_errors_and_block_the_sweep() {
     let store = Store::open_in_memory().await.unwrap();
     let bad = ImportChange::Invalid(ObjectError {
+        anchor: None,
         dn: "CN=Bad,DC=x".into(),
         kind: "invalid-anchor".into(),
         message: "CN=Bad,DC=x: objectGUID must be exactly 16 bytes, got 15".into(),
@@ -314,6 +315,7 @@ async fn the_error_limit_stops_the_run() {
     let store = Store::open_in_memory().await.unwrap();
     let bad = |i: usize| {
         ImportChange::Invalid(ObjectError {
+            anchor: None,
             dn: format!("CN={i},DC=x"),
             kind: "invalid-value".into(),
             message: "bad".into(),
@@ -395,4 +397,111 @@ async fn references_follow_a_renamed_object_in_a_delta() {
         Some(&AttrValues::Reference(vec!["CN=A,OU=Two,DC=x".into(), "CN=Other,DC=x".into()]))
     );
     assert_eq!(space["m"].1.get("manager"), Some(&AttrValues::Reference(vec!["CN=A,OU=Two,DC=x".into()])));
+}
+
+#[tokio::test]
+async fn a_bad_value_on_a_known_object_keeps_it_and_the_sweep_still_runs() {
+    let store = Store::open_in_memory().await.unwrap();
+    let bad_b = ImportChange::Invalid(ObjectError {
+        anchor: Some(Anchor::new("b").unwrap()),
+        dn: "CN=B,DC=x".into(),
+        kind: "invalid-value".into(),
+        message: "CN=B,DC=x: a value of `displayName` is not valid UTF-8".into(),
+    });
+    let mut conn = Scripted::new(vec![
+        full(
+            vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[]), user("c", "CN=C,DC=x", &[])],
+            "1",
+        ),
+        Pass {
+            batches: vec![ImportBatch {
+                changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[])), bad_b],
+                watermark: None,
+            }],
+            end: Ok(ImportSummary { sweep_unseen: true, method: "test".into(), ..Default::default() }),
+        },
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!(
+        (r.status.as_str(), r.counts.errors, r.counts.deletes),
+        ("completed-with-errors", 1, 1),
+        "{r:?}"
+    );
+    let space = present(&store).await;
+    assert_eq!(
+        space.keys().collect::<Vec<_>>(),
+        ["a", "b"],
+        "b keeps its stored copy, c (not seen) is deleted"
+    );
+    assert_eq!(store.run_errors(r.run_id).await.unwrap()[0].anchor.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn a_member_renamed_and_removed_in_one_round_leaves_the_group() {
+    let store = Store::open_in_memory().await.unwrap();
+    let a = user("a", "CN=A,OU=One,DC=x", &[]);
+    let g = group("g", &["CN=A,OU=One,DC=x", "CN=B,DC=x"]);
+    let mut moved = a.clone();
+    moved.dn = Dn::parse("CN=A,OU=Two,DC=x").unwrap();
+    let mut inc = g.clone();
+    inc.attributes.remove("member");
+    let deltas = BTreeMap::from([(
+        AttrName::new("member"),
+        ValueDelta {
+            add: AttrValues::Reference(vec![]),
+            remove: AttrValues::Reference(vec!["CN=A,OU=Two,DC=x".into()]),
+        },
+    )]);
+    let mut conn = Scripted::new(vec![
+        full(vec![a, g], "1"),
+        delta(
+            vec![
+                ImportChange::Present(moved),
+                ImportChange::Incremental { object: inc, value_deltas: deltas },
+            ],
+            "2",
+        ),
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!((r.counts.renames, r.counts.updates), (1, 1), "{r:?}");
+    assert_eq!(
+        present(&store).await["g"].1.get("member"),
+        Some(&AttrValues::Reference(vec!["CN=B,DC=x".into()]))
+    );
+}
+
+#[tokio::test]
+async fn an_increment_that_cannot_apply_keeps_the_object_and_owes_a_full_import() {
+    let store = Store::open_in_memory().await.unwrap();
+    let g = group("g", &["CN=A,DC=x"]);
+    let mut inc = g.clone();
+    inc.attributes.remove("member");
+    inc.attributes.insert("description", AttrValues::String(vec!["changed".into()]));
+    let deltas = BTreeMap::from([(
+        AttrName::new("member"),
+        ValueDelta { add: AttrValues::String(vec!["x".into()]), remove: AttrValues::String(vec![]) },
+    )]);
+    let mut conn = Scripted::new(vec![
+        full(vec![g.clone()], "1"),
+        delta(vec![ImportChange::Incremental { object: inc, value_deltas: deltas }], "2"),
+        full(vec![g], "3"),
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(
+        (r.status.as_str(), r.counts.errors, r.counts.changes()),
+        ("completed-with-errors", 1, 0),
+        "{r:?}"
+    );
+    let space = present(&store).await;
+    assert_eq!(
+        space["g"].1.get("member"),
+        Some(&AttrValues::Reference(vec!["CN=A,DC=x".into()])),
+        "left as it was"
+    );
+    assert!(space["g"].1.get("description").is_none());
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(r.profile, ImportMode::Full, "the next import is a full one: {r:?}");
 }
