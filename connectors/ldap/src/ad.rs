@@ -286,8 +286,10 @@ async fn dirsync_delta(
             .await?;
         match out.result.rc {
             0 => {}
-            50 => return Err(result_fault(&client.endpoint, "DirSync", &out.result)),
-            _ => {
+            // A cookie the DC cannot use: Samba answers 12 ("Unable to unmarshall cookie"), AD
+            // protocolError or unwillingToPerform. Anything else (rights, busy, unavailable,
+            // server errors) stops the run instead of costing a full import.
+            2 | 12 | 53 => {
                 let f = result_fault(&client.endpoint, "DirSync", &out.result);
                 return Err(ConnectorFault::new(
                     FaultKind::WatermarkInvalid,
@@ -295,9 +297,17 @@ async fn dirsync_delta(
                     format!("the domain controller refused the DirSync cookie ({})", f.message),
                 ));
             }
+            _ => return Err(result_fault(&client.endpoint, "DirSync", &out.result)),
         }
         client.pages += 1;
         let (more, next) = dirsync_answer(client, &out.result)?;
+        if more && next == cookie && out.entries.is_empty() {
+            return Err(ConnectorFault::new(
+                FaultKind::Protocol,
+                &client.endpoint,
+                "DirSync: the server asked for another round with the same cookie and no entry",
+            ));
+        }
         let raws = client.decode_entries(out.entries)?;
         tracing::debug!(entries = raws.len(), more, sent = cookie.len(), got = next.len(), dns = ?raws.iter().map(RawEntry::dn_lossy).collect::<Vec<_>>(), "DirSync round");
         let changes = dirsync_changes(client, scope, nc, raws).await?;
@@ -364,6 +374,8 @@ async fn dirsync_changes(
             changes.push(ImportChange::Deleted { anchor, dn });
             continue;
         }
+        // Created, renamed or moved: re-read in full, `member` included, rather than applying
+        // increments to stored values that may not exist (it may come into scope now).
         let named = raw.values("name").is_some();
         let mut entry = DirsyncEntry { id, named, added: vec![], removed: vec![], incremental: false };
         for (desc, values) in &raw.attrs {
@@ -388,10 +400,33 @@ async fn dirsync_changes(
     for chunk in changed.chunks(REREAD_CHUNK) {
         let mut by_id = reread(client, scope, nc, chunk).await?;
         tracing::debug!(asked = chunk.len(), found = by_id.len(), "objects re-read by GUID");
+        let missing: Vec<ImmutableId> =
+            chunk.iter().map(|e| e.id).filter(|id| !by_id.contains_key(id)).collect();
+        let tombstones = if missing.is_empty() {
+            Default::default()
+        } else {
+            find_tombstones(client, nc, &missing).await?
+        };
         for e in chunk {
             let anchor = Anchor::from(e.id);
             let Some(raw) = by_id.remove(&e.id) else {
-                // Gone since DirSync listed it: its tombstone comes with the next round.
+                // Deleted since DirSync listed it: a delete now (DirSync repeats it later, which
+                // changes nothing). Otherwise not readable by the bind account (DirSync ignores
+                // read rights, a search does not): the change would be lost, so it is an error.
+                if tombstones.contains(&e.id) {
+                    changes.push(ImportChange::Deleted { anchor, dn: None });
+                    continue;
+                }
+                changes.push(ImportChange::Invalid(syncctl_core::ObjectError {
+                    anchor: Some(anchor.clone()),
+                    dn: e.id.to_guid_string(),
+                    kind: "not-readable".into(),
+                    message: format!(
+                        "<GUID={}>: DirSync reported a change, but the object could not be read back \
+                         (deleted meanwhile, or not readable by the bind account)",
+                        e.id.to_guid_string()
+                    ),
+                }));
                 continue;
             };
             if is_container(&raw) {
@@ -416,7 +451,7 @@ async fn dirsync_changes(
             }
             match decode(raw, scope) {
                 Decoded::Object { mut object, open_ranges } => {
-                    if e.incremental {
+                    if e.incremental && !e.named {
                         object.attributes.remove("member");
                         let add = typed_values("member", schema::syntax_of("member"), e.added.clone());
                         let remove = typed_values("member", schema::syntax_of("member"), e.removed.clone());
@@ -449,6 +484,31 @@ async fn dirsync_changes(
     Ok(changes)
 }
 
+/// Which of these objectGUIDs are tombstones (deleted objects, read with the show-deleted control).
+async fn find_tombstones(
+    client: &mut Client,
+    nc: &str,
+    ids: &[ImmutableId],
+) -> Result<std::collections::BTreeSet<ImmutableId>, ConnectorFault> {
+    let filter = format!(
+        "(&(isDeleted=TRUE)(|{}))",
+        ids.iter().map(|id| format!("(objectGUID={})", id.to_ldap_filter_value())).collect::<String>()
+    );
+    let attrs = vec!["objectGUID".to_owned(), "isDeleted".to_owned()];
+    let out = client.search(nc, LdapScope::Subtree, &filter, &attrs, vec![controls::show_deleted()]).await?;
+    let mut found = std::collections::BTreeSet::new();
+    if out.result.rc == 0 {
+        for raw in client.decode_entries(out.entries)? {
+            if let Some(Ok(id)) =
+                raw.values("objectGUID").and_then(|v| v.first()).map(|g| ImmutableId::from_object_guid(g))
+            {
+                found.insert(id);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Reads whole objects by objectGUID. Entries whose membership came as increments are read
 /// without `member` (the increments are applied to the stored values instead).
 async fn reread(
@@ -459,7 +519,8 @@ async fn reread(
 ) -> Result<BTreeMap<ImmutableId, RawEntry>, ConnectorFault> {
     let mut out = BTreeMap::new();
     for incremental in [false, true] {
-        let ids: Vec<&DirsyncEntry> = entries.iter().filter(|e| e.incremental == incremental).collect();
+        let ids: Vec<&DirsyncEntry> =
+            entries.iter().filter(|e| (e.incremental && !e.named) == incremental).collect();
         if ids.is_empty() {
             continue;
         }
@@ -504,8 +565,10 @@ async fn usn_delta(
     // The new mark is read first: anything committed after it is seen by the next delta.
     let next = usn_mark(dse, server, client)?;
     let mut notes = Vec::new();
-    let filter =
-        format!("(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))", from + 1);
+    let filter = format!(
+        "(&(|(objectClass=user)(objectClass=group)(objectClass=contact))(uSNChanged>={}))",
+        from.saturating_add(1)
+    );
     let attrs = search_attrs(client, scope, &[]);
     let mut cookie = Vec::new();
     loop {

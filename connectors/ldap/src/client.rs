@@ -10,7 +10,7 @@ use ldap3::{
     Scope as LdapScope,
 };
 use syncctl_core::{ConnectorFault, FaultKind};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::config::{LdapConfig, Security};
 use crate::controls;
@@ -249,7 +249,28 @@ impl Client {
             return Err(result_fault(&self.endpoint, &format!("paged search of `{base}`"), &out.result));
         }
         self.pages += 1;
-        *cookie = controls::paged_cookie(&out.result.ctrls).unwrap_or_default();
+        let next = match controls::paged_cookie(&out.result.ctrls) {
+            Some(next) => next,
+            // A server that ignores the (non-critical) control answers the whole search at once;
+            // but without the control on a later page, the rest of the results would be lost and
+            // a sweep would take the unread objects for deleted.
+            None if cookie.is_empty() => Vec::new(),
+            None => {
+                return Err(fault(
+                    FaultKind::Protocol,
+                    &self.endpoint,
+                    format!("paged search of `{base}`: a page came back without the paged-results control"),
+                ));
+            }
+        };
+        if !next.is_empty() && next == *cookie && out.entries.is_empty() {
+            return Err(fault(
+                FaultKind::Protocol,
+                &self.endpoint,
+                format!("paged search of `{base}`: the server returned the same cookie and no entry"),
+            ));
+        }
+        *cookie = next;
         debug!(entries = out.entries.len(), more = !cookie.is_empty(), "page read");
         self.decode_entries(out.entries)
     }
@@ -292,13 +313,18 @@ impl Client {
         let mut values = Vec::new();
         for _ in 0..1_000_000 {
             let spec = if self.range_size > 0 {
-                format!("{attr};range={start}-{}", start + u64::from(self.range_size) - 1)
+                format!("{attr};range={start}-{}", start.saturating_add(u64::from(self.range_size) - 1))
             } else {
                 format!("{attr};range={start}-*")
             };
             let Some(entry) = self.read(dn, &[spec], vec![]).await? else {
-                warn!(dn, attr, "the object disappeared while its ranges were read");
-                return Ok(values);
+                // Renamed or deleted since its page was read: the values read so far are not the
+                // whole set, and storing them as such would drop members.
+                return Err(fault(
+                    FaultKind::Protocol,
+                    &self.endpoint,
+                    format!("`{dn}` changed while the ranges of `{attr}` were read; run the import again"),
+                ));
             };
             let mut next = None;
             let mut got_any = false;
@@ -310,7 +336,7 @@ impl Client {
                 got_any = true;
                 values.extend(vals);
                 next = match range {
-                    Some(r) => r.high.map(|h| h + 1),
+                    Some(r) => r.high.and_then(|h| h.checked_add(1)),
                     None => None,
                 };
             }

@@ -77,10 +77,10 @@ pub struct LdapConfig {
     /// Attribute inclusion list (the anchor and the attributes the connector needs are always
     /// read). Default: the flavor's identity attributes.
     pub attributes: Option<Vec<String>>,
-    /// The attribute whose value is the anchor. AD: `objectGUID` (default) or
-    /// `mS-DS-ConsistencyGuid` (falls back to objectGUID where empty, as Entra Connect does).
-    /// OpenLDAP: `entryUUID` (default) or an attribute holding a 16-byte GUID. A GUID anchor must
-    /// be exactly 16 bytes and becomes the ImmutableID.
+    /// The attribute whose value is the anchor. AD: `objectGUID` only, for now. OpenLDAP:
+    /// `entryUUID` (default) or an attribute holding a 16-byte GUID, which must be exactly 16 bytes
+    /// and becomes the ImmutableID (deltas then run as full imports: RFC 4533 names objects by
+    /// entryUUID).
     pub anchor_attribute: Option<String>,
     /// Paged-results page size (AD caps it at 1,000).
     #[serde(default = "default_page_size")]
@@ -150,6 +150,15 @@ impl LdapConfig {
                 }
             }
         }
+        if let Some(anchor) = &self.anchor_attribute
+            && self.flavor == Flavor::Ad
+            && !anchor.eq_ignore_ascii_case("objectGUID")
+        {
+            return bad(format!(
+                "anchor_attribute `{anchor}`: the AD flavor anchors on objectGUID (DirSync names objects by it; \
+                 mS-DS-ConsistencyGuid anchors are not supported yet)"
+            ));
+        }
         match (self.flavor, self.delta) {
             (Flavor::Ad, DeltaMethod::Syncrepl) => bad("delta = \"syncrepl\" is for OpenLDAP".into()),
             (Flavor::Openldap, DeltaMethod::Dirsync | DeltaMethod::Usn) => {
@@ -163,10 +172,18 @@ impl LdapConfig {
     /// logged or put in an error.
     pub fn password(&self, name: &str) -> Result<Secret> {
         if let Some(var) = &self.password_env {
-            return std::env::var(var).map(Secret).map_err(|_| LdapError::Config {
+            let value = std::env::var(var).map_err(|_| LdapError::Config {
                 connector: name.to_owned(),
                 message: format!("the environment variable `{var}` (password_env) is not set or not UTF-8"),
-            });
+            })?;
+            if value.is_empty() {
+                // An empty simple-bind password is an anonymous bind on most servers.
+                return Err(LdapError::Config {
+                    connector: name.to_owned(),
+                    message: format!("the environment variable `{var}` (password_env) is empty"),
+                });
+            }
+            return Ok(Secret(value));
         }
         if let Some(path) = &self.password_file {
             let text = std::fs::read_to_string(path).map_err(|e| LdapError::Config {

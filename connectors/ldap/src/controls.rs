@@ -160,7 +160,10 @@ pub fn sync_state(ctrls: &[Control]) -> Option<(SyncState, Vec<u8>)> {
 pub fn sync_done(ctrls: &[Control]) -> Option<(Option<Vec<u8>>, bool)> {
     let val = find(ctrls, SYNC_DONE_OID);
     let Some(val) = val else {
-        return ctrls.iter().any(|c| c.1.ctype == SYNC_DONE_OID).then_some((None, false));
+        // RFC 4533 lets a valueless control mean refreshDeletes FALSE (everything not listed is
+        // gone); read that conservatively as TRUE, so that an odd server cannot empty the
+        // connector space.
+        return ctrls.iter().any(|c| c.1.ctype == SYNC_DONE_OID).then_some((None, true));
     };
     let t = parse(val)?;
     let mut cookie = None;

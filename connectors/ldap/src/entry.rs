@@ -277,11 +277,7 @@ pub fn anchor_of(raw: &RawEntry, scope: &Scope) -> Result<(Anchor, Option<Immuta
             .map(|a| (a, None))
             .map_err(|e| err("invalid-anchor", format!("{dn}: {e}")));
     }
-    let mut value = raw.values(attr).and_then(|v| v.first());
-    if value.is_none() && attr == "ms-ds-consistencyguid" {
-        value = raw.values("objectGUID").and_then(|v| v.first());
-    }
-    let Some(guid) = value else {
+    let Some(guid) = raw.values(attr).and_then(|v| v.first()) else {
         return Err(err("missing-anchor", format!("{dn}: the entry has no {attr}")));
     };
     let id = ImmutableId::from_object_guid(guid).map_err(|e| {
@@ -368,8 +364,10 @@ pub fn decode(raw: RawEntry, scope: &Scope) -> Decoded {
             Ok(t) => t,
             Err(m) => return invalid(Some(anchor), &dn_text, "invalid-value", format!("{dn_text}: {m}")),
         };
-        if let Some(Range { high: Some(high), .. }) = range {
-            open_ranges.push((name.to_owned(), high + 1));
+        if let Some(Range { high: Some(high), .. }) = range
+            && let Some(next) = high.checked_add(1)
+        {
+            open_ranges.push((name.to_owned(), next));
         }
         let name = canonical_name(name);
         match attributes.get_mut(&name.into()) {

@@ -136,8 +136,18 @@ async fn full(
     })
 }
 
-fn uuid_anchor(bytes: &[u8]) -> Option<Anchor> {
-    uuid::Uuid::from_slice(bytes).ok().and_then(|u| Anchor::new(u.hyphenated().to_string()).ok())
+/// The anchor of an entryUUID sent as 16 raw bytes; anything else is a protocol fault (skipping
+/// it would let a sweep delete the object it names).
+fn uuid_anchor(client: &Client, bytes: &[u8]) -> Result<Anchor, ConnectorFault> {
+    uuid::Uuid::from_slice(bytes).ok().and_then(|u| Anchor::new(u.hyphenated().to_string()).ok()).ok_or_else(
+        || {
+            ConnectorFault::new(
+                FaultKind::Protocol,
+                &client.endpoint,
+                format!("a sync message names an entryUUID of {} bytes", bytes.len()),
+            )
+        },
+    )
 }
 
 async fn delta(
@@ -164,7 +174,6 @@ async fn delta(
     }
     client.pages += 1;
     let mut changes = Vec::new();
-    let mut present_reported = false;
     let mut new_cookie: Option<Vec<u8>> = None;
     for re in out.entries {
         let state = controls::sync_state(&re.1);
@@ -173,15 +182,17 @@ async fn delta(
         })?;
         match state {
             Some((SyncState::Present, uuid)) => {
-                present_reported = true;
-                if let Some(anchor) = uuid_anchor(&uuid) {
-                    changes.push(ImportChange::Unchanged { anchor, dn: None });
-                }
+                let anchor = uuid_anchor(client, &uuid)?;
+                // The DN of a present entry tells a move with its parent apart.
+                let dn = std::str::from_utf8(&raw.dn)
+                    .ok()
+                    .and_then(|t| syncctl_core::Dn::parse(t).ok())
+                    .filter(|d| !d.is_empty());
+                changes.push(ImportChange::Unchanged { anchor, dn });
             }
             Some((SyncState::Delete, uuid)) => {
-                if let Some(anchor) = uuid_anchor(&uuid) {
-                    changes.push(ImportChange::Deleted { anchor, dn: None });
-                }
+                let anchor = uuid_anchor(client, &uuid)?;
+                changes.push(ImportChange::Deleted { anchor, dn: None });
             }
             _ => match decode(raw, scope) {
                 Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
@@ -205,11 +216,9 @@ async fn delta(
     for im in &out.intermediates {
         match controls::sync_info(&im.0) {
             Some(SyncInfo::IdSet { cookie, refresh_deletes, uuids }) => {
-                if !refresh_deletes {
-                    present_reported = true;
-                }
                 for u in uuids {
-                    if let Some(anchor) = uuid_anchor(&u) {
+                    {
+                        let anchor = uuid_anchor(client, &u)?;
                         changes.push(if refresh_deletes {
                             ImportChange::Deleted { anchor, dn: None }
                         } else {
@@ -230,8 +239,8 @@ async fn delta(
     let (done_cookie, refresh_deletes) = controls::sync_done(&out.result.ctrls).unwrap_or((None, true));
     let cookie = done_cookie.or(new_cookie).unwrap_or_else(|| cookie.to_vec());
     // In the present phase (refreshDeletes FALSE) every entry still there was reported, so the
-    // rest are gone. Without any present report, there was nothing to refresh.
-    let sweep = !refresh_deletes && present_reported;
+    // rest are gone (RFC 4533 section 3.3.1). OpenLDAP answers TRUE when nothing changed.
+    let sweep = !refresh_deletes;
     let mut notes = Vec::new();
     if sweep {
         notes.push(
