@@ -90,6 +90,7 @@ CREATE TABLE runs (
     notes           TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX runs_connector ON runs (connector_id, id);
+CREATE INDEX runs_connector_name ON runs (connector_name, id);
 
 CREATE TABLE run_errors (
     id        INTEGER PRIMARY KEY,

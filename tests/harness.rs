@@ -152,6 +152,18 @@ impl Drop for PrivateSlapd {
     }
 }
 
+/// The `syncctl` binary of this workspace (built by `cargo test --workspace --all-targets` and
+/// by `tests/run.sh`).
+pub fn syncctl_bin() -> PathBuf {
+    let path = assert_cmd::cargo::cargo_bin("syncctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p syncctl` (bash tests/run.sh does) before this test",
+        path.display()
+    );
+    path
+}
+
 /// A name no other test (or earlier run against the same peer) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

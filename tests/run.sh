@@ -53,6 +53,8 @@ if cargo tree --workspace -e normal --prefix none 2>/dev/null | grep -qE '^(aws-
 fi
 
 if [[ $# -gt 0 ]]; then
+    # The end-to-end tests run the CLI binary: make sure it is the current one.
+    cargo build -p syncctl
     cargo test "$@"
 else
     cargo test --workspace --all-targets

@@ -8,16 +8,6 @@ use std::time::Duration;
 use syncctl_store::Store;
 use syncctl_tests::*;
 
-fn syncctl_bin() -> PathBuf {
-    let path = assert_cmd::cargo::cargo_bin("syncctl");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p syncctl` (bash tests/run.sh does) before this test",
-        path.display()
-    );
-    path
-}
-
 fn write_config(dir: &Path, peer: &Peer, base: &str) -> PathBuf {
     let path = dir.join("syncctl.toml");
     let text = format!(

@@ -35,9 +35,18 @@ async fn wrong_password_unreachable_server_and_untrusted_certificate() {
     let mut ldap = admin(&peer).await;
     let ou = format!("OU={},{}", unique("faults"), peer.base);
     add(&mut ldap, &ou, &[("objectClass", &["organizationalUnit"])]).await;
+    for cn in ["Fault One", "Fault Two"] {
+        let sam = unique("f");
+        add(
+            &mut ldap,
+            &format!("CN={cn},{ou}"),
+            &[("objectClass", &["user"]), ("sAMAccountName", &[&sam[sam.len().saturating_sub(18)..]])],
+        )
+        .await;
+    }
     let good = ad_config(&peer, &ou, "");
     let r = import(&store, "corp", &good, ImportMode::Full).await;
-    assert_eq!(r.status, "success");
+    assert_eq!((r.status.as_str(), r.counts.adds), ("success", 2));
 
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong.password");
@@ -53,6 +62,58 @@ async fn wrong_password_unreachable_server_and_untrusted_certificate() {
     let mut bad = good.clone();
     bad.ca_file = Some(slapd().ca);
     assert_stopped(&store, "corp", &bad, "stopped-connectivity", "tls").await;
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_logs_output_or_the_store() {
+    // The CLI with every log line on (trace), once with the right password and once with a
+    // wrong one: neither password is in what it prints, nor in the database.
+    let peer = samba();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_file = dir.path().join("wrong.password");
+    let wrong = "Wr0ng!Secret-Value-4711";
+    std::fs::write(&wrong_file, format!("{wrong}\n")).unwrap();
+    let right = peer.password();
+    for (password_file, expect_ok) in [(peer.password_file.clone(), true), (wrong_file.clone(), false)] {
+        let config = dir.path().join("syncctl.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[store]\npath = \"s.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldap\"\nflavor = \"ad\"\n\
+                 url = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\n\
+                 base_dn = \"CN=Users,{}\"\n",
+                peer.ldaps_url,
+                peer.ca.display(),
+                peer.bind_dn,
+                password_file.display(),
+                peer.base
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(syncctl_bin())
+            .env("RUST_LOG", "trace")
+            .arg("--config")
+            .arg(&config)
+            .args(["-v", "import", "--connector", "corp", "--full"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.success(), expect_ok, "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = [out.stdout, out.stderr].concat();
+        for secret in [right.as_str(), wrong] {
+            assert!(!printed.windows(secret.len()).any(|w| w == secret.as_bytes()), "a password was printed");
+        }
+    }
+    let mut hay = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name().unwrap().to_string_lossy().starts_with("s.db") {
+            hay.extend(std::fs::read(p).unwrap());
+        }
+    }
+    assert!(!hay.is_empty());
+    for secret in [right.as_str(), wrong] {
+        assert!(!hay.windows(secret.len()).any(|w| w == secret.as_bytes()), "a password is in the database");
+    }
 }
 
 #[tokio::test]

@@ -86,6 +86,16 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     assert_eq!((c.updates, c.changes()), (1, 1), "{c:?}");
     assert_eq!(object(&store, &g).await.attributes.get("member").map(AttrValues::len), Some(2));
 
+    rename(&mut ldap, &p1, "uid=p1b", None).await;
+    let p1 = format!("uid=p1b,{a}");
+    let c = delta("rename").await;
+    assert_eq!(c.renames, 1, "{c:?}");
+    remove_value(&mut ldap, &g, "member", &p2).await;
+    let c = delta("member removed").await;
+    assert_eq!((c.updates, c.changes()), (1, 1), "{c:?}");
+    assert_eq!(object(&store, &g).await.attributes.get("member").map(AttrValues::len), Some(1));
+    object(&store, &p1).await;
+
     let id3 = object(&store, &p3).await.anchor;
     delete(&mut ldap, &p3).await;
     let c = delta("delete").await;

@@ -37,7 +37,7 @@ pub enum DeltaMethod {
     Auto,
     /// AD DirSync control.
     Dirsync,
-    /// AD `uSNChanged` polling (deletes through the Deleted Objects container).
+    /// AD `uSNChanged` polling (deletes found by listing the anchors in scope).
     Usn,
     /// RFC 4533 refreshOnly content synchronization (OpenLDAP).
     Syncrepl,

@@ -6,10 +6,10 @@
 //! - **AD** (and Samba AD): objectGUID anchors (the ImmutableID), paged search, ranged retrieval
 //!   of large `member` values, search references ignored, `isCriticalSystemObject` excluded.
 //!   Delta import through the DirSync control with incremental membership values and deletes
-//!   (`isDeleted`, show-deleted control), changed objects re-read by GUID; or `uSNChanged`
-//!   polling with deletes from the Deleted Objects container when the account has no DirSync
-//!   right. A watermark from another DC, or a cookie the DC refuses, asks the engine for a full
-//!   import.
+//!   (`isDeleted`, show-deleted control), changed objects re-read by GUID, renamed OUs read
+//!   again as a subtree; or `uSNChanged` polling, with deletes and OU moves found by listing the
+//!   anchors in scope, when the account has no DirSync right. A watermark from another DC, or a
+//!   cookie the DC refuses, asks the engine for a full import.
 //! - **OpenLDAP**: entryUUID anchors, paged full import, delta through RFC 4533 refreshOnly with
 //!   deletes (session log or present phase).
 //!

@@ -101,6 +101,9 @@ pub async fn run_import(
     let name = connector.name().to_owned();
     let span = info_span!("import", connector = %name, requested = %requested);
     async move {
+        // One writing run at a time per database: two imports of one connector would interleave
+        // their watermarks and sweeps.
+        let _lock = store.lock_runs()?;
         let cid = store.ensure_connector(&name, connector_kind, clock.now_ms()).await?;
         let stored = store.watermark(cid).await?;
         let mut notes = Vec::new();

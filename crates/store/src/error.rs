@@ -38,6 +38,14 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
+    /// The run lock is held by another process, or could not be taken.
+    #[error("cannot take the run lock {path}: {detail}")]
+    Lock {
+        /// The lock file.
+        path: String,
+        /// Who holds it, or what failed.
+        detail: String,
+    },
     /// The integrity check failed.
     #[error("integrity check of {location} failed: {detail}")]
     Integrity {

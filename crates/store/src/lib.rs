@@ -40,6 +40,15 @@ pub type RunId = i64;
 pub struct Store {
     pool: SqlitePool,
     location: String,
+    /// The database file (`None` in memory), for the run lock beside it.
+    path: Option<std::path::PathBuf>,
+}
+
+/// Held while a run writes: one run at a time per database. The operating system releases it
+/// when the process ends, however it ends, so a killed run never leaves it stuck.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: Option<std::fs::File>,
 }
 
 impl Store {
@@ -56,7 +65,9 @@ impl Store {
             .busy_timeout(Duration::from_secs(30))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16384");
-        Self::connect(options, location, 4).await
+        let mut store = Self::connect(options, location, 4).await?;
+        store.path = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// An in-memory database (tests).
@@ -96,7 +107,48 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate { location: location.clone(), source: e })?;
-        Ok(Self { pool, location })
+        Ok(Self { pool, location, path: None })
+    }
+
+    /// Takes the run lock of this database (`<database>.lock`), or says which process holds it.
+    pub fn lock_runs(&self) -> Result<RunLock> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        let Some(path) = &self.path else { return Ok(RunLock { _file: None }) };
+        let lock_path = path.with_file_name(format!(
+            "{}.lock",
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "syncctl.db".into())
+        ));
+        let io = |e: std::io::Error| StoreError::Lock {
+            path: lock_path.display().to_string(),
+            detail: e.to_string(),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(io)?;
+                file.rewind().map_err(io)?;
+                write!(file, "{}", std::process::id()).map_err(io)?;
+                Ok(RunLock { _file: Some(file) })
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Err(StoreError::Lock {
+                    path: lock_path.display().to_string(),
+                    detail: format!(
+                        "another syncctl run (pid {}) is writing to this database",
+                        holder.trim()
+                    ),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
     }
 
     /// Where the database lives (for messages).
@@ -147,5 +199,27 @@ impl Store {
             return Err(StoreError::Integrity { location: self.location.clone(), detail: rows.join("; ") });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_run_at_a_time_per_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let a = Store::open(&path).await.unwrap();
+        let b = Store::open(&path).await.unwrap();
+        let held = a.lock_runs().unwrap();
+        let err = b.lock_runs().unwrap_err().to_string();
+        assert!(err.contains("m.db.lock") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+        drop(held);
+        b.lock_runs().unwrap();
+        // In memory there is nothing to share.
+        let m = Store::open_in_memory().await.unwrap();
+        let _x = m.lock_runs().unwrap();
+        let _y = m.lock_runs().unwrap();
     }
 }
