@@ -110,3 +110,23 @@ async fn entry_uuid_anchors_and_deltas_with_deletes() {
     };
     assert_eq!(present(snapshot(&store, "ol").await), present(snapshot(&fresh, "ol").await));
 }
+
+#[tokio::test]
+async fn an_ou_rename_moves_every_entry_under_it() {
+    let peer = slapd();
+    let mut ldap = admin(&peer).await;
+    let root = make_ou(&mut ldap, &peer.base, &unique("ouren")).await;
+    let dept = make_ou(&mut ldap, &root, "dept").await;
+    person(&mut ldap, &dept, "k1").await;
+    person(&mut ldap, &dept, "k2").await;
+    let store = Store::open_in_memory().await.unwrap();
+    let config = openldap_config(&peer, &root, "");
+    assert_eq!(import(&store, "ol", &config, ImportMode::Full).await.counts.adds, 2);
+    rename(&mut ldap, &dept, "ou=dept2", None).await;
+    let r = import(&store, "ol", &config, ImportMode::Delta).await;
+    assert_eq!((r.profile, r.counts.renames, r.counts.changes()), (ImportMode::Delta, 2, 2), "{r:?}");
+    object(&store, &format!("uid=k1,ou=dept2,{root}")).await;
+    let fresh = Store::open_in_memory().await.unwrap();
+    import(&fresh, "ol", &config, ImportMode::Full).await;
+    assert_eq!(snapshot(&store, "ol").await, snapshot(&fresh, "ol").await);
+}

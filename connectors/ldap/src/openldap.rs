@@ -63,6 +63,15 @@ fn invalid(client: &Client, why: &str) -> ConnectorFault {
     )
 }
 
+/// An organizationalUnit entry (not one of the object types).
+fn is_ou(raw: &crate::entry::RawEntry) -> bool {
+    let classes = raw.values("objectClass").unwrap_or(&[]);
+    classes.iter().any(|c| c.eq_ignore_ascii_case(b"organizationalUnit"))
+        && !classes
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(b"inetOrgPerson") || c.eq_ignore_ascii_case(b"groupOfNames"))
+}
+
 fn mark(server: &str, cookie: Vec<u8>) -> Watermark {
     Watermark { kind: "syncrepl".into(), value: cookie, server: server.to_owned(), extra: BTreeMap::new() }
 }
@@ -157,11 +166,13 @@ async fn delta(
     cookie: &[u8],
     tx: &mpsc::Sender<ImportBatch>,
 ) -> Result<ImportSummary, ConnectorFault> {
+    // OUs too: a renamed or moved OU is reported alone, not the entries whose DN changed with it.
+    let filter = format!("(|{}(objectClass=organizationalUnit))", scope.filter());
     let out = client
         .search(
             scope.base.as_str(),
             LdapScope::Subtree,
-            &scope.filter(),
+            &filter,
             &scope.requested,
             vec![controls::sync_refresh_only(Some(cookie))],
         )
@@ -193,6 +204,30 @@ async fn delta(
             Some((SyncState::Delete, uuid)) => {
                 let anchor = uuid_anchor(client, &uuid)?;
                 changes.push(ImportChange::Deleted { anchor, dn: None });
+            }
+            _ if is_ou(&raw) => {
+                // Added, renamed or moved: read its subtree, so that what moved with it is diffed
+                // (a rename for a known entry, an add when it came into scope, a delete when out).
+                let base = raw.dn_lossy();
+                let mut page_cookie = Vec::new();
+                loop {
+                    let raws = client
+                        .next_page(&base, &scope.filter(), &scope.requested, &mut page_cookie, vec![])
+                        .await?;
+                    for raw in raws {
+                        match decode(raw, scope) {
+                            Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
+                            Decoded::OutOfScope { anchor: Some(anchor), dn } => {
+                                changes.push(ImportChange::Deleted { anchor, dn })
+                            }
+                            Decoded::Invalid(e) => changes.push(ImportChange::Invalid(e)),
+                            _ => {}
+                        }
+                    }
+                    if page_cookie.is_empty() {
+                        break;
+                    }
+                }
             }
             _ => match decode(raw, scope) {
                 Decoded::Object { object, .. } => changes.push(ImportChange::Present(object)),
