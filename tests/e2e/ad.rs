@@ -302,13 +302,29 @@ async fn without_the_dirsync_right_deltas_poll_usn_changed() {
     assert_eq!((r.method.as_str(), r.counts.updates, r.counts.changes()), ("usn", 1, 1), "{r:?}");
     assert_eq!(object(&store, &u1).await.attributes.first_text("department"), Some("Sales"));
 
+    // A rename, and a group whose membership changes (the group's uSNChanged moves, not the
+    // member's).
+    rename(&mut ldap, &u1, "CN=Polled Renamed", None).await;
+    let u1 = format!("CN=Polled Renamed,{ou}");
+    let r = import(&store, "corp", &config, ImportMode::Delta).await;
+    assert_eq!((r.counts.renames, r.counts.changes()), (1, 1), "{r:?}");
+    let g = format!("CN=Polled Group,{ou}");
+    let gsam = unique("g");
+    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam[gsam.len() - 15..]])]).await;
+    let r = import(&store, "corp", &config, ImportMode::Delta).await;
+    assert_eq!((r.counts.adds, r.counts.changes()), (1, 1), "{r:?}");
+    add_value(&mut ldap, &g, "member", &u1).await;
+    let r = import(&store, "corp", &config, ImportMode::Delta).await;
+    assert_eq!((r.counts.updates, r.counts.changes()), (1, 1), "{r:?}");
+    assert_eq!(members(&object(&store, &g).await), vec![u1.to_lowercase()]);
+
     delete(&mut ldap, &u2).await;
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
     assert_eq!(r.method, "usn");
     // Tombstones are invisible to a plain account: the delta lists the anchors in scope instead.
     assert_eq!((r.counts.deletes, r.counts.changes()), (1, 1), "{r:?}");
     assert!(r.notes.iter().any(|n| n.contains("listing the anchors in scope")), "{r:?}");
-    assert_eq!(store.present_count(cid).await.unwrap(), 1);
+    assert_eq!(store.present_count(cid).await.unwrap(), 2);
 }
 
 #[tokio::test]
