@@ -293,14 +293,25 @@ async fn an_object_guid_that_is_not_16_bytes_is_a_per_object_error_naming_the_ob
     let store = Store::open_in_memory().await.unwrap();
     let config = openldap_config(&peer, &ou, "anchor_attribute = \"objectGUID\"\n");
     let r = import(&store, "guid", &config, ImportMode::Full).await;
-    assert_eq!((r.status.as_str(), r.counts.adds, r.counts.errors), ("completed-with-errors", 1, 1), "{r:?}");
+    assert_eq!((r.status.as_str(), r.counts.errors), ("stopped-invalid-anchor", 1), "{r:?}");
+    assert!(r.notes.iter().any(|n| n.contains(&bad_dn)), "{r:?}");
+    assert_eq!(store.run(r.run_id).await.unwrap().unwrap().status, "stopped-invalid-anchor");
     let errors = store.run_errors(r.run_id).await.unwrap();
     assert_eq!(errors[0].dn.as_deref(), Some(bad_dn.as_str()));
     assert!(
         errors[0].message.contains(&bad_dn) && errors[0].message.contains("16 bytes, got 15"),
         "{errors:?}"
     );
+    // The store stays consistent and owes a full import; once the object is fixed in the
+    // directory, the next run goes through.
+    store.check_integrity().await.unwrap();
+    let cid = store.connector_id("guid").await.unwrap().unwrap();
+    assert!(store.watermark(cid).await.unwrap().unwrap().full_import_required);
+    let fix = vec![ldap3::Mod::Replace(b"objectGUID".to_vec(), HashSet::from([vec![9u8; 16]]))];
+    ldap.modify(&bad_dn, fix).await.unwrap().success().unwrap();
+    let r = import(&store, "guid", &config, ImportMode::Delta).await;
+    assert_eq!((r.profile, r.status.as_str()), (ImportMode::Full, "success"), "{r:?}");
     let rows = snapshot(&store, "guid").await;
-    assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].0, "BwcHBwcHBwcHBwcHBwcHBw==");
+    let anchors: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(anchors, ["BwcHBwcHBwcHBwcHBwcHBw==", "CQkJCQkJCQkJCQkJCQkJCQ=="]);
 }

@@ -10,10 +10,11 @@
 //! 4. for a full import (or a delta whose source re-listed everything), marks every object that
 //!    was not seen as deleted, then stores the final watermark and clears the owed full import.
 //!
-//! Objects the source sends but the connector cannot represent (an objectGUID that is not 16
-//! bytes) are per-object errors: the run goes on and ends `completed-with-errors`, and the
-//! deletion sweep is skipped, because an object that could not be anchored may be one the
-//! connector space already holds.
+//! An object with a bad value (text that is not UTF-8) is a per-object error: the run goes on,
+//! the object keeps its stored copy, and the run ends `completed-with-errors`. An object that
+//! cannot be anchored at all (an objectGUID that is not 16 bytes) could be any object of the
+//! connector space, so the run stops there with `stopped-invalid-anchor`: what was read before it
+//! is stored, no sweep runs, and the watermark stays before it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -129,11 +130,11 @@ pub async fn run_import(
             run,
             cid,
             counts: RunCounts::default(),
-            anchor_errors: 0,
             seen: HashSet::new(),
             processed: 0,
             references_followed: 0,
             force_full: false,
+            unanchorable: None,
         };
         let mut attempt = 0;
         loop {
@@ -153,6 +154,23 @@ pub async fn run_import(
             match outcome {
                 PassOutcome::Done(summary) => {
                     return finish(store, state, mode, summary, notes, options, clock, &name).await;
+                }
+                PassOutcome::Unanchorable(summary, message) => {
+                    // An object without a usable anchor cannot be told apart from any other: no
+                    // sweep, no watermark past it. What was read before it is stored, and the
+                    // run stops, naming it; once it is fixed in the directory, the next run
+                    // (a full import, or the same delta again) goes through.
+                    notes.push(message);
+                    notes.push(
+                        "stopped at an object without a usable anchor: fix it in the directory and run the import again"
+                            .into(),
+                    );
+                    let status = "stopped-invalid-anchor";
+                    warn!(status, "import stopped");
+                    store
+                        .finish_run(run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms())
+                        .await?;
+                    return Ok(report(&state, &name, mode, status, summary, notes, None));
                 }
                 PassOutcome::ErrorLimit(summary) => {
                     notes.push(format!(
@@ -209,7 +227,6 @@ struct RunState {
     run: RunId,
     cid: ConnectorId,
     counts: RunCounts,
-    anchor_errors: i64,
     /// Anchors seen in this run (for the deletion sweep).
     seen: HashSet<String>,
     processed: u64,
@@ -217,11 +234,23 @@ struct RunState {
     references_followed: u64,
     /// A delta could not apply a change: the next import must be a full one.
     force_full: bool,
+    /// The first object the source sent without a usable anchor: the run stops there.
+    unanchorable: Option<String>,
+}
+
+/// Why the writer stopped reading early.
+#[derive(Debug, PartialEq, Eq)]
+enum Stop {
+    No,
+    ErrorLimit,
+    Unanchorable(String),
 }
 
 enum PassOutcome {
     Done(ImportSummary),
     ErrorLimit(ImportSummary),
+    /// The source sent an object that has no usable anchor.
+    Unanchorable(ImportSummary, String),
     Fault(ConnectorFault),
 }
 
@@ -271,14 +300,7 @@ async fn finish(
         ));
     }
     if mode == ImportMode::Full || summary.sweep_unseen {
-        if state.anchor_errors > 0 {
-            notes.push(format!(
-                "deletion sweep skipped: {} objects could not be anchored, and one of them may be an object the connector space holds",
-                state.anchor_errors
-            ));
-        } else {
-            sweep(store, &mut state, options, clock).await?;
-        }
+        sweep(store, &mut state, options, clock).await?;
     }
     if mode == ImportMode::Full {
         store
@@ -357,22 +379,27 @@ async fn import_pass(
         while let Some(batch) = rx.recv().await {
             apply_batch(store, batch, state, index.as_mut(), clock).await?;
             progress.advance(state.processed, state.counts.changes() as u64);
+            if let Some(message) = &state.unanchorable {
+                return Ok::<Stop, crate::EngineError>(Stop::Unanchorable(message.clone()));
+            }
             if state.counts.errors >= options.error_limit {
-                return Ok::<bool, crate::EngineError>(true);
+                return Ok(Stop::ErrorLimit);
             }
         }
-        Ok(false)
+        Ok(Stop::No)
     };
     let (produced, consumed) = tokio::join!(producer, consumer);
-    let hit_limit = consumed?;
-    match produced {
-        Ok(summary) if hit_limit => Ok(PassOutcome::ErrorLimit(summary)),
-        Ok(summary) => Ok(PassOutcome::Done(summary)),
-        Err(fault) if hit_limit && fault.kind == FaultKind::Cancelled => {
-            Ok(PassOutcome::ErrorLimit(ImportSummary::default()))
-        }
-        Err(fault) => Ok(PassOutcome::Fault(fault)),
-    }
+    let stop = consumed?;
+    let summary = match produced {
+        Ok(summary) => summary,
+        Err(fault) if stop != Stop::No && fault.kind == FaultKind::Cancelled => ImportSummary::default(),
+        Err(fault) => return Ok(PassOutcome::Fault(fault)),
+    };
+    Ok(match stop {
+        Stop::No => PassOutcome::Done(summary),
+        Stop::ErrorLimit => PassOutcome::ErrorLimit(summary),
+        Stop::Unanchorable(message) => PassOutcome::Unanchorable(summary, message),
+    })
 }
 
 /// The state of an anchor as the diff sees it.
@@ -529,8 +556,12 @@ async fn apply_batch(
                     Some(a) => {
                         state.seen.insert(a.to_string());
                     }
-                    // Unknown object: it may be one the connector space holds, so no sweep.
-                    None => state.anchor_errors += 1,
+                    // Unknown object: it may be one the connector space holds; the run stops.
+                    None => {
+                        if state.unanchorable.is_none() {
+                            state.unanchorable = Some(e.message.clone());
+                        }
+                    }
                 }
                 errors.push(RunError {
                     anchor: e.anchor.map(|a| a.to_string()),
@@ -617,16 +648,11 @@ async fn apply_batch(
     let writes: Vec<CsWrite> = writes.into_values().collect();
     let started = std::time::Instant::now();
     let n = writes.len();
+    // A batch with an unanchorable object keeps the watermark where it was: the next run reads
+    // that object again.
+    let watermark = if state.unanchorable.is_some() { None } else { batch.watermark.as_ref() };
     store
-        .write_import_batch(
-            state.cid,
-            state.run,
-            writes,
-            &errors,
-            &counts,
-            batch.watermark.as_ref(),
-            clock.now_ms(),
-        )
+        .write_import_batch(state.cid, state.run, writes, &errors, &counts, watermark, clock.now_ms())
         .await?;
     tracing::debug!(writes = n, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
     if let Some(ix) = index {

@@ -281,7 +281,7 @@ async fn a_fault_mid_import_keeps_what_was_written_and_owes_a_full_import() {
 }
 
 #[tokio::test]
-async fn unanchorable_objects_are_errors_and_block_the_sweep() {
+async fn an_unanchorable_object_stops_the_run_before_any_sweep_or_watermark() {
     let store = Store::open_in_memory().await.unwrap();
     let bad = ImportChange::Invalid(ObjectError {
         anchor: None,
@@ -292,22 +292,36 @@ async fn unanchorable_objects_are_errors_and_block_the_sweep() {
     let mut conn = Scripted::new(vec![
         full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
         Pass {
-            batches: vec![ImportBatch {
-                changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[])), bad],
-                watermark: None,
-            }],
-            end: Ok(ImportSummary { sweep_unseen: true, method: "test".into(), ..Default::default() }),
+            batches: vec![
+                ImportBatch {
+                    changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[("mail", "new@x")])), bad],
+                    watermark: Some(wm("2")),
+                },
+                ImportBatch {
+                    changes: vec![ImportChange::Present(user("c", "CN=C,DC=x", &[]))],
+                    watermark: Some(wm("3")),
+                },
+            ],
+            end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
         },
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
-    let r = run(&store, &mut conn, ImportMode::Full).await;
-    assert_eq!((r.status.as_str(), r.counts.errors, r.counts.deletes), ("completed-with-errors", 1, 0));
-    assert!(r.notes.iter().any(|n| n.contains("deletion sweep skipped")));
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!(
+        (r.status.as_str(), r.counts.errors, r.counts.updates),
+        ("stopped-invalid-anchor", 1, 1),
+        "{r:?}"
+    );
+    assert!(r.notes.iter().any(|n| n.contains("CN=Bad,DC=x") && n.contains("16 bytes")), "{:?}", r.notes);
     let errors = store.run_errors(r.run_id).await.unwrap();
-    assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].dn.as_deref(), Some("CN=Bad,DC=x"));
-    assert!(errors[0].message.contains("16 bytes"));
-    assert_eq!(present(&store).await.len(), 2);
+    // What came before it is stored; nothing after it; the watermark did not move past it.
+    let space = present(&store).await;
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(space["a"].1.first_text("mail"), Some("new@x"));
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("1")));
+    assert_eq!(store.run(r.run_id).await.unwrap().unwrap().status, "stopped-invalid-anchor");
 }
 
 #[tokio::test]
@@ -315,7 +329,7 @@ async fn the_error_limit_stops_the_run() {
     let store = Store::open_in_memory().await.unwrap();
     let bad = |i: usize| {
         ImportChange::Invalid(ObjectError {
-            anchor: None,
+            anchor: Some(Anchor::new(format!("a{i}")).unwrap()),
             dn: format!("CN={i},DC=x"),
             kind: "invalid-value".into(),
             message: "bad".into(),
