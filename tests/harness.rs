@@ -386,3 +386,8 @@ pub async fn snapshot(store: &Store, connector: &str) -> Vec<(String, String, St
         .map(|o| (o.anchor, o.dn, o.state, serde_json::to_string(&o.attributes).unwrap()))
         .collect()
 }
+
+/// [`snapshot`] without the tombstones.
+pub async fn present_snapshot(store: &Store, connector: &str) -> Vec<(String, String, String, String)> {
+    snapshot(store, connector).await.into_iter().filter(|r| r.2 == "present").collect()
+}

@@ -148,6 +148,28 @@ async fn delete_anchors(
     Ok(())
 }
 
+/// Inserts `(anchor, value)` rows into a per-anchor side table (duplicates ignored).
+async fn insert_anchor_pairs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    table: &'static str,
+    column: &'static str,
+    connector: ConnectorId,
+    pairs: &[(&str, String)],
+) -> Result<()> {
+    for chunk in pairs.chunks(5000) {
+        let mut sql = format!("INSERT OR IGNORE INTO {table} (connector_id, anchor, {column}) VALUES ");
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (anchor, value) in chunk {
+            query = query.bind(connector).bind(*anchor).bind(value.as_str());
+        }
+        query.execute(&mut **tx).await.map_err(|e| StoreError::query("write import batch", e))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// The whole connector space of one connector as anchor -> (hash, DN, state): what a full
     /// import diffs against.
@@ -297,32 +319,8 @@ impl Store {
         let anchors: Vec<&str> = writes.iter().map(CsWrite::anchor).collect();
         delete_anchors(&mut tx, "cs_proxy_addresses", connector, &anchors).await?;
         delete_anchors(&mut tx, "cs_references", connector, &anchors).await?;
-        for chunk in references.chunks(5000) {
-            let mut sql = String::from(
-                "INSERT OR IGNORE INTO cs_references (connector_id, anchor, target_dn_norm) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
-            }
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (a, target) in chunk {
-                query = query.bind(connector).bind(*a).bind(target.as_str());
-            }
-            query.execute(&mut *tx).await.map_err(q)?;
-        }
-        for chunk in proxies.chunks(5000) {
-            let mut sql = String::from(
-                "INSERT OR IGNORE INTO cs_proxy_addresses (connector_id, anchor, address) VALUES ",
-            );
-            for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(?,?,?)" } else { ",(?,?,?)" });
-            }
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (a, addr) in chunk {
-                query = query.bind(connector).bind(*a).bind(addr.as_str());
-            }
-            query.execute(&mut *tx).await.map_err(q)?;
-        }
+        insert_anchor_pairs(&mut tx, "cs_references", "target_dn_norm", connector, &references).await?;
+        insert_anchor_pairs(&mut tx, "cs_proxy_addresses", "address", connector, &proxies).await?;
         for chunk in deletes.chunks(5000) {
             let mut sql = String::from(
                 "UPDATE cs_objects SET state = 'deleted', changed_at = ?, change_seq = d.column2, last_run_id = ? FROM (VALUES ",
