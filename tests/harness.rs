@@ -8,7 +8,7 @@
 //!
 //! This crate owns only test plumbing: reading the peer environment, an administrator LDAP
 //! session to create and change test objects, unique names so that tests can share one Samba,
-//! and small LDIF reading for the shipped fixtures. It must not be used by the product.
+//! running the real `ldapsearch`, and small LDIF reading for the shipped fixtures. It must not be used by the product.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use base64::Engine as _;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod};
 use syncctl_connector_ldap::{LdapConfig, LdapConnector};
+use syncctl_connector_ldif::{LdifConfig, LdifConnector};
 use syncctl_core::{ImportMode, SystemClock};
 use syncctl_engine::{ImportOptions, ImportReport, NoProgress};
 use syncctl_store::Store;
@@ -291,6 +292,37 @@ pub async fn import_with(
     syncctl_engine::run_import(store, &mut c, kind, mode, &ImportOptions::default(), &SystemClock, progress)
         .await
         .unwrap()
+}
+
+/// Runs one import of an LDIF connector.
+pub async fn import_ldif(store: &Store, name: &str, config: &LdifConfig, mode: ImportMode) -> ImportReport {
+    let mut c = LdifConnector::new(name, config.clone()).unwrap();
+    let kind = c.kind();
+    syncctl_engine::run_import(
+        store,
+        &mut c,
+        kind,
+        mode,
+        &ImportOptions::default(),
+        &SystemClock,
+        &NoProgress,
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs the real `ldapsearch` against `peer` over LDAPS (verified, simple bind as the
+/// administrator), with `args` after the connection options; returns what it printed.
+pub fn ldapsearch(peer: &Peer, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("ldapsearch")
+        .env("LDAPTLS_CACERT", &peer.ca)
+        .args(["-x", "-H", &peer.ldaps_url, "-D", &peer.bind_dn, "-y"])
+        .arg(&peer.password_file)
+        .args(args)
+        .output()
+        .expect("ldapsearch (ldap-utils) must be installed");
+    assert!(out.status.success(), "ldapsearch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 /// The base64 objectGUID that the real `ldapsearch` prints for `dn` (over LDAPS, verified).

@@ -6,4 +6,5 @@
 mod ad;
 mod crash;
 mod faults;
+mod ldif;
 mod openldap;

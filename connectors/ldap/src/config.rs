@@ -137,27 +137,8 @@ impl LdapConfig {
         if !(1..=100_000).contains(&self.page_size) {
             return bad(format!("page_size {} is out of range 1..=100000", self.page_size));
         }
-        for dn in self.include_ous.iter().chain(&self.exclude_ous).chain(std::iter::once(&self.base_dn)) {
-            if let Err(e) = syncctl_core::Dn::parse(dn) {
-                return bad(e.to_string());
-            }
-        }
-        if let Some(types) = &self.object_types {
-            let known = crate::schema::object_types(self.flavor);
-            for t in types {
-                if !known.iter().any(|k| k.eq_ignore_ascii_case(t)) {
-                    return bad(format!("object type `{t}` is not one of {}", known.join(", ")));
-                }
-            }
-        }
-        if let Some(anchor) = &self.anchor_attribute
-            && self.flavor == Flavor::Ad
-            && !anchor.eq_ignore_ascii_case("objectGUID")
-        {
-            return bad(format!(
-                "anchor_attribute `{anchor}`: the AD flavor anchors on objectGUID (DirSync names objects by it; \
-                 mS-DS-ConsistencyGuid anchors are not supported yet)"
-            ));
+        if let Err(m) = crate::entry::ScopeSettings::from(self).check() {
+            return bad(m);
         }
         match (self.flavor, self.delta) {
             (Flavor::Ad, DeltaMethod::Syncrepl) => bad("delta = \"syncrepl\" is for OpenLDAP".into()),

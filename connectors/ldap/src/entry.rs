@@ -118,13 +118,83 @@ pub fn split_description(desc: &str) -> (&str, Option<Range>) {
     (base, range)
 }
 
+/// The scope settings every directory connector shares (the LDAP connector's, and the LDIF
+/// connector's for an export of the same directory): one place turns them into a [`Scope`], so
+/// that both read the same objects and attributes.
+#[derive(Clone, Copy, Debug)]
+pub struct ScopeSettings<'a> {
+    /// Which kind of directory.
+    pub flavor: Flavor,
+    /// The base DN; the empty DN takes in every object.
+    pub base_dn: &'a str,
+    /// Only objects under these DNs are in scope (empty: the whole base).
+    pub include_ous: &'a [String],
+    /// Objects under these DNs are out of scope.
+    pub exclude_ous: &'a [String],
+    /// Object types to read; `None`: all of the flavor's.
+    pub object_types: Option<&'a [String]>,
+    /// Attribute inclusion list; `None`: the flavor's default attributes.
+    pub attributes: Option<&'a [String]>,
+    /// The anchor attribute; `None`: the flavor's (objectGUID, entryUUID).
+    pub anchor_attribute: Option<&'a str>,
+}
+
+impl ScopeSettings<'_> {
+    /// Checks the DNs, object types and anchor attribute; the message says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        for dn in
+            self.include_ous.iter().map(String::as_str).chain(self.exclude_ous.iter().map(String::as_str))
+        {
+            Dn::parse(dn).map_err(|e| e.to_string())?;
+        }
+        Dn::parse(self.base_dn).map_err(|e| e.to_string())?;
+        if let Some(types) = self.object_types {
+            let known = schema::object_types(self.flavor);
+            for t in types {
+                if !known.iter().any(|k| k.eq_ignore_ascii_case(t)) {
+                    return Err(format!("object type `{t}` is not one of {}", known.join(", ")));
+                }
+            }
+        }
+        if let Some(anchor) = self.anchor_attribute
+            && self.flavor == Flavor::Ad
+            && !anchor.eq_ignore_ascii_case("objectGUID")
+        {
+            return Err(format!(
+                "anchor_attribute `{anchor}`: the AD flavor anchors on objectGUID (DirSync names objects by it; \
+                 mS-DS-ConsistencyGuid anchors are not supported yet)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<'a> From<&'a LdapConfig> for ScopeSettings<'a> {
+    fn from(config: &'a LdapConfig) -> Self {
+        Self {
+            flavor: config.flavor,
+            base_dn: &config.base_dn,
+            include_ous: &config.include_ous,
+            exclude_ous: &config.exclude_ous,
+            object_types: config.object_types.as_deref(),
+            attributes: config.attributes.as_deref(),
+            anchor_attribute: config.anchor_attribute.as_deref(),
+        }
+    }
+}
+
 /// What is in scope for one connector: base, OUs, object types, attributes.
 #[derive(Clone, Debug)]
 pub struct Scope {
+    /// Which kind of directory.
     pub flavor: Flavor,
+    /// The base DN (the empty DN: everything).
     pub base: Dn,
+    /// Included OUs (empty: the whole base).
     pub include: Vec<Dn>,
+    /// Excluded OUs.
     pub exclude: Vec<Dn>,
+    /// The object types read, in the flavor's spelling.
     pub object_types: Vec<String>,
     /// Lowercase names of the attributes kept in the connector space.
     pub kept: BTreeSet<String>,
@@ -135,11 +205,16 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// The scope a config describes.
+    /// The scope an LDAP connector's config describes.
     pub fn new(config: &LdapConfig) -> Result<Self, String> {
+        Self::from_settings(&ScopeSettings::from(config))
+    }
+
+    /// The scope the shared settings describe.
+    pub fn from_settings(settings: &ScopeSettings<'_>) -> Result<Self, String> {
         let dn = |s: &String| Dn::parse(s).map_err(|e| e.to_string());
-        let flavor = config.flavor;
-        let object_types: Vec<String> = match &config.object_types {
+        let flavor = settings.flavor;
+        let object_types: Vec<String> = match settings.object_types {
             Some(t) => t
                 .iter()
                 .map(|t| {
@@ -154,16 +229,16 @@ impl Scope {
         };
         let bookkeeping: Vec<String> =
             schema::bookkeeping_attributes(flavor).iter().map(|s| s.to_ascii_lowercase()).collect();
-        let mut kept: BTreeSet<String> = match &config.attributes {
+        let mut kept: BTreeSet<String> = match settings.attributes {
             Some(list) => list.iter().map(|a| a.to_ascii_lowercase()).collect(),
             None => schema::default_attributes(flavor).iter().map(|a| a.to_ascii_lowercase()).collect(),
         };
         for r in schema::required_attributes(flavor) {
             kept.insert(r.to_ascii_lowercase());
         }
-        let anchor_attribute = config
+        let anchor_attribute = settings
             .anchor_attribute
-            .clone()
+            .map(str::to_owned)
             .unwrap_or_else(|| match flavor {
                 Flavor::Ad => "objectGUID".into(),
                 Flavor::Openldap => "entryUUID".into(),
@@ -183,9 +258,9 @@ impl Scope {
         requested.dedup();
         Ok(Self {
             flavor,
-            base: dn(&config.base_dn)?,
-            include: config.include_ous.iter().map(dn).collect::<Result<_, _>>()?,
-            exclude: config.exclude_ous.iter().map(dn).collect::<Result<_, _>>()?,
+            base: Dn::parse(settings.base_dn).map_err(|e| e.to_string())?,
+            include: settings.include_ous.iter().map(dn).collect::<Result<_, _>>()?,
+            exclude: settings.exclude_ous.iter().map(dn).collect::<Result<_, _>>()?,
             object_types,
             kept,
             requested,
@@ -240,12 +315,28 @@ impl Scope {
 #[derive(Debug)]
 pub enum Decoded {
     /// An object in scope, with the attributes whose values continue in further ranges.
-    Object { object: CsObject, open_ranges: Vec<(String, u64)> },
+    Object {
+        /// The object.
+        object: CsObject,
+        /// `(attribute, first missing index)` of each ranged attribute whose last range was
+        /// not `*`: the values from that index on are still to be read.
+        open_ranges: Vec<(String, u64)>,
+    },
     /// An object outside the scope (OU, type, critical system object), with its anchor when it
     /// could be read, so that a delta can report it as gone.
-    OutOfScope { anchor: Option<Anchor>, dn: Option<Dn> },
+    OutOfScope {
+        /// Its anchor, when it could be read.
+        anchor: Option<Anchor>,
+        /// Its DN, when it could be read.
+        dn: Option<Dn>,
+    },
     /// A deleted object (AD tombstone).
-    Deleted { anchor: Anchor, dn: Option<Dn> },
+    Deleted {
+        /// Its anchor.
+        anchor: Anchor,
+        /// Its DN (in the deleted-objects container).
+        dn: Option<Dn>,
+    },
     /// Something the connector cannot represent.
     Invalid(ObjectError),
 }

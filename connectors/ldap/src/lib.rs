@@ -15,7 +15,9 @@
 //!
 //! Modules: `config` (settings), `client` (connect, TLS, bind, paged and ranged search, error
 //! mapping), `entry` (panic-free decoding of search entries into CS objects), `controls` (the
-//! DirSync, show-deleted and sync controls), `ad` and `openldap` (the import flows).
+//! DirSync, show-deleted and sync controls), `ad` and `openldap` (the import flows). `directory`
+//! makes the entry decoding and the scope public, so that the LDIF connector turns an export of
+//! a directory into the same connector-space objects as a live read of it.
 //!
 //! It must not write to the directory (export comes later) nor touch the database, and it must
 //! never put the bind password in a log line or an error.
@@ -26,6 +28,7 @@ mod ad;
 mod client;
 pub mod config;
 mod controls;
+pub mod directory;
 mod entry;
 mod error;
 mod openldap;

@@ -10,6 +10,7 @@
 //! - [`CsObject`], [`ImportChange`], [`ImportBatch`], [`Watermark`]: what a connector hands the engine.
 //! - [`Connector`]: the contract every connector implements, and [`Clock`], the engine's only
 //!   source of time.
+//! - [`ldif`]: writing RFC 2849 LDIF lines (base64 where needed, folded) into a `String`.
 //!
 //! It must not do I/O: no network, no files, no database, no wall clock outside [`SystemClock`].
 
@@ -22,6 +23,7 @@ mod delta;
 mod dn;
 mod error;
 mod immutable_id;
+pub mod ldif;
 mod object;
 
 pub use attribute::{AttrName, AttrSyntax, AttrValues, Attributes, ContentHash};

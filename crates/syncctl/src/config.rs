@@ -231,7 +231,10 @@ delta = "syncrepl"
         let text = include_str!("../../../examples/syncctl.toml");
         let plan = parse(text, Path::new("/opt/syncctl/syncctl.toml")).unwrap();
         assert_eq!(plan.store_path, PathBuf::from("/opt/syncctl/syncctl.db"));
-        assert_eq!(plan.connectors.len(), 2);
+        assert_eq!(plan.connectors.len(), 3);
+        let export = plan.connector("corp-export").unwrap();
+        assert_eq!(export.type_name, "ldif");
+        assert_eq!(export.files, vec![PathBuf::from("/opt/syncctl/corp-export.ldif")]);
         // The README shows the example verbatim.
         assert!(
             include_str!("../../../README.md").contains(text),
@@ -308,6 +311,26 @@ delta = "syncrepl"
         assert!(e.contains("`name` is missing"), "{e}");
         let e = message(parse_at("[[connectors]]\nname = \"a b\"\ntype = \"ldap\"\n").unwrap_err());
         assert!(e.contains("connector name `a b`"), "{e}");
+    }
+
+    #[test]
+    fn ldif_connectors_read_a_file_resolved_against_the_config_directory() {
+        let text = "[[connectors]]\nname = \"export\"\ntype = \"ldif\"\npath = \"exports/corp.ldif\"\n";
+        let plan = parse_at(text).unwrap();
+        let export = plan.connector("export").unwrap();
+        assert_eq!((export.type_name, export.endpoint.as_str()), ("ldif", "/etc/syncctl/exports/corp.ldif"));
+        assert_eq!(export.files, vec![PathBuf::from("/etc/syncctl/exports/corp.ldif")]);
+        let built = export.build().unwrap();
+        assert_eq!(built.kind, "ldif");
+        assert_eq!(built.connector.endpoint(), "/etc/syncctl/exports/corp.ldif");
+        assert!(built.connector.capabilities().full_import);
+
+        let e = message(parse_at(&format!("{text}url = \"ldap://x\"\n")).unwrap_err());
+        assert!(e.contains("export") && e.contains("url"), "{e}");
+        let e = message(parse_at(&format!("{text}object_types = [\"printer\"]\n")).unwrap_err());
+        assert!(e.contains("export") && e.contains("`printer`"), "{e}");
+        let e = message(parse_at("[[connectors]]\nname = \"export\"\ntype = \"ldif\"\n").unwrap_err());
+        assert!(e.contains("path"), "{e}");
     }
 
     #[test]

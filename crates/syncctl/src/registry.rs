@@ -10,18 +10,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
 use syncctl_connector_ldap::{LdapConfig, LdapConnector};
+use syncctl_connector_ldif::{LdifConfig, LdifConnector};
 use syncctl_core::Connector;
 
 use crate::config::resolve;
 
 /// The connector types this build knows.
-pub const KNOWN_TYPES: &[&str] = &["ldap"];
+pub const KNOWN_TYPES: &[&str] = &["ldap", "ldif"];
 
 /// A connector, built and ready to run.
 pub struct BuiltConnector {
     /// The connector.
     pub connector: Box<dyn Connector>,
-    /// Its kind for the store (`ldap-ad`, `ldap-openldap`).
+    /// Its kind for the store (`ldap-ad`, `ldap-openldap`, `ldif`).
     pub kind: &'static str,
 }
 
@@ -35,7 +36,7 @@ pub struct ConnectorPlan {
     pub type_name: &'static str,
     /// Where it connects (no secret).
     pub endpoint: String,
-    /// Local files it reads (CA bundle, password file), resolved.
+    /// Local files it reads (CA bundle, password file, LDIF file), resolved.
     pub files: Vec<PathBuf>,
     factory: Factory,
 }
@@ -81,6 +82,19 @@ pub fn plan(
                 Ok(BuiltConnector { connector: Box::new(connector), kind })
             });
             Ok(ConnectorPlan { name: name.to_owned(), type_name: "ldap", endpoint, files, factory })
+        }
+        "ldif" => {
+            let mut config: LdifConfig = settings.try_into().map_err(|e| anyhow!("{}", e.message()))?;
+            config.path = resolve(base, &config.path);
+            config.validate(name)?;
+            let endpoint = config.path.display().to_string();
+            let files = vec![config.path.clone()];
+            let factory: Factory = Box::new(move |name| {
+                let connector = LdifConnector::new(name, config.clone())?;
+                let kind = connector.kind();
+                Ok(BuiltConnector { connector: Box::new(connector), kind })
+            });
+            Ok(ConnectorPlan { name: name.to_owned(), type_name: "ldif", endpoint, files, factory })
         }
         other => bail!("unknown connector type `{other}` (known types: {})", KNOWN_TYPES.join(", ")),
     }
