@@ -423,3 +423,112 @@ pub async fn snapshot(store: &Store, connector: &str) -> Vec<(String, String, St
 pub async fn present_snapshot(store: &Store, connector: &str) -> Vec<(String, String, String, String)> {
     snapshot(store, connector).await.into_iter().filter(|r| r.2 == "present").collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Headless Chromium (the HTML report's browser test)
+
+/// Debian's Chromium, installed by `tests/peers/chromium.sh` (which `tests/run.sh` runs).
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The Chromium binary; a test failure saying how to install it when it is missing.
+pub fn chromium() -> PathBuf {
+    let path = PathBuf::from(CHROMIUM);
+    assert!(
+        path.exists(),
+        "{CHROMIUM} is missing: the browser tests need Debian's chromium package. Install it with \
+         `bash tests/peers/chromium.sh` (bash tests/run.sh does)."
+    );
+    path
+}
+
+/// A `file://` URL for an absolute path, with `fragment` (without `#`) appended when not empty.
+pub fn file_url(path: &std::path::Path, fragment: &str) -> String {
+    let path = std::path::absolute(path).unwrap();
+    let mut url = String::from("file://");
+    for b in path.to_str().unwrap().bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            url.push(char::from(b));
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if !fragment.is_empty() {
+        url.push('#');
+        url.push_str(fragment);
+    }
+    url
+}
+
+/// Runs headless Chromium on `url` with a fresh profile, no network service traffic of its own,
+/// and 5 s of virtual time for the page's scripts; `extra` are the output options
+/// (`--dump-dom`, `--screenshot=...`). Killed after 120 s (a hung browser fails the test rather
+/// than the run). Returns standard output.
+pub fn chromium_run(url: &str, extra: &[&str]) -> String {
+    let chromium = chromium();
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("timeout")
+        .args(["--kill-after=10", "120"])
+        .arg(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {extra:?} {url} failed ({}): {}",
+        chromium.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The DOM of `url` after its scripts ran (`--dump-dom`).
+pub fn chromium_dump_dom(url: &str) -> String {
+    let dom = chromium_run(url, &["--dump-dom"]);
+    assert!(dom.contains("</html>"), "chromium dumped no document for {url}: {dom}");
+    dom
+}
+
+/// A PNG screenshot of `url` at `width`x`height` written to `png`.
+pub fn chromium_screenshot(url: &str, png: &std::path::Path, width: u32, height: u32) {
+    if let Some(dir) = png.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let _ = std::fs::remove_file(png);
+    chromium_run(
+        url,
+        &[&format!("--screenshot={}", png.display()), &format!("--window-size={width},{height}")],
+    );
+    assert!(png.exists(), "chromium wrote no screenshot at {}", png.display());
+}
+
+/// `target/test-artifacts` of this workspace (or of `CARGO_TARGET_DIR`): files that tests leave
+/// for a human to look at (screenshots).
+pub fn test_artifacts_dir() -> PathBuf {
+    let target = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    };
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The workspace root (where `examples/` is).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}

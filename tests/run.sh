@@ -2,9 +2,11 @@
 # Runs every test of the workspace, the end-to-end tests against real peers included:
 #   1. starts the Samba AD DC and OpenLDAP once, through tests/peers/start-all.sh (which installs
 #      their Debian packages on first use and is a no-op for a peer already running);
-#   2. sources the peers' env.sh (the SYNCCTL_TEST_* addresses and credentials); the end-to-end
+#   2. installs headless Chromium for the HTML report's browser test, through
+#      tests/peers/chromium.sh (Debian's chromium package, only when /usr/bin/chromium is missing);
+#   3. sources the peers' env.sh (the SYNCCTL_TEST_* addresses and credentials); the end-to-end
 #      tests fail (never skip) when a peer's variables are missing;
-#   3. runs `cargo test --workspace --all-targets` (or `cargo test ARGS...` when given ARGS).
+#   4. runs `cargo test --workspace --all-targets` (or `cargo test ARGS...` when given ARGS).
 #
 # Usage: bash tests/run.sh                                   everything
 #        bash tests/run.sh -p syncctl-tests --test e2e sample   one test (cargo test ARGS)
@@ -45,6 +47,10 @@ fi
 # shellcheck source=/dev/null
 . "$PEERS_DIR/env.sh"
 log "peers ready in $(elapsed_s "$t0") s ($PEERS_DIR/env.sh)"
+
+if ! "$ROOT/tests/peers/chromium.sh"; then
+    die "headless Chromium could not be installed (see the messages above): the HTML report's browser test needs it"
+fi
 
 # One TLS stack: rustls with ring. A second crypto provider (aws-lc-rs) makes rustls panic at the
 # first connection, and native-tls would need OpenSSL.

@@ -6,5 +6,6 @@
 mod ad;
 mod crash;
 mod faults;
+mod html_report;
 mod ldif;
 mod openldap;
