@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # syncctl demo: a real Samba AD DC on loopback, the sample objects of examples/ad-sample.ldif,
-# a full import, a delta import, run history and one object as the connector space holds it.
+# a full import, a delta import, run history, one object as the connector space holds it, and
+# the readiness report (syncctl assess) of the same directory against a sample tenant.
 #
 # Usage: ./demo.sh            (as root, on Debian 12; idempotent, run it as often as you like)
 #
@@ -151,6 +152,17 @@ password_file = $(toml_str "$SYNCCTL_TEST_SAMBA_PASSWORD_FILE")
 base_dn = "DC=corp,DC=example,DC=com"
 # The sample lives in CN=Users; the test suite's objects elsewhere in this DC stay out of scope.
 include_ous = ["$USERS_DN"]
+
+# Notification mail: syncctl assess checks the sender against Office 365's relay rules.
+[mail]
+sender = "syncctl@corp.example.com"
+
+[mail.smtp]
+host = "smtp.office365.com"
+port = 587
+security = "starttls"
+username = "svc-mail@corp.example.com"
+password_env = "SYNCCTL_SMTP_PASSWORD"
 EOF
 )
 mv -f "$CONFIG.tmp" "$CONFIG"
@@ -205,6 +217,15 @@ syncctl runs --limit 5
 step "One object as the connector space holds it"
 syncctl show "$ALICE_DN"
 
+step "Readiness report: the same directory against a sample tenant (examples/tenant.json)"
+assess_rc=0
+syncctl assess --connector corp-ad --tenant "$ROOT/examples/tenant.json" --html "$DEMO_DIR/assess.html" \
+    --csv "$DEMO_DIR/assess.csv" --fix-ldif "$DEMO_DIR/assess-fix.ldif" || assess_rc=$?
+case $assess_rc in
+    0 | 1 | 2) log "assess exit $assess_rc (0 ready, 1 warnings only, 2 blocking errors: the sample has errors on purpose)" ;;
+    *) die "syncctl assess failed with exit code $assess_rc" ;;
+esac
+
 cat <<EOF
 
 Done. Try it yourself:
@@ -212,5 +233,9 @@ Done. Try it yourself:
     $BIN runs --json
     $BIN show 'CN=Bob Brown,$USERS_DN'
     $BIN import --connector corp-ad --delta
+    $BIN assess --rules
+The readiness report is in $DEMO_DIR/assess.html (one self-contained page), with the findings
+in IdFix's CSV columns ($DEMO_DIR/assess.csv) and the suggested fixes as LDIF for review
+($DEMO_DIR/assess-fix.ldif, undo: $DEMO_DIR/assess-fix.undo.ldif).
 The Samba AD DC keeps running (tests/peers/samba-ad.sh stop stops it).
 EOF

@@ -532,3 +532,73 @@ pub fn test_artifacts_dir() -> PathBuf {
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
+
+/// Creates `OU=<name>` under `parent` and returns its DN.
+pub async fn make_ou(ldap: &mut Ldap, parent: &str, name: &str) -> String {
+    let dn = format!("OU={name},{parent}");
+    add(ldap, &dn, &[("objectClass", &["organizationalUnit"]), ("ou", &[name])]).await;
+    dn
+}
+
+/// Loads the shipped AD sample (`records` of `tests/fixtures/ad-sample.ldif`) into `ou` instead of
+/// `CN=Users`: member references follow, every sAMAccountName gets a unique suffix (Samba keeps
+/// them unique), and with a non-empty `upn_tag` every userPrincipalName gets it before the `@`
+/// (`carol smith<tag>@corp.example.com`), so that several copies can live in one Samba. Returns
+/// the DNs in file order.
+pub async fn load_ad_sample(
+    ldap: &mut Ldap,
+    peer: &Peer,
+    ou: &str,
+    records: &[LdifRecord],
+    upn_tag: &str,
+) -> Vec<String> {
+    let users_dn = format!("CN=Users,{}", peer.base);
+    let mut dns = Vec::new();
+    for r in records {
+        let dn = r.dn.replace(&users_dn, ou);
+        let mut grouped: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = Vec::new();
+        for (k, v) in &r.attrs {
+            let mut v = v.clone();
+            if k == "member" {
+                v = String::from_utf8(v).unwrap().replace(&users_dn, ou).into_bytes();
+            }
+            if k == "sAMAccountName" {
+                let u = unique("");
+                v = format!("{}{}", String::from_utf8(v).unwrap(), &u[u.len() - 8..]).into_bytes();
+            }
+            if k == "userPrincipalName" && !upn_tag.is_empty() {
+                v = String::from_utf8(v).unwrap().replacen('@', &format!("{upn_tag}@"), 1).into_bytes();
+            }
+            match grouped.iter_mut().find(|(g, _)| *g == k.as_bytes()) {
+                Some((_, set)) => {
+                    set.insert(v);
+                }
+                None => grouped.push((k.clone().into_bytes(), HashSet::from([v]))),
+            }
+        }
+        add_raw(ldap, &dn, grouped).await;
+        dns.push(dn);
+    }
+    dns
+}
+
+/// Runs the real `ldapmodify` (ldap-utils) with `file` against the peer over LDAPS; returns its
+/// stdout, failing the test with stderr when it fails.
+pub fn ldapmodify(peer: &Peer, file: &std::path::Path) -> String {
+    let out = std::process::Command::new("ldapmodify")
+        .env("LDAPTLS_CACERT", &peer.ca)
+        .args(["-x", "-H", &peer.ldaps_url, "-D", &peer.bind_dn, "-y"])
+        .arg(&peer.password_file)
+        .arg("-f")
+        .arg(file)
+        .output()
+        .expect("ldapmodify (ldap-utils) must be installed");
+    assert!(
+        out.status.success(),
+        "ldapmodify -f {}: {}\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(file).unwrap_or_default()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -4,13 +4,6 @@ use syncctl_core::{AttrValues, ImmutableId, ImportMode};
 use syncctl_store::{CsLookup, Store};
 use syncctl_tests::*;
 
-/// Creates `OU=<name>` under the base and returns its DN.
-async fn make_ou(ldap: &mut ldap3::Ldap, parent: &str, name: &str) -> String {
-    let dn = format!("OU={name},{parent}");
-    add(ldap, &dn, &[("objectClass", &["organizationalUnit"]), ("ou", &[name])]).await;
-    dn
-}
-
 async fn make_user(ldap: &mut ldap3::Ldap, ou: &str, cn: &str) -> String {
     let dn = format!("CN={cn},{ou}");
     let sam = unique("u");
@@ -56,34 +49,7 @@ async fn sample_users_import_with_the_immutable_id_ldapsearch_shows() {
             }
         }
     }
-    let users_dn = format!("CN=Users,{}", peer.base);
-    let mut dns = Vec::new();
-    for r in &records {
-        let dn = r.dn.replace(&users_dn, &ou);
-        let mut attrs = Vec::new();
-        for (k, v) in &r.attrs {
-            let mut v = v.clone();
-            if k == "member" {
-                v = String::from_utf8(v).unwrap().replace(&users_dn, &ou).into_bytes();
-            }
-            if k == "sAMAccountName" {
-                let u = unique("");
-                v = format!("{}{}", String::from_utf8(v).unwrap(), &u[u.len() - 8..]).into_bytes();
-            }
-            attrs.push((k.clone().into_bytes(), v));
-        }
-        let mut grouped: Vec<(Vec<u8>, std::collections::HashSet<Vec<u8>>)> = Vec::new();
-        for (k, v) in attrs {
-            match grouped.iter_mut().find(|(g, _)| *g == k) {
-                Some((_, set)) => {
-                    set.insert(v);
-                }
-                None => grouped.push((k, std::collections::HashSet::from([v]))),
-            }
-        }
-        add_raw(&mut ldap, &dn, grouped).await;
-        dns.push(dn);
-    }
+    let dns = load_ad_sample(&mut ldap, &peer, &ou, &records, "").await;
 
     let store = Store::open_in_memory().await.unwrap();
     let config = ad_config(&peer, &ou, "");

@@ -2,7 +2,6 @@
 //! give the connector space a live LDAP read gives; a malformed file stops the run cleanly; what
 //! the core LDIF writer writes, the real `ldapmodify` applies.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use syncctl_connector_ldif::{LdifConfig, LdifReader};
@@ -62,42 +61,10 @@ fn ldif_config(path: &Path, extra: &str) -> LdifConfig {
 /// member references follow, sAMAccountNames get a unique suffix and UPNs a unique tag before
 /// the `@` (Samba keeps both unique), so that the load runs beside the other tests that load the
 /// sample. Returns the DNs in file order.
+/// The shipped sample in `ou`, its UPNs tagged so that copies can live side by side.
 async fn load_sample(ldap: &mut ldap3::Ldap, peer: &Peer, ou: &str) -> Vec<String> {
-    let users_dn = format!("CN=Users,{}", peer.base);
-    let tag = unique(".");
-    let mut dns = Vec::new();
-    for r in read_fixture_ldif(include_str!("../fixtures/ad-sample.ldif")) {
-        let dn = r.dn.replace(&users_dn, ou);
-        let mut grouped: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = Vec::new();
-        for (k, v) in r.attrs {
-            let v = match k.as_str() {
-                "member" => String::from_utf8(v).unwrap().replace(&users_dn, ou).into_bytes(),
-                "sAMAccountName" => {
-                    let u = unique("");
-                    format!("{}{}", String::from_utf8(v).unwrap(), &u[u.len() - 8..]).into_bytes()
-                }
-                "userPrincipalName" => {
-                    String::from_utf8(v).unwrap().replacen('@', &format!("{tag}@"), 1).into_bytes()
-                }
-                _ => v,
-            };
-            match grouped.iter_mut().find(|(g, _)| *g == k.as_bytes()) {
-                Some((_, set)) => {
-                    set.insert(v);
-                }
-                None => grouped.push((k.into_bytes(), HashSet::from([v]))),
-            }
-        }
-        add_raw(ldap, &dn, grouped).await;
-        dns.push(dn);
-    }
-    dns
-}
-
-async fn make_ou(ldap: &mut ldap3::Ldap, parent: &str, name: &str) -> String {
-    let dn = format!("OU={name},{parent}");
-    add(ldap, &dn, &[("objectClass", &["organizationalUnit"]), ("ou", &[name])]).await;
-    dn
+    let records = read_fixture_ldif(include_str!("../fixtures/ad-sample.ldif"));
+    load_ad_sample(ldap, peer, ou, &records, &unique(".")).await
 }
 
 #[tokio::test]

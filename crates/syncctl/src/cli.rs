@@ -52,6 +52,53 @@ pub enum Command {
     Show(ShowArgs),
     /// List the configured connectors (no secrets).
     Connectors,
+    /// The readiness report: what will break when these directories synchronize to Microsoft 365.
+    #[command(
+        after_help = "Exit codes: 0 ready, 1 warnings only, 2 blocking errors, 3 configuration or usage \
+                            error, 4 a file named on the command line does not exist, 5 a source could not be \
+                            read or a report could not be written."
+    )]
+    Assess(AssessArgs),
+}
+
+/// `syncctl assess`.
+#[derive(Debug, Args)]
+pub struct AssessArgs {
+    /// Print the rule catalogue (id, severity, attribute, what it checks, how the fix is
+    /// suggested) and exit.
+    #[arg(long)]
+    pub rules: bool,
+    /// Assess this configured connector (repeatable). Default: every configured connector,
+    /// unless --ldif is given.
+    #[arg(long = "connector", value_name = "NAME")]
+    pub connectors: Vec<String>,
+    /// Assess an LDIF export (ldapsearch or `ldifde -f`) of Active Directory (repeatable). No
+    /// config file is needed when only --ldif sources are assessed.
+    #[arg(long, value_name = "FILE")]
+    pub ldif: Vec<PathBuf>,
+    /// Tenant data to compare with: users, groups, contacts, admin roles and domains as
+    /// Microsoft Graph returns them (see the README).
+    #[arg(long, value_name = "FILE")]
+    pub tenant: Option<PathBuf>,
+    /// Write the findings as CSV in IdFix's columns (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Write the suggested fixes as LDIF for review and ldapmodify, and beside it the undo LDIF
+    /// (FILE with `.undo.ldif`).
+    #[arg(long, value_name = "FILE")]
+    pub fix_ldif: Option<PathBuf>,
+    /// Check this notification sender address (overrides `[mail] sender`).
+    #[arg(long, value_name = "ADDRESS")]
+    pub mail_sender: Option<String>,
+    /// The SMTP relay account's UPN for the sender check (overrides `[mail.smtp] username`).
+    #[arg(long, value_name = "UPN")]
+    pub mail_relay_account: Option<String>,
+    /// How many of the worst objects the summary lists.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub top: usize,
 }
 
 /// `syncctl import`.

@@ -46,6 +46,48 @@ struct RawConfig {
     /// `[[connectors]]`: `name`, `type` and the type's settings, which only the type knows.
     #[serde(default)]
     connectors: Vec<toml::Spanned<toml::Table>>,
+    /// `[mail]`: the notification sender and its SMTP relay.
+    mail: Option<MailConfig>,
+}
+
+/// `[mail]`: where notification mail comes from and which relay carries it. `syncctl assess`
+/// checks it against Office 365's relay rules (sender in a verified domain, equal to the relay
+/// account's UPN domain; port 587 with STARTTLS and AUTH).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailConfig {
+    /// The sender address (`From`).
+    pub sender: String,
+    /// `[mail.smtp]`: the relay.
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// `[mail.smtp]`: the SMTP relay.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Host name.
+    pub host: String,
+    /// Port (587 for submission with STARTTLS).
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls` (default), `tls` (implicit) or `plain`.
+    #[serde(default = "default_smtp_security")]
+    pub security: String,
+    /// The account that authenticates (its UPN), if any.
+    pub username: Option<String>,
+    /// The environment variable that holds its password.
+    pub password_env: Option<String>,
+    /// The file that holds its password.
+    pub password_file: Option<PathBuf>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_smtp_security() -> String {
+    "starttls".into()
 }
 
 /// `[store]`.
@@ -76,6 +118,8 @@ pub struct Plan {
     pub store_path: PathBuf,
     /// The connectors, in file order.
     pub connectors: Vec<ConnectorPlan>,
+    /// `[mail]`, if configured.
+    pub mail: Option<MailConfig>,
 }
 
 impl Plan {
@@ -136,7 +180,29 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
         }
         connectors.push(plan);
     }
-    Ok(Plan { source: path.to_owned(), store_path, connectors })
+    let mut mail = raw.mail;
+    if let Some(smtp) = mail.as_mut().and_then(|m| m.smtp.as_mut()) {
+        if !["starttls", "tls", "plain"].contains(&smtp.security.as_str()) {
+            bail!(
+                "{}: [mail.smtp] security must be starttls, tls or plain, not `{}`",
+                path.display(),
+                smtp.security
+            );
+        }
+        if let Some(f) = smtp.password_file.as_mut() {
+            *f = resolve(base, f);
+        }
+        if smtp.host.trim().is_empty() {
+            bail!("{}: [mail.smtp] host is empty", path.display());
+        }
+        if smtp.username.is_some() && smtp.password_env.is_none() && smtp.password_file.is_none() {
+            bail!(
+                "{}: [mail.smtp] username is set but no password_env or password_file says where its password is",
+                path.display()
+            );
+        }
+    }
+    Ok(Plan { source: path.to_owned(), store_path, connectors, mail })
 }
 
 /// `base/p` for a relative `p`; `p` itself when absolute.
@@ -341,5 +407,30 @@ delta = "syncrepl"
         let bad = GOOD.replace("password_env = \"PEOPLE_PASSWORD\"\n", "");
         let e = message(parse_at(&bad).unwrap_err());
         assert!(e.contains("people") && e.contains("password"), "{e}");
+    }
+
+    #[test]
+    fn mail_section_is_validated_and_its_password_file_resolved() {
+        let plan = parse_at(
+            "[mail]\nsender = \"syncctl@corp.example.com\"\n[mail.smtp]\nhost = \"smtp.office365.com\"\nusername = \"svc@corp.example.com\"\npassword_file = \"smtp.pw\"\n",
+        )
+        .unwrap();
+        let mail = plan.mail.unwrap();
+        assert_eq!(mail.sender, "syncctl@corp.example.com");
+        let smtp = mail.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.security.as_str()), (587, "starttls"));
+        assert_eq!(smtp.password_file.as_deref(), Some(Path::new("/etc/syncctl/smtp.pw")));
+        let e = message(
+            parse_at("[mail]\nsender = \"a@b.com\"\n[mail.smtp]\nhost = \"h\"\nsecurity = \"ssl\"\n")
+                .unwrap_err(),
+        );
+        assert!(e.contains("starttls, tls or plain"), "{e}");
+        let e = message(
+            parse_at("[mail]\nsender = \"a@b.com\"\n[mail.smtp]\nhost = \"h\"\nusername = \"u\"\n")
+                .unwrap_err(),
+        );
+        assert!(e.contains("password_env or password_file"), "{e}");
+        let e = message(parse_at("[mail]\nsender = \"a@b.com\"\npassword = \"x\"\n").unwrap_err());
+        assert!(e.contains("unknown field `password`"), "{e}");
     }
 }

@@ -6,7 +6,11 @@
 //! | 1 | the run completed with per-object errors |
 //! | 2 | the run stopped (`stopped-*`), or the command could not finish (database failure) |
 //! | 3 | configuration or usage error |
-//! | 4 | not found (`show`, `runs --errors`) |
+//! | 4 | not found (`show`, `runs --errors`, a file named on the command line) |
+//!
+//! `syncctl assess` speaks its own dialect for its findings: 0 ready, 1 warnings only, 2
+//! blocking errors; 3 configuration or usage error, 4 a file not found, 5 a source could not be
+//! read or a report could not be written.
 
 use std::fmt;
 
@@ -23,6 +27,8 @@ pub enum Code {
     Usage,
     /// 4: not found.
     NotFound,
+    /// 5: `assess` could not read a source or write a report.
+    AssessFailed,
 }
 
 impl Code {
@@ -34,6 +40,17 @@ impl Code {
             Self::Stopped => 2,
             Self::Usage => 3,
             Self::NotFound => 4,
+            Self::AssessFailed => 5,
+        }
+    }
+
+    /// The code an assessment's verdict ends the process with: 0 ready, 1 warnings only, 2
+    /// blocking errors.
+    pub fn for_verdict(verdict: syncctl_assess::Verdict) -> Self {
+        match verdict {
+            syncctl_assess::Verdict::Ready => Self::Success,
+            syncctl_assess::Verdict::Warnings => Self::CompletedWithErrors,
+            syncctl_assess::Verdict::Errors => Self::Stopped,
         }
     }
 
@@ -63,6 +80,10 @@ impl Failure {
     /// Something was not found (exit 4).
     pub fn not_found(error: impl Into<anyhow::Error>) -> Self {
         Self { code: Code::NotFound, error: error.into() }
+    }
+    /// `assess` could not read a source or write a report (exit 5).
+    pub fn assess_failed(error: impl Into<anyhow::Error>) -> Self {
+        Self { code: Code::AssessFailed, error: error.into() }
     }
     /// The command could not finish (exit 2).
     pub fn stopped(error: impl Into<anyhow::Error>) -> Self {

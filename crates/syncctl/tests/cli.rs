@@ -178,3 +178,106 @@ fn an_unreachable_server_stops_the_run_with_exit_2() {
     assert_eq!(runs[0]["status"], report["status"]);
     assert!(env.path("state/sync.db").exists());
 }
+
+/// One AD user as an LDIF export holds it (objectGUID `n` repeated).
+fn export_user(n: u8, cn: &str, upn: &str) -> String {
+    use base64::Engine as _;
+    let guid = base64::engine::general_purpose::STANDARD.encode([n; 16]);
+    format!(
+        "dn: CN={cn},CN=Users,DC=corp,DC=example,DC=com\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\ncn: {cn}\nobjectGUID:: {guid}\nsAMAccountName: {}\nuserPrincipalName: {upn}\n\n",
+        cn.to_lowercase()
+    )
+}
+
+#[test]
+fn assess_exit_codes_say_ready_warnings_or_errors() {
+    // No config file is needed for --ldif sources.
+    let env = Env::new("");
+    std::fs::remove_file(&env.config).unwrap();
+    let run = |name: &str, ldif: &str| {
+        std::fs::write(env.path(name), ldif).unwrap();
+        env.cmd().args(["assess", "--ldif", name]).output().unwrap()
+    };
+    let ready = run("ready.ldif", &export_user(1, "Alice", "alice@contoso.com"));
+    assert_eq!(ready.status.code(), Some(0), "{}{}", text(&ready.stdout), text(&ready.stderr));
+    assert!(text(&ready.stdout).starts_with("Readiness: READY"), "{}", text(&ready.stdout));
+    let warnings = run("warnings.ldif", &export_user(2, "Bob", "bob@corp.local"));
+    assert_eq!(warnings.status.code(), Some(1), "{}", text(&warnings.stdout));
+    assert!(text(&warnings.stdout).contains("upn-suffix-non-routable"));
+    let errors = run("errors.ldif", &export_user(3, "Carol", "carol smith@contoso.com"));
+    assert_eq!(errors.status.code(), Some(2), "{}", text(&errors.stdout));
+    assert!(text(&errors.stdout).contains("upn-invalid-character"));
+}
+
+#[test]
+fn assess_failures_to_run_exit_3_and_up_naming_what_failed() {
+    let env = Env::new("");
+    std::fs::remove_file(&env.config).unwrap();
+    let missing = env.cmd().args(["assess", "--ldif", "nope.ldif"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(text(&missing.stderr).contains("nope.ldif does not exist"), "{}", text(&missing.stderr));
+
+    let mut bad = export_user(1, "Alice", "alice@contoso.com");
+    bad.push_str(&export_user(2, "Bob", "bob@contoso.com").replace("objectGUID:: ", "objectGUID:: !!"));
+    std::fs::write(env.path("bad.ldif"), &bad).unwrap();
+    let out = env.cmd().args(["assess", "--ldif", "bad.ldif"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.ldif") && err.contains("line 17"), "{err}");
+
+    std::fs::write(env.path("ok.ldif"), export_user(1, "Alice", "alice@contoso.com")).unwrap();
+    std::fs::write(env.path("tenant.json"), "{\"users\": [").unwrap();
+    let out = env.cmd().args(["assess", "--ldif", "ok.ldif", "--tenant", "tenant.json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("tenant.json"), "{}", text(&out.stderr));
+
+    // Without --ldif the config is needed, and says so.
+    let out = env.cmd().args(["assess"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
+
+    let out = env
+        .cmd()
+        .args(["assess", "--ldif", "ok.ldif", "--html", "/nonexistent-dir/r.html"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(text(&out.stderr).contains("/nonexistent-dir/r.html"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn assess_csv_on_stdout_and_the_shipped_sample() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let env = Env::new("");
+    std::fs::remove_file(&env.config).unwrap();
+    let out = env
+        .cmd()
+        .arg("assess")
+        .arg("--ldif")
+        .arg(root.join("examples/corp-export.ldif"))
+        .arg("--tenant")
+        .arg(root.join("examples/tenant.json"))
+        .args(["--csv", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let csv = text(&out.stdout);
+    assert!(
+        csv.starts_with("DISTINGUISHEDNAME,COMMONNAME,OBJECTCLASS,ATTRIBUTE,ERROR,VALUE,UPDATE,ACTION\n"),
+        "{csv}"
+    );
+    // Erin's made-up UPN would be the Exchange admin's in the tenant: the fix avoids it.
+    assert!(
+        csv.contains("\"CN=Erin NoUPN,CN=Users,DC=corp,DC=example,DC=com\",Erin NoUPN,user,userPrincipalName,blank,,erin2@corp.example.com,EDIT"),
+        "{csv}"
+    );
+    // Bob: the .local suffix gets the main verified suffix; his soft match is an InvalidSoftMatch.
+    assert!(
+        csv.contains("\"CN=Bob Brown,CN=Users,DC=corp,DC=example,DC=com\",Bob Brown,user,userPrincipalName,topleveldomain,bob@corp.local,bob@corp.example.com,EDIT"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("\"CN=Bob Brown,CN=Users,DC=corp,DC=example,DC=com\",Bob Brown,user,proxyAddresses,tenant,bob@corp.example.com,,"),
+        "{csv}"
+    );
+}

@@ -392,18 +392,13 @@ fn chart_by_rule(findings: &[Finding]) -> Chart {
     chart
 }
 
-/// Findings on `userPrincipalName` by UPN suffix, most findings first: the part of the value
-/// after its last `@`, or the value itself for a forest-wide finding about a suffix (its DN is
-/// the suffix), lower case; `(none)` otherwise (a missing UPN, one without a suffix).
+/// Findings by the UPN suffix of the user they are about (any attribute), most findings first;
+/// forest-wide findings about a suffix count for it; `(none)` is the users without a UPN.
+/// Findings on groups, contacts and settings have no suffix and are left out.
 fn chart_by_suffix(findings: &[Finding]) -> Chart {
     let mut tally = Tally::default();
-    for f in findings.iter().filter(|f| f.attribute.eq_ignore_ascii_case("userPrincipalName")) {
-        let suffix = match f.value.rsplit_once('@') {
-            Some((_, s)) if !s.is_empty() => s.to_lowercase(),
-            None if !f.value.is_empty() && f.value.eq_ignore_ascii_case(&f.dn) => f.value.to_lowercase(),
-            _ => "(none)".to_owned(),
-        };
-        tally.add(&suffix, f.severity);
+    for f in findings.iter().filter(|f| !f.upn_suffix.is_empty()) {
+        tally.add(&f.upn_suffix, f.severity);
     }
     let mut rows = tally.rows;
     rows.sort_by(|(a, ca), (b, cb)| cb.total().cmp(&ca.total()).then_with(|| a.cmp(b)));
@@ -413,9 +408,8 @@ fn chart_by_suffix(findings: &[Finding]) -> Chart {
             |suffix| if suffix == "(none)" { String::new() } else { query_link(&format!("@{suffix}")) },
         );
     chart.id = "chart-by-suffix";
-    chart.title = "userPrincipalName findings by UPN suffix";
-    chart.caption =
-        "Findings on userPrincipalName by the suffix of the UPN, most first. Click a suffix to list them.";
+    chart.title = "Findings by UPN suffix";
+    chart.caption = "Findings on users by the suffix of their UPN, most first. Click a suffix to list them.";
     chart
 }
 
@@ -501,6 +495,14 @@ mod tests {
             attribute: attribute.to_owned(),
             value: value.to_owned(),
             message: message.to_owned(),
+            // As the assessor sets it for these tests' users: the UPN's suffix, the suffix
+            // itself for a forest-wide finding, `(none)` for a UPN without one.
+            upn_suffix: match value.rsplit_once('@') {
+                _ if !attribute.eq_ignore_ascii_case("userPrincipalName") => String::new(),
+                Some((_, s)) if !s.is_empty() => s.to_lowercase(),
+                None if !value.is_empty() && value == dn => value.to_lowercase(),
+                _ => "(none)".to_owned(),
+            },
         }
     }
 

@@ -1,5 +1,6 @@
 //! One module per command; each takes the parsed command line and returns an exit code.
 
+mod assess;
 mod connectors;
 mod import;
 mod runs;
@@ -20,15 +21,21 @@ pub async fn run(cli: &Cli) -> CmdResult {
         Command::Runs(_) => "runs",
         Command::Show(_) => "show",
         Command::Connectors => "connectors",
+        Command::Assess(_) => "assess",
     };
     let span = info_span!("command", command = name, config = %cli.config.display());
     async {
+        // assess can run without a config file (--ldif sources only).
+        if let Command::Assess(args) = &cli.command {
+            return assess::run(cli, args).await;
+        }
         let plan = config::load(&cli.config).map_err(Failure::usage)?;
         match &cli.command {
             Command::Import(args) => import::run(&plan, args, cli.json).await,
             Command::Runs(args) => runs::run(&plan, args, cli.json).await,
             Command::Show(args) => show::run(&plan, args, cli.json).await,
             Command::Connectors => connectors::run(&plan, cli.json),
+            Command::Assess(args) => assess::run(cli, args).await,
         }
     }
     .instrument(span)

@@ -1,0 +1,429 @@
+//! The population checks: duplicates across sources, the skip list, tenant matching, the UPN
+//! suffix inventory, federation, the mail settings, and the fixes they lead to.
+
+use syncctl_core::{Anchor, AttrValues, Attributes, CsObject, Dn, ImmutableId};
+
+use super::*;
+
+fn guid(n: u8) -> ImmutableId {
+    ImmutableId::from_object_guid(&[n; 16]).unwrap()
+}
+
+fn obj(n: u8, dn: &str, class: &str, attrs: &[(&str, &[&str])]) -> CsObject {
+    let mut attributes = Attributes::new();
+    for (name, values) in attrs {
+        attributes.insert(*name, AttrValues::String(values.iter().map(|v| (*v).to_owned()).collect()));
+    }
+    CsObject {
+        anchor: Anchor::from(guid(n)),
+        immutable_id: Some(guid(n)),
+        dn: Dn::parse(dn).unwrap(),
+        object_class: class.into(),
+        attributes,
+    }
+}
+
+fn user(n: u8, cn: &str, upn: Option<&str>, extra: &[(&str, &[&str])]) -> CsObject {
+    let dn = format!("CN={cn},CN=Users,DC=corp,DC=example,DC=com");
+    let sam = cn.to_lowercase().replace(' ', "");
+    let sam = sam.as_str();
+    let mut attrs: Vec<(&str, &[&str])> =
+        vec![("cn", std::slice::from_ref(&cn)), ("sAMAccountName", std::slice::from_ref(&sam))];
+    let upn_values;
+    if let Some(u) = upn {
+        upn_values = [u];
+        attrs.push(("userPrincipalName", &upn_values));
+    }
+    attrs.extend_from_slice(extra);
+    obj(n, &dn, "user", &attrs)
+}
+
+fn assess(objects: &[CsObject], options: AssessOptions) -> Report {
+    let mut a = Assessor::new(options);
+    let s = a.begin_source("corp-ad", "ldap-ad", "ldaps://dc1");
+    for o in objects {
+        a.observe(s, o);
+    }
+    a.finish("2026-11-23T00:00:00Z".into(), "syncctl test".into())
+}
+
+fn rules_of<'a>(report: &'a Report, cn: &str) -> Vec<&'a str> {
+    let mut v: Vec<&str> =
+        report.findings.iter().filter(|f| f.dn.starts_with(&format!("CN={cn},"))).map(|f| f.rule).collect();
+    v.sort_unstable();
+    v
+}
+
+fn tenant(json: &str) -> Option<TenantSnapshot> {
+    Some(TenantSnapshot::from_graph_json(json).unwrap())
+}
+
+#[test]
+fn duplicates_are_case_insensitive_and_proxy_duplicates_are_removed_from_all_holders_but_one() {
+    let report = assess(
+        &[
+            user(
+                1,
+                "Alice",
+                Some("alice@corp.example.com"),
+                &[
+                    ("mail", &["alice@corp.example.com"]),
+                    ("proxyAddresses", &["SMTP:alice@corp.example.com", "smtp:shared@corp.example.com"]),
+                ],
+            ),
+            user(
+                2,
+                "Carol",
+                Some("ALICE@corp.example.com"),
+                &[("proxyAddresses", &["smtp:Shared@corp.example.com"])],
+            ),
+            user(3, "Erin", None, &[]),
+            obj(
+                4,
+                "CN=Erin2,CN=Users,DC=corp,DC=example,DC=com",
+                "contact",
+                &[("sAMAccountName", &["ERIN"])],
+            ),
+        ],
+        AssessOptions::default(),
+    );
+    assert_eq!(rules_of(&report, "Alice"), ["proxy-duplicate", "upn-duplicate"]);
+    assert_eq!(rules_of(&report, "Carol"), ["address-conflict", "proxy-duplicate", "upn-duplicate"]);
+    // sAMAccountName duplicates count only for objects without a UPN.
+    assert_eq!(rules_of(&report, "Erin"), ["samaccountname-duplicate", "upn-missing"]);
+    assert_eq!(rules_of(&report, "Erin2"), ["samaccountname-duplicate"]);
+    // Both holders are flagged; the removal goes to the holder for which it is not primary/mail
+    // (neither), then the younger (no whenCreated: DN order keeps Alice's).
+    let removals: Vec<(&str, &str)> = report
+        .remediations
+        .iter()
+        .filter(|r| r.action == Action::Remove)
+        .map(|r| (r.common_name.as_str(), r.value.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(removals, [("Carol", "smtp:Shared@corp.example.com")]);
+    let f = report.findings.iter().find(|f| f.rule == "upn-duplicate" && f.common_name == "Alice").unwrap();
+    assert!(f.message.contains("CN=Carol,CN=Users,DC=corp,DC=example,DC=com (corp-ad)"), "{}", f.message);
+}
+
+#[test]
+fn the_primary_holder_keeps_a_duplicate_proxy_address() {
+    let report = assess(
+        &[
+            user(
+                1,
+                "Old",
+                Some("old@corp.example.com"),
+                &[("proxyAddresses", &["smtp:x@corp.example.com"]), ("whenCreated", &["20200101000000.0Z"])],
+            ),
+            user(
+                2,
+                "Young",
+                Some("young@corp.example.com"),
+                &[("proxyAddresses", &["SMTP:x@corp.example.com"]), ("whenCreated", &["20250101000000.0Z"])],
+            ),
+        ],
+        AssessOptions::default(),
+    );
+    let removals: Vec<&str> = report
+        .remediations
+        .iter()
+        .filter(|r| r.action == Action::Remove)
+        .map(|r| r.common_name.as_str())
+        .collect();
+    assert_eq!(removals, ["Old"]);
+}
+
+#[test]
+fn idfix_skip_list() {
+    let grp = |n: u8, cn: &str, attrs: &[(&str, &[&str])]| {
+        obj(n, &format!("CN={cn},CN=Users,DC=corp,DC=example,DC=com"), "group", attrs)
+    };
+    let objects = vec![
+        user(1, "WS01$", None, &[]),
+        user(2, "Administrator", None, &[]),
+        user(3, "HealthMailbox0123", None, &[]),
+        user(4, "krbtgt", None, &[]),
+        obj(5, "CN=Bob\\0ACNF:1234,CN=Users,DC=corp,DC=example,DC=com", "user", &[]),
+        user(6, "Msol Service", None, &[]),
+        user(7, "Svc", None, &[("sAMAccountName", &["SUPPORT_388945a0"])]),
+        grp(8, "Secure", &[]),
+        grp(9, "Dist", &[("groupType", &["2"])]),
+        grp(10, "Mailsec", &[("mail", &["ms@corp.example.com"])]),
+        user(11, "Real", None, &[]),
+    ];
+    let mut objects = objects;
+    // groupType is an integer attribute, as the connectors type it.
+    objects[8].attributes.insert("groupType", AttrValues::Integer(vec![2]));
+    let mut crit = user(12, "Crit", None, &[]);
+    crit.attributes.insert("isCriticalSystemObject", AttrValues::Boolean(vec![true]));
+    objects.push(crit);
+    let report = assess(&objects, AssessOptions::default());
+    let skipped = &report.sources[0].skipped;
+    let expect = [
+        ("cn-ends-with-dollar", 1),
+        ("critical-system-object", 1),
+        ("distribution-group-without-proxy-addresses", 1),
+        ("replication-conflict", 1),
+        ("security-group-without-mail", 1),
+        ("service-account", 1),
+        ("system-account-name", 4),
+    ];
+    assert_eq!(skipped.iter().map(|(k, v)| (k.as_str(), *v)).collect::<Vec<_>>(), expect);
+    assert_eq!(report.sources[0].objects_assessed, 2, "Real and Mailsec");
+    assert_eq!(report.totals.skipped, 10);
+}
+
+const TENANT: &str = r#"{
+  "domains": {"value": [
+    {"id": "contoso.onmicrosoft.com", "isVerified": true, "isInitial": true},
+    {"id": "corp.example.com", "isVerified": true, "authenticationType": "Managed"}]},
+  "users": {"value": [
+    {"id": "c-hard", "userPrincipalName": "renamed@corp.example.com", "onPremisesImmutableId": "AQEBAQEBAQEBAQEBAQEBAQ=="},
+    {"id": "c-soft", "userPrincipalName": "bob@corp.example.com"},
+    {"id": "c-smtp", "userPrincipalName": "cara@contoso.onmicrosoft.com", "proxyAddresses": ["SMTP:carol@corp.example.com"]},
+    {"id": "c-other", "userPrincipalName": "dave@corp.example.com", "onPremisesImmutableId": "ZZZZZZZZZZZZZZZZZZZZZZ=="},
+    {"id": "c-admin", "userPrincipalName": "erin@corp.example.com"},
+    {"id": "c-amb1", "userPrincipalName": "frank@corp.example.com"},
+    {"id": "c-amb2", "userPrincipalName": "f2@contoso.onmicrosoft.com", "proxyAddresses": ["SMTP:frank.f@corp.example.com"]},
+    {"id": "c-dup", "userPrincipalName": "zed@contoso.onmicrosoft.com", "proxyAddresses": ["smtp:grace.alias@corp.example.com"]}]},
+  "groups": {"value": [{"id": "c-group", "displayName": "Hank", "mailEnabled": true, "proxyAddresses": ["SMTP:hank@corp.example.com"]}]},
+  "directoryRoles": {"value": [{"id": "r", "displayName": "Global Administrator", "members": [{"id": "c-admin"}]}]}
+}"#;
+
+#[test]
+fn anchor_audit_predicts_each_outcome_against_the_tenant() {
+    let report = assess(
+        &[
+            user(1, "Alice", Some("alice@corp.example.com"), &[]),
+            user(2, "Bob", Some("Bob@corp.example.com"), &[]),
+            user(
+                3,
+                "Carol",
+                Some("carol@corp.example.com"),
+                &[("proxyAddresses", &["SMTP:carol@corp.example.com"])],
+            ),
+            user(4, "Dave", Some("dave@corp.example.com"), &[]),
+            user(5, "Erin", Some("erin@corp.example.com"), &[]),
+            user(
+                6,
+                "Frank",
+                Some("frank@corp.example.com"),
+                &[("proxyAddresses", &["SMTP:frank.f@corp.example.com"])],
+            ),
+            user(
+                7,
+                "Grace",
+                Some("grace@corp.example.com"),
+                &[("proxyAddresses", &["SMTP:grace@corp.example.com", "smtp:grace.alias@corp.example.com"])],
+            ),
+            user(
+                8,
+                "Hank",
+                Some("hank@corp.example.com"),
+                &[("proxyAddresses", &["SMTP:hank@corp.example.com"])],
+            ),
+        ],
+        AssessOptions { tenant: tenant(TENANT), ..AssessOptions::default() },
+    );
+    let outcome = |cn: &str| {
+        let a = report.anchor_audit.iter().find(|a| a.dn.starts_with(&format!("CN={cn},"))).unwrap();
+        (a.outcome, a.cloud_id.clone().unwrap_or_default())
+    };
+    // Alice's objectGUID is 01 01 ... = AQEBAQEBAQEBAQEBAQEBAQ==.
+    assert_eq!(outcome("Alice"), (MatchOutcome::HardMatch, "c-hard".into()));
+    assert_eq!(outcome("Bob"), (MatchOutcome::SoftMatchUpn, "c-soft".into()));
+    assert_eq!(outcome("Carol"), (MatchOutcome::SoftMatchSmtp, "c-smtp".into()));
+    assert_eq!(outcome("Dave"), (MatchOutcome::Conflict, "c-other".into()));
+    assert_eq!(outcome("Erin"), (MatchOutcome::Conflict, "c-admin".into()));
+    assert_eq!(outcome("Frank").0, MatchOutcome::Conflict);
+    assert_eq!(outcome("Grace"), (MatchOutcome::New, String::new()));
+    assert_eq!(outcome("Hank"), (MatchOutcome::Conflict, "c-group".into()));
+    assert_eq!(
+        rules_of(&report, "Alice"),
+        Vec::<&str>::new(),
+        "a hard match keeps its cloud UPN without conflict"
+    );
+    assert_eq!(rules_of(&report, "Bob"), ["match-soft"]);
+    assert_eq!(rules_of(&report, "Dave"), ["match-invalid-soft-match"]);
+    assert_eq!(rules_of(&report, "Erin"), ["match-admin-role"]);
+    assert_eq!(rules_of(&report, "Frank"), ["match-ambiguous"]);
+    assert_eq!(rules_of(&report, "Grace"), ["proxy-duplicate"], "the tenant's c-dup holds grace.alias");
+    assert_eq!(rules_of(&report, "Hank"), ["match-object-type-mismatch"]);
+    let a = &report.anchors;
+    assert_eq!((a.hard_match, a.soft_match, a.new, a.conflict), (1, 2, 1, 4));
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.rule == "match-admin-role" && f.message.contains("Global Administrator"))
+    );
+}
+
+#[test]
+fn fixes_use_the_main_routable_suffix_and_stay_unique() {
+    let report = assess(
+        &[
+            user(1, "Alice", Some("alice@corp.example.com"), &[]),
+            user(2, "Bob", Some("bob@corp.local"), &[]),
+            user(3, "Carol", Some("carol smith@corp.example.com"), &[]),
+            user(4, "Erin", None, &[]),
+            user(5, "Frank", Some("fränk@corp.example.com"), &[]),
+            // "alice" is taken, so a second alice gets alice2.
+            user(6, "Alice Two", Some("alice@corp.local"), &[]),
+            user(7, "Dave", Some("dave,x@corp.example.com"), &[]),
+        ],
+        AssessOptions::default(),
+    );
+    let fixes: Vec<(&str, Option<&str>, Option<&str>)> = report
+        .remediations
+        .iter()
+        .map(|r| (r.common_name.as_str(), r.value.as_deref(), r.update.as_deref()))
+        .collect();
+    assert_eq!(
+        fixes,
+        [
+            ("Alice Two", Some("alice@corp.local"), Some("alice2@corp.example.com")),
+            ("Bob", Some("bob@corp.local"), Some("bob@corp.example.com")),
+            ("Carol", Some("carol smith@corp.example.com"), Some("carolsmith@corp.example.com")),
+            ("Dave", Some("dave,x@corp.example.com"), Some("davex@corp.example.com")),
+            ("Erin", None, Some("erin@corp.example.com")),
+            ("Frank", Some("fränk@corp.example.com"), Some("frank@corp.example.com")),
+        ]
+    );
+    let carol = report.remediations.iter().find(|r| r.common_name == "Carol").unwrap();
+    assert_eq!((carol.error.as_str(), carol.action), ("character", Action::Edit));
+    let suffixes: Vec<(&str, u64, bool)> =
+        report.upn_suffixes.iter().map(|s| (s.suffix.as_str(), s.users, s.routable)).collect();
+    assert_eq!(suffixes, [("corp.example.com", 4, true), ("corp.local", 2, false), ("(none)", 1, false)]);
+    assert_eq!(report.upn_suffixes[1].cloud_suffix, "<tenant>.onmicrosoft.com");
+    assert_eq!(report.verdict, Verdict::Errors);
+}
+
+#[test]
+fn federation_readiness() {
+    let mut a = Assessor::new(AssessOptions::default());
+    let s1 = a.begin_source("corp", "ldap-ad", "x");
+    let s2 = a.begin_source("fabrikam", "ldif", "y");
+    a.observe(s1, &user(1, "A", Some("a@corp.example.com"), &[]));
+    a.observe(s1, &user(2, "B", Some("b@example.com"), &[]));
+    a.observe(
+        s1,
+        &obj(
+            3,
+            "CN=C,OU=X,DC=emea,DC=corp,DC=example,DC=com",
+            "user",
+            &[("userPrincipalName", &["c@contoso.co.uk"])],
+        ),
+    );
+    a.observe(s2, &obj(4, "CN=D,DC=fabrikam,DC=com", "user", &[("userPrincipalName", &["d@fabrikam.com"])]));
+    let r = a.finish(String::new(), String::new());
+    assert_eq!(r.federation.top_level_domains, ["contoso.co.uk", "example.com", "fabrikam.com"]);
+    assert_eq!(r.federation.subdomains, ["corp.example.com"]);
+    assert_eq!(
+        r.federation.forests,
+        ["corp.example.com", "fabrikam.com"],
+        "emea.corp.example.com is a child domain"
+    );
+    let rules: Vec<&str> = r.findings.iter().filter(|f| f.source == "all").map(|f| f.rule).collect();
+    assert_eq!(
+        rules,
+        // Sorted by subject: "UPN suffixes", then the sub-domain, then "sources".
+        [
+            "federation-multiple-domains",
+            "federation-subdomains-and-multiple-domains",
+            "federation-subdomain",
+            "federation-multiple-forests"
+        ]
+    );
+}
+
+#[test]
+fn anchors_claimed_twice_and_unreadable_objects() {
+    let mut a = Assessor::new(AssessOptions::default());
+    let s1 = a.begin_source("one", "ldap-ad", "x");
+    let s2 = a.begin_source("two", "ldif", "y");
+    a.observe(s1, &user(1, "A", Some("a@corp.example.com"), &[]));
+    a.observe(
+        s2,
+        &obj(
+            1,
+            "CN=A copy,DC=corp,DC=example,DC=com",
+            "user",
+            &[("userPrincipalName", &["a2@corp.example.com"])],
+        ),
+    );
+    a.observe_unreadable(
+        s2,
+        &syncctl_core::ObjectError {
+            anchor: None,
+            dn: "CN=Broken,DC=corp,DC=example,DC=com".into(),
+            kind: "invalid-anchor".into(),
+            message: "CN=Broken,DC=corp,DC=example,DC=com: objectGUID is 15 bytes, not 16".into(),
+        },
+    );
+    let r = a.finish(String::new(), String::new());
+    let dup: Vec<&str> =
+        r.findings.iter().filter(|f| f.rule == "anchor-duplicate").map(|f| f.source.as_str()).collect();
+    assert_eq!(dup, ["one", "two"]);
+    let broken = r.findings.iter().find(|f| f.rule == "anchor-missing").unwrap();
+    assert_eq!(
+        (broken.dn.as_str(), broken.common_name.as_str(), broken.attribute.as_str()),
+        ("CN=Broken,DC=corp,DC=example,DC=com", "Broken", "objectGUID")
+    );
+    assert!(broken.message.contains("15 bytes"));
+    assert_eq!((r.sources[1].objects_read, r.sources[1].unreadable), (2, 1));
+    assert_eq!(r.anchors.no_anchor, 1);
+    assert_eq!(r.totals.objects_with_errors, 3);
+}
+
+#[test]
+fn notification_sender_and_relay() {
+    let check = |sender: &str,
+                 account: Option<&str>,
+                 port: Option<u16>,
+                 security: Option<&str>,
+                 tenant_json: Option<&str>| {
+        let options = AssessOptions {
+            tenant: tenant_json.and_then(tenant),
+            mail: Some(MailSettings {
+                sender: sender.into(),
+                relay_account: account.map(str::to_owned),
+                relay_host: Some("smtp.office365.com".into()),
+                relay_port: port,
+                relay_security: security.map(str::to_owned),
+            }),
+            ..AssessOptions::default()
+        };
+        let r = assess(&[], options);
+        r.findings.iter().map(|f| f.rule).collect::<Vec<_>>()
+    };
+    let t = Some(r#"{"domains": {"value": [{"id": "corp.example.com", "isVerified": true}]}}"#);
+    assert!(
+        check("syncctl@corp.example.com", Some("svc@corp.example.com"), Some(587), Some("starttls"), t)
+            .is_empty()
+    );
+    assert_eq!(
+        check("syncctl@other.example.net", Some("svc@corp.example.com"), Some(587), Some("starttls"), t),
+        ["mail-sender-relay-mismatch", "mail-sender-unverified"]
+    );
+    assert_eq!(check("not an address", None, None, None, t), ["mail-sender-invalid"]);
+    assert_eq!(check("a@corp.local", None, None, None, None), ["mail-sender-unverified"]);
+    assert_eq!(check("a@corp.example.com", None, Some(25), Some("plain"), t), ["mail-relay-insecure"]);
+}
+
+#[test]
+fn a_clean_directory_is_ready() {
+    let r = assess(
+        &[user(
+            1,
+            "Alice",
+            Some("alice@corp.example.com"),
+            &[("mail", &["alice@corp.example.com"]), ("proxyAddresses", &["SMTP:alice@corp.example.com"])],
+        )],
+        AssessOptions::default(),
+    );
+    // corp.example.com is a sub-domain of example.com: an informational note only.
+    assert_eq!(r.findings.iter().map(|f| f.rule).collect::<Vec<_>>(), ["federation-subdomain"]);
+    assert_eq!(r.verdict, Verdict::Ready);
+    assert_eq!(r.totals.objects_with_errors + r.totals.objects_with_warnings, 0);
+}

@@ -1,0 +1,559 @@
+//! The per-object rules: each attribute value of one object against IdFix's rules and
+//! Microsoft's attribute table. Duplicates, tenant matching and forest-wide checks need every
+//! object and live in the assessor.
+
+use syncctl_core::{AttrValues, CsObject};
+
+use crate::address::{self, DomainClass};
+use crate::catalogue::{self as cat, Rule, Severity};
+use crate::tenant::TenantSnapshot;
+
+/// A finding before it knows its object: rule, severity, message.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    /// The rule.
+    pub rule: &'static Rule,
+    /// The severity (the rule's unless raised).
+    pub severity: Severity,
+    /// What exactly is wrong.
+    pub message: String,
+}
+
+/// What fixing a value would take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Proposal {
+    /// Nothing can be suggested.
+    None,
+    /// Replace with this value.
+    Edit(String),
+    /// A UPN rebuilt from this local part and domain; `domain: None` means the suffix must be
+    /// replaced by the forest's target suffix.
+    Upn {
+        /// Local part.
+        local: String,
+        /// Domain, or None to use the target suffix.
+        domain: Option<String>,
+    },
+}
+
+/// The findings on one value of one attribute, and how to fix them.
+#[derive(Clone, Debug)]
+pub struct ValueIssue {
+    /// Attribute (schema spelling).
+    pub attribute: &'static str,
+    /// The value (None when the attribute is missing).
+    pub value: Option<String>,
+    /// The findings.
+    pub hits: Vec<Hit>,
+    /// The suggested fix.
+    pub proposal: Proposal,
+}
+
+impl ValueIssue {
+    fn new(attribute: &'static str, value: Option<&str>) -> Self {
+        Self { attribute, value: value.map(str::to_owned), hits: Vec::new(), proposal: Proposal::None }
+    }
+    fn hit(&mut self, rule: &'static Rule, message: impl Into<String>) {
+        self.hits.push(Hit { rule, severity: rule.severity, message: message.into() });
+    }
+    fn hit_as(&mut self, rule: &'static Rule, severity: Severity, message: impl Into<String>) {
+        self.hits.push(Hit { rule, severity, message: message.into() });
+    }
+}
+
+/// Characters the cloud refuses in a UPN (besides whitespace and non-ASCII).
+const UPN_FORBIDDEN: &str = "\\%&*+/=?{}|<>();:,[]\"";
+/// Characters Microsoft allows in a UPN besides ASCII letters and digits (and the @).
+const UPN_ALLOWED_PUNCT: &str = "'.-_!#^~";
+/// Forbidden in smtp proxy addresses and mail (besides whitespace).
+const SMTP_FORBIDDEN: &str = "<>();,[]\"";
+/// Forbidden in x400 / x500 proxy addresses (besides control characters).
+const X500_FORBIDDEN: &str = "[]\"";
+/// Forbidden in other proxy address types (besides whitespace).
+const OTHER_PROXY_FORBIDDEN: &str = "<>(),[]\"";
+/// Forbidden in sAMAccountName (Microsoft's table and IdFix's together).
+const SAM_FORBIDDEN: &str = "[]\\\"|,/:<>+=;?*'";
+/// Forbidden in targetAddress.
+const TARGET_FORBIDDEN: &str = "\\<>();,[]\"";
+
+fn chars_in(value: &str, forbidden: &str, whitespace: bool) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        if (forbidden.contains(c) || (whitespace && c.is_whitespace())) && !out.contains(c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn shown(chars: &str) -> String {
+    chars
+        .chars()
+        .map(|c| if c == ' ' { "space".to_owned() } else { format!("`{}`", c.escape_default()) })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn strip(value: &str, forbidden: &str, whitespace: bool) -> String {
+    value.chars().filter(|c| !(forbidden.contains(*c) || (whitespace && c.is_whitespace()))).collect()
+}
+
+fn truncate(value: &str, max: usize) -> String {
+    value.chars().take(max).collect()
+}
+
+fn len(value: &str) -> usize {
+    value.chars().count()
+}
+
+/// The settings rules read from outside the object.
+pub struct RuleContext<'a> {
+    /// Tenant data, when given.
+    pub tenant: Option<&'a TenantSnapshot>,
+}
+
+impl RuleContext<'_> {
+    fn verified(&self, domain: &str) -> Option<bool> {
+        self.tenant.map(|t| t.verified_domain(domain).is_some())
+    }
+    fn federated(&self, domain: &str) -> bool {
+        self.tenant
+            .and_then(|t| t.verified_domain(domain))
+            .is_some_and(|d| d.authentication.eq_ignore_ascii_case("federated"))
+    }
+}
+
+/// True for the object types that carry a sign-in name.
+pub fn is_user(object_class: &str) -> bool {
+    object_class.eq_ignore_ascii_case("user")
+}
+
+/// Checks every attribute of one object.
+pub fn check_object(object: &CsObject, ctx: &RuleContext<'_>) -> Vec<ValueIssue> {
+    let mut out = Vec::new();
+    let attrs = &object.attributes;
+    let texts = |name: &str| -> Vec<String> {
+        match attrs.get(name) {
+            Some(AttrValues::String(v)) => v.clone(),
+            Some(other) => other.display_values(),
+            None => Vec::new(),
+        }
+    };
+    let user = is_user(&object.object_class);
+    let upns = texts("userPrincipalName");
+    if user && upns.is_empty() {
+        let mut issue = ValueIssue::new("userPrincipalName", None);
+        issue.hit(&cat::UPN_MISSING, "the user has no userPrincipalName");
+        if let Some(sam) = texts("sAMAccountName").first() {
+            let local = sanitize_upn_local(sam);
+            if !local.is_empty() {
+                issue.proposal = Proposal::Upn { local, domain: None };
+            }
+        }
+        out.push(issue);
+    }
+    for upn in &upns {
+        if let Some(issue) = check_upn(upn, ctx) {
+            out.push(issue);
+        }
+    }
+    for mail in texts("mail") {
+        if let Some(issue) = check_mail(&mail) {
+            out.push(issue);
+        }
+    }
+    for nick in texts("mailNickname") {
+        let mut issue = ValueIssue::new("mailNickname", Some(&nick));
+        let mut fixed = nick.clone();
+        if len(&nick) > 64 {
+            issue.hit(&cat::MAILNICKNAME_TOO_LONG, format!("{} characters (at most 64)", len(&nick)));
+            fixed = truncate(&fixed, 64);
+        }
+        if nick.starts_with('.') {
+            issue.hit(&cat::MAILNICKNAME_LEADING_PERIOD, "starts with a period");
+            fixed = fixed.trim_start_matches('.').to_owned();
+        }
+        if !nick.is_ascii() {
+            issue.hit(&cat::NON_ASCII, format!("non-ASCII {}", address::non_ascii_chars(&nick)));
+            fixed = address::to_ascii(&fixed);
+        }
+        push_edit(&mut out, issue, fixed);
+    }
+    let mut primaries = Vec::new();
+    for proxy in texts("proxyAddresses") {
+        if proxy.starts_with("SMTP:") {
+            primaries.push(proxy.clone());
+        }
+        if let Some(issue) = check_proxy(&proxy, ctx) {
+            out.push(issue);
+        }
+    }
+    if primaries.len() > 1 {
+        let mut issue = ValueIssue::new("proxyAddresses", Some(&primaries.join("; ")));
+        issue.hit(&cat::PROXY_MULTIPLE_PRIMARY, format!("{} values start with SMTP:", primaries.len()));
+        out.push(issue);
+    }
+    for dn in texts("displayName") {
+        let mut issue = ValueIssue::new("displayName", Some(&dn));
+        if dn.trim().is_empty() {
+            issue.hit(&cat::DISPLAYNAME_BLANK, "the displayName is blank");
+            let cn = texts("cn")
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| object.dn.rdn().map(|r| r.value().to_owned()).unwrap_or_default());
+            issue.proposal = if cn.trim().is_empty() { Proposal::None } else { Proposal::Edit(cn) };
+            out.push(issue);
+        } else if len(&dn) > 256 {
+            issue.hit(&cat::DISPLAYNAME_TOO_LONG, format!("{} characters (at most 256)", len(&dn)));
+            issue.proposal = Proposal::Edit(truncate(&dn, 256));
+            out.push(issue);
+        }
+    }
+    for given in texts("givenName") {
+        if len(&given) > 64 {
+            let mut issue = ValueIssue::new("givenName", Some(&given));
+            issue.hit(&cat::GIVENNAME_TOO_LONG, format!("{} characters (at most 64)", len(&given)));
+            issue.proposal = Proposal::Edit(truncate(&given, 64));
+            out.push(issue);
+        }
+    }
+    for sam in texts("sAMAccountName") {
+        let mut issue = ValueIssue::new("sAMAccountName", Some(&sam));
+        let mut fixed = sam.clone();
+        if user && len(&sam) > 20 {
+            issue.hit(
+                &cat::SAMACCOUNTNAME_TOO_LONG,
+                format!("{} characters (at most 20 for a user)", len(&sam)),
+            );
+        }
+        let bad = chars_in(&sam, SAM_FORBIDDEN, false);
+        if !bad.is_empty() {
+            issue.hit(&cat::SAMACCOUNTNAME_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+            fixed = strip(&fixed, SAM_FORBIDDEN, false);
+        }
+        if !sam.is_ascii() {
+            issue.hit(&cat::NON_ASCII, format!("non-ASCII {}", address::non_ascii_chars(&sam)));
+            fixed = address::to_ascii(&fixed);
+        }
+        // A sAMAccountName that is still too long is a decision, not an automatic fix.
+        if user && len(&fixed) > 20 {
+            fixed = sam.clone();
+        }
+        push_edit(&mut out, issue, fixed);
+    }
+    for target in texts("targetAddress") {
+        let mut issue = ValueIssue::new("targetAddress", Some(&target));
+        let mut fixed = target.clone();
+        if len(&target) > 256 {
+            issue.hit(&cat::TARGETADDRESS_TOO_LONG, format!("{} characters (at most 256)", len(&target)));
+        }
+        let bad = chars_in(&target, TARGET_FORBIDDEN, false);
+        if !bad.is_empty() {
+            issue.hit(&cat::TARGETADDRESS_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+            fixed = strip(&fixed, TARGET_FORBIDDEN, false);
+        }
+        if !target.is_ascii() {
+            issue.hit(&cat::NON_ASCII, format!("non-ASCII {}", address::non_ascii_chars(&target)));
+            fixed = address::to_ascii(&fixed);
+        }
+        if len(&fixed) > 256 {
+            fixed = target.clone();
+        }
+        push_edit(&mut out, issue, fixed);
+    }
+    out
+}
+
+/// Keeps `issue` when it has findings, proposing `fixed` when it differs from the value.
+fn push_edit(out: &mut Vec<ValueIssue>, mut issue: ValueIssue, fixed: String) {
+    if issue.hits.is_empty() {
+        return;
+    }
+    if issue.value.as_deref() != Some(fixed.as_str()) && !fixed.is_empty() {
+        issue.proposal = Proposal::Edit(fixed);
+    }
+    out.push(issue);
+}
+
+/// The local part of a UPN made valid: transliterated, only allowed characters, no leading,
+/// trailing or doubled periods, at most 64 characters.
+pub fn sanitize_upn_local(local: &str) -> String {
+    let ascii = address::to_ascii(local);
+    let kept: String =
+        ascii.chars().filter(|c| c.is_ascii_alphanumeric() || UPN_ALLOWED_PUNCT.contains(*c)).collect();
+    let mut out = String::with_capacity(kept.len());
+    for c in kept.chars() {
+        if c == '.' && (out.is_empty() || out.ends_with('.')) {
+            continue;
+        }
+        out.push(c);
+    }
+    let mut out = truncate(&out, 64);
+    while out.ends_with('.') {
+        out.pop();
+    }
+    out
+}
+
+/// Checks one userPrincipalName.
+pub fn check_upn(upn: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
+    let mut issue = ValueIssue::new("userPrincipalName", Some(upn));
+    if len(upn) > 113 {
+        issue.hit(&cat::UPN_TOO_LONG, format!("{} characters (at most 113)", len(upn)));
+    }
+    let bad = chars_in(upn, UPN_FORBIDDEN, true);
+    if !bad.is_empty() {
+        issue.hit(&cat::UPN_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+    }
+    if !upn.is_ascii() {
+        issue.hit(&cat::UPN_DIACRITIC, format!("contains {}", address::non_ascii_chars(upn)));
+    }
+    let (local, domain) = match address::split_address(upn) {
+        Ok(parts) => parts,
+        Err(why) => {
+            issue.hit(&cat::UPN_FORMAT, why);
+            // `name` alone (no @): propose it with the target suffix.
+            if !upn.contains('@') {
+                let local = sanitize_upn_local(upn);
+                if !local.is_empty() {
+                    issue.proposal = Proposal::Upn { local, domain: None };
+                }
+            }
+            return Some(issue);
+        }
+    };
+    let others: String = local
+        .chars()
+        .filter(|c| {
+            c.is_ascii()
+                && !c.is_ascii_alphanumeric()
+                && !UPN_ALLOWED_PUNCT.contains(*c)
+                && !UPN_FORBIDDEN.contains(*c)
+                && !c.is_whitespace()
+        })
+        .collect();
+    if !others.is_empty() {
+        issue.hit(&cat::UPN_INVALID_CHARACTER, format!("contains {}", shown(&others)));
+    }
+    if len(local) > 64 {
+        issue.hit(
+            &cat::UPN_LOCAL_PART_TOO_LONG,
+            format!("{} characters before the @ (at most 64)", len(local)),
+        );
+    }
+    if len(domain) > 48 {
+        issue.hit(&cat::UPN_DOMAIN_TOO_LONG, format!("{} characters after the @ (at most 48)", len(domain)));
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") || local.ends_with('&') {
+        issue.hit(
+            &cat::UPN_LOCAL_PART,
+            if local.contains("..") {
+                "two periods in a row before the @"
+            } else if local.ends_with('&') {
+                "the part before the @ ends with &"
+            } else {
+                "the part before the @ starts or ends with a period"
+            },
+        );
+    }
+    let mut replace_domain = false;
+    let domain_ascii_ok = domain.is_ascii();
+    if domain_ascii_ok {
+        let verified = ctx.verified(domain);
+        match address::classify_domain(domain) {
+            DomainClass::Malformed { reason } => {
+                // Forbidden characters were already reported; do not report them twice.
+                if chars_in(domain, UPN_FORBIDDEN, true).is_empty() {
+                    issue.hit(&cat::UPN_DOMAIN_PART, reason);
+                }
+            }
+            DomainClass::NonRoutable { reason } => {
+                if verified != Some(true) {
+                    issue.hit(&cat::UPN_SUFFIX_NON_ROUTABLE, format!("@{}: {reason}", domain.to_lowercase()));
+                    replace_domain = true;
+                }
+            }
+            DomainClass::Routable { .. } => {
+                if verified == Some(false) {
+                    issue.hit(
+                        &cat::UPN_SUFFIX_UNVERIFIED,
+                        format!("{} is not a verified domain of the tenant", domain.to_lowercase()),
+                    );
+                }
+            }
+        }
+    }
+    let federation: String = local
+        .chars()
+        .filter(|c| c.is_ascii() && !(c.is_ascii_alphanumeric() || ".-_".contains(*c)))
+        .filter(|c| !UPN_FORBIDDEN.contains(*c) && !c.is_whitespace())
+        .collect();
+    if !federation.is_empty() {
+        let (severity, note) = if ctx.federated(domain) {
+            (Severity::Warning, "its domain is federated")
+        } else {
+            (Severity::Info, "only if its domain is federated")
+        };
+        issue.hit_as(
+            &cat::UPN_FEDERATION_CHARACTER,
+            severity,
+            format!("contains {} ({note})", shown(&federation)),
+        );
+    }
+    if issue.hits.is_empty() {
+        return None;
+    }
+    // Propose: a valid local part and, unless the domain must be replaced, a cleaned domain.
+    let only_informational = issue.hits.iter().all(|h| h.rule.id == cat::UPN_FEDERATION_CHARACTER.id);
+    if !only_informational {
+        let local_fixed = sanitize_upn_local(local);
+        let domain_fixed = address::to_ascii(domain)
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
+            .collect::<String>();
+        let domain_ok = domain_fixed.len() <= 48 && address::domain_syntax_problem(&domain_fixed).is_none();
+        if !local_fixed.is_empty() {
+            if replace_domain || !domain_ok || !address::classify_domain(&domain_fixed).is_routable() {
+                issue.proposal = Proposal::Upn { local: local_fixed, domain: None };
+            } else {
+                issue.proposal = Proposal::Upn { local: local_fixed, domain: Some(domain_fixed) };
+            }
+        }
+    }
+    Some(issue)
+}
+
+/// What is wrong with an SMTP address (format only: local dot-atom, domain syntax, known
+/// top-level domain).
+fn smtp_format_problem(addr: &str) -> Option<String> {
+    let (local, domain) = match address::split_address(addr) {
+        Ok(p) => p,
+        Err(e) => return Some(e),
+    };
+    if let Some(p) = address::dot_atom_problem(local) {
+        return Some(p);
+    }
+    if let Some(p) = address::domain_syntax_problem(domain) {
+        return Some(p);
+    }
+    if address::is_ip_literal(domain) {
+        return Some("the domain is an IP address".into());
+    }
+    if !address::has_known_tld(domain) {
+        let tld = domain.rsplit('.').next().unwrap_or(domain);
+        return Some(format!("unknown top-level domain .{tld}"));
+    }
+    None
+}
+
+/// Checks one mail value.
+pub fn check_mail(mail: &str) -> Option<ValueIssue> {
+    let mut issue = ValueIssue::new("mail", Some(mail));
+    if len(mail) > 256 {
+        issue.hit(&cat::MAIL_TOO_LONG, format!("{} characters (at most 256)", len(mail)));
+    }
+    let bad = chars_in(mail, "<>();,[]\\\"", true);
+    if !bad.is_empty() {
+        issue.hit(&cat::MAIL_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+    }
+    if !mail.is_ascii() {
+        issue.hit(&cat::MAIL_DIACRITIC, format!("contains {}", address::non_ascii_chars(mail)));
+    }
+    let cleaned = address::to_ascii(&strip(mail, "<>();,[]\\\"", true));
+    if bad.is_empty()
+        && mail.is_ascii()
+        && let Some(p) = smtp_format_problem(mail)
+    {
+        issue.hit(&cat::MAIL_FORMAT, p);
+    }
+    if issue.hits.is_empty() {
+        return None;
+    }
+    if cleaned != mail && smtp_format_problem(&cleaned).is_none() && len(&cleaned) <= 256 {
+        issue.proposal = Proposal::Edit(cleaned);
+    }
+    Some(issue)
+}
+
+/// Checks one proxyAddresses value.
+pub fn check_proxy(proxy: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
+    let mut issue = ValueIssue::new("proxyAddresses", Some(proxy));
+    if len(proxy) > 256 {
+        issue.hit(&cat::PROXY_TOO_LONG, format!("{} characters (at most 256)", len(proxy)));
+    }
+    let Some((prefix, addr)) = proxy.split_once(':') else {
+        issue.hit(&cat::PROXY_FORMAT, "no address type (such as smtp:) before the address");
+        return Some(issue);
+    };
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+        issue.hit(&cat::PROXY_FORMAT, format!("`{prefix}` is not an address type"));
+        return Some(issue);
+    }
+    if addr.is_empty() {
+        issue.hit(&cat::PROXY_FORMAT, "the address after the type is empty");
+        return Some(issue);
+    }
+    if addr.starts_with(':') {
+        issue.hit(&cat::PROXY_FORMAT, "a colon right after the address type");
+        return Some(issue);
+    }
+    let kind = prefix.to_ascii_lowercase();
+    if kind == "smtp" {
+        let bad = chars_in(addr, SMTP_FORBIDDEN, true);
+        if !bad.is_empty() {
+            issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+        }
+        if !addr.is_ascii() {
+            issue.hit(&cat::PROXY_DIACRITIC, format!("contains {}", address::non_ascii_chars(addr)));
+        }
+        if bad.is_empty()
+            && addr.is_ascii()
+            && let Some(p) = smtp_format_problem(addr)
+        {
+            issue.hit(&cat::PROXY_FORMAT, p);
+        }
+        if let Ok((_, domain)) = address::split_address(addr)
+            && ctx.verified(domain) == Some(false)
+            && address::has_known_tld(domain)
+        {
+            issue.hit(
+                &cat::PROXY_DOMAIN_UNVERIFIED,
+                format!("{} is not a verified domain of the tenant", domain.to_lowercase()),
+            );
+        }
+        let cleaned = address::to_ascii(&strip(addr, SMTP_FORBIDDEN, true));
+        if cleaned != addr && smtp_format_problem(&cleaned).is_none() {
+            issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
+        }
+    } else if kind == "x500" || kind == "x400" {
+        let mut bad = chars_in(addr, X500_FORBIDDEN, false);
+        bad.extend(addr.chars().filter(|c| c.is_control()).take(1));
+        if !bad.is_empty() {
+            issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+            let cleaned: String =
+                strip(addr, X500_FORBIDDEN, false).chars().filter(|c| !c.is_control()).collect();
+            if !cleaned.is_empty() {
+                issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
+            }
+        }
+    } else {
+        let bad = chars_in(addr, OTHER_PROXY_FORBIDDEN, true);
+        if !bad.is_empty() {
+            issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+            let cleaned = strip(addr, OTHER_PROXY_FORBIDDEN, true);
+            if !cleaned.is_empty() {
+                issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
+            }
+        }
+    }
+    if issue.hits.is_empty() {
+        return None;
+    }
+    if len(proxy) > 256 {
+        issue.proposal = Proposal::None;
+    }
+    Some(issue)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,404 @@
+//! `syncctl assess`: reads every source (configured connectors, LDIF files) with a full read
+//! straight into the assessor (nothing is written to the database), compares with tenant data
+//! when given, and prints the summary or writes the report files.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+use syncctl_assess::catalogue::{self, Severity};
+use syncctl_assess::render::{csv::to_csv, html::to_html, ldif::to_fix_ldif, to_json};
+use syncctl_assess::report::MatchOutcome;
+use syncctl_assess::tenant::TenantSnapshot;
+use syncctl_assess::{AssessOptions, Assessor, MailSettings, Report};
+use syncctl_core::{Clock as _, ImportChange, ImportMode, ImportRequest, SystemClock};
+use tokio::sync::mpsc;
+use tracing::{Instrument as _, info, info_span};
+
+use crate::cli::{AssessArgs, Cli};
+use crate::config::{self, Plan};
+use crate::exit::{CmdResult, Code, Failure};
+use crate::logging::Progress;
+use crate::output;
+use crate::registry::{self, ConnectorPlan};
+
+/// Runs the assessment.
+pub async fn run(cli: &Cli, args: &AssessArgs) -> CmdResult {
+    if args.rules {
+        return print_catalogue(cli.json);
+    }
+    if cli.json && args.csv.as_deref() == Some(Path::new("-")) {
+        return Err(Failure::usage(anyhow!("--json and --csv - both write to stdout: choose one")));
+    }
+    // The config is needed for connectors; with --ldif sources only it is read when present
+    // (for `[mail]`).
+    let needs_config = !args.connectors.is_empty() || args.ldif.is_empty();
+    let plan = if needs_config || cli.config.exists() {
+        Some(config::load(&cli.config).map_err(Failure::usage)?)
+    } else {
+        None
+    };
+    let mut sources: Vec<&ConnectorPlan> = Vec::new();
+    if let Some(plan) = &plan {
+        sources.extend(select_connectors(plan, args)?);
+    }
+    let mut files: Vec<ConnectorPlan> = Vec::new();
+    for (i, file) in args.ldif.iter().enumerate() {
+        let taken: Vec<&str> =
+            sources.iter().map(|s| s.name.as_str()).chain(files.iter().map(|f| f.name.as_str())).collect();
+        files.push(ldif_source(file, i, &taken)?);
+    }
+    sources.extend(files.iter());
+    if sources.is_empty() {
+        return Err(Failure::usage(anyhow!(
+            "nothing to assess: {} has no connectors; configure one or pass --ldif FILE",
+            cli.config.display()
+        )));
+    }
+    let tenant = match &args.tenant {
+        Some(path) => Some(read_tenant(path)?),
+        None => None,
+    };
+    let mail = mail_settings(plan.as_ref(), args);
+    let mut assessor = Assessor::new(AssessOptions { tenant, mail, worst_objects: args.top });
+    for spec in sources {
+        read_source(spec, &mut assessor, cli.json).await?;
+    }
+    let generated_at = output::rfc3339(SystemClock.now_ms());
+    let report = assessor.finish(generated_at, format!("syncctl {}", env!("CARGO_PKG_VERSION")));
+    let written = write_files(&report, args)?;
+    if cli.json {
+        output::print(&format!("{}\n", to_json(&report).map_err(Failure::assess_failed)?))?;
+    } else if args.csv.as_deref() != Some(Path::new("-")) {
+        output::print(&summary(&report, &written))?;
+    }
+    Ok(Code::for_verdict(report.verdict))
+}
+
+fn print_catalogue(json: bool) -> CmdResult {
+    if json {
+        output::print_json(&serde_json::to_value(catalogue::ALL).map_err(Failure::stopped)?)?;
+        return Ok(Code::Success);
+    }
+    let rows: Vec<Vec<String>> = catalogue::ALL
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_owned(),
+                r.severity.as_str().to_owned(),
+                r.attribute.to_owned(),
+                r.idfix.to_owned(),
+                format!("{} Fix: {}", r.summary, r.fix),
+            ]
+        })
+        .collect();
+    let mut text = format!(
+        "{} rules. Severity: error = blocks a correct sync; warning = the cloud will change or drop the value; info = worth knowing.\n\n",
+        rows.len()
+    );
+    text.push_str(&output::table(&["RULE", "SEVERITY", "ATTRIBUTE", "IDFIX", "WHAT AND FIX"], &rows));
+    output::print(&text)?;
+    Ok(Code::Success)
+}
+
+fn select_connectors<'p>(plan: &'p Plan, args: &AssessArgs) -> Result<Vec<&'p ConnectorPlan>, Failure> {
+    let mut out = Vec::new();
+    if args.connectors.is_empty() {
+        if args.ldif.is_empty() {
+            out.extend(plan.connectors.iter());
+        }
+        return Ok(out);
+    }
+    for name in &args.connectors {
+        let spec = plan.connector(name).ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "no connector named `{name}` in {} (configured: {})",
+                plan.source.display(),
+                plan.connector_names()
+            ))
+        })?;
+        out.push(spec);
+    }
+    Ok(out)
+}
+
+/// An `--ldif FILE` source: an `ldif` connector of AD flavor named after the file.
+fn ldif_source(file: &Path, index: usize, taken: &[&str]) -> Result<ConnectorPlan, Failure> {
+    if !file.exists() {
+        return Err(Failure::not_found(anyhow!("the LDIF file {} does not exist", file.display())));
+    }
+    let stem: String = file
+        .file_stem()
+        .map(|s| {
+            s.to_string_lossy()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .collect()
+        })
+        .unwrap_or_else(|| format!("ldif-{}", index + 1));
+    let mut name = stem.clone();
+    let mut n = 2;
+    while taken.contains(&name.as_str()) {
+        name = format!("{stem}-{n}");
+        n += 1;
+    }
+    let mut settings = toml::Table::new();
+    settings.insert("path".into(), toml::Value::String(file.to_string_lossy().into_owned()));
+    let cwd = std::env::current_dir().unwrap_or_default();
+    registry::plan("ldif", &name, settings, &cwd).map_err(Failure::usage)
+}
+
+fn read_tenant(path: &Path) -> Result<TenantSnapshot, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Failure::not_found(anyhow!("the tenant file {} does not exist", path.display()))
+        } else {
+            Failure::usage(anyhow!("cannot read the tenant file {}: {e}", path.display()))
+        }
+    })?;
+    TenantSnapshot::from_graph_json(&text).map_err(|e| Failure::usage(anyhow!("{}: {e}", path.display())))
+}
+
+fn mail_settings(plan: Option<&Plan>, args: &AssessArgs) -> Option<MailSettings> {
+    let configured = plan.and_then(|p| p.mail.as_ref());
+    let sender = args.mail_sender.clone().or_else(|| configured.map(|m| m.sender.clone()))?;
+    let smtp = configured.and_then(|m| m.smtp.as_ref());
+    Some(MailSettings {
+        sender,
+        relay_account: args.mail_relay_account.clone().or_else(|| smtp.and_then(|s| s.username.clone())),
+        relay_host: smtp.map(|s| s.host.clone()),
+        relay_port: smtp.map(|s| s.port),
+        relay_security: smtp.map(|s| s.security.clone()),
+    })
+}
+
+/// Reads one source with a full import into the assessor.
+async fn read_source(spec: &ConnectorPlan, assessor: &mut Assessor, json: bool) -> Result<(), Failure> {
+    let span =
+        info_span!("connector", connector = %spec.name, r#type = spec.type_name, endpoint = %spec.endpoint);
+    async {
+        let built = spec.build().map_err(Failure::usage)?;
+        let source = assessor.begin_source(&spec.name, built.kind, &spec.endpoint);
+        let mut connector = built.connector;
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            connector.import(ImportRequest { mode: ImportMode::Full, watermark: None }, tx).await
+        });
+        let progress = Progress::new(!json, &format!("reading {}", spec.name));
+        let mut objects = 0u64;
+        while let Some(batch) = rx.recv().await {
+            for change in batch.changes {
+                objects += 1;
+                match change {
+                    ImportChange::Present(object) | ImportChange::Incremental { object, .. } => {
+                        assessor.observe(source, &object);
+                    }
+                    ImportChange::Invalid(error) => assessor.observe_unreadable(source, &error),
+                    ImportChange::Deleted { .. } | ImportChange::Unchanged { .. } => objects -= 1,
+                }
+            }
+            syncctl_engine::ImportProgress::advance(&progress, objects, 0);
+        }
+        progress.finish();
+        let result =
+            reader.await.map_err(|e| Failure::assess_failed(anyhow!("reading {}: {e}", spec.name)))?;
+        let summary = result.map_err(|fault| {
+            Failure::assess_failed(anyhow!("source `{}` could not be read: {fault}", spec.name))
+        })?;
+        info!(objects, pages = summary.pages, "source read");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+fn undo_path(fix: &Path) -> PathBuf {
+    let name = fix.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".ldif").unwrap_or(&name);
+    fix.with_file_name(format!("{stem}.undo.ldif"))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Failure> {
+    std::fs::write(path, text)
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(Failure::assess_failed)
+}
+
+/// Writes the requested files; returns lines saying what was written.
+fn write_files(report: &Report, args: &AssessArgs) -> Result<Vec<String>, Failure> {
+    let mut written = Vec::new();
+    if let Some(path) = &args.csv {
+        let text = to_csv(report).map_err(Failure::assess_failed)?;
+        if path == Path::new("-") {
+            output::print(&text)?;
+        } else {
+            write(path, &text)?;
+            written.push(format!("CSV (IdFix columns): {}", path.display()));
+        }
+    }
+    if let Some(path) = &args.html {
+        write(path, &to_html(report).map_err(Failure::assess_failed)?)?;
+        written.push(format!("HTML report: {}", path.display()));
+    }
+    if let Some(path) = &args.fix_ldif {
+        let ldif = to_fix_ldif(report);
+        let undo = undo_path(path);
+        write(path, &ldif.fix)?;
+        write(&undo, &ldif.undo)?;
+        written.push(format!(
+            "fix LDIF: {} ({} changes on {} objects; review, then ldapmodify -f); undo LDIF: {}",
+            path.display(),
+            ldif.changes,
+            ldif.objects,
+            undo.display()
+        ));
+    }
+    Ok(written)
+}
+
+fn summary(report: &Report, written: &[String]) -> String {
+    let mut out = String::new();
+    let t = &report.totals;
+    let read: u64 = report.sources.iter().map(|s| s.objects_read).sum();
+    let _ = writeln!(
+        out,
+        "Readiness: {} ({} errors, {} warnings, {} notes) over {} objects assessed of {read} read; {} skipped as IdFix skips them.",
+        report.verdict.as_str().to_uppercase(),
+        t.errors,
+        t.warnings,
+        t.infos,
+        t.objects,
+        t.skipped
+    );
+    let _ = writeln!(
+        out,
+        "{} objects with errors, {} with warnings only.\n",
+        t.objects_with_errors, t.objects_with_warnings
+    );
+    let rows: Vec<Vec<String>> = report
+        .sources
+        .iter()
+        .map(|s| {
+            let skipped: Vec<String> = s.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            vec![
+                s.name.clone(),
+                s.kind.clone(),
+                s.endpoint.clone(),
+                s.objects_read.to_string(),
+                s.objects_assessed.to_string(),
+                s.unreadable.to_string(),
+                if skipped.is_empty() { "-".into() } else { skipped.join(", ") },
+            ]
+        })
+        .collect();
+    out.push_str("Sources\n");
+    out.push_str(&output::table(
+        &["NAME", "KIND", "ENDPOINT", "READ", "ASSESSED", "UNREADABLE", "SKIPPED"],
+        &rows,
+    ));
+    if !report.by_rule.is_empty() {
+        let mut by_rule = report.by_rule.clone();
+        by_rule.sort_by_key(|r| (r.severity, std::cmp::Reverse(r.count)));
+        let rows: Vec<Vec<String>> = by_rule
+            .iter()
+            .map(|r| vec![r.severity.as_str().into(), r.rule.into(), r.count.to_string(), r.attribute.into()])
+            .collect();
+        out.push_str("\nFindings by rule (syncctl assess --rules explains each)\n");
+        out.push_str(&output::table(&["SEVERITY", "RULE", "COUNT", "ATTRIBUTE"], &rows));
+    }
+    if !report.upn_suffixes.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .upn_suffixes
+            .iter()
+            .map(|s| {
+                vec![
+                    s.suffix.clone(),
+                    s.users.to_string(),
+                    if s.routable { "yes".into() } else { "no".into() },
+                    match s.verified {
+                        Some(true) => s.authentication.clone().unwrap_or_else(|| "yes".into()),
+                        Some(false) => "no".into(),
+                        None => "-".into(),
+                    },
+                    s.cloud_suffix.clone(),
+                    s.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str("\nUPN suffixes\n");
+        out.push_str(&output::table(
+            &["SUFFIX", "USERS", "ROUTABLE", "VERIFIED", "CLOUD SUFFIX", "WHY"],
+            &rows,
+        ));
+    }
+    let a = &report.anchors;
+    if a.compared_with_tenant {
+        let _ = writeln!(
+            out,
+            "\nAnchor audit against the tenant: {} hard match, {} soft match, {} new, {} conflict, {} without anchor.",
+            a.hard_match, a.soft_match, a.new, a.conflict, a.no_anchor
+        );
+        let conflicts: Vec<Vec<String>> = report
+            .anchor_audit
+            .iter()
+            .filter(|r| r.outcome == MatchOutcome::Conflict)
+            .take(10)
+            .map(|r| vec![r.dn.clone(), r.cloud_id.clone().unwrap_or_default(), r.detail.clone()])
+            .collect();
+        if !conflicts.is_empty() {
+            out.push_str(&output::table(&["CONFLICT", "CLOUD ID", "WHY"], &conflicts));
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "\nAnchor audit: {} objects with an ImmutableID, {} without; pass --tenant FILE to predict hard and soft matches.",
+            report.anchor_audit.iter().filter(|r| r.immutable_id.is_some()).count(),
+            a.no_anchor
+        );
+    }
+    let f = &report.federation;
+    if !f.top_level_domains.is_empty() || f.forests.len() > 1 {
+        let _ = writeln!(
+            out,
+            "Federation: top-level domains {}; sub-domains {}; forests {}.",
+            list(&f.top_level_domains),
+            list(&f.subdomains),
+            list(&f.forests)
+        );
+    }
+    if !report.worst_objects.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .worst_objects
+            .iter()
+            .map(|o| {
+                let rules: Vec<&str> = report
+                    .findings
+                    .iter()
+                    .filter(|f| f.source == o.source && f.dn == o.dn && f.severity != Severity::Info)
+                    .map(|f| f.rule)
+                    .collect();
+                vec![o.errors.to_string(), o.warnings.to_string(), o.dn.clone(), rules.join(", ")]
+            })
+            .collect();
+        out.push_str("\nWorst objects\n");
+        out.push_str(&output::table(&["ERRORS", "WARNINGS", "DN", "RULES"], &rows));
+    }
+    let fixable = report.remediations.len();
+    if !written.is_empty() || fixable > 0 {
+        out.push('\n');
+    }
+    if fixable > 0 && written.iter().all(|w| !w.starts_with("fix LDIF")) {
+        let _ = writeln!(
+            out,
+            "{fixable} fixes can be suggested: write them with --fix-ldif FILE (or see --csv / --html)."
+        );
+    }
+    for w in written {
+        let _ = writeln!(out, "Wrote {w}");
+    }
+    out
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
