@@ -218,9 +218,13 @@ impl Assessor {
             common_name: leaf_value(&error.dn),
             ..Subject::default()
         };
-        let attribute = if error.kind.contains("anchor") { "objectGUID" } else { "-" };
+        let (rule, attribute) = if error.kind.contains("anchor") {
+            (&cat::ANCHOR_MISSING, "objectGUID")
+        } else {
+            (&cat::OBJECT_UNREADABLE, "-")
+        };
         self.findings.push(Finding::new(
-            &cat::ANCHOR_MISSING,
+            rule,
             &subject,
             attribute,
             "",

@@ -184,8 +184,11 @@ rules! {
         "A non-ASCII character in an identifier attribute: it does not synchronize as written.",
         "Transliterate to ASCII.");
     ANCHOR_MISSING = ("anchor-missing", Error, "objectGUID", "anchor",
-        "The object has no usable anchor (objectGUID missing or not 16 bytes, unreadable DN or value): it cannot be given an ImmutableID and will not synchronize.",
-        "None suggested: export the object with its objectGUID, or fix the value the message names.");
+        "The object has no usable anchor (objectGUID missing or not 16 bytes): it cannot be given an ImmutableID and will not synchronize.",
+        "None suggested: export the object with its objectGUID.");
+    OBJECT_UNREADABLE = ("object-unreadable", Error, "-", "format",
+        "The object cannot be read as the source holds it (a DN or value that is not valid UTF-8, an integer that is not one, an incomplete ranged value): it will not synchronize.",
+        "None suggested: fix the value the message names.");
     ANCHOR_DUPLICATE = ("anchor-duplicate", Error, "objectGUID", "anchor",
         "Two objects in the sources have the same ImmutableID: only one can be joined to a cloud object.",
         "None suggested: the same object is read twice, or a copy kept its objectGUID.");

@@ -427,3 +427,145 @@ fn a_clean_directory_is_ready() {
     assert_eq!(r.verdict, Verdict::Ready);
     assert_eq!(r.totals.objects_with_errors + r.totals.objects_with_warnings, 0);
 }
+
+/// Every rule of the catalogue fires on an example made for it: no rule is dead, and the
+/// catalogue lists every rule the assessor can raise (a finding's rule must be in it).
+#[test]
+fn every_rule_in_the_catalogue_fires_on_its_example() {
+    let long = |n: usize| "x".repeat(n);
+    let l65 = format!("{}@corp.example.com", long(65));
+    let d49 = format!("a@{}.example.com", "d".repeat(37));
+    let t114 = format!("{}@{}.{}.example.com", long(60), long(20), long(20));
+    let m257 = format!("{}@corp.example.com", long(240));
+    let p257 = format!("smtp:{}@corp.example.com", long(240));
+    let g65 = long(65);
+    let d257 = long(257);
+    let s21 = long(21);
+    let t257 = format!("SMTP:{}@x.com", long(250));
+    let n65 = long(65);
+    type Attrs<'a> = Vec<(&'a str, Vec<&'a str>)>;
+    let users: Vec<(&str, Option<&str>, Attrs<'_>)> = vec![
+        ("NoUpn", None, vec![]),
+        ("TooLong", Some(&t114), vec![]),
+        ("LocalLong", Some(&l65), vec![]),
+        ("DomainLong", Some(&d49), vec![]),
+        ("Space", Some("a b@corp.example.com"), vec![]),
+        ("Umlaut", Some("ä@corp.example.com"), vec![]),
+        ("NoAt", Some("plain.corp.example.com"), vec![]),
+        ("Dots", Some("a..b@corp.example.com"), vec![]),
+        ("BadDomain", Some("a@corp_x.example.com"), vec![]),
+        ("Local", Some("a@corp.local"), vec![]),
+        ("Unverified", Some("a@fabrikam.com"), vec![]),
+        ("Apostrophe", Some("o'brien@corp.example.com"), vec![]),
+        ("Dup1", Some("dup@corp.example.com"), vec![]),
+        ("Dup2", Some("DUP@corp.example.com"), vec![]),
+        ("Conflict", Some("mailholder@corp.example.com"), vec![]),
+        ("MailHolder", Some("mh@corp.example.com"), vec![("mail", vec!["mailholder@corp.example.com"])]),
+        ("MailLong", Some("ml@corp.example.com"), vec![("mail", vec![&m257])]),
+        ("MailChar", Some("mc@corp.example.com"), vec![("mail", vec!["m c@corp.example.com"])]),
+        ("MailUml", Some("mu@corp.example.com"), vec![("mail", vec!["mü@corp.example.com"])]),
+        ("MailFmt", Some("mf@corp.example.com"), vec![("mail", vec!["mf@corp"])]),
+        ("MailDup1", Some("md1@corp.example.com"), vec![("mail", vec!["md@corp.example.com"])]),
+        ("MailDup2", Some("md2@corp.example.com"), vec![("mail", vec!["MD@corp.example.com"])]),
+        ("Nick", Some("n1@corp.example.com"), vec![("mailNickname", vec![&n65])]),
+        ("NickDot", Some("n2@corp.example.com"), vec![("mailNickname", vec![".n2"])]),
+        ("NickDup1", Some("n3@corp.example.com"), vec![("mailNickname", vec!["same"])]),
+        ("NickDup2", Some("n4@corp.example.com"), vec![("mailNickname", vec!["Same"])]),
+        ("NickUml", Some("n5@corp.example.com"), vec![("mailNickname", vec!["zoë"])]),
+        ("ProxyLong", Some("p1@corp.example.com"), vec![("proxyAddresses", vec![&p257])]),
+        (
+            "ProxyChar",
+            Some("p2@corp.example.com"),
+            vec![("proxyAddresses", vec!["smtp:p 2@corp.example.com"])],
+        ),
+        ("ProxyUml", Some("p3@corp.example.com"), vec![("proxyAddresses", vec!["smtp:pä@corp.example.com"])]),
+        ("ProxyFmt", Some("p4@corp.example.com"), vec![("proxyAddresses", vec!["p4@corp.example.com"])]),
+        (
+            "ProxyTwo",
+            Some("p5@corp.example.com"),
+            vec![("proxyAddresses", vec!["SMTP:p5@corp.example.com", "SMTP:p5b@corp.example.com"])],
+        ),
+        (
+            "ProxyDup1",
+            Some("p6@corp.example.com"),
+            vec![("proxyAddresses", vec!["smtp:pd@corp.example.com"])],
+        ),
+        (
+            "ProxyDup2",
+            Some("p7@corp.example.com"),
+            vec![("proxyAddresses", vec!["smtp:pd@corp.example.com"])],
+        ),
+        ("ProxyUnv", Some("p8@corp.example.com"), vec![("proxyAddresses", vec!["smtp:p8@fabrikam.com"])]),
+        ("Blank", Some("b1@corp.example.com"), vec![("displayName", vec![" "])]),
+        ("DispLong", Some("b2@corp.example.com"), vec![("displayName", vec![&d257])]),
+        ("Given", Some("b3@corp.example.com"), vec![("givenName", vec![&g65])]),
+        ("SamLong", Some("s1@corp.example.com"), vec![("sAMAccountName", vec![&s21])]),
+        ("SamChar", Some("s2@corp.example.com"), vec![("sAMAccountName", vec!["s/2"])]),
+        ("SamDup1", None, vec![("sAMAccountName", vec!["samdup"])]),
+        ("SamDup2", None, vec![("sAMAccountName", vec!["SAMDUP"])]),
+        ("TargetLong", Some("t1@corp.example.com"), vec![("targetAddress", vec![&t257])]),
+        ("TargetChar", Some("t2@corp.example.com"), vec![("targetAddress", vec!["SMTP:t2@x.com;"])]),
+        // Tenant matching.
+        ("Soft", Some("soft@corp.example.com"), vec![]),
+        ("Invalid", Some("taken@corp.example.com"), vec![]),
+        ("Admin", Some("admin@corp.example.com"), vec![]),
+        (
+            "Ambiguous",
+            Some("amb@corp.example.com"),
+            vec![("proxyAddresses", vec!["SMTP:amb2@corp.example.com"])],
+        ),
+        ("TypeMismatch", Some("tm@corp.example.com"), vec![("mail", vec!["grp@corp.example.com"])]),
+    ];
+    let tenant_json = r#"{
+      "domains": {"value": [{"id": "corp.example.com", "isVerified": true}, {"id": "corp.onmicrosoft.com", "isVerified": true, "isInitial": true}]},
+      "users": {"value": [
+        {"id": "s", "userPrincipalName": "soft@corp.example.com"},
+        {"id": "t", "userPrincipalName": "taken@corp.example.com", "onPremisesImmutableId": "AAAAAAAAAAAAAAAAAAAAAA=="},
+        {"id": "a", "userPrincipalName": "admin@corp.example.com"},
+        {"id": "b1", "userPrincipalName": "amb@corp.example.com"},
+        {"id": "b2", "userPrincipalName": "b2@corp.onmicrosoft.com", "proxyAddresses": ["SMTP:amb2@corp.example.com"]}]},
+      "groups": {"value": [{"id": "g", "displayName": "G", "mailEnabled": true, "proxyAddresses": ["SMTP:grp@corp.example.com"]}]},
+      "directoryRoles": {"value": [{"id": "r", "displayName": "Global Administrator", "members": [{"id": "a"}]}]}
+    }"#;
+    let run = |mail: MailSettings| {
+        let mut a =
+            Assessor::new(AssessOptions { tenant: tenant(tenant_json), mail: Some(mail), worst_objects: 0 });
+        let corp = a.begin_source("corp", "ldap-ad", "x");
+        let fab = a.begin_source("fab", "ldif", "y");
+        for (n, (cn, upn, extra)) in users.iter().enumerate() {
+            let extra: Vec<(&str, &[&str])> = extra.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+            a.observe(corp, &user(u8::try_from(n + 1).unwrap(), cn, *upn, &extra));
+        }
+        // Another forest, with a copy of an object (same ImmutableID) and a mail-enabled group.
+        let other = |cn: &str, upn: &str| {
+            obj(1, &format!("CN={cn},DC=fabrikam,DC=com"), "user", &[("userPrincipalName", &[upn])])
+        };
+        a.observe(fab, &other("Copy", "copy@corp.example.com"));
+        a.observe(
+            fab,
+            &obj(200, "CN=Grp,DC=fabrikam,DC=com", "group", &[("mail", &["soft@corp.example.com"])]),
+        );
+        let error = |kind: &str| syncctl_core::ObjectError {
+            anchor: None,
+            dn: "CN=Broken,DC=fabrikam,DC=com".into(),
+            kind: kind.into(),
+            message: "broken".into(),
+        };
+        a.observe_unreadable(fab, &error("missing-anchor"));
+        a.observe_unreadable(fab, &error("invalid-value"));
+        a.finish(String::new(), String::new())
+    };
+    let first = run(MailSettings {
+        sender: "syncctl@fabrikam.com".into(),
+        relay_account: Some("svc@corp.example.com".into()),
+        relay_host: Some("smtp.office365.com".into()),
+        relay_port: Some(25),
+        relay_security: Some("plain".into()),
+    });
+    let second = run(MailSettings { sender: "not an address".into(), ..MailSettings::default() });
+    let fired: BTreeSet<&str> = first.findings.iter().chain(&second.findings).map(|f| f.rule).collect();
+    let all: BTreeSet<&str> = cat::ALL.iter().map(|r| r.id).collect();
+    let missing: Vec<&&str> = all.difference(&fired).collect();
+    assert!(missing.is_empty(), "rules that never fired: {missing:?}");
+    assert_eq!(fired, all, "findings with rules outside the catalogue");
+}
