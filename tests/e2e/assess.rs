@@ -42,6 +42,32 @@ fn flagged(report: &Value) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// Every value of the attributes assess checks, per entry of `ou`, as the real ldapsearch reads
+/// them (values compared as sets, attribute names case-insensitively).
+fn snapshot(peer: &Peer, ou: &str) -> BTreeMap<String, BTreeMap<String, BTreeSet<Vec<u8>>>> {
+    let attrs = [
+        "userPrincipalName",
+        "mail",
+        "proxyAddresses",
+        "mailNickname",
+        "displayName",
+        "givenName",
+        "sAMAccountName",
+        "targetAddress",
+    ];
+    let mut args = vec!["-LLL", "-o", "ldif-wrap=no", "-b", ou, "(objectClass=*)"];
+    args.extend(attrs);
+    let text = String::from_utf8(ldapsearch(peer, &args)).unwrap();
+    let mut out: BTreeMap<String, BTreeMap<String, BTreeSet<Vec<u8>>>> = BTreeMap::new();
+    for r in read_fixture_ldif(&text) {
+        let entry = out.entry(r.dn.to_lowercase()).or_default();
+        for (k, v) in r.attrs {
+            entry.entry(k.to_lowercase()).or_default().insert(v);
+        }
+    }
+    out
+}
+
 /// Every (dn, attribute, value) the report found something on: what must come back after undo.
 fn flagged_values(report: &Value) -> BTreeSet<(String, String, String, String)> {
     report["findings"]
@@ -136,6 +162,7 @@ async fn fixture_users_are_flagged_fixed_with_ldapmodify_and_restored_with_the_u
     );
 
     // The fix LDIF, applied by ldapmodify, makes every flagged object clean.
+    let original = snapshot(&peer, &ou);
     let fix_text = std::fs::read_to_string(&fix).unwrap();
     assert!(
         fix_text.contains("changetype: modify") && fix_text.contains("delete: proxyAddresses"),
@@ -147,6 +174,26 @@ async fn fixture_users_are_flagged_fixed_with_ldapmodify_and_restored_with_the_u
     assert!(flags_after.is_empty(), "still flagged after the fix: {flags_after:?}\n{fix_text}");
     assert_eq!(code, 0, "nothing but notes left: {after:#}");
     assert_eq!(after["verdict"], "ready");
+    let fixed = snapshot(&peer, &ou);
+    let value = |snap: &BTreeMap<String, BTreeMap<String, BTreeSet<Vec<u8>>>>, cn: &str, attr: &str| {
+        snap[&format!("cn={cn},{ou}").to_lowercase()].get(attr).cloned().unwrap_or_default()
+    };
+    let one = |s: String| BTreeSet::from([s.into_bytes()]);
+    assert_eq!(value(&fixed, "Bob Brown", "userprincipalname"), one(format!("bob{tag}@corp.example.com")));
+    assert_eq!(
+        value(&fixed, "Carol Space", "userprincipalname"),
+        one(format!("carolsmith{tag}@corp.example.com"))
+    );
+    assert_eq!(
+        value(&fixed, "Frank Umlaut", "userprincipalname"),
+        one(format!("frank{tag}@corp.example.com"))
+    );
+    // Only the duplicate left Carol's proxyAddresses; Alice keeps hers.
+    assert_eq!(value(&fixed, "Carol Space", "proxyaddresses"), BTreeSet::new());
+    assert_eq!(
+        value(&fixed, "Alice Anders", "proxyaddresses"),
+        value(&original, "Alice Anders", "proxyaddresses")
+    );
 
     // The undo LDIF puts back exactly what was there: the same findings on the same values.
     let undo = dir.path().join("fix.undo.ldif");
@@ -154,6 +201,8 @@ async fn fixture_users_are_flagged_fixed_with_ldapmodify_and_restored_with_the_u
     let (code, restored) = assess(&config, &[]);
     assert_eq!(code, 2);
     assert_eq!(flagged_values(&restored), flagged_values(&before));
+    // Every value of every entry is back, not just the flagged ones.
+    assert_eq!(snapshot(&peer, &ou), original);
 
     // Several sources at once: the live DC and an LDIF export of the sample. Duplicates are
     // found across them, case-insensitively, and name the other source.
@@ -197,7 +246,12 @@ fn the_rule_catalogue_prints_every_rule_and_exit_codes_are_documented() {
     }
     let out = Command::new(syncctl_bin()).args(["assess", "--rules", "--json"]).output().unwrap();
     let rules: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(rules.as_array().unwrap().len() > 40);
+    let printed: Vec<&str> = rules.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let catalogue: Vec<&str> = syncctl_assess::catalogue::ALL.iter().map(|r| r.id).collect();
+    assert_eq!(printed, catalogue);
+    for id in &catalogue {
+        assert!(text.contains(id), "{id} missing from the table:\n{text}");
+    }
     let help = Command::new(syncctl_bin()).args(["assess", "--help"]).output().unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
     assert!(help.contains("0 ready, 1 warnings only, 2 blocking errors"), "{help}");

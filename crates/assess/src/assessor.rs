@@ -2,18 +2,18 @@
 //! rules at once, and keeps only what the whole-population checks need (duplicates, tenant
 //! matching, suffix inventory, federation), which run in [`Assessor::finish`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use syncctl_core::{AttrValues, CsObject, ObjectError};
+use syncctl_core::{AttrValues, CsObject, ImmutableId, ObjectError};
 
 use crate::address::{self, DomainClass};
 use crate::catalogue::{self as cat, Rule, Severity};
 use crate::report::{
-    Action, AnchorCounts, AnchorOutcome, Federation, Finding, MatchOutcome, ObjectScore, Remediation, Report,
+    AnchorCounts, AnchorOutcome, Federation, Finding, MatchOutcome, ObjectScore, Remediation, Report,
     RuleCount, SourceSummary, Subject, SuffixRow, TenantSummary, Totals, Verdict,
 };
-use crate::rules::{self, Proposal, RuleContext, ValueIssue};
-use crate::tenant::{CloudKind, CloudObject, TenantSnapshot};
+use crate::rules::{self, RuleContext, ValueIssue};
+use crate::tenant::{CloudKind, TenantSnapshot};
 
 /// The notification-mail settings to check (the `[mail]` section of the config).
 #[derive(Clone, Debug, Default)]
@@ -73,7 +73,10 @@ struct Obj {
     dn: String,
     cn: String,
     class: String,
-    immutable_id: Option<String>,
+    /// The ImmutableID the cloud will know it by: mS-DS-ConsistencyGuid when it holds 16
+    /// bytes (Entra Connect's sourceAnchor when configured so, and on new installs), else the
+    /// objectGUID.
+    immutable_id: Option<ImmutableId>,
     upn: Option<String>,
     sam: Option<String>,
     mail: Option<String>,
@@ -101,22 +104,12 @@ impl Obj {
             },
         }
     }
-    fn primary_smtp(&self) -> Option<String> {
-        self.proxies
-            .iter()
-            .find_map(|p| p.strip_prefix("SMTP:"))
-            .or(self.mail.as_deref())
-            .map(str::to_lowercase)
+    /// The primary SMTP proxy address as written (`SMTP:a@b`).
+    fn primary_proxy(&self) -> Option<&str> {
+        self.proxies.iter().find(|p| p.starts_with("SMTP:")).map(String::as_str)
     }
-    fn smtp_addresses(&self) -> BTreeSet<String> {
-        let mut out: BTreeSet<String> = self
-            .proxies
-            .iter()
-            .filter_map(|p| p.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("smtp")).map(|(_, a)| a))
-            .map(str::to_lowercase)
-            .collect();
-        out.extend(self.mail.as_deref().map(str::to_lowercase));
-        out
+    fn immutable_base64(&self) -> String {
+        self.immutable_id.map(|i| i.to_base64()).unwrap_or_default()
     }
     fn cloud_kind(&self) -> CloudKind {
         match self.class.to_ascii_lowercase().as_str() {
@@ -192,7 +185,12 @@ impl Assessor {
             cn: first("cn")
                 .unwrap_or_else(|| object.dn.rdn().map(|r| r.value().to_owned()).unwrap_or_default()),
             class: object.object_class.clone(),
-            immutable_id: object.immutable_id.map(|i| i.to_base64()),
+            immutable_id: match object.attributes.get("mS-DS-ConsistencyGuid") {
+                Some(AttrValues::Binary(v)) => {
+                    v.first().and_then(|g| ImmutableId::from_object_guid(g).ok()).or(object.immutable_id)
+                }
+                _ => object.immutable_id,
+            },
             upn: first("userPrincipalName"),
             sam: first("sAMAccountName"),
             mail: first("mail"),
@@ -246,11 +244,13 @@ impl Assessor {
     pub fn finish(mut self, generated_at: String, generator: String) -> Report {
         let tenant = self.options.tenant.take();
         let mail = self.options.mail.take();
-        let mut extra: Vec<(usize, Finding)> = Vec::new();
+        let mut extra: Vec<Finding> = Vec::new();
         let mut removals: Vec<(usize, String, &'static Rule)> = Vec::new();
-        self.duplicates(&mut extra, &mut removals);
-        let targets = self.match_tenant(tenant.as_ref(), &mut extra);
-        let remediations = self.remediations(tenant.as_ref(), &targets, removals);
+        let indexes = Indexes::build(&self.objects, tenant.as_ref());
+        self.duplicates(&indexes, &mut extra, &mut removals);
+        let targets = self.match_tenant(&indexes, tenant.as_ref(), &mut extra);
+        let remediations = self.remediations(&indexes, tenant.as_ref(), &targets, removals);
+        drop(indexes);
         // Findings: per-value hits, population findings, forest-wide findings.
         let mut findings = std::mem::take(&mut self.findings);
         for (index, issue) in &self.issues {
@@ -268,7 +268,7 @@ impl Assessor {
                 findings.push(f);
             }
         }
-        findings.extend(extra.into_iter().map(|(_, f)| f));
+        findings.extend(extra);
         let upn_suffixes = self.suffix_inventory(tenant.as_ref());
         let federation = self.federation(&upn_suffixes, &mut findings);
         if let Some(mail) = &mail {
@@ -299,562 +299,6 @@ impl Assessor {
 
     fn source_name(&self, index: usize) -> String {
         self.sources.get(index).map(|s| s.name.clone()).unwrap_or_default()
-    }
-
-    /// The holders of a value other than `except`, at most three by name, then how many more
-    /// (`others` counts every holder but `except`): linear in the names shown, not in the
-    /// holders, so that a value held by thousands stays cheap.
-    fn describe(&self, holders: &[usize], except: usize, others: usize) -> String {
-        let mut names: Vec<String> = holders
-            .iter()
-            .filter(|h| **h != except)
-            .take(3)
-            .filter_map(|i| self.objects.get(*i))
-            .map(|o| format!("{} ({})", o.dn, self.source_name(o.source)))
-            .collect();
-        if others > 3 {
-            names.push(format!("and {} more", others - 3));
-        }
-        names.join("; ")
-    }
-
-    /// Duplicates among the sources, case-insensitive, per attribute; and UPNs that equal
-    /// another object's SMTP address. Proxy-address duplicates get a removal on every holder
-    /// but one.
-    fn duplicates(
-        &self,
-        extra: &mut Vec<(usize, Finding)>,
-        removals: &mut Vec<(usize, String, &'static Rule)>,
-    ) {
-        let mut upn: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut mail: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut nick: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut sam: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut proxy: HashMap<String, Vec<(usize, String)>> = HashMap::new();
-        let mut smtp: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, o) in self.objects.iter().enumerate() {
-            if let Some(v) = &o.upn {
-                upn.entry(v.to_lowercase()).or_default().push(i);
-            }
-            if let Some(v) = &o.mail {
-                mail.entry(v.to_lowercase()).or_default().push(i);
-            }
-            if let Some(v) = &o.mail_nickname {
-                nick.entry(v.to_lowercase()).or_default().push(i);
-            }
-            if o.upn.is_none()
-                && let Some(v) = &o.sam
-            {
-                sam.entry(v.to_lowercase()).or_default().push(i);
-            }
-            for p in &o.proxies {
-                let holders = proxy.entry(p.to_lowercase()).or_default();
-                if !holders.iter().any(|(h, _)| *h == i) {
-                    holders.push((i, p.clone()));
-                }
-            }
-            for a in o.smtp_addresses() {
-                smtp.entry(a).or_default().push(i);
-            }
-        }
-        let mut report = |index: &HashMap<String, Vec<usize>>,
-                          rule: &'static Rule,
-                          attr: &str,
-                          value_of: &dyn Fn(&Obj) -> Option<String>| {
-            let mut groups: Vec<&Vec<usize>> = index.values().filter(|h| h.len() > 1).collect();
-            groups.sort();
-            for holders in groups {
-                for &i in holders {
-                    let Some(o) = self.objects.get(i) else { continue };
-                    let value = value_of(o).unwrap_or_default();
-                    let f = Finding::new(
-                        rule,
-                        &o.subject(&self.sources),
-                        attr,
-                        &value,
-                        format!("also held by {}", self.describe(holders, i, holders.len() - 1)),
-                    );
-                    extra.push((i, f));
-                }
-            }
-        };
-        report(&upn, &cat::UPN_DUPLICATE, "userPrincipalName", &|o| o.upn.clone());
-        report(&mail, &cat::MAIL_DUPLICATE, "mail", &|o| o.mail.clone());
-        report(&nick, &cat::MAILNICKNAME_DUPLICATE, "mailNickname", &|o| o.mail_nickname.clone());
-        report(&sam, &cat::SAMACCOUNTNAME_DUPLICATE, "sAMAccountName", &|o| o.sam.clone());
-        let mut groups: Vec<&Vec<(usize, String)>> = proxy.values().filter(|h| h.len() > 1).collect();
-        groups.sort();
-        for holders in groups {
-            let keeper = holders
-                .iter()
-                .min_by_key(|(i, value)| {
-                    let o = self.objects.get(*i);
-                    let primary = value.starts_with("SMTP:");
-                    let is_mail = o
-                        .and_then(|o| o.mail.as_deref())
-                        .zip(value.split_once(':').map(|(_, a)| a))
-                        .is_some_and(|(m, a)| m.eq_ignore_ascii_case(a));
-                    (!primary, !is_mail, o.map(Obj::when_created_key), o.map(|o| (o.source, o.dn.clone())))
-                })
-                .map(|(i, _)| *i);
-            let ids: Vec<usize> = holders.iter().map(|(h, _)| *h).collect();
-            for (i, value) in holders {
-                let Some(o) = self.objects.get(*i) else { continue };
-                let f = Finding::new(
-                    &cat::PROXY_DUPLICATE,
-                    &o.subject(&self.sources),
-                    "proxyAddresses",
-                    value,
-                    format!("also held by {}", self.describe(&ids, *i, ids.len() - 1)),
-                );
-                extra.push((*i, f));
-                if Some(*i) != keeper {
-                    removals.push((*i, value.clone(), &cat::PROXY_DUPLICATE));
-                }
-            }
-        }
-        for (i, o) in self.objects.iter().enumerate() {
-            let Some(u) = &o.upn else { continue };
-            let Some(holders) = smtp.get(&u.to_lowercase()) else { continue };
-            let others: Vec<usize> = holders.iter().copied().filter(|h| *h != i).collect();
-            if others.is_empty() {
-                continue;
-            }
-            let f = Finding::new(
-                &cat::ADDRESS_CONFLICT,
-                &o.subject(&self.sources),
-                "userPrincipalName",
-                u,
-                format!("equals an SMTP address of {}", self.describe(&others, i, others.len())),
-            );
-            extra.push((i, f));
-        }
-    }
-
-    /// The anchor audit against the tenant, with duplicates between sources and tenant.
-    /// Returns the cloud object each on-premises object will join (by object index).
-    fn match_tenant(
-        &mut self,
-        tenant: Option<&TenantSnapshot>,
-        extra: &mut Vec<(usize, Finding)>,
-    ) -> HashMap<usize, usize> {
-        let mut targets = HashMap::new();
-        // ImmutableIDs claimed twice among the sources.
-        let mut by_anchor: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, o) in self.objects.iter().enumerate() {
-            if let Some(id) = &o.immutable_id {
-                by_anchor.entry(id.as_str()).or_default().push(i);
-            }
-        }
-        for holders in by_anchor.values().filter(|h| h.len() > 1) {
-            for &i in holders {
-                let Some(o) = self.objects.get(i) else { continue };
-                extra.push((
-                    i,
-                    Finding::new(
-                        &cat::ANCHOR_DUPLICATE,
-                        &o.subject(&self.sources),
-                        "objectGUID",
-                        o.immutable_id.as_deref().unwrap_or(""),
-                        format!("the same ImmutableID as {}", self.describe(holders, i, holders.len() - 1)),
-                    ),
-                ));
-            }
-        }
-        let Some(tenant) = tenant else {
-            for o in &self.objects {
-                self.audit.push(AnchorOutcome {
-                    source: self.sources.get(o.source).map(|s| s.name.clone()).unwrap_or_default(),
-                    dn: o.dn.clone(),
-                    object_class: o.class.clone(),
-                    immutable_id: o.immutable_id.clone(),
-                    outcome: if o.immutable_id.is_some() {
-                        MatchOutcome::NotCompared
-                    } else {
-                        MatchOutcome::NoAnchor
-                    },
-                    cloud_id: None,
-                    detail: String::new(),
-                });
-            }
-            return targets;
-        };
-        let cloud = &tenant.objects;
-        let mut by_immutable: HashMap<&str, usize> = HashMap::new();
-        let mut by_upn: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_primary: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut by_proxy: HashMap<String, Vec<usize>> = HashMap::new();
-        for (c, obj) in cloud.iter().enumerate() {
-            if let Some(id) = &obj.immutable_id {
-                by_immutable.insert(id.as_str(), c);
-            }
-            if let Some(u) = &obj.upn {
-                by_upn.entry(u.to_lowercase()).or_default().push(c);
-            }
-            if let Some(p) = obj.primary_smtp() {
-                by_primary.entry(p).or_default().push(c);
-            }
-            for p in &obj.proxy_addresses {
-                by_proxy.entry(p.to_lowercase()).or_default().push(c);
-            }
-        }
-        for (i, o) in self.objects.iter().enumerate() {
-            let subject = o.subject(&self.sources);
-            let kind = o.cloud_kind();
-            let mut row = AnchorOutcome {
-                source: subject.source.clone(),
-                dn: o.dn.clone(),
-                object_class: o.class.clone(),
-                immutable_id: o.immutable_id.clone(),
-                outcome: MatchOutcome::New,
-                cloud_id: None,
-                detail: String::new(),
-            };
-            let mut conflict = |rule: &'static Rule,
-                                c: &CloudObject,
-                                attr: &str,
-                                value: &str,
-                                why: String,
-                                row: &mut AnchorOutcome| {
-                row.outcome = MatchOutcome::Conflict;
-                row.cloud_id = Some(c.id.clone());
-                row.detail = why.clone();
-                extra.push((i, Finding::new(rule, &subject, attr, value, why)));
-            };
-            let hard =
-                o.immutable_id.as_deref().and_then(|id| by_immutable.get(id)).and_then(|c| cloud.get(*c));
-            let mut target = None;
-            let mut ambiguous: Vec<String> = Vec::new();
-            if o.immutable_id.is_none() {
-                row.outcome = MatchOutcome::NoAnchor;
-            } else if let Some(c) = hard {
-                if c.kind != kind {
-                    conflict(
-                        &cat::MATCH_OBJECT_TYPE_MISMATCH,
-                        c,
-                        "objectClass",
-                        &o.class,
-                        format!(
-                            "hard match on the ImmutableID with the cloud {} {} ({})",
-                            c.kind.as_str(),
-                            label(c),
-                            c.id
-                        ),
-                        &mut row,
-                    );
-                } else {
-                    row.outcome = MatchOutcome::HardMatch;
-                    row.cloud_id = Some(c.id.clone());
-                    row.detail = format!("onPremisesImmutableId of {}", label(c));
-                    target = Some(c);
-                }
-            } else {
-                let upn_hits: Vec<usize> = match (kind, &o.upn) {
-                    (CloudKind::User, Some(u)) => by_upn.get(&u.to_lowercase()).cloned().unwrap_or_default(),
-                    _ => Vec::new(),
-                };
-                let smtp_hits: Vec<usize> = match (kind, o.primary_smtp()) {
-                    (CloudKind::User, Some(p)) => by_primary.get(&p).cloned().unwrap_or_default(),
-                    // Mail-enabled groups and contacts soft-match on proxyAddresses.
-                    (_, Some(p)) => by_proxy.get(&format!("smtp:{p}")).cloned().unwrap_or_default(),
-                    (_, None) => Vec::new(),
-                };
-                let mut all: Vec<usize> = upn_hits.iter().chain(&smtp_hits).copied().collect();
-                all.sort_unstable();
-                all.dedup();
-                let via_upn = !upn_hits.is_empty();
-                let (attr, value) = if via_upn {
-                    ("userPrincipalName", o.upn.clone().unwrap_or_default())
-                } else {
-                    ("proxyAddresses", o.primary_smtp().unwrap_or_default())
-                };
-                match all.as_slice() {
-                    [] => {
-                        row.detail =
-                            "no cloud object with its ImmutableID, UPN or primary SMTP address".into()
-                    }
-                    [c] => {
-                        if let Some(c) = cloud.get(*c) {
-                            if c.kind != kind {
-                                conflict(
-                                    &cat::MATCH_OBJECT_TYPE_MISMATCH,
-                                    c,
-                                    attr,
-                                    &value,
-                                    format!(
-                                        "soft match with the cloud {} {} ({})",
-                                        c.kind.as_str(),
-                                        label(c),
-                                        c.id
-                                    ),
-                                    &mut row,
-                                );
-                            } else if c.immutable_id.is_some() || c.sync_enabled {
-                                conflict(
-                                    &cat::MATCH_INVALID_SOFT_MATCH,
-                                    c,
-                                    attr,
-                                    &value,
-                                    format!(
-                                        "InvalidSoftMatch: the cloud {} {} ({}) is already synchronized with ImmutableID {}",
-                                        c.kind.as_str(),
-                                        label(c),
-                                        c.id,
-                                        c.immutable_id.as_deref().unwrap_or("(set by another engine)")
-                                    ),
-                                    &mut row,
-                                );
-                            } else if !c.admin_roles.is_empty() {
-                                conflict(
-                                    &cat::MATCH_ADMIN_ROLE,
-                                    c,
-                                    attr,
-                                    &value,
-                                    format!(
-                                        "the cloud user {} ({}) holds {}: it is never soft-matched, so a second account would be created",
-                                        label(c),
-                                        c.id,
-                                        c.admin_roles.join(", ")
-                                    ),
-                                    &mut row,
-                                );
-                            } else {
-                                row.outcome = if via_upn {
-                                    MatchOutcome::SoftMatchUpn
-                                } else {
-                                    MatchOutcome::SoftMatchSmtp
-                                };
-                                row.cloud_id = Some(c.id.clone());
-                                row.detail = format!(
-                                    "same {} as the cloud {} {}",
-                                    if via_upn { "UPN" } else { "primary SMTP address" },
-                                    c.kind.as_str(),
-                                    label(c)
-                                );
-                                extra.push((
-                                    i,
-                                    Finding::new(
-                                        &cat::MATCH_SOFT,
-                                        &subject,
-                                        attr,
-                                        &value,
-                                        format!(
-                                            "will take over the cloud {} {} ({})",
-                                            c.kind.as_str(),
-                                            label(c),
-                                            c.id
-                                        ),
-                                    ),
-                                ));
-                                target = Some(c);
-                            }
-                        }
-                    }
-                    many => {
-                        ambiguous = many.iter().filter_map(|c| cloud.get(*c)).map(|c| c.id.clone()).collect();
-                        let names: Vec<String> = many
-                            .iter()
-                            .filter_map(|c| cloud.get(*c))
-                            .map(|c| format!("{} ({})", label(c), c.id))
-                            .collect();
-                        if let Some(first) = many.first().and_then(|c| cloud.get(*c)) {
-                            conflict(
-                                &cat::MATCH_AMBIGUOUS,
-                                first,
-                                attr,
-                                &value,
-                                format!(
-                                    "its UPN and primary SMTP address match different cloud objects: {}",
-                                    names.join(", ")
-                                ),
-                                &mut row,
-                            );
-                        }
-                    }
-                }
-            }
-            let target_id = target.map(|t| t.id.as_str());
-            if let Some(t) = target.and_then(|t| cloud.iter().position(|c| c.id == t.id)) {
-                targets.insert(i, t);
-            }
-            // Values the tenant already holds on another object.
-            let involved = row.cloud_id.clone();
-            let not_ours = |c: &&CloudObject| {
-                Some(c.id.as_str()) != target_id
-                    && Some(&c.id) != involved.as_ref()
-                    && !ambiguous.contains(&c.id)
-            };
-            if let Some(u) = &o.upn
-                && let Some(holders) = by_upn.get(&u.to_lowercase())
-            {
-                for c in holders.iter().filter_map(|c| cloud.get(*c)).filter(not_ours) {
-                    extra.push((
-                        i,
-                        Finding::new(
-                            &cat::UPN_DUPLICATE,
-                            &subject,
-                            "userPrincipalName",
-                            u,
-                            format!("the tenant's {} {} ({}) has it", c.kind.as_str(), label(c), c.id),
-                        ),
-                    ));
-                }
-            }
-            for p in &o.proxies {
-                let Some(holders) = by_proxy.get(&p.to_lowercase()) else { continue };
-                for c in holders.iter().filter_map(|c| cloud.get(*c)).filter(not_ours) {
-                    extra.push((
-                        i,
-                        Finding::new(
-                            &cat::PROXY_DUPLICATE,
-                            &subject,
-                            "proxyAddresses",
-                            p,
-                            format!("the tenant's {} {} ({}) has it", c.kind.as_str(), label(c), c.id),
-                        ),
-                    ));
-                }
-            }
-            self.audit.push(row);
-        }
-        targets
-    }
-
-    /// The UPN suffix that fixes use in each source: the most used verified suffix (with tenant
-    /// data) or the most used routable one.
-    fn target_suffixes(&self, tenant: Option<&TenantSnapshot>) -> HashMap<usize, String> {
-        let mut counts: HashMap<usize, BTreeMap<String, u64>> = HashMap::new();
-        for o in self.objects.iter().filter(|o| rules::is_user(&o.class)) {
-            if let Some((_, d)) = o.upn.as_deref().and_then(|u| address::split_address(u).ok()) {
-                *counts.entry(o.source).or_default().entry(d.to_lowercase()).or_default() += 1;
-            }
-        }
-        let mut out = HashMap::new();
-        for s in 0..self.sources.len() {
-            let usable = |d: &str| match tenant {
-                Some(t) => t.verified_domain(d).is_some_and(|v| !v.initial),
-                None => address::classify_domain(d).is_routable(),
-            };
-            let best = counts
-                .get(&s)
-                .into_iter()
-                .flatten()
-                .filter(|(d, _)| usable(d))
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(d, _)| d.clone())
-                .or_else(|| {
-                    tenant.and_then(|t| {
-                        t.domains
-                            .iter()
-                            .find(|d| d.verified && d.default && !d.initial)
-                            .map(|d| d.name.clone())
-                    })
-                });
-            if let Some(b) = best {
-                out.insert(s, b);
-            }
-        }
-        out
-    }
-
-    fn remediations(
-        &self,
-        tenant: Option<&TenantSnapshot>,
-        targets: &HashMap<usize, usize>,
-        removals: Vec<(usize, String, &'static Rule)>,
-    ) -> Vec<Remediation> {
-        let suffixes = self.target_suffixes(tenant);
-        // Every UPN and SMTP address in use, and who holds it (usize::MAX for the tenant).
-        let mut taken: HashMap<String, usize> = HashMap::new();
-        for (i, o) in self.objects.iter().enumerate() {
-            for v in o.upn.iter().map(|u| u.to_lowercase()).chain(o.smtp_addresses()) {
-                taken.entry(v).or_insert(i);
-            }
-        }
-        if let Some(t) = tenant {
-            let matched: BTreeSet<usize> = targets.values().copied().collect();
-            for (_, obj) in t.objects.iter().enumerate().filter(|(c, _)| !matched.contains(c)) {
-                for v in obj.upn.iter().map(|u| u.to_lowercase()) {
-                    taken.entry(v).or_insert(usize::MAX);
-                }
-            }
-        }
-        let mut out: BTreeMap<(usize, &'static str, Option<String>), Remediation> = BTreeMap::new();
-        for (index, issue) in &self.issues {
-            let Some(o) = self.objects.get(*index) else { continue };
-            let update = match &issue.proposal {
-                Proposal::None => continue,
-                Proposal::Edit(v) => Some(v.clone()),
-                Proposal::Upn { local, domain } => {
-                    let Some(domain) = domain.clone().or_else(|| suffixes.get(&o.source).cloned()) else {
-                        continue;
-                    };
-                    let Some(v) = unique_upn(local, &domain, *index, &mut taken) else { continue };
-                    Some(v)
-                }
-            };
-            if update.as_deref() == issue.value.as_deref() {
-                continue;
-            }
-            let mut kinds: Vec<&'static str> = Vec::new();
-            let mut ids: Vec<&'static str> = Vec::new();
-            for h in &issue.hits {
-                if !kinds.contains(&h.rule.idfix) {
-                    kinds.push(h.rule.idfix);
-                }
-                if !ids.contains(&h.rule.id) {
-                    ids.push(h.rule.id);
-                }
-            }
-            let action = if update.is_some() { Action::Edit } else { Action::Remove };
-            out.insert(
-                (*index, issue.attribute, issue.value.clone()),
-                Remediation {
-                    source: self.source_name(o.source),
-                    dn: o.dn.clone(),
-                    common_name: o.cn.clone(),
-                    object_class: o.class.clone(),
-                    attribute: issue.attribute.to_owned(),
-                    value: issue.value.clone(),
-                    update,
-                    action,
-                    error: kinds.join(","),
-                    rules: ids,
-                },
-            );
-        }
-        for (index, value, rule) in removals {
-            let Some(o) = self.objects.get(index) else { continue };
-            let entry =
-                out.entry((index, "proxyAddresses", Some(value.clone()))).or_insert_with(|| Remediation {
-                    source: self.source_name(o.source),
-                    dn: o.dn.clone(),
-                    common_name: o.cn.clone(),
-                    object_class: o.class.clone(),
-                    attribute: "proxyAddresses".into(),
-                    value: Some(value.clone()),
-                    update: None,
-                    action: Action::Remove,
-                    error: String::new(),
-                    rules: Vec::new(),
-                });
-            entry.update = None;
-            entry.action = Action::Remove;
-            if !entry.rules.contains(&rule.id) {
-                entry.rules.push(rule.id);
-            }
-            if !entry.error.split(',').any(|k| k == rule.idfix) {
-                if !entry.error.is_empty() {
-                    entry.error.push(',');
-                }
-                entry.error.push_str(rule.idfix);
-            }
-        }
-        let mut list: Vec<Remediation> = out.into_values().collect();
-        list.sort_by(|a, b| {
-            (&a.source, &a.dn, &a.attribute, &a.value).cmp(&(&b.source, &b.dn, &b.attribute, &b.value))
-        });
-        list
     }
 
     fn suffix_inventory(&self, tenant: Option<&TenantSnapshot>) -> Vec<SuffixRow> {
@@ -907,6 +351,19 @@ impl Assessor {
     }
 
     fn federation(&self, suffixes: &[SuffixRow], findings: &mut Vec<Finding>) -> Federation {
+        // Federation findings matter once a domain is federated: then they are warnings.
+        let federated = suffixes
+            .iter()
+            .any(|s| s.authentication.as_deref().is_some_and(|a| a.eq_ignore_ascii_case("federated")));
+        let raise = |mut f: Finding| {
+            if federated
+                && f.severity == crate::catalogue::Severity::Info
+                && f.rule != cat::FEDERATION_SUBDOMAIN.id
+            {
+                f.severity = crate::catalogue::Severity::Warning;
+            }
+            f
+        };
         let forest_subject = |dn: &str| Subject { source: "all".into(), dn: dn.into(), ..Subject::default() };
         let routable: Vec<&SuffixRow> =
             suffixes.iter().filter(|s| s.routable && !s.suffix.ends_with(".onmicrosoft.com")).collect();
@@ -941,13 +398,13 @@ impl Assessor {
             ));
         }
         if top.len() > 1 && !subdomains.is_empty() {
-            findings.push(Finding::new(
+            findings.push(raise(Finding::new(
                 &cat::FEDERATION_SUBDOMAINS_AND_MULTIPLE_DOMAINS,
                 &forest_subject("UPN suffixes"),
                 "userPrincipalName",
                 &subdomains.join(", "),
                 format!("sub-domains {} with {} top-level domains", subdomains.join(", "), top.len()),
-            ));
+            )));
         }
         // Forests: the DC roots of the objects, a child domain folded into its parent.
         let roots: BTreeSet<&str> =
@@ -958,13 +415,13 @@ impl Assessor {
             .map(|r| (*r).to_owned())
             .collect();
         if forests.len() > 1 {
-            findings.push(Finding::new(
+            findings.push(raise(Finding::new(
                 &cat::FEDERATION_MULTIPLE_FORESTS,
                 &forest_subject("sources"),
                 "-",
                 &forests.join(", "),
-                format!("{} forests: {}", forests.len(), forests.join(", ")),
-            ));
+                format!("{} AD domain trees: {}", forests.len(), forests.join(", ")),
+            )));
         }
         Federation { top_level_domains: top.into_iter().collect(), subdomains, forests }
     }
@@ -1088,38 +545,6 @@ impl Assessor {
             anchor_audit,
         }
     }
-}
-
-fn label(c: &CloudObject) -> String {
-    c.upn
-        .clone()
-        .or_else(|| c.mail.clone())
-        .or_else(|| c.display_name.clone())
-        .unwrap_or_else(|| c.id.clone())
-}
-
-/// `local@domain`, made unique against every UPN and SMTP address held by another object by
-/// appending 2, 3, ... to the local part.
-fn unique_upn(local: &str, domain: &str, owner: usize, taken: &mut HashMap<String, usize>) -> Option<String> {
-    for n in 1..1000u32 {
-        let candidate_local = if n == 1 {
-            local.to_owned()
-        } else {
-            let digits = n.to_string();
-            let keep = 64usize.saturating_sub(digits.len());
-            format!("{}{digits}", local.chars().take(keep).collect::<String>())
-        };
-        let candidate = format!("{candidate_local}@{domain}");
-        let key = candidate.to_lowercase();
-        match taken.get(&key) {
-            Some(h) if *h != owner => continue,
-            _ => {
-                taken.insert(key, owner);
-                return Some(candidate);
-            }
-        }
-    }
-    None
 }
 
 /// Why IdFix would leave this object out, if it would.
@@ -1266,5 +691,8 @@ fn check_mail_settings(mail: &MailSettings, tenant: Option<&TenantSnapshot>, fin
     }
 }
 
+mod population;
 #[cfg(test)]
 mod tests;
+
+use population::Indexes;

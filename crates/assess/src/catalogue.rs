@@ -108,8 +108,8 @@ rules! {
     UPN_DUPLICATE = ("upn-duplicate", Warning, "userPrincipalName", "duplicate",
         "Another object (in any source or in the tenant) has the same userPrincipalName, compared case-insensitively: the cloud sets one aside with a made-up onmicrosoft.com UPN.",
         "None suggested: decide which object keeps the name.");
-    ADDRESS_CONFLICT = ("address-conflict", Warning, "userPrincipalName", "duplicate",
-        "The userPrincipalName equals an SMTP address (mail or proxyAddresses) of another object: the cloud treats the two as one unique address and sets one aside.",
+    ADDRESS_CONFLICT = ("address-conflict", Warning, "userPrincipalName, mail, proxyAddresses", "duplicate",
+        "An address of this object (its UPN, mail or an smtp proxy address) is held by another object in another attribute: the cloud treats UPNs and SMTP addresses as one namespace of unique values and sets one aside.",
         "None suggested: decide which object keeps the address.");
     MAIL_TOO_LONG = ("mail-too-long", Error, "mail", "length",
         "The mail value is longer than 256 characters.",
@@ -121,7 +121,7 @@ rules! {
         "The mail value contains a non-ASCII character.",
         "Transliterate to ASCII.");
     MAIL_FORMAT = ("mail-format", Error, "mail", "format",
-        "The mail value is not an SMTP address (name@domain with a real top-level domain).",
+        "The mail value is not an SMTP address (name@domain: a dot-atom before the @, a domain name after it).",
         "None suggested.");
     MAIL_DUPLICATE = ("mail-duplicate", Warning, "mail", "duplicate",
         "Another object has the same mail value (case-insensitive): the cloud keeps one.",
@@ -139,13 +139,13 @@ rules! {
         "A proxyAddresses value is longer than 256 characters.",
         "None suggested.");
     PROXY_INVALID_CHARACTER = ("proxy-invalid-character", Error, "proxyAddresses", "character",
-        "A proxyAddresses value contains a character its address type forbids: for smtp whitespace and < > ( ) ; , [ ] \"; for x400/x500 control characters and [ ] \"; for other types whitespace and < > ( ) , [ ] \". Spaces and parentheses are valid in X500 addresses.",
+        "A proxyAddresses value contains a character its address type forbids: for smtp whitespace and < > ( ) ; , [ ] \"; for x400/x500 control characters and [ ] \"; for other types whitespace and < > ( ) , [ ] \". Spaces, parentheses and apostrophes are valid in X.500 names (IdFix flags the apostrophe; it is not an error).",
         "Remove the characters.");
     PROXY_DIACRITIC = ("proxy-diacritic", Error, "proxyAddresses", "character",
-        "An smtp proxyAddresses value contains a non-ASCII character.",
+        "A proxyAddresses value contains a non-ASCII character (Microsoft's table: no letters with diacritics, whatever the address type).",
         "Transliterate to ASCII.");
     PROXY_FORMAT = ("proxy-format", Error, "proxyAddresses", "format",
-        "A proxyAddresses value is not type:address (no prefix, an empty address, a colon right after the prefix) or its smtp address is not an SMTP address.",
+        "A proxyAddresses value is not type:address (no prefix, an empty address, a colon right after the prefix) or its smtp address is not an SMTP address (a dot-atom before the @, a domain name after it).",
         "None suggested.");
     PROXY_MULTIPLE_PRIMARY = ("proxy-multiple-primary", Error, "proxyAddresses", "format",
         "The object has more than one primary SMTP address (SMTP: in upper case).",
@@ -153,8 +153,11 @@ rules! {
     PROXY_DUPLICATE = ("proxy-duplicate", Warning, "proxyAddresses", "duplicate",
         "Another object has the same proxy address (case-insensitive): the cloud drops it from one of them.",
         "Remove it from every holder but one: the holder for which it is primary or its mail, else the oldest.");
-    PROXY_DOMAIN_UNVERIFIED = ("proxy-domain-unverified", Warning, "proxyAddresses", "tenant",
-        "An smtp proxy address is in a domain that is not verified in the tenant: Exchange Online drops it.",
+    ADDRESS_DOMAIN_NON_ROUTABLE = ("address-domain-non-routable", Warning, "mail, proxyAddresses", "topleveldomain",
+        "An SMTP address (mail or an smtp proxy address) is in a domain that does not route on the internet (.local, .int, an unknown top-level domain, an IP address): Exchange Online drops it. Contacts and mail users are exempt (their addresses are another organization's).",
+        "None suggested: use an address in a routable, verified domain, or remove it.");
+    ADDRESS_DOMAIN_UNVERIFIED = ("address-domain-unverified", Warning, "mail, proxyAddresses", "tenant",
+        "An SMTP address (mail or an smtp proxy address) is in a domain that is not verified in the tenant: Exchange Online drops it. Contacts and mail users are exempt.",
         "Verify the domain, or remove the address.");
     DISPLAYNAME_BLANK = ("displayname-blank", Error, "displayName", "blank",
         "The displayName is present but blank.",
@@ -166,7 +169,7 @@ rules! {
         "The givenName is longer than 64 characters.",
         "Truncate to 64 characters.");
     SAMACCOUNTNAME_TOO_LONG = ("samaccountname-too-long", Error, "sAMAccountName", "length",
-        "A user's sAMAccountName is longer than 20 characters.",
+        "A user's sAMAccountName is longer than 20 characters (256 for other objects).",
         "None suggested: renaming the logon name is a decision.");
     SAMACCOUNTNAME_INVALID_CHARACTER = ("samaccountname-invalid-character", Error, "sAMAccountName", "character",
         "The sAMAccountName contains one of [ ] \\ \" | , / : < > + = ; ? * '.",
@@ -213,11 +216,11 @@ rules! {
     FEDERATION_SUBDOMAIN = ("federation-subdomain", Info, "userPrincipalName", "federation",
         "A UPN suffix is a sub-domain of another domain in use: it is covered by its registered parent only when the parent is federated first.",
         "Federate the parent domain first.");
-    FEDERATION_SUBDOMAINS_AND_MULTIPLE_DOMAINS = ("federation-subdomains-and-multiple-domains", Warning, "userPrincipalName", "federation",
-        "Sub-domains and several top-level domains together: the multi-domain switch cannot be used for the sub-domains (the issuer claim rule must be changed).",
+    FEDERATION_SUBDOMAINS_AND_MULTIPLE_DOMAINS = ("federation-subdomains-and-multiple-domains", Info, "userPrincipalName", "federation",
+        "Sub-domains and several top-level domains together: the multi-domain switch cannot be used for the sub-domains (the issuer claim rule must be changed); a warning when the tenant has a federated domain.",
         "Adjust the AD FS issuer claim rule before federating the sub-domains.");
-    FEDERATION_MULTIPLE_FORESTS = ("federation-multiple-forests", Warning, "-", "federation",
-        "The sources hold several AD forests: federated identities from several forests are not supported by one federation setup.",
+    FEDERATION_MULTIPLE_FORESTS = ("federation-multiple-forests", Info, "-", "federation",
+        "The sources hold several AD domain trees (several forests, or trees of one forest): federated identities from several forests are not supported by one federation setup; a warning when the tenant has a federated domain.",
         "Use managed authentication, or one federation per forest.");
     MAIL_SENDER_INVALID = ("mail-sender-invalid", Error, "mail.sender", "notification",
         "The notification sender is not an SMTP address.",

@@ -290,6 +290,9 @@ pub struct Remediation {
     pub error: String,
     /// The rules whose findings this fixes.
     pub rules: Vec<&'static str>,
+    /// The object holds several values of the attribute (or it is proxyAddresses): the LDIF
+    /// deletes and adds this value instead of replacing the attribute.
+    pub multi_valued: bool,
 }
 
 /// The predicted outcome of one object against the tenant.

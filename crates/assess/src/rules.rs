@@ -47,11 +47,20 @@ pub struct ValueIssue {
     pub hits: Vec<Hit>,
     /// The suggested fix.
     pub proposal: Proposal,
+    /// True when the object holds several values of the attribute (or it is proxyAddresses):
+    /// a fix must then delete and add this value rather than replace the attribute.
+    pub multi_valued: bool,
 }
 
 impl ValueIssue {
     fn new(attribute: &'static str, value: Option<&str>) -> Self {
-        Self { attribute, value: value.map(str::to_owned), hits: Vec::new(), proposal: Proposal::None }
+        Self {
+            attribute,
+            value: value.map(str::to_owned),
+            hits: Vec::new(),
+            proposal: Proposal::None,
+            multi_valued: attribute == "proxyAddresses",
+        }
     }
     fn hit(&mut self, rule: &'static Rule, message: impl Into<String>) {
         self.hits.push(Hit { rule, severity: rule.severity, message: message.into() });
@@ -140,6 +149,10 @@ pub fn check_object(object: &CsObject, ctx: &RuleContext<'_>) -> Vec<ValueIssue>
         }
     };
     let user = is_user(&object.object_class);
+    // Contacts and mail users (targetAddress) hold addresses of other organizations: their
+    // domains are not the tenant's to verify.
+    let external = object.object_class.eq_ignore_ascii_case("contact") || attrs.contains("targetAddress");
+    let start = out.len();
     let upns = texts("userPrincipalName");
     if user && upns.is_empty() {
         let mut issue = ValueIssue::new("userPrincipalName", None);
@@ -158,7 +171,7 @@ pub fn check_object(object: &CsObject, ctx: &RuleContext<'_>) -> Vec<ValueIssue>
         }
     }
     for mail in texts("mail") {
-        if let Some(issue) = check_mail(&mail) {
+        if let Some(issue) = check_mail(&mail, external, ctx) {
             out.push(issue);
         }
     }
@@ -184,7 +197,7 @@ pub fn check_object(object: &CsObject, ctx: &RuleContext<'_>) -> Vec<ValueIssue>
         if proxy.starts_with("SMTP:") {
             primaries.push(proxy.clone());
         }
-        if let Some(issue) = check_proxy(&proxy, ctx) {
+        if let Some(issue) = check_proxy(&proxy, external, ctx) {
             out.push(issue);
         }
     }
@@ -260,6 +273,11 @@ pub fn check_object(object: &CsObject, ctx: &RuleContext<'_>) -> Vec<ValueIssue>
             fixed = target.clone();
         }
         push_edit(&mut out, issue, fixed);
+    }
+    for issue in out.iter_mut().skip(start) {
+        if attrs.get(issue.attribute).is_some_and(|v| v.len() > 1) {
+            issue.multi_valued = true;
+        }
     }
     out
 }
@@ -403,28 +421,31 @@ pub fn check_upn(upn: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
     if issue.hits.is_empty() {
         return None;
     }
-    // Propose: a valid local part and, unless the domain must be replaced, a cleaned domain.
-    let only_informational = issue.hits.iter().all(|h| h.rule.id == cat::UPN_FEDERATION_CHARACTER.id);
-    if !only_informational {
+    // Propose a valid local part, keeping the domain only when it is a routable domain as
+    // written (case aside): a domain that would need cleaning (`corp_x`, `münchen`) is not the
+    // same domain, so the forest's target suffix replaces it. A UPN whose only findings are
+    // informational or an unverified (but routable) suffix gets no proposal: verifying the
+    // domain is the fix.
+    let needs_fix = issue
+        .hits
+        .iter()
+        .any(|h| h.rule.id != cat::UPN_FEDERATION_CHARACTER.id && h.rule.id != cat::UPN_SUFFIX_UNVERIFIED.id);
+    if needs_fix {
         let local_fixed = sanitize_upn_local(local);
-        let domain_fixed = address::to_ascii(domain)
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-            .collect::<String>();
-        let domain_ok = domain_fixed.len() <= 48 && address::domain_syntax_problem(&domain_fixed).is_none();
+        let keep_domain = !replace_domain
+            && domain.is_ascii()
+            && domain.len() <= 48
+            && address::classify_domain(domain).is_routable();
         if !local_fixed.is_empty() {
-            if replace_domain || !domain_ok || !address::classify_domain(&domain_fixed).is_routable() {
-                issue.proposal = Proposal::Upn { local: local_fixed, domain: None };
-            } else {
-                issue.proposal = Proposal::Upn { local: local_fixed, domain: Some(domain_fixed) };
-            }
+            let domain = keep_domain.then(|| domain.to_owned());
+            issue.proposal = Proposal::Upn { local: local_fixed, domain };
         }
     }
     Some(issue)
 }
 
-/// What is wrong with an SMTP address (format only: local dot-atom, domain syntax, known
-/// top-level domain).
+/// What is wrong with an SMTP address's syntax: a local dot-atom, a domain of labels. Whether
+/// the domain routes is [`domain_hit`]'s question.
 fn smtp_format_problem(addr: &str) -> Option<String> {
     let (local, domain) = match address::split_address(addr) {
         Ok(p) => p,
@@ -433,21 +454,35 @@ fn smtp_format_problem(addr: &str) -> Option<String> {
     if let Some(p) = address::dot_atom_problem(local) {
         return Some(p);
     }
-    if let Some(p) = address::domain_syntax_problem(domain) {
-        return Some(p);
-    }
     if address::is_ip_literal(domain) {
-        return Some("the domain is an IP address".into());
+        return None;
     }
-    if !address::has_known_tld(domain) {
-        let tld = domain.rsplit('.').next().unwrap_or(domain);
-        return Some(format!("unknown top-level domain .{tld}"));
+    address::domain_syntax_problem(domain)
+}
+
+/// The routability finding for an SMTP address's domain: not routable (`.local`, `.int`, an
+/// unknown top-level domain, an IP address) unless the tenant verified it, or (with tenant data)
+/// routable but not verified. External addresses (contacts, mail users) are not the tenant's.
+fn domain_hit(addr: &str, external: bool, ctx: &RuleContext<'_>) -> Option<(&'static Rule, String)> {
+    let (_, domain) = address::split_address(addr).ok()?;
+    if external || address::domain_syntax_problem(domain).is_some() && !address::is_ip_literal(domain) {
+        return None;
     }
-    None
+    let lower = domain.to_lowercase();
+    let verified = ctx.verified(domain);
+    match address::classify_domain(domain) {
+        DomainClass::NonRoutable { reason } if verified != Some(true) => {
+            Some((&cat::ADDRESS_DOMAIN_NON_ROUTABLE, format!("@{lower}: {reason}")))
+        }
+        DomainClass::Routable { .. } if verified == Some(false) => {
+            Some((&cat::ADDRESS_DOMAIN_UNVERIFIED, format!("{lower} is not a verified domain of the tenant")))
+        }
+        _ => None,
+    }
 }
 
 /// Checks one mail value.
-pub fn check_mail(mail: &str) -> Option<ValueIssue> {
+pub fn check_mail(mail: &str, external: bool, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
     let mut issue = ValueIssue::new("mail", Some(mail));
     if len(mail) > 256 {
         issue.hit(&cat::MAIL_TOO_LONG, format!("{} characters (at most 256)", len(mail)));
@@ -466,6 +501,9 @@ pub fn check_mail(mail: &str) -> Option<ValueIssue> {
     {
         issue.hit(&cat::MAIL_FORMAT, p);
     }
+    if let Some((rule, message)) = domain_hit(mail, external, ctx) {
+        issue.hit(rule, message);
+    }
     if issue.hits.is_empty() {
         return None;
     }
@@ -476,7 +514,7 @@ pub fn check_mail(mail: &str) -> Option<ValueIssue> {
 }
 
 /// Checks one proxyAddresses value.
-pub fn check_proxy(proxy: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
+pub fn check_proxy(proxy: &str, external: bool, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
     let mut issue = ValueIssue::new("proxyAddresses", Some(proxy));
     if len(proxy) > 256 {
         issue.hit(&cat::PROXY_TOO_LONG, format!("{} characters (at most 256)", len(proxy)));
@@ -497,54 +535,42 @@ pub fn check_proxy(proxy: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
         issue.hit(&cat::PROXY_FORMAT, "a colon right after the address type");
         return Some(issue);
     }
+    // Microsoft's table: no letters with diacritics, whatever the address type.
+    if !addr.is_ascii() {
+        issue.hit(&cat::PROXY_DIACRITIC, format!("contains {}", address::non_ascii_chars(addr)));
+    }
     let kind = prefix.to_ascii_lowercase();
+    let (forbidden, whitespace) = match kind.as_str() {
+        "smtp" => (SMTP_FORBIDDEN, true),
+        "x500" | "x400" => (X500_FORBIDDEN, false),
+        _ => (OTHER_PROXY_FORBIDDEN, true),
+    };
+    let mut bad = chars_in(addr, forbidden, whitespace);
+    if let Some(c) = addr.chars().find(|c| c.is_control())
+        && !bad.contains(c)
+    {
+        bad.push(c);
+    }
+    if !bad.is_empty() {
+        issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
+    }
+    let cleaned: String =
+        address::to_ascii(&strip(addr, forbidden, whitespace)).chars().filter(|c| !c.is_control()).collect();
     if kind == "smtp" {
-        let bad = chars_in(addr, SMTP_FORBIDDEN, true);
-        if !bad.is_empty() {
-            issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
-        }
-        if !addr.is_ascii() {
-            issue.hit(&cat::PROXY_DIACRITIC, format!("contains {}", address::non_ascii_chars(addr)));
-        }
         if bad.is_empty()
             && addr.is_ascii()
             && let Some(p) = smtp_format_problem(addr)
         {
             issue.hit(&cat::PROXY_FORMAT, p);
         }
-        if let Ok((_, domain)) = address::split_address(addr)
-            && ctx.verified(domain) == Some(false)
-            && address::has_known_tld(domain)
-        {
-            issue.hit(
-                &cat::PROXY_DOMAIN_UNVERIFIED,
-                format!("{} is not a verified domain of the tenant", domain.to_lowercase()),
-            );
+        if let Some((rule, message)) = domain_hit(addr, external, ctx) {
+            issue.hit(rule, message);
         }
-        let cleaned = address::to_ascii(&strip(addr, SMTP_FORBIDDEN, true));
         if cleaned != addr && smtp_format_problem(&cleaned).is_none() {
             issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
         }
-    } else if kind == "x500" || kind == "x400" {
-        let mut bad = chars_in(addr, X500_FORBIDDEN, false);
-        bad.extend(addr.chars().filter(|c| c.is_control()).take(1));
-        if !bad.is_empty() {
-            issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
-            let cleaned: String =
-                strip(addr, X500_FORBIDDEN, false).chars().filter(|c| !c.is_control()).collect();
-            if !cleaned.is_empty() {
-                issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
-            }
-        }
-    } else {
-        let bad = chars_in(addr, OTHER_PROXY_FORBIDDEN, true);
-        if !bad.is_empty() {
-            issue.hit(&cat::PROXY_INVALID_CHARACTER, format!("contains {}", shown(&bad)));
-            let cleaned = strip(addr, OTHER_PROXY_FORBIDDEN, true);
-            if !cleaned.is_empty() {
-                issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
-            }
-        }
+    } else if cleaned != addr && !cleaned.is_empty() {
+        issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
     }
     if issue.hits.is_empty() {
         return None;

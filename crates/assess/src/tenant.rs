@@ -125,6 +125,21 @@ impl TenantSnapshot {
     pub fn from_graph_json(text: &str) -> Result<Self> {
         let file: GraphFile = serde_json::from_str(text)
             .map_err(|e| AssessError::Tenant(format!("line {}, column {}: {e}", e.line(), e.column())))?;
+        // A collection that still has a next page would make every object on the missing pages
+        // look absent (and its on-premises twin "new"): refuse it.
+        for (name, next) in [
+            ("domains", file.domains.as_ref().and_then(|c| c.next_link.as_ref())),
+            ("users", file.users.as_ref().and_then(|c| c.next_link.as_ref())),
+            ("groups", file.groups.as_ref().and_then(|c| c.next_link.as_ref())),
+            ("orgContacts", file.org_contacts.as_ref().and_then(|c| c.next_link.as_ref())),
+            ("directoryRoles", file.directory_roles.as_ref().and_then(|c| c.next_link.as_ref())),
+        ] {
+            if next.is_some() {
+                return Err(AssessError::Tenant(format!(
+                    "`{name}` is one page of several (it has an @odata.nextLink): merge every page's `value` into one array"
+                )));
+            }
+        }
         let mut roles: HashMap<String, Vec<String>> = HashMap::new();
         for role in file.directory_roles.map(|c| c.value).unwrap_or_default() {
             let name = role.display_name.unwrap_or_else(|| role.id.clone());
@@ -218,6 +233,9 @@ struct GraphFile {
 #[derive(Deserialize)]
 struct Collection<T> {
     value: Vec<T>,
+    /// Present on a page that is not the last: the collection is incomplete.
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -336,5 +354,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn one_page_of_several_is_refused() {
+        let e = TenantSnapshot::from_graph_json(
+            r#"{"users": {"@odata.nextLink": "https://graph.microsoft.com/v1.0/users?$skiptoken=x", "value": []}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`users` is one page of several"), "{e}");
     }
 }

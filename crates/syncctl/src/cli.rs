@@ -87,7 +87,8 @@ pub struct AssessArgs {
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
     /// Write the suggested fixes as LDIF for review and ldapmodify, and beside it the undo LDIF
-    /// (FILE with `.undo.ldif`).
+    /// (FILE with `.undo.ldif`). With fixes for several sources, one pair per source
+    /// (`FILE.<source>.ldif`).
     #[arg(long, value_name = "FILE")]
     pub fix_ldif: Option<PathBuf>,
     /// Check this notification sender address (overrides `[mail] sender`).

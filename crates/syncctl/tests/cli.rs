@@ -271,13 +271,36 @@ fn assess_csv_on_stdout_and_the_shipped_sample() {
         csv.contains("\"CN=Erin NoUPN,CN=Users,DC=corp,DC=example,DC=com\",Erin NoUPN,user,userPrincipalName,blank,,erin2@corp.example.com,EDIT"),
         "{csv}"
     );
-    // Bob: the .local suffix gets the main verified suffix; his soft match is an InvalidSoftMatch.
+    // Bob: the .local suffix gets the main verified suffix, numbered because the cloud user he
+    // would soft-match (an InvalidSoftMatch) holds bob@corp.example.com as its address.
     assert!(
-        csv.contains("\"CN=Bob Brown,CN=Users,DC=corp,DC=example,DC=com\",Bob Brown,user,userPrincipalName,topleveldomain,bob@corp.local,bob@corp.example.com,EDIT"),
+        csv.contains("\"CN=Bob Brown,CN=Users,DC=corp,DC=example,DC=com\",Bob Brown,user,userPrincipalName,topleveldomain,bob@corp.local,bob2@corp.example.com,EDIT"),
         "{csv}"
     );
     assert!(
-        csv.contains("\"CN=Bob Brown,CN=Users,DC=corp,DC=example,DC=com\",Bob Brown,user,proxyAddresses,tenant,bob@corp.example.com,,"),
+        csv.contains("\"CN=Bob Brown,CN=Users,DC=corp,DC=example,DC=com\",Bob Brown,user,proxyAddresses,tenant,SMTP:bob@corp.example.com,,"),
         "{csv}"
     );
+}
+
+#[test]
+fn assess_writes_one_fix_ldif_per_source() {
+    let env = Env::new("");
+    std::fs::remove_file(&env.config).unwrap();
+    std::fs::write(env.path("one.ldif"), export_user(1, "Alice", "alice smith@contoso.com")).unwrap();
+    std::fs::write(env.path("two.ldif"), export_user(2, "Bob", "bob jones@contoso.com")).unwrap();
+    let out = env
+        .cmd()
+        .args(["assess", "--ldif", "one.ldif", "--ldif", "two.ldif", "--fix-ldif", "fix.ldif"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    for (source, upn) in [("one", "alicesmith@contoso.com"), ("two", "bobjones@contoso.com")] {
+        let fix = std::fs::read_to_string(env.path(&format!("fix.{source}.ldif"))).unwrap();
+        assert!(fix.contains(&format!("# For source {source} (")), "{fix}");
+        assert!(fix.contains(&format!("userPrincipalName: {upn}\n")), "{fix}");
+        assert_eq!(fix.matches("changetype: modify").count(), 1, "{fix}");
+        assert!(env.path(&format!("fix.{source}.undo.ldif")).exists());
+    }
+    assert!(!env.path("fix.ldif").exists());
 }

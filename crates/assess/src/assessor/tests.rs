@@ -4,6 +4,7 @@
 use syncctl_core::{Anchor, AttrValues, Attributes, CsObject, Dn, ImmutableId};
 
 use super::*;
+use crate::report::Action;
 
 fn guid(n: u8) -> ImmutableId {
     ImmutableId::from_object_guid(&[n; 16]).unwrap()
@@ -88,7 +89,8 @@ fn duplicates_are_case_insensitive_and_proxy_duplicates_are_removed_from_all_hol
         AssessOptions::default(),
     );
     assert_eq!(rules_of(&report, "Alice"), ["proxy-duplicate", "upn-duplicate"]);
-    assert_eq!(rules_of(&report, "Carol"), ["address-conflict", "proxy-duplicate", "upn-duplicate"]);
+    // Alice's mail and primary address equal Carol's UPN too: the UPN duplicate says it once.
+    assert_eq!(rules_of(&report, "Carol"), ["proxy-duplicate", "upn-duplicate"]);
     // sAMAccountName duplicates count only for objects without a UPN.
     assert_eq!(rules_of(&report, "Erin"), ["samaccountname-duplicate", "upn-missing"]);
     assert_eq!(rules_of(&report, "Erin2"), ["samaccountname-duplicate"]);
@@ -464,7 +466,7 @@ fn every_rule_in_the_catalogue_fires_on_its_example() {
         ("MailLong", Some("ml@corp.example.com"), vec![("mail", vec![&m257])]),
         ("MailChar", Some("mc@corp.example.com"), vec![("mail", vec!["m c@corp.example.com"])]),
         ("MailUml", Some("mu@corp.example.com"), vec![("mail", vec!["mü@corp.example.com"])]),
-        ("MailFmt", Some("mf@corp.example.com"), vec![("mail", vec!["mf@corp"])]),
+        ("MailFmt", Some("mf@corp.example.com"), vec![("mail", vec!["mf@corp_x.example.com"])]),
         ("MailDup1", Some("md1@corp.example.com"), vec![("mail", vec!["md@corp.example.com"])]),
         ("MailDup2", Some("md2@corp.example.com"), vec![("mail", vec!["MD@corp.example.com"])]),
         ("Nick", Some("n1@corp.example.com"), vec![("mailNickname", vec![&n65])]),
@@ -496,6 +498,7 @@ fn every_rule_in_the_catalogue_fires_on_its_example() {
             vec![("proxyAddresses", vec!["smtp:pd@corp.example.com"])],
         ),
         ("ProxyUnv", Some("p8@corp.example.com"), vec![("proxyAddresses", vec!["smtp:p8@fabrikam.com"])]),
+        ("ProxyLocal", Some("p9@corp.example.com"), vec![("proxyAddresses", vec!["smtp:p9@corp.local"])]),
         ("Blank", Some("b1@corp.example.com"), vec![("displayName", vec![" "])]),
         ("DispLong", Some("b2@corp.example.com"), vec![("displayName", vec![&d257])]),
         ("Given", Some("b3@corp.example.com"), vec![("givenName", vec![&g65])]),
@@ -568,4 +571,216 @@ fn every_rule_in_the_catalogue_fires_on_its_example() {
     let missing: Vec<&&str> = all.difference(&fired).collect();
     assert!(missing.is_empty(), "rules that never fired: {missing:?}");
     assert_eq!(fired, all, "findings with rules outside the catalogue");
+}
+
+#[test]
+fn one_object_read_twice_is_one_identity_not_a_duplicate() {
+    let mut a = Assessor::new(AssessOptions::default());
+    let s1 = a.begin_source("forest", "ldap-ad", "x");
+    let s2 = a.begin_source("export", "ldif", "y");
+    let alice = user(
+        1,
+        "Alice",
+        Some("alice@corp.example.com"),
+        &[
+            ("mail", &["alice@corp.example.com"]),
+            ("proxyAddresses", &["SMTP:alice@corp.example.com", "smtp:a.anders@corp.example.com"]),
+            ("mailNickname", &["alice"]),
+        ],
+    );
+    a.observe(s1, &alice);
+    a.observe(s2, &alice);
+    let r = a.finish(String::new(), String::new());
+    let rules: BTreeSet<&str> = r.findings.iter().filter(|f| f.source != "all").map(|f| f.rule).collect();
+    assert_eq!(rules, BTreeSet::from(["anchor-duplicate"]));
+    assert!(r.remediations.is_empty(), "{:?}", r.remediations);
+}
+
+#[test]
+fn fixes_never_collide_with_a_value_in_use_or_with_each_other() {
+    let report = assess(
+        &[
+            // The fixed value would equal the object's own primary address: dropped.
+            user(
+                1,
+                "C1",
+                Some("c1@corp.example.com"),
+                &[("proxyAddresses", &["SMTP:c1@corp.example.com", "smtp:c 1@corp.example.com"])],
+            ),
+            // Two values fix to the same address: only the first is fixed.
+            user(
+                2,
+                "F1",
+                Some("f1@corp.example.com"),
+                &[("proxyAddresses", &["smtp:f 2@corp.example.com", "smtp:f2 @corp.example.com"])],
+            ),
+            // The fixed value is another object's primary address: dropped.
+            user(3, "D1", Some("d1@corp.example.com"), &[("proxyAddresses", &["smtp:e 1@corp.example.com"])]),
+            user(4, "E1", Some("e1@corp.example.com"), &[("proxyAddresses", &["SMTP:e1@corp.example.com"])]),
+            // mail and mailNickname fixes that would duplicate another object's value: dropped.
+            user(
+                5,
+                "H1",
+                Some("h1x@corp.example.com"),
+                &[("mail", &["h 1@corp.example.com"]), ("mailNickname", &[&"n".repeat(70)])],
+            ),
+            user(
+                6,
+                "H2",
+                Some("h2@corp.example.com"),
+                &[("mail", &["h1@corp.example.com"]), ("mailNickname", &[&"n".repeat(64)])],
+            ),
+        ],
+        AssessOptions::default(),
+    );
+    let fixes: Vec<(&str, &str, Option<&str>)> = report
+        .remediations
+        .iter()
+        .map(|r| (r.common_name.as_str(), r.attribute.as_str(), r.update.as_deref()))
+        .collect();
+    assert_eq!(fixes, [("F1", "proxyAddresses", Some("smtp:f2@corp.example.com"))]);
+}
+
+#[test]
+fn upn_fixes_keep_only_a_routable_domain_as_written() {
+    let report = assess(
+        &[
+            user(1, "Main", Some("main@contoso.com"), &[]),
+            user(2, "Main2", Some("main2@contoso.com"), &[]),
+            user(3, "Us", Some("u s@corp_x.example.com"), &[]),
+            user(4, "Mu", Some("u3@münchen.de"), &[]),
+            user(5, "Sp", Some("s p@fabrikam.com"), &[]),
+        ],
+        AssessOptions::default(),
+    );
+    let fixes: Vec<(&str, Option<&str>)> =
+        report.remediations.iter().map(|r| (r.common_name.as_str(), r.update.as_deref())).collect();
+    assert_eq!(
+        fixes,
+        [("Mu", Some("u3@contoso.com")), ("Sp", Some("sp@fabrikam.com")), ("Us", Some("us@contoso.com"))]
+    );
+    // With the tenant, a routable but unverified suffix alone is not fixed here: verifying the
+    // domain is the fix.
+    let t = tenant(r#"{"domains": {"value": [{"id": "contoso.com", "isVerified": true}]}}"#);
+    let report = assess(
+        &[user(1, "Main", Some("main@contoso.com"), &[]), user(2, "F", Some("f@fabrikam.com"), &[])],
+        AssessOptions { tenant: t, ..AssessOptions::default() },
+    );
+    assert_eq!(rules_of(&report, "F"), ["upn-suffix-unverified"]);
+    assert!(report.remediations.is_empty());
+}
+
+#[test]
+fn several_values_of_an_attribute_are_fixed_one_by_one() {
+    let report = assess(
+        &[obj(
+            1,
+            "CN=Multi,DC=corp,DC=example,DC=com",
+            "contact",
+            &[("mail", &["john doe@example.com", "jdoe@example.com"])],
+        )],
+        AssessOptions::default(),
+    );
+    let fix = report.remediations.first().unwrap();
+    assert_eq!((fix.update.as_deref(), fix.multi_valued), (Some("johndoe@example.com"), true));
+    let ldif = crate::render::ldif::to_fix_ldif(&report, "corp-ad");
+    assert!(
+        ldif.fix.contains(
+            "delete: mail\nmail: john doe@example.com\n-\nadd: mail\nmail: johndoe@example.com\n-\n"
+        ),
+        "{}",
+        ldif.fix
+    );
+    assert!(
+        ldif.undo.contains(
+            "delete: mail\nmail: johndoe@example.com\n-\nadd: mail\nmail: john doe@example.com\n-\n"
+        ),
+        "{}",
+        ldif.undo
+    );
+}
+
+#[test]
+fn a_primary_address_is_never_removed_automatically() {
+    let report = assess(
+        &[
+            user(1, "G1", Some("g1@corp.example.com"), &[("proxyAddresses", &["SMTP:dup@corp.example.com"])]),
+            user(2, "G2", Some("g2@corp.example.com"), &[("proxyAddresses", &["SMTP:Dup@corp.example.com"])]),
+        ],
+        AssessOptions::default(),
+    );
+    assert_eq!(rules_of(&report, "G1"), ["proxy-duplicate"]);
+    assert_eq!(rules_of(&report, "G2"), ["proxy-duplicate"]);
+    assert!(report.remediations.is_empty());
+}
+
+#[test]
+fn addresses_are_one_namespace_across_attributes_and_with_the_tenant() {
+    let t = tenant(
+        r#"{"domains": {"value": [{"id": "corp.example.com", "isVerified": true}]},
+            "users": {"value": [{"id": "u4", "userPrincipalName": "u4@contoso.onmicrosoft.com", "proxyAddresses": ["smtp:mou.cloud@corp.example.com"]}]}}"#,
+    );
+    let report = assess(
+        &[
+            user(1, "A1", Some("a1@corp.example.com"), &[("mail", &["shared@corp.example.com"])]),
+            user(
+                2,
+                "B1",
+                Some("b1@corp.example.com"),
+                &[("proxyAddresses", &["smtp:shared@corp.example.com"])],
+            ),
+            user(3, "Mou", Some("mou@corp.example.com"), &[("mail", &["mou.cloud@corp.example.com"])]),
+        ],
+        AssessOptions { tenant: t, ..AssessOptions::default() },
+    );
+    assert_eq!(rules_of(&report, "A1"), ["address-conflict"]);
+    assert_eq!(rules_of(&report, "B1"), ["address-conflict"]);
+    assert_eq!(rules_of(&report, "Mou"), ["mail-duplicate"]);
+    let f = report.findings.iter().find(|f| f.common_name == "Mou").unwrap();
+    assert!(f.message.contains("u4") && f.message.contains("proxyAddresses"), "{}", f.message);
+}
+
+#[test]
+fn groups_match_on_proxy_addresses_only_and_the_consistency_guid_is_the_anchor() {
+    let t = tenant(
+        r#"{"users": {"value": [{"id": "moved", "userPrincipalName": "x@corp.example.com", "onPremisesImmutableId": "CQkJCQkJCQkJCQkJCQkJCQ=="}]},
+            "groups": {"value": [{"id": "g", "displayName": "Sales", "mailEnabled": true, "proxyAddresses": ["SMTP:sales@corp.example.com"]}]}}"#,
+    );
+    let security =
+        obj(1, "CN=Sales,DC=corp,DC=example,DC=com", "group", &[("mail", &["sales@corp.example.com"])]);
+    let mut moved = user(2, "Moved", Some("moved@corp.example.com"), &[]);
+    // Moved from another forest: its objectGUID changed, its consistency GUID (09 09 ...) did not.
+    moved.attributes.insert("mS-DS-ConsistencyGuid", AttrValues::Binary(vec![vec![9; 16]]));
+    let report = assess(&[security, moved], AssessOptions { tenant: t, ..AssessOptions::default() });
+    let outcome = |cn: &str| {
+        report
+            .anchor_audit
+            .iter()
+            .find(|a| a.dn.starts_with(&format!("CN={cn},")))
+            .map(|a| (a.outcome, a.detail.clone()))
+            .unwrap()
+    };
+    let (o, detail) = outcome("Sales");
+    assert_eq!(o, MatchOutcome::New);
+    assert!(detail.contains("non-mail"), "{detail}");
+    assert_eq!(outcome("Moved").0, MatchOutcome::HardMatch);
+}
+
+#[test]
+fn federation_notes_are_warnings_only_once_a_domain_is_federated() {
+    let objects = [
+        user(1, "A", Some("a@contoso.com"), &[]),
+        obj(2, "CN=B,DC=fabrikam,DC=com", "user", &[("userPrincipalName", &["b@fabrikam.com"])]),
+    ];
+    let severity = |json: &str| {
+        let r = assess(&objects, AssessOptions { tenant: tenant(json), ..AssessOptions::default() });
+        r.findings.iter().find(|f| f.rule == "federation-multiple-forests").map(|f| f.severity).unwrap()
+    };
+    let domains = |auth: &str| {
+        format!(
+            r#"{{"domains": {{"value": [{{"id": "contoso.com", "isVerified": true, "authenticationType": "{auth}"}}, {{"id": "fabrikam.com", "isVerified": true}}]}}}}"#
+        )
+    };
+    assert_eq!(severity(&domains("Managed")), Severity::Info);
+    assert_eq!(severity(&domains("Federated")), Severity::Warning);
 }

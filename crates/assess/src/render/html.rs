@@ -546,6 +546,7 @@ mod tests {
                 action: Action::Edit,
                 error: "topleveldomain".to_owned(),
                 rules: vec![catalogue::UPN_SUFFIX_NON_ROUTABLE.id],
+                multi_valued: false,
             },
             Remediation {
                 source: "corp".to_owned(),
@@ -558,6 +559,7 @@ mod tests {
                 action: Action::Remove,
                 error: "character".to_owned(),
                 rules: vec![catalogue::MAIL_INVALID_CHARACTER.id],
+                multi_valued: false,
             },
         ];
         let by_rule = [

@@ -1,9 +1,10 @@
 //! Remediation LDIF: the suggested fixes as `changetype: modify` records for review and
 //! `ldapmodify`, and the undo LDIF that puts every value back.
 //!
-//! proxyAddresses fixes are `delete` of the old value then `add` of the new one, so that other
-//! values are untouched and ldapmodify fails (rather than overwriting) when the value changed
-//! since the assessment; every other attribute is a `replace`. The undo reverses each change:
+//! proxyAddresses fixes (and fixes of any attribute of which the object holds several values,
+//! as OpenLDAP allows for mail or givenName) are `delete` of the old value then `add` of the new
+//! one, so that other values are untouched and ldapmodify fails (rather than overwriting) when
+//! the value changed since the assessment; every other attribute is a `replace`. The undo reverses each change:
 //! `delete` of the new value and `add` of the old one, `replace` with the old value, or
 //! `delete` of the new value when the attribute was missing before.
 
@@ -24,19 +25,18 @@ pub struct FixLdif {
     pub changes: usize,
 }
 
-fn header(out: &mut String, what: &str, report: &Report) {
+fn header(out: &mut String, what: &str, report: &Report, source: &str) {
+    let endpoint =
+        report.sources.iter().find(|s| s.name == source).map(|s| s.endpoint.as_str()).unwrap_or("");
     out.push_str(&format!(
         "# syncctl assess {what}, generated {} by {}.\n",
         report.generated_at, report.generator
     ));
+    out.push_str(&format!("# For source {source} ({endpoint}): apply it to that directory only.\n"));
     out.push_str(
         "# Review every record, then apply with: ldapmodify -H ldaps://DC -D ACCOUNT -W -f THIS_FILE\n",
     );
     out.push_str("version: 1\n\n");
-}
-
-fn is_multi_valued(attribute: &str) -> bool {
-    attribute.eq_ignore_ascii_case("proxyAddresses")
 }
 
 fn push_change(out: &mut String, op: &str, attribute: &str, value: Option<&str>) {
@@ -50,16 +50,28 @@ fn push_change(out: &mut String, op: &str, attribute: &str, value: Option<&str>)
     out.push_str("-\n");
 }
 
-/// Writes the fix and undo LDIF of every remediation in the report.
-pub fn to_fix_ldif(report: &Report) -> FixLdif {
+/// The sources with at least one remediation, in report order.
+pub fn sources_with_fixes(report: &Report) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for r in &report.remediations {
+        if !out.contains(&r.source.as_str()) {
+            out.push(&r.source);
+        }
+    }
+    out
+}
+
+/// Writes the fix and undo LDIF of the remediations of one source (each source is its own
+/// directory: its fixes go to its own file).
+pub fn to_fix_ldif(report: &Report, source: &str) -> FixLdif {
     let mut result = FixLdif::default();
-    header(&mut result.fix, "remediation LDIF", report);
-    header(&mut result.undo, "undo LDIF (restores the values the remediation LDIF changes)", report);
+    header(&mut result.fix, "remediation LDIF", report, source);
+    header(&mut result.undo, "undo LDIF (restores the values the remediation LDIF changes)", report, source);
     let mut i = 0;
-    let list = &report.remediations;
+    let list: Vec<&Remediation> = report.remediations.iter().filter(|r| r.source == source).collect();
     while let Some(first) = list.get(i) {
         let group: Vec<&Remediation> =
-            list.iter().skip(i).take_while(|r| r.source == first.source && r.dn == first.dn).collect();
+            list.iter().skip(i).take_while(|r| r.dn == first.dn).copied().collect();
         i += group.len();
         result.objects += 1;
         result.changes += group.len();
@@ -74,7 +86,7 @@ pub fn to_fix_ldif(report: &Report) -> FixLdif {
         for r in &group {
             let old = r.value.as_deref();
             let new = r.update.as_deref();
-            if is_multi_valued(&r.attribute) {
+            if r.multi_valued {
                 if let Some(o) = old {
                     push_change(&mut result.fix, "delete", &r.attribute, Some(o));
                 }
@@ -88,7 +100,7 @@ pub fn to_fix_ldif(report: &Report) -> FixLdif {
         for r in group.iter().rev() {
             let old = r.value.as_deref();
             let new = r.update.as_deref();
-            if is_multi_valued(&r.attribute) {
+            if r.multi_valued {
                 if let Some(n) = new {
                     push_change(&mut result.undo, "delete", &r.attribute, Some(n));
                 }

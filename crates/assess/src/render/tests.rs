@@ -68,7 +68,7 @@ fn csv_has_idfix_columns_one_row_per_value_and_the_suggested_update() {
 
 #[test]
 fn fix_and_undo_ldif() {
-    let ldif = super::ldif::to_fix_ldif(&report());
+    let ldif = super::ldif::to_fix_ldif(&report(), "corp");
     assert_eq!((ldif.objects, ldif.changes), (4, 5));
     let body = |text: &str| text.split_once("version: 1\n\n").map(|(_, b)| b.to_owned()).unwrap();
     assert_eq!(

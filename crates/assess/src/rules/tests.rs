@@ -196,7 +196,9 @@ fn proxy_addresses() {
             ("alice@corp.example.com", "proxy-format"),
             ("smtp:", "proxy-format"),
             ("smtp::alice@corp.example.com", "proxy-format"),
-            ("smtp:alice@corp.local", "proxy-format"),
+            ("smtp:alice@corp.local", "address-domain-non-routable"),
+            ("smtp:alice@corp.int", "address-domain-non-routable"),
+            ("sip:jörg@corp.example.com", "proxy-diacritic"),
             ("smtp:alice", "proxy-format"),
             ("X500:/o=[Contoso]/cn=x", "proxy-invalid-character"),
             ("X500:/o=\"Contoso\"/cn=x", "proxy-invalid-character"),
@@ -220,9 +222,15 @@ fn proxy_addresses() {
     )
     .unwrap();
     let got = hits_with("user", "proxyAddresses", "smtp:a@fabrikam.com", Some(&tenant));
-    assert_eq!(got, BTreeSet::from([("proxy-domain-unverified".to_owned(), Severity::Warning)]));
+    assert_eq!(got, BTreeSet::from([("address-domain-unverified".to_owned(), Severity::Warning)]));
+    // Contacts hold other organizations' addresses: their domains are not the tenant's.
+    assert!(hits_with("contact", "proxyAddresses", "SMTP:ext@fabrikam.com", Some(&tenant)).is_empty());
+    assert!(hits_with("contact", "mail", "ext@fabrikam.com", Some(&tenant)).is_empty());
+    // Non-routable and unverified domains are warnings (Exchange Online drops the address).
+    let got = hits_with("user", "mail", "a@corp.local", None);
+    assert_eq!(got, BTreeSet::from([("address-domain-non-routable".to_owned(), Severity::Warning)]));
     assert_eq!(
-        check_proxy("smtp:al ice@corp.example.com", &ctx).map(|i| i.proposal),
+        check_proxy("smtp:al ice@corp.example.com", false, &ctx).map(|i| i.proposal),
         Some(Proposal::Edit("smtp:alice@corp.example.com".into()))
     );
 }
@@ -238,9 +246,9 @@ fn mail() {
             ("al ice@corp.example.com", "mail-invalid-character"),
             ("alice@corp.example.com,", "mail-invalid-character"),
             ("älice@corp.example.com", "mail-diacritic"),
-            ("alice@corp", "mail-format"),
+            ("al..ice@corp.example.com", "mail-format"),
             ("alice", "mail-format"),
-            ("alice@corp.local", "mail-format"),
+            ("alice@corp_x.example.com", "mail-format"),
             (&long, "mail-too-long"),
         ],
     );

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use syncctl_assess::catalogue::{self, Severity};
-use syncctl_assess::render::{csv::to_csv, html::to_html, ldif::to_fix_ldif, to_json};
+use syncctl_assess::render::ldif::{sources_with_fixes, to_fix_ldif};
+use syncctl_assess::render::{csv::to_csv, html::to_html, to_json};
 use syncctl_assess::report::MatchOutcome;
 use syncctl_assess::tenant::TenantSnapshot;
 use syncctl_assess::{AssessOptions, Assessor, MailSettings, Report};
@@ -212,6 +213,13 @@ async fn read_source(spec: &ConnectorPlan, assessor: &mut Assessor, json: bool) 
     .await
 }
 
+/// `fixes.ldif` -> `fixes.<source>.ldif`.
+fn per_source(fix: &Path, source: &str) -> PathBuf {
+    let name = fix.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.strip_suffix(".ldif").unwrap_or(&name);
+    fix.with_file_name(format!("{stem}.{source}.ldif"))
+}
+
 fn undo_path(fix: &Path) -> PathBuf {
     let name = fix.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = name.strip_suffix(".ldif").unwrap_or(&name);
@@ -241,17 +249,26 @@ fn write_files(report: &Report, args: &AssessArgs) -> Result<Vec<String>, Failur
         written.push(format!("HTML report: {}", path.display()));
     }
     if let Some(path) = &args.fix_ldif {
-        let ldif = to_fix_ldif(report);
-        let undo = undo_path(path);
-        write(path, &ldif.fix)?;
-        write(&undo, &ldif.undo)?;
-        written.push(format!(
-            "fix LDIF: {} ({} changes on {} objects; review, then ldapmodify -f); undo LDIF: {}",
-            path.display(),
-            ldif.changes,
-            ldif.objects,
-            undo.display()
-        ));
+        // Each source is its own directory: with fixes for several, one file pair per source.
+        let sources = sources_with_fixes(report);
+        let several = sources.len() > 1;
+        for source in sources {
+            let ldif = to_fix_ldif(report, source);
+            let fix = if several { per_source(path, source) } else { path.clone() };
+            let undo = undo_path(&fix);
+            write(&fix, &ldif.fix)?;
+            write(&undo, &ldif.undo)?;
+            written.push(format!(
+                "fix LDIF for {source}: {} ({} changes on {} objects; review, then ldapmodify -f); undo LDIF: {}",
+                fix.display(),
+                ldif.changes,
+                ldif.objects,
+                undo.display()
+            ));
+        }
+        if report.remediations.is_empty() {
+            written.push(format!("no fix to suggest: {} not written", path.display()));
+        }
     }
     Ok(written)
 }
