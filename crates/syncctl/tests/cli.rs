@@ -304,3 +304,17 @@ fn assess_writes_one_fix_ldif_per_source() {
     }
     assert!(!env.path("fix.ldif").exists());
 }
+
+#[test]
+fn assess_of_an_unreachable_directory_exits_5_naming_the_source_and_endpoint() {
+    let env = ldap_env();
+    let out = env.cmd().args(["assess", "--connector", "corp-ad"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("source `corp-ad` could not be read") && err.contains("ldaps://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(!err.contains("not-a-real-password"), "the password leaked: {err}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+}
