@@ -225,8 +225,8 @@ impl TenantSnapshot {
 struct GraphFile {
     domains: Option<Collection<GraphDomain>>,
     users: Option<Collection<GraphUser>>,
-    groups: Option<Collection<GraphGroup>>,
-    org_contacts: Option<Collection<GraphContact>>,
+    groups: Option<Collection<GraphMailObject>>,
+    org_contacts: Option<Collection<GraphMailObject>>,
     directory_roles: Option<Collection<GraphRole>>,
 }
 
@@ -264,25 +264,14 @@ struct GraphUser {
     on_premises_sync_enabled: Option<bool>,
 }
 
+/// A group or an organizational contact (contacts have no `mailEnabled`: they always are).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct GraphGroup {
+struct GraphMailObject {
     id: String,
     display_name: Option<String>,
     mail: Option<String>,
     mail_enabled: Option<bool>,
-    on_premises_immutable_id: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    proxy_addresses: Vec<String>,
-    on_premises_sync_enabled: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GraphContact {
-    id: String,
-    display_name: Option<String>,
-    mail: Option<String>,
     on_premises_immutable_id: Option<String>,
     #[serde(default, deserialize_with = "null_as_empty")]
     proxy_addresses: Vec<String>,
