@@ -152,7 +152,7 @@ rules! {
         "None suggested: keep one SMTP: and make the others smtp:.");
     PROXY_DUPLICATE = ("proxy-duplicate", Warning, "proxyAddresses", "duplicate",
         "Another object has the same proxy address (case-insensitive): the cloud drops it from one of them.",
-        "Remove it from every holder but one: the holder for which it is primary or its mail, else the oldest.");
+        "Remove it from every holder but one: the keeper is the holder for which it is primary, else its only address (no other SMTP address, mail or UPN), else its mail, else the oldest; never removed where it is primary or the only address.");
     ADDRESS_DOMAIN_NON_ROUTABLE = ("address-domain-non-routable", Warning, "mail, proxyAddresses", "topleveldomain",
         "An SMTP address (mail or an smtp proxy address) is in a domain that does not route on the internet (.local, .int, an unknown top-level domain, an IP address): Exchange Online drops it. Contacts and mail users are exempt (their addresses are another organization's).",
         "None suggested: use an address in a routable, verified domain, or remove it.");
@@ -207,9 +207,9 @@ rules! {
     MATCH_OBJECT_TYPE_MISMATCH = ("match-object-type-mismatch", Error, "objectClass", "tenant",
         "The object would match a cloud object of another type (ObjectTypeMismatch): its export fails.",
         "None suggested.");
-    MATCH_AMBIGUOUS = ("match-ambiguous", Error, "userPrincipalName, proxyAddresses", "tenant",
-        "The object's UPN and primary SMTP address point at two different cloud objects.",
-        "None suggested: decide which cloud object is this person.");
+    MATCH_AMBIGUOUS = ("match-ambiguous", Error, "userPrincipalName, mail, proxyAddresses", "tenant",
+        "The object's UPN and primary SMTP address point at two different cloud objects, or several on-premises objects would soft-match the same cloud object.",
+        "None suggested: decide which cloud object belongs to which on-premises object.");
     FEDERATION_MULTIPLE_DOMAINS = ("federation-multiple-domains", Info, "userPrincipalName", "federation",
         "Users are spread over several top-level (registrable) UPN domains: federating them with one AD FS needs multi-domain support (-SupportMultipleDomain).",
         "Plan multi-domain federation.");

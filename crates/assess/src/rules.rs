@@ -422,7 +422,7 @@ pub fn check_upn(upn: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
         return None;
     }
     // Propose a valid local part, keeping the domain only when it is a routable domain as
-    // written (case aside): a domain that would need cleaning (`corp_x`, `münchen`) is not the
+    // written (case aside) or one the tenant verified: a domain that would need cleaning (`corp_x`, `münchen`) is not the
     // same domain, so the forest's target suffix replaces it. A UPN whose only findings are
     // informational or an unverified (but routable) suffix gets no proposal: verifying the
     // domain is the fix.
@@ -435,7 +435,7 @@ pub fn check_upn(upn: &str, ctx: &RuleContext<'_>) -> Option<ValueIssue> {
         let keep_domain = !replace_domain
             && domain.is_ascii()
             && domain.len() <= 48
-            && address::classify_domain(domain).is_routable();
+            && (address::classify_domain(domain).is_routable() || ctx.verified(domain) == Some(true));
         if !local_fixed.is_empty() {
             let domain = keep_domain.then(|| domain.to_owned());
             issue.proposal = Proposal::Upn { local: local_fixed, domain };
@@ -458,6 +458,19 @@ fn smtp_format_problem(addr: &str) -> Option<String> {
         return None;
     }
     address::domain_syntax_problem(domain)
+}
+
+/// True when `cleaned` is a fix worth proposing for the SMTP address `original`: valid, and
+/// neither of them on an IP address (an address on `[10.0.0.1]` needs a real domain, which only
+/// its owner can choose).
+fn fixable_smtp(original: &str, cleaned: &str) -> bool {
+    let on_ip = |a: &str| {
+        a.rsplit_once('@').is_some_and(|(_, d)| {
+            address::is_ip_literal(d)
+                || address::is_ip_literal(d.trim_start_matches('[').trim_end_matches(']'))
+        })
+    };
+    smtp_format_problem(cleaned).is_none() && !on_ip(original) && !on_ip(cleaned)
 }
 
 /// The routability finding for an SMTP address's domain: not routable (`.local`, `.int`, an
@@ -507,7 +520,7 @@ pub fn check_mail(mail: &str, external: bool, ctx: &RuleContext<'_>) -> Option<V
     if issue.hits.is_empty() {
         return None;
     }
-    if cleaned != mail && smtp_format_problem(&cleaned).is_none() && len(&cleaned) <= 256 {
+    if cleaned != mail && fixable_smtp(mail, &cleaned) && len(&cleaned) <= 256 {
         issue.proposal = Proposal::Edit(cleaned);
     }
     Some(issue)
@@ -566,7 +579,7 @@ pub fn check_proxy(proxy: &str, external: bool, ctx: &RuleContext<'_>) -> Option
         if let Some((rule, message)) = domain_hit(addr, external, ctx) {
             issue.hit(rule, message);
         }
-        if cleaned != addr && smtp_format_problem(&cleaned).is_none() {
+        if cleaned != addr && fixable_smtp(addr, &cleaned) {
             issue.proposal = Proposal::Edit(format!("{prefix}:{cleaned}"));
         }
     } else if cleaned != addr && !cleaned.is_empty() {

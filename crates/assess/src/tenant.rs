@@ -16,7 +16,11 @@
 //! ```
 //!
 //! `GET /v1.0/domains`, `/users?$select=...`, `/groups`, `/contacts` and
-//! `/directoryRoles?$expand=members` give exactly these bodies. Every collection is optional.
+//! `/directoryRoles?$expand=members` give exactly these bodies. `domains` is required and not
+//! empty (Graph always lists at least the initial `onmicrosoft.com` domain; without it every
+//! domain would look unverified); the other collections are optional. Any other top-level
+//! member except annotations (`@odata.context`, `@comment`) is refused, so that a single Graph
+//! page saved as is (`{"value": [...]}`) or a misspelt collection never reads as an empty tenant.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -125,6 +129,17 @@ impl TenantSnapshot {
     pub fn from_graph_json(text: &str) -> Result<Self> {
         let file: GraphFile = serde_json::from_str(text)
             .map_err(|e| AssessError::Tenant(format!("line {}, column {}: {e}", e.line(), e.column())))?;
+        if let Some(key) = file.other.keys().find(|k| !k.starts_with('@')) {
+            let hint = if key == "value" {
+                "this looks like one Graph response; put each response under its collection name"
+            } else {
+                "not a collection this file can hold"
+            };
+            return Err(AssessError::Tenant(format!(
+                "unknown top-level member `{key}` ({hint}: {})",
+                COLLECTIONS.join(", ")
+            )));
+        }
         // A collection that still has a next page would make every object on the missing pages
         // look absent (and its on-premises twin "new"): refuse it.
         for (name, next) in [
@@ -139,6 +154,12 @@ impl TenantSnapshot {
                     "`{name}` is one page of several (it has an @odata.nextLink): merge every page's `value` into one array"
                 )));
             }
+        }
+        if file.domains.as_ref().is_none_or(|d| d.value.is_empty()) {
+            return Err(AssessError::Tenant(
+                "no `domains` collection, or an empty one (GET /v1.0/domains lists at least the initial onmicrosoft.com domain): without it every domain would look unverified"
+                    .into(),
+            ));
         }
         let mut roles: HashMap<String, Vec<String>> = HashMap::new();
         for role in file.directory_roles.map(|c| c.value).unwrap_or_default() {
@@ -228,7 +249,13 @@ struct GraphFile {
     groups: Option<Collection<GraphMailObject>>,
     org_contacts: Option<Collection<GraphMailObject>>,
     directory_roles: Option<Collection<GraphRole>>,
+    /// Any other member: only annotations (`@odata.context`, `@comment`...) are allowed.
+    #[serde(flatten)]
+    other: BTreeMap<String, serde_json::Value>,
 }
+
+/// The collections a tenant file holds.
+const COLLECTIONS: [&str; 5] = ["domains", "users", "groups", "orgContacts", "directoryRoles"];
 
 #[derive(Deserialize)]
 struct Collection<T> {
@@ -339,19 +366,42 @@ mod tests {
     fn bad_json_names_the_line_and_duplicate_ids_are_refused() {
         let e = TenantSnapshot::from_graph_json("{\n\"users\": {\"value\": [{}]}}").unwrap_err().to_string();
         assert!(e.contains("line 2") && e.contains("id"), "{e}");
-        let e = TenantSnapshot::from_graph_json(r#"{"users": {"value": [{"id": "a"}, {"id": "a"}]}}"#)
-            .unwrap_err()
-            .to_string();
+        let e = TenantSnapshot::from_graph_json(
+            r#"{"domains": {"value": [{"id": "t.onmicrosoft.com"}]}, "users": {"value": [{"id": "a"}, {"id": "a"}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("appears twice"), "{e}");
     }
 
     #[test]
     fn one_page_of_several_is_refused() {
         let e = TenantSnapshot::from_graph_json(
-            r#"{"users": {"@odata.nextLink": "https://graph.microsoft.com/v1.0/users?$skiptoken=x", "value": []}}"#,
+            r#"{"domains": {"value": [{"id": "t.onmicrosoft.com"}]}, "users": {"@odata.nextLink": "https://graph.microsoft.com/v1.0/users?$skiptoken=x", "value": []}}"#,
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("`users` is one page of several"), "{e}");
+    }
+
+    #[test]
+    fn a_bare_page_a_misspelt_collection_or_no_domains_is_refused() {
+        let bare = r#"{"@odata.context": "x", "value": [{"id": "u1", "userPrincipalName": "a@b.com"}]}"#;
+        let e = TenantSnapshot::from_graph_json(bare).unwrap_err().to_string();
+        assert!(e.contains("unknown top-level member `value`") && e.contains("one Graph response"), "{e}");
+        let misspelt = r#"{"domains": {"value": [{"id": "t.onmicrosoft.com"}]}, "user": {"value": []}}"#;
+        let e = TenantSnapshot::from_graph_json(misspelt).unwrap_err().to_string();
+        assert!(e.contains("`user`") && e.contains("users"), "{e}");
+        let e = TenantSnapshot::from_graph_json(r#"{"users": {"value": []}}"#).unwrap_err().to_string();
+        assert!(e.contains("no `domains` collection"), "{e}");
+        let e = TenantSnapshot::from_graph_json("{}").unwrap_err().to_string();
+        assert!(e.contains("no `domains` collection"), "{e}");
+        let e = TenantSnapshot::from_graph_json(r#"{"domains": {"value": []}}"#).unwrap_err().to_string();
+        assert!(e.contains("an empty one"), "{e}");
+        let ok = TenantSnapshot::from_graph_json(
+            r#"{"@odata.context": "x", "@comment": "annotations are fine", "domains": {"value": [{"id": "t.onmicrosoft.com", "isVerified": true, "isInitial": true}]}}"#,
+        )
+        .unwrap();
+        assert!(ok.domains.len() == 1 && ok.objects.is_empty());
     }
 }

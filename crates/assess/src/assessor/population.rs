@@ -167,37 +167,30 @@ impl Indexes {
 }
 
 impl Assessor {
-    /// "X (source); Y (source); and N more" for the holders other than `me`'s identity, given
-    /// how many holders in all (`total`) and how many share `me`'s identity (`same`): it walks
-    /// only until it has three names, so a value held by a hundred thousand objects stays cheap.
-    fn others(&self, ix: &Indexes, me: usize, holders: &[usize], same: usize) -> String {
+    /// "X (source); Y (source); and N more" for the identities other than `me`'s, given the
+    /// group's representatives (one holder of each of its first identities, from
+    /// [`representatives`]) and how many identities the group has. The representatives are
+    /// found once per group, so a value held by a hundred thousand objects (even reads of one
+    /// identity) stays linear; an identity read from several sources is named once.
+    fn others(&self, ix: &Indexes, me: usize, reps: &[usize], identities: usize) -> String {
         let mine = ix.identity_of(me);
         let mut names = Vec::new();
-        for h in holders.iter().copied().filter(|h| ix.identity_of(*h) != mine).take(3) {
+        for h in reps.iter().copied().filter(|h| ix.identity_of(*h) != mine).take(3) {
             if let Some(o) = self.objects.get(h) {
                 names.push(format!("{} ({})", o.dn, self.source_name(o.source)));
             }
         }
-        let more = holders.len().saturating_sub(same).saturating_sub(names.len());
+        let more = identities.saturating_sub(1).saturating_sub(names.len());
         if more > 0 {
             names.push(format!("and {more} more"));
         }
         names.join("; ")
     }
 
-    /// Per identity, how many of `holders` it holds.
-    fn per_identity(ix: &Indexes, holders: &[usize]) -> HashMap<usize, usize> {
-        let mut counts = HashMap::new();
-        for h in holders {
-            *counts.entry(ix.identity_of(*h)).or_insert(0) += 1;
-        }
-        counts
-    }
-
     /// Duplicates among the sources, case-insensitive: per attribute (UPN, mail, smtp and other
     /// proxy addresses, mailNickname, sAMAccountName of objects without a UPN), and across the
     /// UPN / SMTP namespace (`address-conflict`). Proxy-address duplicates get a removal on every
-    /// holder but one, never of a holder's primary address.
+    /// holder but one, never of a holder's primary address or of one it cannot do without.
     pub(super) fn duplicates(
         &self,
         ix: &Indexes,
@@ -223,13 +216,14 @@ impl Assessor {
                 let same: Vec<&Holding> = holders.iter().filter(|h| h.held == held).collect();
                 let several = ix.identities(same.iter().map(|h| h.obj)) > 1;
                 let same_objs: Vec<usize> = same.iter().map(|h| h.obj).collect();
-                let counts = if several { Self::per_identity(ix, &same_objs) } else { HashMap::new() };
+                let identities = if several { ix.identities(same_objs.iter().copied()) } else { 0 };
+                let reps = if several { representatives(ix, &same_objs) } else { Vec::new() };
+                let mut conflict: Option<(Vec<String>, String)> = None;
                 for h in holders.iter().filter(|h| h.held == held) {
                     let Some(o) = self.objects.get(h.obj) else { continue };
                     let subject = o.subject(&self.sources);
                     if several {
-                        let mine = counts.get(&ix.identity_of(h.obj)).copied().unwrap_or(1);
-                        let others = self.others(ix, h.obj, &same_objs, mine);
+                        let others = self.others(ix, h.obj, &reps, identities);
                         extra.push(Finding::new(
                             held.duplicate_rule(),
                             &subject,
@@ -240,29 +234,40 @@ impl Assessor {
                         continue;
                     }
                     // Held only by this identity in this attribute: another attribute elsewhere?
+                    // (The same for every holder of this attribute, so it is worked out once.)
                     let mine = ix.identity_of(h.obj);
                     if in_duplicate.contains(&mine) {
                         continue;
                     }
-                    let elsewhere: Vec<&Holding> =
-                        holders.iter().filter(|x| x.held != held && ix.identity_of(x.obj) != mine).collect();
-                    if elsewhere.is_empty() {
+                    let (names, more) = conflict.get_or_insert_with(|| {
+                        let elsewhere: Vec<&Holding> = holders
+                            .iter()
+                            .filter(|x| x.held != held && ix.identity_of(x.obj) != mine)
+                            .collect();
+                        let names: Vec<String> = elsewhere
+                            .iter()
+                            .take(3)
+                            .filter_map(|x| {
+                                self.objects.get(x.obj).map(|e| {
+                                    format!(
+                                        "{} of {} ({})",
+                                        x.held.attribute(),
+                                        e.dn,
+                                        self.source_name(e.source)
+                                    )
+                                })
+                            })
+                            .collect();
+                        let more = if elsewhere.len() > 3 {
+                            format!("; and {} more", elsewhere.len() - 3)
+                        } else {
+                            String::new()
+                        };
+                        (names, more)
+                    });
+                    if names.is_empty() {
                         continue;
                     }
-                    let names: Vec<String> = elsewhere
-                        .iter()
-                        .take(3)
-                        .filter_map(|x| {
-                            self.objects.get(x.obj).map(|e| {
-                                format!("{} of {} ({})", x.held.attribute(), e.dn, self.source_name(e.source))
-                            })
-                        })
-                        .collect();
-                    let more = if elsewhere.len() > 3 {
-                        format!("; and {} more", elsewhere.len() - 3)
-                    } else {
-                        String::new()
-                    };
                     extra.push(Finding::new(
                         &cat::ADDRESS_CONFLICT,
                         &subject,
@@ -285,11 +290,11 @@ impl Assessor {
             }
             let same: Vec<&Holding> = holders.iter().collect();
             let objs: Vec<usize> = holders.iter().map(|h| h.obj).collect();
-            let counts = Self::per_identity(ix, &objs);
+            let identities = ix.identities(objs.iter().copied());
+            let reps = representatives(ix, &objs);
             for h in holders {
                 let Some(o) = self.objects.get(h.obj) else { continue };
-                let mine = counts.get(&ix.identity_of(h.obj)).copied().unwrap_or(1);
-                let others = self.others(ix, h.obj, &objs, mine);
+                let others = self.others(ix, h.obj, &reps, identities);
                 extra.push(Finding::new(
                     &cat::PROXY_DUPLICATE,
                     &o.subject(&self.sources),
@@ -351,11 +356,11 @@ impl Assessor {
         if ix.identities(holders.iter().copied()) < 2 {
             return;
         }
-        let counts = Self::per_identity(ix, holders);
+        let identities = ix.identities(holders.iter().copied());
+        let reps = representatives(ix, holders);
         for &i in holders {
             let Some(o) = self.objects.get(i) else { continue };
-            let mine = counts.get(&ix.identity_of(i)).copied().unwrap_or(1);
-            let others = self.others(ix, i, holders, mine);
+            let others = self.others(ix, i, &reps, identities);
             extra.push(Finding::new(
                 rule,
                 &o.subject(&self.sources),
@@ -368,7 +373,8 @@ impl Assessor {
 
     /// Removals for a proxy address held by several identities: the keeper is the identity for
     /// which it is primary, else its mail, else the oldest, else the first by source and DN. A
-    /// holder's primary (`SMTP:`) address is never removed automatically: that is a decision.
+    /// holder's primary (`SMTP:`) or only SMTP address is never removed automatically: that is
+    /// a decision.
     fn proxy_removals(
         &self,
         ix: &Indexes,
@@ -378,17 +384,40 @@ impl Assessor {
     ) {
         let mail_holders: HashSet<usize> =
             all.iter().filter(|x| x.held == Held::Mail).map(|x| ix.identity_of(x.obj)).collect();
+        // The only address of a holder that has no other SMTP address, no mail and no UPN (a
+        // group or contact with only an `smtp:` value) is its address in all but name: it counts
+        // as primary. A user keeps its UPN (and mail) as addresses without it.
+        let sole = |h: &Holding| {
+            smtp_address(&h.value).is_some()
+                && self.objects.get(h.obj).is_some_and(|o| {
+                    o.upn.is_none()
+                        && o.mail.is_none()
+                        && !o
+                            .proxies
+                            .iter()
+                            .any(|p| smtp_address(p).is_some() && !p.eq_ignore_ascii_case(&h.value))
+                })
+        };
         let keeper = proxies
             .iter()
             .min_by_key(|h| {
                 let o = self.objects.get(h.obj);
-                let primary = h.value.starts_with("SMTP:");
+                // Its primary first, then its only address, then its mail.
+                let rank = if h.value.starts_with("SMTP:") {
+                    0
+                } else if sole(h) {
+                    1
+                } else {
+                    2
+                };
                 let is_mail = mail_holders.contains(&ix.identity_of(h.obj));
-                (!primary, !is_mail, o.map(Obj::when_created_key), o.map(|o| (o.source, o.dn.clone())))
+                (rank, !is_mail, o.map(Obj::when_created_key), o.map(|o| (o.source, o.dn.clone())))
             })
             .map(|h| ix.identity_of(h.obj));
         for h in proxies {
-            if Some(ix.identity_of(h.obj)) != keeper && !h.value.starts_with("SMTP:") {
+            // Never a primary or only address: taking it would leave the holder without an
+            // address, which is a decision.
+            if Some(ix.identity_of(h.obj)) != keeper && !h.value.starts_with("SMTP:") && !sole(h) {
                 removals.push((h.obj, h.value.clone(), &cat::PROXY_DUPLICATE));
             }
         }
@@ -461,6 +490,7 @@ impl Assessor {
             }
         }
         let mut rows = Vec::with_capacity(self.objects.len());
+        let mut soft: Vec<(usize, Finding)> = Vec::new();
         for (i, o) in self.objects.iter().enumerate() {
             let subject = o.subject(&self.sources);
             let kind = o.cloud_kind();
@@ -630,16 +660,19 @@ impl Assessor {
                                     x.kind.as_str(),
                                     label(x)
                                 );
-                                extra.push(Finding::new(
-                                    &cat::MATCH_SOFT,
-                                    &subject,
-                                    attr,
-                                    &value,
-                                    format!(
-                                        "will take over the cloud {} {} ({})",
-                                        x.kind.as_str(),
-                                        label(x),
-                                        x.id
+                                soft.push((
+                                    i,
+                                    Finding::new(
+                                        &cat::MATCH_SOFT,
+                                        &subject,
+                                        attr,
+                                        &value,
+                                        format!(
+                                            "will take over the cloud {} {} ({})",
+                                            x.kind.as_str(),
+                                            label(x),
+                                            x.id
+                                        ),
                                     ),
                                 ));
                                 targets.insert(i, c);
@@ -691,10 +724,21 @@ impl Assessor {
                 } else {
                     ix.cloud_smtp.get(&key).into_iter().flatten().map(|(c, h)| (*c, h.attribute())).collect()
                 };
+                // One finding per cloud object, naming every attribute of it that holds the value.
+                let mut by_object: Vec<(usize, Vec<&'static str>)> = Vec::new();
                 for (c, attribute) in cloud_holders {
                     if involved.contains(&c) {
                         continue;
                     }
+                    match by_object.iter_mut().find(|(x, _)| *x == c) {
+                        Some((_, attributes)) if !attributes.contains(&attribute) => {
+                            attributes.push(attribute)
+                        }
+                        Some(_) => {}
+                        None => by_object.push((c, vec![attribute])),
+                    }
+                }
+                for (c, attributes) in by_object {
                     let Some(x) = cloud.get(c) else { continue };
                     extra.push(Finding::new(
                         held.duplicate_rule(),
@@ -702,16 +746,62 @@ impl Assessor {
                         held.attribute(),
                         value,
                         format!(
-                            "the tenant's {} {} ({}) has it as its {attribute}",
+                            "the tenant's {} {} ({}) has it as its {}",
                             x.kind.as_str(),
                             label(x),
-                            x.id
+                            x.id,
+                            and_list(&attributes)
                         ),
                     ));
                 }
             }
             rows.push(row);
         }
+        // Several identities soft-matching one cloud object: none of them may take it over.
+        let mut claimants: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (&i, &c) in &targets {
+            claimants.entry(c).or_default().push(i);
+        }
+        let mut ambiguous: HashSet<usize> = HashSet::new();
+        let mut contested: Vec<(usize, Vec<usize>)> =
+            claimants.into_iter().filter(|(_, objs)| ix.identities(objs.iter().copied()) > 1).collect();
+        contested.sort_unstable();
+        let soft_of: HashMap<usize, usize> = soft.iter().enumerate().map(|(k, (i, _))| (*i, k)).collect();
+        for (c, mut objs) in contested {
+            objs.sort_unstable();
+            let Some(x) = cloud.get(c) else { continue };
+            let reps = representatives(ix, &objs);
+            let identities = ix.identities(objs.iter().copied());
+            for &i in &objs {
+                let Some(o) = self.objects.get(i) else { continue };
+                let why = format!(
+                    "the cloud {} {} ({}) would be soft-matched by this object and by {}",
+                    x.kind.as_str(),
+                    label(x),
+                    x.id,
+                    self.others(ix, i, &reps, identities)
+                );
+                if let Some(row) = rows.get_mut(i) {
+                    row.outcome = MatchOutcome::Conflict;
+                    row.detail = why.clone();
+                }
+                let (attr, value) = soft_of
+                    .get(&i)
+                    .and_then(|k| soft.get(*k))
+                    .map(|(_, f)| (f.attribute.clone(), f.value.clone()))
+                    .unwrap_or_default();
+                extra.push(Finding::new(
+                    &cat::MATCH_AMBIGUOUS,
+                    &o.subject(&self.sources),
+                    &attr,
+                    &value,
+                    why,
+                ));
+                targets.remove(&i);
+                ambiguous.insert(i);
+            }
+        }
+        extra.extend(soft.into_iter().filter(|(i, _)| !ambiguous.contains(i)).map(|(_, f)| f));
         self.audit.extend(rows);
         targets
     }
@@ -756,7 +846,7 @@ impl Assessor {
 
     /// The suggested fixes. Each proposed value is checked against every value in use (the
     /// sources, the tenant except the object's own match, the object's other values, and the
-    /// fixes proposed before it): a colliding UPN is numbered (`alice2@...`), any other
+    /// fixes proposed before it for another identity): a colliding UPN is numbered (`alice2@...`), any other
     /// colliding fix is dropped (which address an object keeps is a decision).
     pub(super) fn remediations(
         &self,
@@ -766,97 +856,117 @@ impl Assessor {
         removals: Vec<(usize, String, &'static Rule)>,
     ) -> Vec<Remediation> {
         let suffixes = self.target_suffixes(tenant);
-        let mut proposed: HashSet<String> = HashSet::new();
+        // Every value proposed so far ("namespace\0value"), and the identity that proposed it: an
+        // identity may propose one value for several of its attributes (its UPN, mail and
+        // primary SMTP address are often the same address), no other identity may take it.
+        let mut proposed: HashMap<String, usize> = HashMap::new();
+        // Proxy addresses proposed per identity: two of its values must not become one.
+        let mut own_proxies: HashSet<(usize, String)> = HashSet::new();
+        // The decision per identity, attribute and current value: an identity read from several
+        // sources gets the same fix in each.
+        let mut decided: HashMap<(usize, &'static str, Option<String>), Option<String>> = HashMap::new();
+        let claimed = |key: String, mine: usize, proposed: &HashMap<String, usize>| {
+            proposed.get(&key).is_some_and(|by| *by != mine)
+        };
         // True when `address` (lower case) is held by another identity, by a cloud object this
-        // object does not join, or by an earlier fix.
-        let smtp_taken = |address: &str, i: usize, proposed: &HashSet<String>| {
+        // object does not join, or proposed by another identity.
+        let smtp_taken = |address: &str, i: usize, proposed: &HashMap<String, usize>| {
             let mine = ix.identity_of(i);
             ix.smtp.get(address).is_some_and(|h| h.iter().any(|x| ix.identity_of(x.obj) != mine))
                 || ix
                     .cloud_smtp
                     .get(address)
                     .is_some_and(|h| h.iter().any(|(c, _)| targets.get(&i) != Some(c)))
-                || proposed.contains(&format!("smtp\0{address}"))
+                || claimed(format!("smtp\0{address}"), mine, proposed)
         };
         let mut out: std::collections::BTreeMap<(usize, &'static str, Option<String>), Remediation> =
             std::collections::BTreeMap::new();
         for (index, issue) in &self.issues {
             let i = *index;
             let Some(o) = self.objects.get(i) else { continue };
-            let update = match &issue.proposal {
-                Proposal::None => continue,
-                Proposal::Upn { local, domain } => {
-                    let Some(domain) = domain.clone().or_else(|| suffixes.get(&o.source).cloned()) else {
-                        continue;
-                    };
-                    let mut found = None;
-                    for n in 1..1000u32 {
-                        let candidate = numbered(local, n, &domain);
-                        if !smtp_taken(&candidate.to_lowercase(), i, &proposed) {
-                            found = Some(candidate);
-                            break;
-                        }
-                    }
-                    let Some(v) = found else { continue };
-                    proposed.insert(format!("smtp\0{}", v.to_lowercase()));
-                    v
-                }
-                Proposal::Edit(v) => {
-                    let lower = v.to_lowercase();
-                    let free = match issue.attribute {
-                        "mail" => !smtp_taken(&lower, i, &proposed),
-                        "proxyAddresses" => {
-                            let own = o.proxies.iter().any(|p| p.eq_ignore_ascii_case(v));
-                            let others = match smtp_address(v) {
-                                Some(a) => smtp_taken(&a.to_lowercase(), i, &proposed),
-                                None => {
-                                    let mine = ix.identity_of(i);
-                                    ix.other_proxies
-                                        .get(&lower)
-                                        .is_some_and(|h| h.iter().any(|x| ix.identity_of(x.obj) != mine))
-                                        || ix
-                                            .cloud_other
-                                            .get(&lower)
-                                            .is_some_and(|h| h.iter().any(|c| targets.get(&i) != Some(c)))
-                                        || proposed.contains(&format!("proxy\0{lower}"))
+            let mine = ix.identity_of(i);
+            let key = (mine, issue.attribute, issue.value.clone());
+            let decision = match decided.get(&key) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = match &issue.proposal {
+                        Proposal::None => None,
+                        Proposal::Upn { local, domain } => domain
+                            .clone()
+                            .or_else(|| suffixes.get(&o.source).cloned())
+                            .and_then(|domain| {
+                                (1..1000u32)
+                                    .map(|n| numbered(local, n, &domain))
+                                    .find(|c| !smtp_taken(&c.to_lowercase(), i, &proposed))
+                            })
+                            .inspect(|v| {
+                                proposed.insert(format!("smtp\0{}", v.to_lowercase()), mine);
+                            }),
+                        Proposal::Edit(v) => {
+                            let lower = v.to_lowercase();
+                            let free = match issue.attribute {
+                                "mail" => !smtp_taken(&lower, i, &proposed),
+                                "proxyAddresses" => {
+                                    let own = o.proxies.iter().any(|p| p.eq_ignore_ascii_case(v))
+                                        || own_proxies.contains(&(mine, lower.clone()));
+                                    let others =
+                                        match smtp_address(v) {
+                                            Some(a) => smtp_taken(&a.to_lowercase(), i, &proposed),
+                                            None => {
+                                                ix.other_proxies.get(&lower).is_some_and(|h| {
+                                                    h.iter().any(|x| ix.identity_of(x.obj) != mine)
+                                                }) || ix.cloud_other.get(&lower).is_some_and(|h| {
+                                                    h.iter().any(|c| targets.get(&i) != Some(c))
+                                                }) || claimed(format!("proxy\0{lower}"), mine, &proposed)
+                                            }
+                                        };
+                                    !own && !others
                                 }
+                                "mailNickname" => {
+                                    !ix.nick
+                                        .get(&lower)
+                                        .is_some_and(|h| h.iter().any(|x| ix.identity_of(*x) != mine))
+                                        && !claimed(format!("nick\0{lower}"), mine, &proposed)
+                                }
+                                "sAMAccountName" => {
+                                    !ix.sam
+                                        .get(&lower)
+                                        .is_some_and(|h| h.iter().any(|x| ix.identity_of(*x) != mine))
+                                        && !claimed(format!("sam\0{lower}"), mine, &proposed)
+                                }
+                                _ => true,
                             };
-                            !own && !others
+                            if free {
+                                let namespace = match issue.attribute {
+                                    "mail" => "smtp",
+                                    "proxyAddresses" if smtp_address(v).is_some() => "smtp",
+                                    "proxyAddresses" => "proxy",
+                                    "mailNickname" => "nick",
+                                    "sAMAccountName" => "sam",
+                                    _ => "",
+                                };
+                                if !namespace.is_empty() {
+                                    let key = if namespace == "smtp" {
+                                        smtp_address(v).unwrap_or(v).to_lowercase()
+                                    } else {
+                                        lower.clone()
+                                    };
+                                    proposed.insert(format!("{namespace}\0{key}"), mine);
+                                }
+                                if issue.attribute == "proxyAddresses" {
+                                    own_proxies.insert((mine, lower));
+                                }
+                                Some(v.clone())
+                            } else {
+                                None
+                            }
                         }
-                        "mailNickname" => {
-                            let mine = ix.identity_of(i);
-                            !ix.nick.get(&lower).is_some_and(|h| h.iter().any(|x| ix.identity_of(*x) != mine))
-                                && !proposed.contains(&format!("nick\0{lower}"))
-                        }
-                        "sAMAccountName" => {
-                            let mine = ix.identity_of(i);
-                            !ix.sam.get(&lower).is_some_and(|h| h.iter().any(|x| ix.identity_of(*x) != mine))
-                                && !proposed.contains(&format!("sam\0{lower}"))
-                        }
-                        _ => true,
                     };
-                    if !free {
-                        continue;
-                    }
-                    let namespace = match issue.attribute {
-                        "mail" => "smtp",
-                        "proxyAddresses" if smtp_address(v).is_some() => "smtp",
-                        "proxyAddresses" => "proxy",
-                        "mailNickname" => "nick",
-                        "sAMAccountName" => "sam",
-                        _ => "",
-                    };
-                    if !namespace.is_empty() {
-                        let key = if namespace == "smtp" {
-                            smtp_address(v).unwrap_or(v).to_lowercase()
-                        } else {
-                            lower
-                        };
-                        proposed.insert(format!("{namespace}\0{key}"));
-                    }
-                    v.clone()
+                    decided.insert(key, d.clone());
+                    d
                 }
             };
+            let Some(update) = decision else { continue };
             if Some(update.as_str()) == issue.value.as_deref() {
                 continue;
             }
@@ -931,6 +1041,31 @@ fn numbered(local: &str, n: u32, domain: &str) -> String {
     let digits = n.to_string();
     let keep = 64usize.saturating_sub(digits.len());
     format!("{}{digits}@{domain}", local.chars().take(keep).collect::<String>())
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// One holder of each of the first four identities among `holders`: enough to name three
+/// holders other than any one identity.
+fn representatives(ix: &Indexes, holders: &[usize]) -> Vec<usize> {
+    let mut reps: Vec<usize> = Vec::with_capacity(4);
+    for &h in holders {
+        let id = ix.identity_of(h);
+        if !reps.iter().any(|r| ix.identity_of(*r) == id) {
+            reps.push(h);
+            if reps.len() == 4 {
+                break;
+            }
+        }
+    }
+    reps
 }
 
 fn sorted_groups(index: &HashMap<String, Vec<usize>>) -> Vec<&Vec<usize>> {

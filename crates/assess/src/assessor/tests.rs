@@ -76,7 +76,7 @@ fn duplicates_are_case_insensitive_and_proxy_duplicates_are_removed_from_all_hol
                 2,
                 "Carol",
                 Some("ALICE@corp.example.com"),
-                &[("proxyAddresses", &["smtp:Shared@corp.example.com"])],
+                &[("proxyAddresses", &["SMTP:carol@corp.example.com", "smtp:Shared@corp.example.com"])],
             ),
             user(3, "Erin", None, &[]),
             obj(
@@ -115,7 +115,10 @@ fn the_primary_holder_keeps_a_duplicate_proxy_address() {
                 1,
                 "Old",
                 Some("old@corp.example.com"),
-                &[("proxyAddresses", &["smtp:x@corp.example.com"]), ("whenCreated", &["20200101000000.0Z"])],
+                &[
+                    ("proxyAddresses", &["SMTP:old@corp.example.com", "smtp:x@corp.example.com"]),
+                    ("whenCreated", &["20200101000000.0Z"]),
+                ],
             ),
             user(
                 2,
@@ -743,7 +746,8 @@ fn addresses_are_one_namespace_across_attributes_and_with_the_tenant() {
 #[test]
 fn groups_match_on_proxy_addresses_only_and_the_consistency_guid_is_the_anchor() {
     let t = tenant(
-        r#"{"users": {"value": [{"id": "moved", "userPrincipalName": "x@corp.example.com", "onPremisesImmutableId": "CQkJCQkJCQkJCQkJCQkJCQ=="}]},
+        r#"{"domains": {"value": [{"id": "corp.example.com", "isVerified": true}]},
+            "users": {"value": [{"id": "moved", "userPrincipalName": "x@corp.example.com", "onPremisesImmutableId": "CQkJCQkJCQkJCQkJCQkJCQ=="}]},
             "groups": {"value": [{"id": "g", "displayName": "Sales", "mailEnabled": true, "proxyAddresses": ["SMTP:sales@corp.example.com"]}]}}"#,
     );
     let security =
@@ -783,4 +787,181 @@ fn federation_notes_are_warnings_only_once_a_domain_is_federated() {
     };
     assert_eq!(severity(&domains("Managed")), Severity::Info);
     assert_eq!(severity(&domains("Federated")), Severity::Warning);
+}
+
+#[test]
+fn an_object_may_propose_one_address_for_its_upn_mail_and_primary_address() {
+    let report = assess(
+        &[user(
+            1,
+            "John",
+            Some("john doe@contoso.com"),
+            &[("mail", &["john doe@contoso.com"]), ("proxyAddresses", &["SMTP:john doe@contoso.com"])],
+        )],
+        AssessOptions::default(),
+    );
+    let fixes: Vec<(&str, Option<&str>)> =
+        report.remediations.iter().map(|r| (r.attribute.as_str(), r.update.as_deref())).collect();
+    assert_eq!(
+        fixes,
+        [
+            ("mail", Some("johndoe@contoso.com")),
+            ("proxyAddresses", Some("SMTP:johndoe@contoso.com")),
+            ("userPrincipalName", Some("johndoe@contoso.com")),
+        ]
+    );
+}
+
+#[test]
+fn an_object_read_from_two_sources_gets_the_same_fix_in_each() {
+    let mut a = Assessor::new(AssessOptions::default());
+    let s1 = a.begin_source("forest", "ldap-ad", "x");
+    let s2 = a.begin_source("export", "ldif", "y");
+    let john =
+        user(1, "John", Some("john doe@contoso.com"), &[("proxyAddresses", &["smtp:j d@contoso.com"])]);
+    a.observe(s1, &john);
+    a.observe(s2, &john);
+    let r = a.finish(String::new(), String::new());
+    let fixes: Vec<(&str, &str, Option<&str>)> = r
+        .remediations
+        .iter()
+        .map(|r| (r.source.as_str(), r.attribute.as_str(), r.update.as_deref()))
+        .collect();
+    assert_eq!(
+        fixes,
+        [
+            ("export", "proxyAddresses", Some("smtp:jd@contoso.com")),
+            ("export", "userPrincipalName", Some("johndoe@contoso.com")),
+            ("forest", "proxyAddresses", Some("smtp:jd@contoso.com")),
+            ("forest", "userPrincipalName", Some("johndoe@contoso.com")),
+        ]
+    );
+}
+
+#[test]
+fn a_cloud_object_holding_a_value_in_several_attributes_is_one_finding() {
+    let t = tenant(
+        r#"{"domains": {"value": [{"id": "corp.example.com", "isVerified": true}]},
+            "users": {"value": [{"id": "u9", "userPrincipalName": "taken@corp.example.com", "mail": "taken@corp.example.com",
+                                 "proxyAddresses": ["SMTP:taken@corp.example.com"], "onPremisesImmutableId": "AQEBAQEBAQEBAQEBAQEBAQ=="}]}}"#,
+    );
+    let report = assess(
+        &[user(
+            2,
+            "Other",
+            Some("other@corp.example.com"),
+            &[("proxyAddresses", &["smtp:Taken@corp.example.com"])],
+        )],
+        AssessOptions { tenant: t, ..AssessOptions::default() },
+    );
+    let found: Vec<&Finding> = report.findings.iter().filter(|f| f.common_name == "Other").collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].rule, "proxy-duplicate");
+    assert!(
+        found[0].message.contains("(u9) has it as its userPrincipalName, mail and proxyAddresses"),
+        "{}",
+        found[0].message
+    );
+}
+
+#[test]
+fn two_objects_soft_matching_one_cloud_object_are_ambiguous() {
+    let t = tenant(
+        r#"{"domains": {"value": [{"id": "corp.example.com", "isVerified": true}]},
+            "users": {"value": [{"id": "c1", "userPrincipalName": "shared@corp.example.com", "mail": "shared@corp.example.com"}]}}"#,
+    );
+    let report = assess(
+        &[
+            user(1, "ByUpn", Some("shared@corp.example.com"), &[]),
+            user(2, "ByMail", Some("bymail@corp.example.com"), &[("mail", &["shared@corp.example.com"])]),
+        ],
+        AssessOptions { tenant: t, ..AssessOptions::default() },
+    );
+    for cn in ["ByUpn", "ByMail"] {
+        let rules = rules_of(&report, cn);
+        assert!(rules.contains(&"match-ambiguous"), "{cn}: {rules:?}");
+        assert!(!rules.contains(&"match-soft"), "{cn}: {rules:?}");
+        let row = report.anchor_audit.iter().find(|a| a.dn.starts_with(&format!("CN={cn},"))).unwrap();
+        assert_eq!(row.outcome, MatchOutcome::Conflict, "{cn}");
+        assert!(row.detail.contains("c1") && row.detail.contains("would be soft-matched"), "{}", row.detail);
+    }
+    let f =
+        report.findings.iter().find(|f| f.rule == "match-ambiguous" && f.common_name == "ByMail").unwrap();
+    assert_eq!((f.attribute.as_str(), f.value.as_str()), ("mail", "shared@corp.example.com"));
+    assert!(f.message.contains("CN=ByUpn,"), "{}", f.message);
+}
+
+#[test]
+fn an_only_smtp_address_counts_as_primary_and_is_never_removed() {
+    let report = assess(
+        &[
+            user(
+                1,
+                "Keeper",
+                Some("keeper@corp.example.com"),
+                &[
+                    ("proxyAddresses", &["SMTP:keeper@corp.example.com", "smtp:team@corp.example.com"]),
+                    ("whenCreated", &["20200101000000.0Z"]),
+                ],
+            ),
+            obj(
+                2,
+                "CN=Team,DC=corp,DC=example,DC=com",
+                "contact",
+                &[
+                    ("proxyAddresses", &["smtp:team@corp.example.com"]),
+                    ("whenCreated", &["20240101000000.0Z"]),
+                ],
+            ),
+        ],
+        AssessOptions::default(),
+    );
+    assert_eq!(rules_of(&report, "Team"), ["proxy-duplicate"]);
+    // The contact's only address counts as its primary: it keeps it, though it is younger.
+    let removals: Vec<(&str, Option<&str>)> = report
+        .remediations
+        .iter()
+        .filter(|r| r.action == Action::Remove)
+        .map(|r| (r.common_name.as_str(), r.value.as_deref()))
+        .collect();
+    assert_eq!(removals, [("Keeper", Some("smtp:team@corp.example.com"))]);
+    // Two holders for which it is the only address: neither loses it.
+    let contact = |n: u8, cn: &str| {
+        obj(
+            n,
+            &format!("CN={cn},DC=corp,DC=example,DC=com"),
+            "contact",
+            &[("proxyAddresses", &["smtp:x@corp.example.com"])],
+        )
+    };
+    let report = assess(&[contact(1, "X1"), contact(2, "X2")], AssessOptions::default());
+    assert_eq!(rules_of(&report, "X1"), ["proxy-duplicate"]);
+    assert!(report.remediations.is_empty(), "{:?}", report.remediations);
+}
+
+#[test]
+fn holders_are_named_once_per_identity() {
+    let mut a = Assessor::new(AssessOptions::default());
+    let sources: Vec<SourceId> = (0..5).map(|n| a.begin_source(&format!("export{n}"), "ldif", "x")).collect();
+    let dup = |n: u8, cn: &str| {
+        user(n, cn, Some(&format!("{}@corp.example.com", cn.to_lowercase())), &[("mailNickname", &["dup"])])
+    };
+    // One identity read from five sources, and five others.
+    for s in &sources {
+        a.observe(*s, &dup(1, "Many"));
+    }
+    for (n, cn) in [(2, "B"), (3, "C"), (4, "D"), (5, "E"), (6, "F")] {
+        a.observe(sources[0], &dup(n, cn));
+    }
+    let r = a.finish(String::new(), String::new());
+    let f = r.findings.iter().find(|f| f.rule == "mailnickname-duplicate" && f.common_name == "B").unwrap();
+    assert_eq!(
+        f.message,
+        "also held by CN=Many,CN=Users,DC=corp,DC=example,DC=com (export0); \
+         CN=C,CN=Users,DC=corp,DC=example,DC=com (export0); \
+         CN=D,CN=Users,DC=corp,DC=example,DC=com (export0); and 2 more"
+    );
+    let many =
+        r.findings.iter().filter(|f| f.rule == "mailnickname-duplicate" && f.common_name == "Many").count();
+    assert_eq!(many, 5, "each read of the identity is reported in its source");
 }

@@ -42,7 +42,7 @@ fn report() -> Report {
             "Carol",
             &[
                 ("userPrincipalName", &["carol smith@corp.example.com"]),
-                ("proxyAddresses", &["smtp:shared@corp.example.com"]),
+                ("proxyAddresses", &["SMTP:carol@corp.example.com", "smtp:shared@corp.example.com"]),
             ],
         ),
     );

@@ -154,6 +154,18 @@ fn upn_suffixes_against_the_tenant() {
     // A non-routable suffix the tenant verified is fine (corp.int).
     assert!(got("x@corp.int").is_empty());
     assert_eq!(got("x@corp.local"), BTreeSet::from(["upn-suffix-non-routable".to_owned()]));
+    // A fix of another defect keeps a verified domain, even one that is not routable on the
+    // internet: the tenant accepts it.
+    let ctx = RuleContext { tenant: Some(&tenant) };
+    assert_eq!(
+        check_upn("john doe@corp.int", &ctx).map(|i| i.proposal),
+        Some(Proposal::Upn { local: "johndoe".into(), domain: Some("corp.int".into()) })
+    );
+    let ctx = RuleContext { tenant: None };
+    assert_eq!(
+        check_upn("john doe@corp.int", &ctx).map(|i| i.proposal),
+        Some(Proposal::Upn { local: "johndoe".into(), domain: None })
+    );
 }
 
 #[test]
@@ -233,6 +245,14 @@ fn proxy_addresses() {
         check_proxy("smtp:al ice@corp.example.com", false, &ctx).map(|i| i.proposal),
         Some(Proposal::Edit("smtp:alice@corp.example.com".into()))
     );
+    // An address on an IP literal is flagged, and no fix is guessed: it needs a real domain.
+    for v in ["smtp:al ice@[10.0.0.1]", "smtp:al ice@10.0.0.1"] {
+        let issue = check_proxy(v, false, &ctx).unwrap();
+        assert!(!issue.hits.is_empty(), "{v}");
+        assert_eq!(issue.proposal, Proposal::None, "{v}");
+    }
+    let issue = check_mail("al ice@[10.0.0.1]", false, &ctx).unwrap();
+    assert_eq!(issue.proposal, Proposal::None);
 }
 
 #[test]
