@@ -12,6 +12,8 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod cloud;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -5,6 +5,7 @@ use std::fmt;
 use tokio::sync::mpsc;
 
 use crate::delta::{ImportBatch, Watermark};
+use crate::object::Anchor;
 
 /// Full or delta import.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,6 +121,57 @@ pub struct Capabilities {
     pub object_types: Vec<String>,
 }
 
+/// What an export item does to its target object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportKind {
+    /// Create it.
+    Add,
+    /// Change some attributes.
+    Update,
+    /// Delete it.
+    Delete,
+}
+
+/// One pending export handed to a connector. References are already in the target's terms
+/// (the anchors of the referenced target objects).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportItem {
+    /// The pending export's id (results name it).
+    pub id: i64,
+    /// Add, update or delete.
+    pub kind: ExportKind,
+    /// The target object type (`user`, `group`, `contact`).
+    pub object_type: String,
+    /// The target object's anchor (update, delete).
+    pub anchor: Option<Anchor>,
+    /// The target object's DN, when the target has DNs (for messages).
+    pub dn: Option<String>,
+    /// The attributes to write: `Some` values to set (replacing the attribute), `None` to clear.
+    pub attributes: Vec<(String, Option<crate::AttrValues>)>,
+}
+
+/// Why one export item failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct ExportFailure {
+    /// A stable error name (Entra's where one exists: `AttributeValueMustBeUnique`...).
+    pub kind: String,
+    /// A sentence naming the object and the value.
+    pub message: String,
+    /// True when trying again later may succeed (throttling, a timeout).
+    pub retryable: bool,
+}
+
+/// The result of one export item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportOutcome {
+    /// The pending export's id.
+    pub id: i64,
+    /// Done (with the anchor of a created object), or why not.
+    pub result: Result<Option<Anchor>, ExportFailure>,
+}
+
 /// A connector: one configured connection to one directory.
 ///
 /// `import` streams batches into `tx` and returns once the source is exhausted. A batch that
@@ -139,4 +191,12 @@ pub trait Connector: Send {
         request: ImportRequest,
         tx: mpsc::Sender<ImportBatch>,
     ) -> Result<ImportSummary, ConnectorFault>;
+
+    /// Applies pending exports, in the order given (referenced objects first), and reports a
+    /// result per item. A fault (the target unreachable) ends the export; the items without a
+    /// result stay pending. Connectors that cannot export keep this refusal.
+    async fn export(&mut self, items: Vec<ExportItem>) -> Result<Vec<ExportOutcome>, ConnectorFault> {
+        let _ = items;
+        Err(ConnectorFault::new(FaultKind::Config, self.endpoint(), "this connector cannot export"))
+    }
 }

@@ -1,6 +1,7 @@
 //! # syncctl-engine: run profiles
 //!
-//! Owns the logic of runs. For now that is import staging ([`import::run_import`]): it drives a
+//! Owns the logic of runs: import staging and sync ([`sync::run_sync`]: join, projection,
+//! attribute flows with precedence, staged pending exports). Import ([`import::run_import`]) drives a
 //! [`syncctl_core::Connector`], diffs what the connector streams against the connector space by
 //! anchor and content hash, and writes only what changed (adds, updates, renames and moves,
 //! deletes) in sorted batches, each in one transaction with the watermark it belongs to. A full
@@ -12,7 +13,11 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod error;
+pub mod export;
 pub mod import;
+pub mod sync;
 
 pub use error::{EngineError, Result};
+pub use export::{DeletionThreshold, ExportCounts, ExportOptions, ExportReport, run_export};
 pub use import::{ImportOptions, ImportProgress, ImportReport, NoProgress, run_import};
+pub use sync::{SyncConnector, SyncCounts, SyncMode, SyncOptions, SyncReport, run_sync};

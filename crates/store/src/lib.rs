@@ -1,7 +1,8 @@
 //! # syncctl-store: the metaverse database
 //!
 //! Owns the SQLite file (through sqlx, WAL mode, one writer) and every table in it: connectors,
-//! connector spaces (one [`StoredCsObject`] per anchor), watermarks and run history. Schema
+//! connector spaces (one [`StoredCsObject`] per anchor), watermarks, run history, and the
+//! metaverse ([`MvObject`], [`MvLink`], join keys, [`PendingExport`], [`SyncMark`]). Schema
 //! changes are the SQL files in `migrations/`, applied by [`Store::open`].
 //!
 //! Main types: [`Store`] (the handle), [`CsWrite`] (one change to a connector space, written in
@@ -14,6 +15,7 @@
 
 mod connector_space;
 mod error;
+mod metaverse;
 mod runs;
 mod watermark;
 
@@ -27,6 +29,10 @@ use sqlx::sqlite::{
 
 pub use connector_space::{CsIndexEntry, CsLookup, CsWrite, StoredCsObject};
 pub use error::{Result, StoreError};
+pub use metaverse::{
+    AttrProvenance, AttributeChange, CsId, CsJoinKeys, ExportApproval, ExportOperation, ExportResultRow,
+    JoinKeys, LinkHow, MvId, MvLink, MvObject, MvWrite, PendingExport, SyncBatch, SyncCsObject, SyncMark,
+};
 pub use runs::{RunCounts, RunError, RunRecord, RunStatus};
 pub use watermark::StoredWatermark;
 
@@ -178,6 +184,15 @@ impl Store {
             .await
             .map_err(|e| StoreError::query("ensure connector", e))?;
         Ok(id)
+    }
+
+    /// The name of a connector by row id.
+    pub async fn connector_name(&self, id: ConnectorId) -> Result<Option<String>> {
+        sqlx::query_scalar("SELECT name FROM connectors WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read connectors", e))
     }
 
     /// The id of an existing connector.

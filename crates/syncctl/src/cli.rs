@@ -46,6 +46,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Import one connector's objects into its connector space (full or delta).
     Import(ImportArgs),
+    /// Synchronize connector spaces into the metaverse and stage pending exports (full or
+    /// delta), connector by connector: sources first, then targets.
+    Sync(SyncArgs),
+    /// Write the pending exports to the target connectors, behind the deletion threshold and
+    /// staging mode; or, with --preview, show what would be written.
+    Export(ExportArgs),
     /// Show run history, or the per-object errors of one run.
     Runs(RunsArgs),
     /// Show one object as each connector space holds it, found by DN, anchor or ImmutableID.
@@ -116,6 +122,43 @@ pub struct ImportArgs {
     /// there is no usable watermark, and says so in run history).
     #[arg(long)]
     pub delta: bool,
+}
+
+/// `syncctl sync`.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("mode").args(["full", "delta"])))]
+pub struct SyncArgs {
+    /// Only this connector (repeatable). Default: every configured connector, sources first,
+    /// then targets, in the config file's order.
+    #[arg(long = "connector", value_name = "NAME")]
+    pub connectors: Vec<String>,
+    /// Full sync: every connector-space object, with the current rules.
+    #[arg(long)]
+    pub full: bool,
+    /// Delta sync (the default): only connector-space objects changed since the last sync (runs
+    /// as a full sync when the rules changed or there was no sync yet, and says so).
+    #[arg(long)]
+    pub delta: bool,
+}
+
+/// `syncctl export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// List the pending exports without writing anything: one line per object, operation,
+    /// attribute, old and new value (with --json, one object per pending export).
+    #[arg(long)]
+    pub preview: bool,
+    /// Only the pending exports of this target connector.
+    #[arg(long, value_name = "NAME")]
+    pub connector: Option<String>,
+    /// Write the preview as CSV (connector, object, operation, attribute, old, new) to FILE
+    /// (`-` for stdout).
+    #[arg(long, value_name = "FILE", requires = "preview")]
+    pub csv: Option<PathBuf>,
+    /// Release the deletes held by the deletion threshold: exactly the set the token was
+    /// issued for, once.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "preview")]
+    pub approve_deletes: Option<String>,
 }
 
 /// `syncctl runs`.

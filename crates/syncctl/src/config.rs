@@ -48,6 +48,42 @@ struct RawConfig {
     connectors: Vec<toml::Spanned<toml::Table>>,
     /// `[mail]`: the notification sender and its SMTP relay.
     mail: Option<MailConfig>,
+    /// `[sync]`: the sync rules and the run limits.
+    #[serde(default)]
+    sync: RawSync,
+}
+
+/// `[sync]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    /// A TOML file of sync rules that replace (same name), disable (`enabled = false`) or add
+    /// to the default rules.
+    rules: Option<PathBuf>,
+    /// A sync run stops after this many per-object errors.
+    error_limit: Option<i64>,
+    /// Staging mode: import and sync run, export never writes.
+    #[serde(default)]
+    staging: bool,
+    /// An export with more pending deletes than this stops before writing anything (0: off).
+    deletion_threshold: Option<u64>,
+    /// An export whose deletes are more than this percentage of the target's objects stops.
+    deletion_threshold_percent: Option<f64>,
+}
+
+/// The validated `[sync]` settings.
+#[derive(Clone, Debug)]
+pub struct SyncSettings {
+    /// The user's rule file, resolved.
+    pub rules: Option<PathBuf>,
+    /// The error limit of a sync run.
+    pub error_limit: i64,
+    /// Staging mode.
+    pub staging: bool,
+    /// The deletion threshold (count; None: off).
+    pub deletion_threshold: Option<u64>,
+    /// The deletion threshold as a percentage.
+    pub deletion_threshold_percent: Option<f64>,
 }
 
 /// `[mail]`: where notification mail comes from and which relay carries it. `syncctl assess`
@@ -120,6 +156,8 @@ pub struct Plan {
     pub connectors: Vec<ConnectorPlan>,
     /// `[mail]`, if configured.
     pub mail: Option<MailConfig>,
+    /// `[sync]`.
+    pub sync: SyncSettings,
 }
 
 impl Plan {
@@ -202,7 +240,27 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
             );
         }
     }
-    Ok(Plan { source: path.to_owned(), store_path, connectors, mail })
+    let error_limit = raw.sync.error_limit.unwrap_or(5000);
+    if error_limit < 1 {
+        bail!("{}: [sync] error_limit must be at least 1, not {error_limit}", path.display());
+    }
+    if let Some(p) = raw.sync.deletion_threshold_percent
+        && !(p > 0.0 && p <= 100.0)
+    {
+        bail!("{}: [sync] deletion_threshold_percent must be between 0 and 100, not {p}", path.display());
+    }
+    let sync = SyncSettings {
+        rules: raw.sync.rules.map(|r| resolve(base, &r)),
+        error_limit,
+        staging: raw.sync.staging,
+        deletion_threshold: match raw.sync.deletion_threshold {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(500),
+        },
+        deletion_threshold_percent: raw.sync.deletion_threshold_percent,
+    };
+    Ok(Plan { source: path.to_owned(), store_path, connectors, mail, sync })
 }
 
 /// `base/p` for a relative `p`; `p` itself when absolute.

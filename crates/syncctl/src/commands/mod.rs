@@ -2,9 +2,11 @@
 
 mod assess;
 mod connectors;
+mod export;
 mod import;
 mod runs;
 mod show;
+mod sync;
 
 use anyhow::Context as _;
 use syncctl_store::Store;
@@ -18,6 +20,8 @@ use crate::exit::{CmdResult, Failure};
 pub async fn run(cli: &Cli) -> CmdResult {
     let name = match &cli.command {
         Command::Import(_) => "import",
+        Command::Sync(_) => "sync",
+        Command::Export(_) => "export",
         Command::Runs(_) => "runs",
         Command::Show(_) => "show",
         Command::Connectors => "connectors",
@@ -32,6 +36,8 @@ pub async fn run(cli: &Cli) -> CmdResult {
         let plan = config::load(&cli.config).map_err(Failure::usage)?;
         match &cli.command {
             Command::Import(args) => import::run(&plan, args, cli.json).await,
+            Command::Sync(args) => sync::run(&plan, args, cli.json).await,
+            Command::Export(args) => export::run(&plan, args, cli.json).await,
             Command::Runs(args) => runs::run(&plan, args, cli.json).await,
             Command::Show(args) => show::run(&plan, args, cli.json).await,
             Command::Connectors => connectors::run(&plan, cli.json),

@@ -1,0 +1,471 @@
+//! The export run profile: pending exports -> the target connector, behind the guards.
+//!
+//! [`run_export`] first applies the guards: in staging mode nothing is written; when the
+//! pending deletes exceed the deletion threshold (a count, 500 by default, and optionally a
+//! percentage of the target's objects) the whole export stops before writing anything, with
+//! status `stopped-deletion-threshold-exceeded`, the list of held deletes, and an approval
+//! token that releases exactly that set of deletes, once (`--approve-deletes TOKEN`). Then it
+//! orders the exports so that referenced objects come first (a topological order of the
+//! reference graph; cycles are reported and their references deferred), resolves metaverse
+//! references to the target's anchors, hands the connector chunks of items, and records a
+//! result per pending export. An export stays until an import confirms it: an exported add is
+//! never sent twice, an exported update is sent again until the target shows the values.
+
+use std::collections::{BTreeSet, HashMap};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use syncctl_core::{Anchor, AttrValues, Clock, Connector, ExportItem, ExportKind};
+use syncctl_store::{
+    ExportOperation, ExportResultRow, MvId, PendingExport, RunCounts, RunError, RunId, Store,
+};
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::error::Result;
+use crate::sync::{SyncConnector, parse_mv_ref};
+
+#[cfg(test)]
+mod tests;
+
+/// The deletion threshold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeletionThreshold {
+    /// An export with more pending deletes than this stops (None: no count limit).
+    pub count: Option<u64>,
+    /// An export whose deletes are more than this percentage of the target's objects stops.
+    pub percent: Option<f64>,
+}
+
+impl Default for DeletionThreshold {
+    fn default() -> Self {
+        Self { count: Some(500), percent: None }
+    }
+}
+
+/// Settings of an export run.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    /// Staging mode: nothing is written.
+    pub staging: bool,
+    /// The deletion threshold.
+    pub threshold: DeletionThreshold,
+    /// The approval token of a reviewed set of deletes.
+    pub approve_deletes: Option<String>,
+    /// Items per call to the connector.
+    pub chunk: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self { staging: false, threshold: DeletionThreshold::default(), approve_deletes: None, chunk: 100 }
+    }
+}
+
+/// What an export run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ExportCounts {
+    /// Objects created.
+    pub adds: i64,
+    /// Objects updated.
+    pub updates: i64,
+    /// Objects deleted.
+    pub deletes: i64,
+    /// Exports that failed (they stay pending).
+    pub failed: i64,
+    /// Exports not attempted (staging, a stop, a fault).
+    pub held: i64,
+}
+
+/// The outcome of [`run_export`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportReport {
+    /// The run's id.
+    pub run_id: RunId,
+    /// The target connector.
+    pub connector: String,
+    /// The run status.
+    pub status: String,
+    /// What it did.
+    pub counts: ExportCounts,
+    /// The deletes held by the threshold (what a person recognizes each by).
+    pub held_deletes: Vec<String>,
+    /// The token that releases exactly the held deletes, once.
+    pub approval_token: Option<String>,
+    /// Notes for run history.
+    pub notes: Vec<String>,
+}
+
+/// Runs an export to `target` through `connector`.
+pub async fn run_export(
+    store: &Store,
+    connector: &mut dyn Connector,
+    target: &SyncConnector,
+    options: &ExportOptions,
+    clock: &dyn Clock,
+) -> Result<ExportReport> {
+    let span = info_span!("export", connector = %target.name, kind = %target.kind);
+    async {
+        let run = store.start_run("export", Some(target.id), &target.name, clock.now_ms()).await?;
+        let mut report = ExportReport {
+            run_id: run,
+            connector: target.name.clone(),
+            status: "success".into(),
+            counts: ExportCounts::default(),
+            held_deletes: Vec::new(),
+            approval_token: None,
+            notes: Vec::new(),
+        };
+        // An exported add waits for the import that confirms it; everything else goes.
+        let pending: Vec<PendingExport> = store
+            .pending_exports(Some(target.id))
+            .await?
+            .into_iter()
+            .filter(|p| !(p.operation == ExportOperation::Add && p.status == "exported"))
+            .collect();
+        let deletes: Vec<&PendingExport> =
+            pending.iter().filter(|p| p.operation == ExportOperation::Delete).collect();
+        let delete_keys: Vec<String> = {
+            let mut k: Vec<String> = deletes.iter().map(|p| p.target_key()).collect();
+            k.sort();
+            k
+        };
+        if options.staging {
+            report.status = "success".into();
+            report.counts.held = pending.len() as i64;
+            report.notes.push(format!(
+                "staging mode: nothing was written ({} pending exports kept for review)",
+                pending.len()
+            ));
+            return finish(store, report, clock).await;
+        }
+        // The deletion threshold.
+        let present = store.present_count(target.id).await?;
+        let over_count = options.threshold.count.is_some_and(|c| deletes.len() as u64 > c);
+        let over_percent = options.threshold.percent.is_some_and(|p| {
+            present > 0 && (deletes.len() as f64) * 100.0 / (present as f64) > p
+        });
+        if !deletes.is_empty() && (over_count || over_percent) {
+            let mut released = false;
+            if let Some(token) = &options.approve_deletes {
+                match store.approval(token).await? {
+                    None => report.notes.push(format!("the approval token {token} is unknown")),
+                    Some(a) if a.connector_id != target.id => {
+                        report.notes.push(format!("the approval token {token} belongs to another connector"))
+                    }
+                    Some(a) if a.used_at.is_some() => {
+                        report.notes.push(format!("the approval token {token} was already used"))
+                    }
+                    Some(a) if a.deletes != delete_keys => {
+                        let approved: BTreeSet<&String> = a.deletes.iter().collect();
+                        let now: BTreeSet<&String> = delete_keys.iter().collect();
+                        report.notes.push(format!(
+                            "the pending deletes changed since approval {token} ({} new, {} gone): review them again",
+                            now.difference(&approved).count(),
+                            approved.difference(&now).count()
+                        ));
+                    }
+                    Some(_) => {
+                        released = store.use_approval(token, run, clock.now_ms()).await?;
+                        if released {
+                            report.notes.push(format!(
+                                "approval {token} released the {} reviewed deletes",
+                                delete_keys.len()
+                            ));
+                        } else {
+                            report.notes.push(format!("the approval token {token} was already used"));
+                        }
+                    }
+                }
+            }
+            if !released {
+                let token = approval_token(target.id, &delete_keys, run);
+                store.create_approval(&token, target.id, &delete_keys, run, clock.now_ms()).await?;
+                report.status = "stopped-deletion-threshold-exceeded".into();
+                report.held_deletes = deletes.iter().map(|p| p.display.clone()).collect();
+                report.held_deletes.sort();
+                report.counts.held = pending.len() as i64;
+                report.notes.push(format!(
+                    "{} pending deletes exceed the deletion threshold ({}): nothing was exported; review them with \
+                     `syncctl export --preview` and release exactly these with `syncctl export --approve-deletes {token}`",
+                    deletes.len(),
+                    threshold_text(&options.threshold, present)
+                ));
+                report.approval_token = Some(token);
+                warn!(deletes = deletes.len(), "deletion threshold exceeded");
+                return finish(store, report, clock).await;
+            }
+        }
+        // Referenced objects first.
+        let (order, cycles) = export_order(&pending);
+        for cycle in &cycles {
+            report.notes.push(format!(
+                "reference cycle between {}: their references are exported once both exist",
+                cycle.join(", ")
+            ));
+        }
+        let mut anchors = mv_anchors(store, target, &pending).await?;
+        let mut position = 0;
+        let ordered: Vec<&PendingExport> = order.iter().filter_map(|i| pending.get(*i)).collect();
+        let mut errors: Vec<RunError> = Vec::new();
+        for chunk in ordered.chunks(options.chunk.max(1)) {
+            position += chunk.len();
+            let mut items = Vec::with_capacity(chunk.len());
+            let mut deferred_refs = 0;
+            for p in chunk {
+                let (item, deferred) = item_for(store, p, &anchors).await?;
+                deferred_refs += deferred;
+                items.push(item);
+            }
+            if deferred_refs > 0 {
+                report.notes.push(format!(
+                    "{deferred_refs} references to objects not yet in `{}` were left for the next export",
+                    target.name
+                ));
+            }
+            let outcomes = match connector.export(items).await {
+                Ok(o) => o,
+                Err(fault) => {
+                    report.status = fault.kind.run_status().to_owned();
+                    report.counts.held += (ordered.len() - position + chunk.len()) as i64;
+                    report.notes.push(format!("export stopped: {fault}"));
+                    break;
+                }
+            };
+            let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, *p)).collect();
+            let mut rows = Vec::new();
+            let mut batch_counts = RunCounts::default();
+            let mut answered = BTreeSet::new();
+            for outcome in outcomes {
+                let Some(p) = by_id.get(&outcome.id) else { continue };
+                answered.insert(outcome.id);
+                match outcome.result {
+                    Ok(created) => {
+                        match p.operation {
+                            ExportOperation::Add => {
+                                report.counts.adds += 1;
+                                batch_counts.adds += 1;
+                                if let (Some(mv), Some(a)) = (p.mv_id, &created) {
+                                    anchors.insert(mv, a.as_str().to_owned());
+                                }
+                            }
+                            ExportOperation::Update => {
+                                report.counts.updates += 1;
+                                batch_counts.updates += 1;
+                            }
+                            ExportOperation::Delete => {
+                                report.counts.deletes += 1;
+                                batch_counts.deletes += 1;
+                            }
+                        }
+                        rows.push(ExportResultRow {
+                            id: p.id,
+                            status: "exported".into(),
+                            error: None,
+                            created_anchor: created.map(|a| a.as_str().to_owned()),
+                        });
+                    }
+                    Err(failure) => {
+                        report.counts.failed += 1;
+                        batch_counts.errors += 1;
+                        let message = format!("{} of {}: {failure}", p.operation.as_str(), p.display);
+                        errors.push(RunError {
+                            anchor: None,
+                            dn: Some(p.display.clone()),
+                            kind: failure.kind.clone(),
+                            message: message.clone(),
+                        });
+                        rows.push(ExportResultRow {
+                            id: p.id,
+                            status: "failed".into(),
+                            error: Some(message),
+                            created_anchor: None,
+                        });
+                    }
+                }
+            }
+            let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
+            report.counts.held += unanswered as i64;
+            store.record_export_results(run, &rows, &errors, &batch_counts, clock.now_ms()).await?;
+            errors.clear();
+        }
+        if report.status == "success" && report.counts.failed > 0 {
+            report.status = "completed-with-errors".into();
+        }
+        report.notes.push(format!(
+            "{} adds, {} updates, {} deletes exported; {} failed; {} held",
+            report.counts.adds, report.counts.updates, report.counts.deletes, report.counts.failed, report.counts.held
+        ));
+        info!(status = %report.status, "export finished");
+        finish(store, report, clock).await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn finish(store: &Store, report: ExportReport, clock: &dyn Clock) -> Result<ExportReport> {
+    store
+        .finish_run(report.run_id, &report.status, None, 0, &report.notes.join("; "), clock.now_ms())
+        .await?;
+    Ok(report)
+}
+
+fn threshold_text(t: &DeletionThreshold, present: i64) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = t.count {
+        parts.push(format!("more than {c}"));
+    }
+    if let Some(p) = t.percent {
+        parts.push(format!("more than {p}% of the {present} objects"));
+    }
+    parts.join(" or ")
+}
+
+/// A token bound to the connector, the exact set of deletes and the run that held them.
+fn approval_token(connector: i64, deletes: &[String], run: RunId) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(&connector.to_le_bytes());
+    h.update(&run.to_le_bytes());
+    for d in deletes {
+        h.update(d.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize().to_hex().as_str().chars().take(20).collect()
+}
+
+/// The MV ids a pending export refers to.
+fn references(p: &PendingExport) -> Vec<MvId> {
+    let mut out = Vec::new();
+    for c in &p.changes {
+        if let Some(AttrValues::Reference(v)) = &c.new {
+            out.extend(v.iter().filter_map(|r| parse_mv_ref(r)));
+        }
+    }
+    out
+}
+
+/// The export order (indexes into `pending`): every add before what refers to it; deletes
+/// last. Returns the cycles found (the displays of their members).
+fn export_order(pending: &[PendingExport]) -> (Vec<usize>, Vec<Vec<String>>) {
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..pending.len()).map(|i| graph.add_node(i)).collect();
+    let mut adds: HashMap<MvId, NodeIndex> = HashMap::new();
+    for (i, p) in pending.iter().enumerate() {
+        if p.operation == ExportOperation::Add
+            && let (Some(mv), Some(n)) = (p.mv_id, nodes.get(i))
+        {
+            adds.insert(mv, *n);
+        }
+    }
+    for (i, p) in pending.iter().enumerate() {
+        let Some(me) = nodes.get(i) else { continue };
+        for r in references(p) {
+            if let Some(add) = adds.get(&r)
+                && add != me
+            {
+                graph.update_edge(*add, *me, ());
+            }
+        }
+    }
+    // Kahn's algorithm, always taking the lowest ready index: referenced objects first, the
+    // pending order otherwise.
+    let mut indegree: Vec<usize> =
+        nodes.iter().map(|n| graph.neighbors_directed(*n, petgraph::Incoming).count()).collect();
+    let mut ready: BTreeSet<usize> = (0..pending.len()).filter(|i| indegree.get(*i) == Some(&0)).collect();
+    let mut order = Vec::with_capacity(pending.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        let Some(n) = nodes.get(i) else { continue };
+        for next in graph.neighbors_directed(*n, petgraph::Outgoing) {
+            let j = next.index();
+            if let Some(d) = indegree.get_mut(j) {
+                *d = d.saturating_sub(1);
+                if *d == 0 {
+                    ready.insert(j);
+                }
+            }
+        }
+    }
+    // What is left is in a cycle or behind one: report the cycles, export the rest in order.
+    let mut cycles = Vec::new();
+    if order.len() < pending.len() {
+        for comp in petgraph::algo::tarjan_scc(&graph) {
+            if comp.len() > 1 {
+                let mut idx: Vec<usize> = comp.iter().map(|n| n.index()).collect();
+                idx.sort_unstable();
+                cycles.push(idx.iter().filter_map(|i| pending.get(*i)).map(|p| p.display.clone()).collect());
+            }
+        }
+        cycles.sort();
+        let done: BTreeSet<usize> = order.iter().copied().collect();
+        order.extend((0..pending.len()).filter(|i| !done.contains(i)));
+    }
+    // Deletes after adds and updates (a stable partition keeps the topological order).
+    let (mut first, last): (Vec<usize>, Vec<usize>) = order
+        .into_iter()
+        .partition(|i| pending.get(*i).is_some_and(|p| p.operation != ExportOperation::Delete));
+    first.extend(last);
+    (first, cycles)
+}
+
+/// The target anchors of the MV objects referred to or exported: linked objects, and adds
+/// exported earlier and not yet confirmed.
+async fn mv_anchors(
+    store: &Store,
+    target: &SyncConnector,
+    pending: &[PendingExport],
+) -> Result<HashMap<MvId, String>> {
+    let mut ids: Vec<MvId> = pending.iter().flat_map(references).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut anchors = store.target_anchors(target.id, &ids).await?;
+    let keys: Vec<String> = ids.iter().map(|i| format!("mv:{i}")).collect();
+    for (_, p) in store.pending_for_targets(target.id, &keys).await? {
+        if let (Some(mv), Some(a)) = (p.mv_id, p.created_anchor) {
+            anchors.entry(mv).or_insert(a);
+        }
+    }
+    Ok(anchors)
+}
+
+/// The connector's item for a pending export; references resolved to target anchors (those
+/// that cannot be yet are left out and counted).
+async fn item_for(
+    store: &Store,
+    p: &PendingExport,
+    anchors: &HashMap<MvId, String>,
+) -> Result<(ExportItem, usize)> {
+    let mut deferred = 0;
+    let mut attributes = Vec::with_capacity(p.changes.len());
+    for c in &p.changes {
+        let value = match &c.new {
+            Some(AttrValues::Reference(refs)) => {
+                let mut out = Vec::new();
+                for r in refs {
+                    match parse_mv_ref(r) {
+                        Some(mv) => match anchors.get(&mv) {
+                            Some(a) => out.push(a.clone()),
+                            None => deferred += 1,
+                        },
+                        None => out.push(r.clone()),
+                    }
+                }
+                Some(AttrValues::Reference(out))
+            }
+            v => v.clone(),
+        };
+        attributes.push((c.attribute.clone(), value));
+    }
+    let (anchor, dn) = match p.cs_id {
+        Some(cs) => {
+            let o = store.cs_by_ids(&[cs]).await?.remove(&cs);
+            (o.as_ref().and_then(|o| Anchor::new(o.anchor.clone()).ok()), o.map(|o| o.dn))
+        }
+        None => (None, None),
+    };
+    let kind = match p.operation {
+        ExportOperation::Add => ExportKind::Add,
+        ExportOperation::Update => ExportKind::Update,
+        ExportOperation::Delete => ExportKind::Delete,
+    };
+    Ok((ExportItem { id: p.id, kind, object_type: p.object_type.clone(), anchor, dn, attributes }, deferred))
+}

@@ -1,0 +1,326 @@
+//! Export against a recording connector: order, references, guards, failures and faults.
+
+use std::sync::{Arc, Mutex};
+
+use syncctl_core::{
+    AttrValues, Attributes, Capabilities, Connector, ConnectorFault, CsObject, Dn, ExportFailure, ExportItem,
+    ExportKind, ExportOutcome, FaultKind, FixedClock, ImportBatch, ImportRequest, ImportSummary,
+};
+use syncctl_store::{AttributeChange, CsWrite, PendingExport, RunCounts, Store, SyncBatch};
+use tokio::sync::mpsc;
+
+use super::*;
+
+fn clock() -> FixedClock {
+    FixedClock::new(1_700_000_000_000)
+}
+
+/// Records every item; fails the items whose id is in `fail`; faults on call number `fault_on`.
+#[derive(Clone, Default)]
+struct Recorder {
+    items: Arc<Mutex<Vec<ExportItem>>>,
+    fail: Vec<i64>,
+    fault_on: Option<usize>,
+    calls: Arc<Mutex<usize>>,
+}
+
+#[async_trait::async_trait]
+impl Connector for Recorder {
+    fn name(&self) -> &str {
+        "cloud"
+    }
+    fn endpoint(&self) -> String {
+        "memory://cloud".into()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { export: true, ..Capabilities::default() }
+    }
+    async fn import(
+        &mut self,
+        _r: ImportRequest,
+        _tx: mpsc::Sender<ImportBatch>,
+    ) -> Result<ImportSummary, ConnectorFault> {
+        Ok(ImportSummary::default())
+    }
+    async fn export(&mut self, items: Vec<ExportItem>) -> Result<Vec<ExportOutcome>, ConnectorFault> {
+        let call = {
+            let mut c = self.calls.lock().unwrap();
+            *c += 1;
+            *c
+        };
+        if self.fault_on == Some(call) {
+            return Err(ConnectorFault::new(
+                FaultKind::Connectivity,
+                "memory://cloud",
+                "the connection dropped",
+            ));
+        }
+        let mut out = Vec::new();
+        for item in items {
+            self.items.lock().unwrap().push(item.clone());
+            let result = if self.fail.contains(&item.id) {
+                Err(ExportFailure {
+                    kind: "AttributeValueMustBeUnique".into(),
+                    message: "the UPN is taken".into(),
+                    retryable: false,
+                })
+            } else if item.kind == ExportKind::Add {
+                Ok(Some(syncctl_core::Anchor::new(format!("new-{}", item.id)).unwrap()))
+            } else {
+                Ok(None)
+            };
+            out.push(ExportOutcome { id: item.id, result });
+        }
+        Ok(out)
+    }
+}
+
+struct World {
+    store: Store,
+    cloud: SyncConnector,
+}
+
+impl World {
+    async fn new() -> Self {
+        let store = Store::open_in_memory().await.unwrap();
+        let id = store.ensure_connector("cloud", "cloud-test", 1).await.unwrap();
+        Self {
+            store,
+            cloud: SyncConnector { id, name: "cloud".into(), kind: "cloud-test".into(), target: true },
+        }
+    }
+
+    /// `n` target objects `t1..tn`; returns their CS ids.
+    async fn targets(&self, n: usize) -> Vec<i64> {
+        let run = self.store.start_run("full-import", Some(self.cloud.id), "cloud", 1).await.unwrap();
+        let writes = (1..=n)
+            .map(|i| {
+                let mut attributes = Attributes::new();
+                attributes.insert("displayName", AttrValues::String(vec![format!("T{i}")]));
+                let o = CsObject {
+                    anchor: syncctl_core::Anchor::new(format!("t{i}")).unwrap(),
+                    immutable_id: None,
+                    dn: Dn::parse(&format!("CN=t{i}")).unwrap(),
+                    object_class: "user".into(),
+                    attributes,
+                };
+                let (hash, attributes_json) = o.hash_and_serialize();
+                CsWrite::Upsert { object: o, hash, attributes_json }
+            })
+            .collect();
+        self.store
+            .write_import_batch(self.cloud.id, run, writes, &[], &RunCounts::default(), None, 2)
+            .await
+            .unwrap();
+        let anchors: Vec<String> = (1..=n).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = anchors.iter().map(String::as_str).collect();
+        let ids = self.store.cs_ids_by_anchor(self.cloud.id, &refs).await.unwrap();
+        anchors.iter().map(|a| ids[a]).collect()
+    }
+
+    async fn stage(&self, exports: Vec<PendingExport>) {
+        let run = self.store.start_run("delta-sync", Some(self.cloud.id), "cloud", 1).await.unwrap();
+        let batch = SyncBatch { pending_writes: exports, ..SyncBatch::default() };
+        self.store.write_sync_batch(run, &batch, 2).await.unwrap();
+    }
+
+    async fn export(&self, connector: &mut Recorder, options: &ExportOptions) -> ExportReport {
+        run_export(&self.store, connector, &self.cloud, options, &clock()).await.unwrap()
+    }
+}
+
+fn pending(
+    connector: i64,
+    op: ExportOperation,
+    mv: Option<i64>,
+    cs: Option<i64>,
+    changes: Vec<AttributeChange>,
+) -> PendingExport {
+    PendingExport {
+        id: 0,
+        connector_id: connector,
+        mv_id: mv,
+        cs_id: cs,
+        operation: op,
+        object_type: if changes.iter().any(|c| c.attribute == "members") {
+            "group".into()
+        } else {
+            "user".into()
+        },
+        display: match (mv, cs) {
+            (_, Some(c)) => format!("cs {c}"),
+            (Some(m), None) => format!("mv {m}"),
+            _ => String::new(),
+        },
+        changes,
+        rule: "test".into(),
+        status: "pending".into(),
+        attempts: 0,
+        last_error: None,
+        created_anchor: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn set(attribute: &str, v: AttrValues) -> AttributeChange {
+    AttributeChange { attribute: attribute.into(), old: None, new: Some(v) }
+}
+
+#[tokio::test]
+async fn referenced_objects_are_exported_first_and_references_become_target_anchors() {
+    let w = World::new().await;
+    let c = w.cloud.id;
+    // The group (mv 3) comes first by display order and refers to the two users (mv 1, 2).
+    w.stage(vec![
+        pending(
+            c,
+            ExportOperation::Add,
+            Some(3),
+            None,
+            vec![set("members", AttrValues::Reference(vec!["mv:1".into(), "mv:2".into()]))],
+        ),
+        pending(
+            c,
+            ExportOperation::Add,
+            Some(1),
+            None,
+            vec![set("userPrincipalName", AttrValues::String(vec!["a@x".into()]))],
+        ),
+        pending(
+            c,
+            ExportOperation::Add,
+            Some(2),
+            None,
+            vec![set("userPrincipalName", AttrValues::String(vec!["b@x".into()]))],
+        ),
+    ])
+    .await;
+    let mut rec = Recorder::default();
+    let report = w.export(&mut rec, &ExportOptions { chunk: 1, ..ExportOptions::default() }).await;
+    assert_eq!((report.status.as_str(), report.counts.adds), ("success", 3), "{report:?}");
+    let items = rec.items.lock().unwrap().clone();
+    let kinds: Vec<&str> = items.iter().map(|i| i.object_type.as_str()).collect();
+    assert_eq!(kinds, ["user", "user", "group"], "members after both members");
+    let group = items.last().unwrap();
+    let ids: Vec<i64> = items.iter().take(2).map(|i| i.id).collect();
+    let mut expected: Vec<String> = ids.iter().map(|i| format!("new-{i}")).collect();
+    expected.sort();
+    let Some(AttrValues::Reference(members)) = &group.attributes[0].1 else { panic!("{group:?}") };
+    let mut members = members.clone();
+    members.sort();
+    assert_eq!(members, expected);
+    // An exported add waits for its import: a second export sends nothing again.
+    let mut rec2 = Recorder::default();
+    let again = w.export(&mut rec2, &ExportOptions::default()).await;
+    assert_eq!((again.counts.adds, rec2.items.lock().unwrap().len()), (0, 0));
+}
+
+#[tokio::test]
+async fn the_deletion_threshold_holds_every_delete_and_the_token_releases_exactly_that_set_once() {
+    let w = World::new().await;
+    let c = w.cloud.id;
+    let cs = w.targets(6).await;
+    let deletes = |ids: &[i64]| {
+        ids.iter().map(|id| pending(c, ExportOperation::Delete, None, Some(*id), vec![])).collect::<Vec<_>>()
+    };
+    w.stage(deletes(&cs[0..3])).await;
+    let options = ExportOptions {
+        threshold: DeletionThreshold { count: Some(2), percent: None },
+        ..ExportOptions::default()
+    };
+    let mut rec = Recorder::default();
+    let stopped = w.export(&mut rec, &options).await;
+    assert_eq!(stopped.status, "stopped-deletion-threshold-exceeded");
+    assert!(rec.items.lock().unwrap().is_empty(), "nothing is written");
+    assert_eq!(
+        stopped.held_deletes,
+        ["cs 1", "cs 2", "cs 3"].map(|s| s
+            .replace("cs 1", &format!("cs {}", cs[0]))
+            .replace("cs 2", &format!("cs {}", cs[1]))
+            .replace("cs 3", &format!("cs {}", cs[2])))
+    );
+    let first_token = stopped.approval_token.clone().unwrap();
+    // One more delete since the review: the old token does not release the new set.
+    w.stage(deletes(&cs[3..4])).await;
+    let stale = w
+        .export(&mut rec, &ExportOptions { approve_deletes: Some(first_token.clone()), ..options.clone() })
+        .await;
+    assert_eq!(stale.status, "stopped-deletion-threshold-exceeded");
+    assert!(
+        stale.notes.iter().any(|n| n.contains("changed since approval") && n.contains("1 new")),
+        "{:?}",
+        stale.notes
+    );
+    assert!(rec.items.lock().unwrap().is_empty());
+    let token = stale.approval_token.clone().unwrap();
+    assert_ne!(token, first_token);
+    let released =
+        w.export(&mut rec, &ExportOptions { approve_deletes: Some(token.clone()), ..options.clone() }).await;
+    assert_eq!((released.status.as_str(), released.counts.deletes), ("success", 4), "{released:?}");
+    assert_eq!(rec.items.lock().unwrap().len(), 4);
+    // Used once: three new deletes are held again, whatever the token says.
+    w.stage(deletes(&cs[0..3])).await;
+    let mut rec2 = Recorder::default();
+    let reused =
+        w.export(&mut rec2, &ExportOptions { approve_deletes: Some(token), ..options.clone() }).await;
+    assert_eq!(reused.status, "stopped-deletion-threshold-exceeded");
+    assert!(reused.notes.iter().any(|n| n.contains("already used")), "{:?}", reused.notes);
+    assert!(rec2.items.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn staging_mode_writes_nothing() {
+    let w = World::new().await;
+    w.stage(vec![pending(
+        w.cloud.id,
+        ExportOperation::Add,
+        Some(1),
+        None,
+        vec![set("displayName", AttrValues::String(vec!["A".into()]))],
+    )])
+    .await;
+    let mut rec = Recorder::default();
+    let r = w.export(&mut rec, &ExportOptions { staging: true, ..ExportOptions::default() }).await;
+    assert_eq!((r.status.as_str(), r.counts.held), ("success", 1));
+    assert!(r.notes.iter().any(|n| n.contains("staging mode")), "{:?}", r.notes);
+    assert!(rec.items.lock().unwrap().is_empty());
+    assert_eq!(w.store.pending_exports(Some(w.cloud.id)).await.unwrap()[0].status, "pending");
+}
+
+#[tokio::test]
+async fn a_failed_item_is_recorded_and_a_fault_keeps_the_rest_pending() {
+    let w = World::new().await;
+    let c = w.cloud.id;
+    let cs = w.targets(3).await;
+    w.stage(
+        cs.iter()
+            .map(|id| {
+                pending(
+                    c,
+                    ExportOperation::Update,
+                    Some(*id),
+                    Some(*id),
+                    vec![set("displayName", AttrValues::String(vec!["X".into()]))],
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let ids: Vec<i64> = w.store.pending_exports(Some(c)).await.unwrap().iter().map(|p| p.id).collect();
+    // The first item fails; the connection drops on the second call.
+    let mut rec = Recorder { fail: vec![ids[0]], fault_on: Some(2), ..Recorder::default() };
+    let r = w.export(&mut rec, &ExportOptions { chunk: 1, ..ExportOptions::default() }).await;
+    assert_eq!(r.status, "stopped-connectivity", "{r:?}");
+    assert_eq!((r.counts.failed, r.counts.updates, r.counts.held), (1, 0, 2), "{r:?}");
+    let after = w.store.pending_exports(Some(c)).await.unwrap();
+    let statuses: Vec<(&str, i64)> = after.iter().map(|p| (p.status.as_str(), p.attempts)).collect();
+    assert_eq!(statuses, [("failed", 1), ("pending", 0), ("pending", 0)]);
+    let errors = w.store.run_errors(r.run_id).await.unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].message.contains("the UPN is taken"), "{:?}", errors[0]);
+    // The next export sends all three again.
+    let mut rec = Recorder::default();
+    let r = w.export(&mut rec, &ExportOptions::default()).await;
+    assert_eq!((r.status.as_str(), r.counts.updates), ("success", 3));
+}

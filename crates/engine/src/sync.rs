@@ -1,0 +1,1320 @@
+//! The sync run profile: connector space -> metaverse -> pending exports.
+//!
+//! [`run_sync`] reads one connector's changed connector-space objects (every object for a full
+//! sync, those changed since its sync mark for a delta), in batches. For each it applies the
+//! inbound sync rules in scope: an object already linked stays linked; an unlinked one is joined
+//! (ordered join groups: the first group that finds exactly one metaverse object wins, zero or
+//! several fall through) or projected; an object deleted or out of scope is disconnected, and a
+//! metaverse object left without any source is deleted. Every metaverse object touched is then
+//! recomputed from all its linked objects (attribute flows, precedence per attribute, NULL,
+//! authoritative NULL, apply once, references mapped to metaverse objects) and the outbound
+//! rules of every target connector stage what the target needs as pending exports: an add, an
+//! update with old and new values per attribute, or a delete of an object this engine
+//! provisioned. A target object that a join rule finds (hard match on the ImmutableID, then
+//! soft match where the rules allow it) is linked instead of provisioned.
+//!
+//! Each batch is written in one transaction with how far the run got, so a run killed at any
+//! point resumes where it stopped and ends in the same state as an uninterrupted one.
+
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use serde::Serialize;
+use syncctl_core::rules::{FlowValue, InboundRule, LinkType, OutboundRule, RuleSet};
+use syncctl_core::{AttrValues, Attributes, Clock};
+use syncctl_store::{
+    AttrProvenance, AttributeChange, ConnectorId, CsId, ExportOperation, LinkHow, MvId, MvLink, MvObject,
+    MvWrite, PendingExport, RunCounts, RunError, RunId, Store, SyncBatch, SyncCsObject,
+};
+use tracing::{Instrument as _, debug, info, info_span, warn};
+
+use crate::error::Result;
+pub(crate) use view::parse_mv_ref;
+use view::{CsView, MvView, join_keys, key_attribute, key_texts, mv_ref, same_values};
+
+/// A configured connector as sync needs it.
+#[derive(Clone, Debug)]
+pub struct SyncConnector {
+    /// Its row id.
+    pub id: ConnectorId,
+    /// Its name.
+    pub name: String,
+    /// Its kind (`ldap-ad`, `ldap-openldap`, `ldif`, `graph`...): which default rules apply.
+    pub kind: String,
+    /// True for a connector that takes exports (outbound rules stage pending exports for it).
+    pub target: bool,
+}
+
+/// Full or delta sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SyncMode {
+    /// Every object of the connector space.
+    Full,
+    /// Objects changed since the last sync.
+    Delta,
+}
+
+impl fmt::Display for SyncMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Full => "full-sync",
+            Self::Delta => "delta-sync",
+        })
+    }
+}
+
+/// Settings of a sync run.
+#[derive(Clone, Debug)]
+pub struct SyncOptions {
+    /// The run stops (`stopped-error-limit`) after this many per-object errors.
+    pub error_limit: i64,
+    /// Connector-space objects per batch (one transaction each).
+    pub batch_size: i64,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self { error_limit: 5000, batch_size: 500 }
+    }
+}
+
+/// What a sync run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyncCounts {
+    /// Connector-space objects read.
+    pub processed: i64,
+    /// Metaverse objects projected.
+    pub projected: i64,
+    /// Connector-space objects joined (source and target).
+    pub joined: i64,
+    /// Connector-space objects disconnected (deleted or out of scope).
+    pub disconnected: i64,
+    /// Metaverse objects whose attributes changed.
+    pub mv_updated: i64,
+    /// Metaverse objects deleted.
+    pub mv_deleted: i64,
+    /// Pending adds staged or changed.
+    pub export_adds: i64,
+    /// Pending updates staged or changed.
+    pub export_updates: i64,
+    /// Pending deletes staged.
+    pub export_deletes: i64,
+    /// Pending exports withdrawn (nothing left to do).
+    pub exports_withdrawn: i64,
+    /// Per-object errors.
+    pub errors: i64,
+}
+
+/// The outcome of [`run_sync`].
+#[derive(Clone, Debug, Serialize)]
+pub struct SyncReport {
+    /// The run's id in run history.
+    pub run_id: RunId,
+    /// The connector.
+    pub connector: String,
+    /// What ran (a delta requested without a usable mark runs as a full sync).
+    pub profile: SyncMode,
+    /// The run status.
+    pub status: String,
+    /// What it did.
+    pub counts: SyncCounts,
+    /// Notes for run history.
+    pub notes: Vec<String>,
+}
+
+/// Runs a sync of `source`. `connectors` lists every configured connector (targets included).
+pub async fn run_sync(
+    store: &Store,
+    rules: &RuleSet,
+    source: &SyncConnector,
+    connectors: &[SyncConnector],
+    mode: SyncMode,
+    options: &SyncOptions,
+    clock: &dyn Clock,
+) -> Result<SyncReport> {
+    let span = info_span!("sync", connector = %source.name, kind = %source.kind);
+    async {
+        let fingerprint = rules.fingerprint();
+        let mark = store.sync_mark(source.id).await?;
+        let mut notes = Vec::new();
+        let profile = match (mode, &mark) {
+            (SyncMode::Delta, None) => {
+                notes.push("no earlier sync: this delta sync ran as a full sync".to_owned());
+                SyncMode::Full
+            }
+            (SyncMode::Delta, Some(m)) if m.rules_fingerprint != fingerprint => {
+                notes.push(
+                    "the sync rules changed since the last sync: this delta sync ran as a full sync"
+                        .to_owned(),
+                );
+                SyncMode::Full
+            }
+            _ => mode,
+        };
+        let now = clock.now_ms();
+        let run = store.start_run(&profile.to_string(), Some(source.id), &source.name, now).await?;
+        info!(run, profile = %profile, "sync started");
+        let mut sync = Sync::new(store, rules, source, connectors, options, clock);
+        sync.refresh_target_keys().await?;
+        let mut seq = match profile {
+            SyncMode::Full => 0,
+            SyncMode::Delta => mark.as_ref().map_or(0, |m| m.change_seq),
+        };
+        let top = store.cs_top_seq(source.id).await?;
+        let mut status = "success";
+        while seq < top {
+            let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
+            let Some(last) = objects.last().map(|o| o.change_seq) else { break };
+            sync.batch(objects).await?;
+            let mut batch = std::mem::take(&mut sync.out);
+            batch.marks.push((source.id, last));
+            batch.counts = sync.run_counts_delta();
+            store.write_sync_batch(run, &batch, clock.now_ms()).await?;
+            sync.reset_overlay();
+            seq = last;
+            if sync.counts.errors >= options.error_limit {
+                status = "stopped-error-limit";
+                notes.push(format!(
+                    "stopped after {} errors (the error limit is {})",
+                    sync.counts.errors, options.error_limit
+                ));
+                break;
+            }
+        }
+        if status == "success" {
+            store
+                .complete_sync(
+                    source.id,
+                    seq.max(top),
+                    &fingerprint,
+                    profile == SyncMode::Full,
+                    clock.now_ms(),
+                )
+                .await?;
+            if sync.counts.errors > 0 {
+                status = "completed-with-errors";
+            }
+        }
+        let c = &sync.counts;
+        notes.push(format!(
+            "{} read, {} projected, {} joined, {} disconnected, {} metaverse updates, {} metaverse deletes; \
+             pending exports: {} adds, {} updates, {} deletes staged, {} withdrawn",
+            c.processed,
+            c.projected,
+            c.joined,
+            c.disconnected,
+            c.mv_updated,
+            c.mv_deleted,
+            c.export_adds,
+            c.export_updates,
+            c.export_deletes,
+            c.exports_withdrawn
+        ));
+        store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
+        info!(run, status, "sync finished");
+        Ok(SyncReport {
+            run_id: run,
+            connector: source.name.clone(),
+            profile,
+            status: status.to_owned(),
+            counts: sync.counts.clone(),
+            notes,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+/// One contribution to an MV attribute.
+struct Contribution {
+    precedence: u32,
+    rule: String,
+    connector: String,
+    connector_id: ConnectorId,
+    anchor: String,
+    apply_once: bool,
+    value: FlowValue,
+}
+
+/// A sync run in progress, with the batch's in-memory overlay over the store.
+struct Sync<'a> {
+    store: &'a Store,
+    rules: &'a RuleSet,
+    source: &'a SyncConnector,
+    connectors: &'a [SyncConnector],
+    clock: &'a dyn Clock,
+    error_limit: i64,
+    /// Join-key attributes of MV objects: `(attribute, case_insensitive)`.
+    mv_keys: Vec<(String, bool)>,
+    /// Join-key attributes of each target's objects.
+    target_keys: HashMap<ConnectorId, Vec<(String, bool)>>,
+    counts: SyncCounts,
+    counted: SyncCounts,
+    // The overlay of one batch.
+    cs: HashMap<CsId, SyncCsObject>,
+    links_cs: HashMap<CsId, Option<MvLink>>,
+    links_mv: HashMap<MvId, Vec<MvLink>>,
+    mv: HashMap<MvId, Option<MvObject>>,
+    new_keys: HashMap<(String, String), Vec<MvId>>,
+    dirty: BTreeSet<MvId>,
+    /// Target links of MV objects deleted in this batch (to deprovision).
+    deleted_links: HashMap<MvId, Vec<MvLink>>,
+    free_ids: Vec<MvId>,
+    out: SyncBatch,
+}
+
+impl<'a> Sync<'a> {
+    fn new(
+        store: &'a Store,
+        rules: &'a RuleSet,
+        source: &'a SyncConnector,
+        connectors: &'a [SyncConnector],
+        options: &SyncOptions,
+        clock: &'a dyn Clock,
+    ) -> Self {
+        let mut mv_keys = Vec::new();
+        for rule in &rules.inbound {
+            for group in &rule.join {
+                for clause in &group.clauses {
+                    mv_keys.push((clause.target_attribute.clone(), clause.case_insensitive));
+                }
+            }
+        }
+        mv_keys.sort();
+        mv_keys.dedup();
+        let mut target_keys: HashMap<ConnectorId, Vec<(String, bool)>> = HashMap::new();
+        for t in connectors.iter().filter(|c| c.target) {
+            let mut keys = Vec::new();
+            for rule in rules.outbound.iter().filter(|r| applies(&r.connectors, t)) {
+                for group in &rule.join {
+                    for clause in &group.clauses {
+                        keys.push((clause.target_attribute.clone(), clause.case_insensitive));
+                    }
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            target_keys.insert(t.id, keys);
+        }
+        Self {
+            store,
+            rules,
+            source,
+            connectors,
+            clock,
+            error_limit: options.error_limit,
+            mv_keys,
+            target_keys,
+            counts: SyncCounts::default(),
+            counted: SyncCounts::default(),
+            cs: HashMap::new(),
+            links_cs: HashMap::new(),
+            links_mv: HashMap::new(),
+            mv: HashMap::new(),
+            new_keys: HashMap::new(),
+            dirty: BTreeSet::new(),
+            deleted_links: HashMap::new(),
+            free_ids: Vec::new(),
+            out: SyncBatch::default(),
+        }
+    }
+
+    fn reset_overlay(&mut self) {
+        self.cs.clear();
+        self.links_cs.clear();
+        self.links_mv.clear();
+        self.mv.clear();
+        self.new_keys.clear();
+        self.dirty.clear();
+        self.deleted_links.clear();
+    }
+
+    /// The counters added since the last batch, in run-history terms.
+    fn run_counts_delta(&mut self) -> RunCounts {
+        let c = &self.counts;
+        let p = &self.counted;
+        let delta = RunCounts {
+            adds: c.projected - p.projected,
+            updates: c.mv_updated - p.mv_updated,
+            renames: 0,
+            deletes: c.mv_deleted - p.mv_deleted,
+            unchanged: (c.processed - p.processed) - (c.projected - p.projected),
+            errors: c.errors - p.errors,
+        };
+        self.counted = self.counts.clone();
+        RunCounts { unchanged: delta.unchanged.max(0), ..delta }
+    }
+
+    fn connector(&self, id: ConnectorId) -> Option<&'a SyncConnector> {
+        self.connectors.iter().find(|c| c.id == id)
+    }
+
+    fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
+        warn!(kind, dn = object.map(|o| o.dn.as_str()), "{message}");
+        self.counts.errors += 1;
+        self.out.errors.push(RunError {
+            anchor: object.map(|o| o.anchor.clone()),
+            dn: object.map(|o| o.dn.clone()),
+            kind: kind.to_owned(),
+            message,
+        });
+    }
+
+    /// Brings the join keys of every target's connector space up to date, so outbound joins
+    /// see what the last import of each target brought.
+    async fn refresh_target_keys(&mut self) -> Result<()> {
+        for t in self.connectors.iter().filter(|c| c.target) {
+            let wanted = self.target_keys.get(&t.id).cloned().unwrap_or_default();
+            let fingerprint = wanted.iter().map(|(a, ci)| format!("{a}/{ci}")).collect::<Vec<_>>().join(",");
+            let (mut seq, rebuild) = match self.store.cs_join_mark(t.id).await? {
+                Some((seq, f)) if f == fingerprint => (seq, false),
+                _ => (0, true),
+            };
+            let mut first = rebuild;
+            loop {
+                let objects = self.store.cs_changed_since(t.id, seq, 5000).await?;
+                let Some(last) = objects.last().map(|o| o.change_seq) else {
+                    if first {
+                        self.store.write_cs_join_keys(t.id, &[], true, seq, &fingerprint).await?;
+                    }
+                    break;
+                };
+                let keys: Vec<(CsId, Vec<(String, String)>)> = objects
+                    .iter()
+                    .map(|o| (o.id, if o.present { join_keys(&o.attributes, &wanted) } else { Vec::new() }))
+                    .collect();
+                self.store.write_cs_join_keys(t.id, &keys, first, last, &fingerprint).await?;
+                first = false;
+                seq = last;
+            }
+        }
+        Ok(())
+    }
+
+    async fn link_of_cs(&mut self, cs: CsId) -> Result<Option<MvLink>> {
+        if let Some(l) = self.links_cs.get(&cs) {
+            return Ok(l.clone());
+        }
+        let found = self.store.links_by_cs(&[cs]).await?.remove(&cs);
+        self.links_cs.insert(cs, found.clone());
+        Ok(found)
+    }
+
+    async fn links_of_mv(&mut self, mv: MvId) -> Result<Vec<MvLink>> {
+        if let Some(l) = self.links_mv.get(&mv) {
+            return Ok(l.clone());
+        }
+        // The store's links, as this batch has changed them.
+        let mut found: Vec<MvLink> = Vec::new();
+        for l in self.store.links_by_mv(&[mv]).await? {
+            match self.links_cs.get(&l.cs_id) {
+                None => {
+                    self.links_cs.insert(l.cs_id, Some(l.clone()));
+                    found.push(l);
+                }
+                Some(Some(current)) if current.mv_id == mv => found.push(current.clone()),
+                Some(_) => {}
+            }
+        }
+        for l in self.links_cs.values().flatten() {
+            if l.mv_id == mv && !found.iter().any(|f| f.cs_id == l.cs_id) {
+                found.push(l.clone());
+            }
+        }
+        self.links_mv.insert(mv, found.clone());
+        Ok(found)
+    }
+
+    async fn mv_object(&mut self, mv: MvId) -> Result<Option<MvObject>> {
+        if let Some(o) = self.mv.get(&mv) {
+            return Ok(o.clone());
+        }
+        let found = self.store.mv_by_ids(&[mv]).await?.remove(&mv);
+        self.mv.insert(mv, found.clone());
+        Ok(found)
+    }
+
+    async fn cs_object(&mut self, cs: CsId) -> Result<Option<SyncCsObject>> {
+        if let Some(o) = self.cs.get(&cs) {
+            return Ok(Some(o.clone()));
+        }
+        let found = self.store.cs_by_ids(&[cs]).await?.remove(&cs);
+        if let Some(o) = &found {
+            self.cs.insert(cs, o.clone());
+        }
+        Ok(found)
+    }
+
+    async fn add_link(&mut self, link: MvLink) -> Result<()> {
+        self.links_of_mv(link.mv_id).await?;
+        self.links_cs.insert(link.cs_id, Some(link.clone()));
+        let list = self.links_mv.entry(link.mv_id).or_default();
+        list.retain(|l| l.cs_id != link.cs_id);
+        list.push(link.clone());
+        self.out.link_deletes.retain(|c| *c != link.cs_id);
+        self.out.link_writes.retain(|l| l.cs_id != link.cs_id);
+        self.out.link_writes.push(link);
+        Ok(())
+    }
+
+    async fn remove_link(&mut self, link: &MvLink) -> Result<()> {
+        self.links_of_mv(link.mv_id).await?;
+        self.links_cs.insert(link.cs_id, None);
+        if let Some(list) = self.links_mv.get_mut(&link.mv_id) {
+            list.retain(|l| l.cs_id != link.cs_id);
+        }
+        self.out.link_writes.retain(|l| l.cs_id != link.cs_id);
+        self.out.link_deletes.push(link.cs_id);
+        Ok(())
+    }
+
+    async fn member_of(&self, object: &SyncCsObject) -> Result<Vec<String>> {
+        Ok(self.store.cs_member_of(object.connector_id, &object.dn_norm).await?)
+    }
+
+    /// One batch of the source's changed objects.
+    async fn batch(&mut self, objects: Vec<SyncCsObject>) -> Result<()> {
+        let ids: Vec<CsId> = objects.iter().map(|o| o.id).collect();
+        for (cs, link) in self.store.links_by_cs(&ids).await? {
+            self.links_cs.insert(cs, Some(link));
+        }
+        for id in &ids {
+            self.links_cs.entry(*id).or_insert(None);
+        }
+        let unlinked = ids.iter().filter(|id| matches!(self.links_cs.get(id), Some(None))).count();
+        if unlinked > 0 {
+            let n = i64::try_from(unlinked).unwrap_or(i64::MAX);
+            let first = self.store.allocate_mv_ids(n).await?;
+            self.free_ids = (first..first + n).rev().collect();
+        }
+        for o in &objects {
+            self.cs.insert(o.id, o.clone());
+        }
+        for o in objects {
+            self.counts.processed += 1;
+            if let Err(e) = self.inbound(&o).await {
+                self.error(Some(&o), "sync-failed", e.to_string());
+            }
+            if self.counts.errors >= self.error_limit {
+                break;
+            }
+        }
+        let dirty: Vec<MvId> = std::mem::take(&mut self.dirty).into_iter().collect();
+        for mv in &dirty {
+            self.recompute(*mv).await?;
+        }
+        let deleted: Vec<MvId> = self.deleted_links.keys().copied().collect();
+        let mut outbound: BTreeSet<MvId> = dirty.into_iter().collect();
+        outbound.extend(deleted);
+        for mv in outbound {
+            for t in self.connectors.iter().filter(|c| c.target) {
+                self.outbound(mv, t).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inbound rules for one changed CS object of the source.
+    async fn inbound(&mut self, object: &SyncCsObject) -> Result<()> {
+        if !object.present {
+            // A delete this engine exported is confirmed by the import that no longer sees it.
+            let key = format!("cs:{}", object.id);
+            if self
+                .store
+                .pending_for_targets(object.connector_id, std::slice::from_ref(&key))
+                .await?
+                .contains_key(&key)
+            {
+                self.withdraw(object.connector_id, key, true);
+            }
+        }
+        let link = self.link_of_cs(object.id).await?;
+        let member_of = if object.present { self.member_of(object).await? } else { Vec::new() };
+        let view = CsView { object, member_of };
+        let mut in_scope: Vec<&'a InboundRule> = Vec::new();
+        if object.present {
+            for rule in self.rules.inbound_for(&self.source.kind, &self.source.name, &object.object_class) {
+                match rule.scope.matches(&view) {
+                    Ok(true) => in_scope.push(rule),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.error(Some(object), "scope-failed", format!("rule `{}`: {e}", rule.name));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if let Some(link) = link {
+            let keeps = self.mv_object(link.mv_id).await?.is_some_and(|m| {
+                in_scope.iter().any(|r| r.mv_object_type.eq_ignore_ascii_case(&m.object_type))
+            });
+            if keeps {
+                self.dirty.insert(link.mv_id);
+            } else {
+                debug!(dn = %object.dn, "disconnected");
+                self.disconnect(&link).await?;
+            }
+            if keeps || in_scope.is_empty() {
+                return Ok(());
+            }
+        }
+        if in_scope.is_empty() {
+            return Ok(());
+        }
+        // Join: ordered groups; the first with exactly one candidate wins.
+        let mut ambiguous: Vec<String> = Vec::new();
+        let mut taken: Vec<String> = Vec::new();
+        for rule in &in_scope {
+            for (g, group) in rule.join.iter().enumerate() {
+                let sources = match group.source_values(&view) {
+                    Ok(Some(s)) => s,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        self.error(
+                            Some(object),
+                            "join-failed",
+                            format!("rule `{}`, join group {}: {e}", rule.name, g + 1),
+                        );
+                        return Ok(());
+                    }
+                };
+                let mut candidates: Option<BTreeSet<MvId>> = None;
+                for (attribute, values, ci) in &sources {
+                    let key = key_attribute(attribute, *ci);
+                    let mut found = BTreeSet::new();
+                    for v in values {
+                        for id in self.store.mv_join_candidates(&key, v).await? {
+                            found.insert(id);
+                        }
+                        if let Some(ids) = self.new_keys.get(&(key.clone(), v.clone())) {
+                            found.extend(ids.iter().copied());
+                        }
+                    }
+                    candidates = Some(match candidates {
+                        None => found,
+                        Some(c) => c.intersection(&found).copied().collect(),
+                    });
+                }
+                let mut matches = Vec::new();
+                for id in candidates.unwrap_or_default() {
+                    let Some(mv) = self.mv_object(id).await? else { continue };
+                    if !mv.object_type.eq_ignore_ascii_case(&rule.mv_object_type) {
+                        continue;
+                    }
+                    // The stored keys may be stale for an object changed in this batch.
+                    let still = sources.iter().all(|(attribute, values, ci)| {
+                        mv.attributes
+                            .get(attribute)
+                            .is_some_and(|v| key_texts(v, *ci).iter().any(|t| values.contains(t)))
+                    });
+                    if !still {
+                        continue;
+                    }
+                    match group.candidate_allowed(&MvView { object: &mv }) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) => {
+                            self.error(
+                                Some(object),
+                                "join-failed",
+                                format!("rule `{}`, join group {}: {e}", rule.name, g + 1),
+                            );
+                            return Ok(());
+                        }
+                    }
+                    let links = self.links_of_mv(id).await?;
+                    if let Some(other) =
+                        links.iter().find(|l| l.connector_id == self.source.id && l.cs_id != object.id)
+                    {
+                        let other_dn = self.cs_object(other.cs_id).await?.map(|o| o.dn).unwrap_or_default();
+                        taken.push(format!("metaverse object {id} is already joined to {other_dn}"));
+                        continue;
+                    }
+                    matches.push(id);
+                }
+                let shown = sources
+                    .iter()
+                    .map(|(a, v, _)| format!("{a} = {}", v.join(" | ")))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match matches.as_slice() {
+                    [one] => {
+                        let mv = *one;
+                        // A target object created by this engine's export comes back here.
+                        let add_key = format!("mv:{mv}");
+                        let provisioned = self.source.target
+                            && self
+                                .store
+                                .pending_for_targets(self.source.id, std::slice::from_ref(&add_key))
+                                .await?
+                                .get(&add_key)
+                                .is_some_and(|p| {
+                                    p.operation == ExportOperation::Add && p.status == "exported"
+                                });
+                        self.add_link(MvLink {
+                            cs_id: object.id,
+                            mv_id: mv,
+                            connector_id: self.source.id,
+                            rule: rule.name.clone(),
+                            how: if provisioned { LinkHow::Provisioned } else { LinkHow::Joined },
+                            detail: format!("join group {} of `{}`: {shown}", g + 1, rule.name),
+                            linked_at: self.clock.now_ms(),
+                        })
+                        .await?;
+                        self.counts.joined += 1;
+                        self.dirty.insert(mv);
+                        self.referrers_dirty(object).await?;
+                        return Ok(());
+                    }
+                    [] => {}
+                    many => ambiguous.push(format!(
+                        "join group {} of `{}` ({shown}) matches {} metaverse objects ({})",
+                        g + 1,
+                        rule.name,
+                        many.len(),
+                        many.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                    )),
+                }
+            }
+        }
+        if !ambiguous.is_empty() {
+            self.error(
+                Some(object),
+                "ambiguous-join",
+                format!("{}: not joined, not projected", ambiguous.join("; ")),
+            );
+            return Ok(());
+        }
+        if !taken.is_empty() {
+            self.error(
+                Some(object),
+                "join-conflict",
+                format!(
+                    "{}: two objects of one connector cannot join one metaverse object",
+                    taken.join("; ")
+                ),
+            );
+            return Ok(());
+        }
+        let Some(rule) = in_scope.iter().find(|r| r.link_type == LinkType::Provision) else {
+            return Ok(());
+        };
+        let id = match self.free_ids.pop() {
+            Some(id) => id,
+            None => self.store.allocate_mv_ids(1).await?,
+        };
+        let now = self.clock.now_ms();
+        self.mv.insert(
+            id,
+            Some(MvObject {
+                id,
+                object_type: rule.mv_object_type.clone(),
+                attributes: Attributes::new(),
+                provenance: BTreeMap::new(),
+                created_at: now,
+                changed_at: now,
+            }),
+        );
+        self.links_mv.insert(id, Vec::new());
+        self.add_link(MvLink {
+            cs_id: object.id,
+            mv_id: id,
+            connector_id: self.source.id,
+            rule: rule.name.clone(),
+            how: LinkHow::Projected,
+            detail: format!("projected by `{}`: no join group found one metaverse object", rule.name),
+            linked_at: now,
+        })
+        .await?;
+        self.counts.projected += 1;
+        self.dirty.insert(id);
+        self.referrers_dirty(object).await?;
+        Ok(())
+    }
+
+    /// Objects that refer to a newly linked object (groups listing it, reports naming it as
+    /// manager) are recomputed, so their references now resolve.
+    async fn referrers_dirty(&mut self, object: &SyncCsObject) -> Result<()> {
+        for cs in self.store.cs_referrer_ids(object.connector_id, &object.dn_norm).await? {
+            if let Some(link) = self.link_of_cs(cs).await? {
+                self.dirty.insert(link.mv_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a link; a metaverse object left without any source connector goes too.
+    async fn disconnect(&mut self, link: &MvLink) -> Result<()> {
+        self.remove_link(link).await?;
+        self.counts.disconnected += 1;
+        let remaining = self.links_of_mv(link.mv_id).await?;
+        let sourced = remaining.iter().any(|l| self.connector(l.connector_id).is_some_and(|c| !c.target));
+        if sourced {
+            self.dirty.insert(link.mv_id);
+            return Ok(());
+        }
+        // No source left: the metaverse object is deleted; its target links are deprovisioned.
+        for l in &remaining {
+            self.links_cs.insert(l.cs_id, None);
+        }
+        self.deleted_links.insert(link.mv_id, remaining);
+        self.links_mv.insert(link.mv_id, Vec::new());
+        self.mv.insert(link.mv_id, None);
+        self.dirty.remove(&link.mv_id);
+        self.out.mv_writes.retain(|w| w.object.id != link.mv_id);
+        self.out.mv_deletes.push(link.mv_id);
+        self.counts.mv_deleted += 1;
+        Ok(())
+    }
+
+    /// Maps DN references of a connector to metaverse references (`mv:<id>`); references to
+    /// objects not linked to the metaverse are dropped.
+    async fn resolve_references(&mut self, connector: ConnectorId, dns: &[String]) -> Result<Vec<String>> {
+        let norms: Vec<String> = dns
+            .iter()
+            .map(|d| {
+                syncctl_core::Dn::parse(d)
+                    .map(|p| p.normalized().to_owned())
+                    .unwrap_or_else(|_| d.to_lowercase())
+            })
+            .collect();
+        let refs: Vec<&str> = norms.iter().map(String::as_str).collect();
+        let ids = self.store.cs_ids_by_dn(connector, &refs).await?;
+        let mut out = Vec::new();
+        for n in &norms {
+            let Some(cs) = ids.get(n) else { continue };
+            if let Some(link) = self.link_of_cs(*cs).await? {
+                out.push(mv_ref(link.mv_id));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Recomputes an MV object's attributes from every linked object (precedence per attribute).
+    async fn recompute(&mut self, mv: MvId) -> Result<()> {
+        let Some(mut object) = self.mv_object(mv).await? else { return Ok(()) };
+        let is_new = object.attributes.is_empty() && object.provenance.is_empty();
+        let links = self.links_of_mv(mv).await?;
+        let mut contributions: BTreeMap<String, (String, Vec<Contribution>)> = BTreeMap::new();
+        for link in &links {
+            let Some(cs) = self.cs_object(link.cs_id).await? else { continue };
+            let Some(connector) = self.connector(link.connector_id) else { continue };
+            if !cs.present {
+                continue;
+            }
+            let member_of = self.member_of(&cs).await?;
+            let view = CsView { object: &cs, member_of };
+            let rules: Vec<&InboundRule> = self
+                .rules
+                .inbound_for(&connector.kind, &connector.name, &cs.object_class)
+                .filter(|r| r.mv_object_type.eq_ignore_ascii_case(&object.object_type))
+                .collect();
+            for rule in rules {
+                match rule.scope.matches(&view) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        self.error(Some(&cs), "scope-failed", format!("rule `{}`: {e}", rule.name));
+                        continue;
+                    }
+                }
+                for flow in &rule.flows {
+                    let value = match flow.evaluate(&view) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.error(
+                                Some(&cs),
+                                "flow-failed",
+                                format!("rule `{}`, flow `{}`: {e}", rule.name, flow.target),
+                            );
+                            continue;
+                        }
+                    };
+                    contributions
+                        .entry(flow.target.to_ascii_lowercase())
+                        .or_insert_with(|| (flow.target.clone(), Vec::new()))
+                        .1
+                        .push(Contribution {
+                            precedence: rule.precedence,
+                            rule: rule.name.clone(),
+                            connector: connector.name.clone(),
+                            connector_id: connector.id,
+                            anchor: cs.anchor.clone(),
+                            apply_once: flow.apply_once,
+                            value,
+                        });
+                }
+            }
+        }
+        let mut attributes = Attributes::new();
+        let mut provenance = BTreeMap::new();
+        for (_, (name, mut list)) in contributions {
+            list.sort_by(|a, b| a.precedence.cmp(&b.precedence).then_with(|| a.rule.cmp(&b.rule)));
+            for c in list {
+                if c.apply_once && !is_new {
+                    // Apply once: the value set when the object was created stays.
+                    if let Some(existing) = object.attributes.get(&name) {
+                        attributes.insert(name.as_str(), existing.clone());
+                        if let Some(p) = object.provenance.get(&name) {
+                            provenance.insert(name.clone(), p.clone());
+                        }
+                        break;
+                    }
+                    continue;
+                }
+                match c.value {
+                    FlowValue::Values(values) => {
+                        let values = match values {
+                            AttrValues::Reference(dns) => {
+                                AttrValues::Reference(self.resolve_references(c.connector_id, &dns).await?)
+                            }
+                            v => v,
+                        };
+                        if values.is_empty() {
+                            continue;
+                        }
+                        attributes.insert(name.as_str(), values);
+                        provenance.insert(
+                            name.clone(),
+                            AttrProvenance {
+                                rule: c.rule,
+                                connector: c.connector,
+                                anchor: c.anchor,
+                                precedence: c.precedence,
+                            },
+                        );
+                        break;
+                    }
+                    FlowValue::AuthoritativeNull => break,
+                    FlowValue::Null | FlowValue::Ignore => {}
+                }
+            }
+        }
+        attributes.normalize();
+        let mut old = object.attributes.clone();
+        old.normalize();
+        if old == attributes && object.provenance == provenance && !is_new {
+            return Ok(());
+        }
+        if old != attributes {
+            self.counts.mv_updated += 1;
+            object.changed_at = self.clock.now_ms();
+        }
+        object.attributes = attributes;
+        object.provenance = provenance;
+        let keys = join_keys(&object.attributes, &self.mv_keys);
+        for k in &keys {
+            self.new_keys.entry(k.clone()).or_default().push(mv);
+        }
+        self.out.mv_writes.retain(|w| w.object.id != mv);
+        self.out.mv_writes.push(MvWrite { object: object.clone(), join_keys: keys });
+        self.mv.insert(mv, Some(object));
+        Ok(())
+    }
+
+    /// The target attributes the outbound rules want for an MV object: `Some(values)` to set,
+    /// `None` to clear. Apply-once flows count only for an add.
+    fn desired(
+        &mut self,
+        rules: &[&OutboundRule],
+        object: &MvObject,
+        for_add: bool,
+    ) -> BTreeMap<String, Option<AttrValues>> {
+        let view = MvView { object };
+        let mut per: BTreeMap<String, (String, Vec<(u32, FlowValue)>)> = BTreeMap::new();
+        let mut failures = Vec::new();
+        for rule in rules {
+            for flow in &rule.flows {
+                if flow.apply_once && !for_add {
+                    continue;
+                }
+                match flow.evaluate(&view) {
+                    Ok(v) => per
+                        .entry(flow.target.to_ascii_lowercase())
+                        .or_insert_with(|| (flow.target.clone(), Vec::new()))
+                        .1
+                        .push((rule.precedence, v)),
+                    Err(e) => failures.push(format!("rule `{}`, flow `{}`: {e}", rule.name, flow.target)),
+                }
+            }
+        }
+        for f in failures {
+            self.error(None, "flow-failed", format!("metaverse object {}: {f}", object.id));
+        }
+        let mut out = BTreeMap::new();
+        for (_, (name, mut list)) in per {
+            list.sort_by_key(|(p, _)| *p);
+            let mut decided: Option<Option<AttrValues>> = None;
+            let mut opinion = false;
+            for (_, v) in list {
+                match v {
+                    FlowValue::Values(values) if !values.is_empty() => {
+                        decided = Some(Some(values));
+                        break;
+                    }
+                    FlowValue::Values(_) | FlowValue::Null => opinion = true,
+                    FlowValue::AuthoritativeNull => {
+                        decided = Some(None);
+                        break;
+                    }
+                    FlowValue::Ignore => {}
+                }
+            }
+            match decided {
+                Some(d) => {
+                    out.insert(name, d);
+                }
+                None if opinion => {
+                    out.insert(name, None);
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// A target object's current values with references mapped to metaverse references where
+    /// the referenced object is linked (others stay as written).
+    async fn target_current(&mut self, target: &SyncConnector, object: &SyncCsObject) -> Result<Attributes> {
+        let mut out = Attributes::new();
+        for (name, values) in object.attributes.iter() {
+            let mapped = match values {
+                AttrValues::Reference(refs) => {
+                    let mut mapped = Vec::new();
+                    let norms: Vec<String> = refs
+                        .iter()
+                        .map(|d| {
+                            syncctl_core::Dn::parse(d)
+                                .map(|p| p.normalized().to_owned())
+                                .unwrap_or_else(|_| d.to_lowercase())
+                        })
+                        .collect();
+                    let by_dn = self
+                        .store
+                        .cs_ids_by_dn(target.id, &norms.iter().map(String::as_str).collect::<Vec<_>>())
+                        .await?;
+                    let by_anchor = self
+                        .store
+                        .cs_ids_by_anchor(target.id, &refs.iter().map(String::as_str).collect::<Vec<_>>())
+                        .await?;
+                    for (raw, norm) in refs.iter().zip(&norms) {
+                        let cs = by_dn.get(norm).or_else(|| by_anchor.get(raw)).copied();
+                        let link = match cs {
+                            Some(cs) => self.link_of_cs(cs).await?,
+                            None => None,
+                        };
+                        mapped.push(link.map_or_else(|| raw.clone(), |l| mv_ref(l.mv_id)));
+                    }
+                    AttrValues::Reference(mapped)
+                }
+                v => v.clone(),
+            };
+            out.insert(name.as_str(), mapped);
+        }
+        Ok(out)
+    }
+
+    fn stage(&mut self, export: PendingExport, existing: Option<&PendingExport>) {
+        if let Some(e) = existing
+            && e.operation == export.operation
+            && (e.changes == export.changes
+                || (e.operation == ExportOperation::Add && e.status == "exported"))
+        {
+            // Unchanged: keep its status and attempts. An add already exported waits for the
+            // import that confirms it (sending it again would create the object twice); what
+            // changed since is staged as an update then.
+            return;
+        }
+        match export.operation {
+            ExportOperation::Add => self.counts.export_adds += 1,
+            ExportOperation::Update => self.counts.export_updates += 1,
+            ExportOperation::Delete => self.counts.export_deletes += 1,
+        }
+        let key = (export.connector_id, export.target_key());
+        self.out.pending_deletes.retain(|k| *k != key);
+        self.out.pending_writes.retain(|p| (p.connector_id, p.target_key()) != key);
+        self.out.pending_writes.push(export);
+    }
+
+    fn withdraw(&mut self, connector: ConnectorId, key: String, existing: bool) {
+        self.out.pending_writes.retain(|p| !(p.connector_id == connector && p.target_key() == key));
+        if existing {
+            self.counts.exports_withdrawn += 1;
+            self.out.pending_deletes.push((connector, key));
+        }
+    }
+
+    /// Outbound rules of one target for one MV object (or a deleted one).
+    async fn outbound(&mut self, mv: MvId, target: &'a SyncConnector) -> Result<()> {
+        let object = self.mv_object(mv).await?;
+        let links = match self.deleted_links.get(&mv) {
+            Some(l) => l.clone(),
+            None => self.links_of_mv(mv).await?,
+        };
+        let link = links.into_iter().find(|l| l.connector_id == target.id);
+        let add_key = format!("mv:{mv}");
+        let mut keys = vec![add_key.clone()];
+        if let Some(l) = &link {
+            keys.push(format!("cs:{}", l.cs_id));
+        }
+        let existing = self.store.pending_for_targets(target.id, &keys).await?;
+        let mut rules: Vec<&'a OutboundRule> = Vec::new();
+        if let Some(o) = &object {
+            let view = MvView { object: o };
+            for rule in self.rules.outbound_for(&target.kind, &target.name, &o.object_type) {
+                match rule.scope.matches(&view) {
+                    Ok(true) => rules.push(rule),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.error(
+                            None,
+                            "scope-failed",
+                            format!("metaverse object {mv}, rule `{}`: {e}", rule.name),
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let Some(object) = object.filter(|_| !rules.is_empty()) else {
+            // Out of scope or deleted: deprovision what this engine provisioned, disconnect the rest.
+            self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+            if let Some(l) = link {
+                let cs_key = format!("cs:{}", l.cs_id);
+                let delete = l.how == LinkHow::Provisioned
+                    && self
+                        .rules
+                        .outbound
+                        .iter()
+                        .find(|r| r.name == l.rule)
+                        .is_none_or(|r| r.deprovision == syncctl_core::rules::Deprovision::Delete);
+                if delete {
+                    let cs = self.cs_object(l.cs_id).await?;
+                    let export = PendingExport {
+                        id: 0,
+                        connector_id: target.id,
+                        mv_id: Some(mv),
+                        cs_id: Some(l.cs_id),
+                        operation: ExportOperation::Delete,
+                        object_type: cs.as_ref().map(|c| c.object_class.clone()).unwrap_or_default(),
+                        display: cs.as_ref().map(|c| c.dn.clone()).unwrap_or_default(),
+                        changes: Vec::new(),
+                        rule: l.rule.clone(),
+                        status: "pending".into(),
+                        attempts: 0,
+                        last_error: None,
+                        created_anchor: None,
+                        created_at: self.clock.now_ms(),
+                        updated_at: self.clock.now_ms(),
+                    };
+                    self.stage(export, existing.get(&cs_key));
+                } else {
+                    self.withdraw(target.id, cs_key.clone(), existing.contains_key(&cs_key));
+                }
+                if self.links_cs.get(&l.cs_id).is_none_or(Option::is_some) {
+                    self.remove_link(&l).await?;
+                    self.counts.disconnected += 1;
+                }
+            }
+            return Ok(());
+        };
+        let Some(first) = rules.first().copied() else { return Ok(()) };
+        let mut link = link;
+        if link.is_none() {
+            // Join an object the target already holds.
+            'rules: for rule in &rules {
+                for (g, group) in rule.join.iter().enumerate() {
+                    let sources = match group.source_values(&MvView { object: &object }) {
+                        Ok(Some(s)) => s,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            self.error(
+                                None,
+                                "join-failed",
+                                format!("metaverse object {mv}, rule `{}`: {e}", rule.name),
+                            );
+                            return Ok(());
+                        }
+                    };
+                    let mut candidates: Option<BTreeSet<CsId>> = None;
+                    for (attribute, values, ci) in &sources {
+                        let key = key_attribute(attribute, *ci);
+                        let mut found = BTreeSet::new();
+                        for v in values {
+                            found.extend(self.store.cs_join_candidates(target.id, &key, v).await?);
+                        }
+                        candidates = Some(match candidates {
+                            None => found,
+                            Some(c) => c.intersection(&found).copied().collect(),
+                        });
+                    }
+                    let mut matches = Vec::new();
+                    for cs in candidates.unwrap_or_default() {
+                        let Some(c) = self.cs_object(cs).await? else { continue };
+                        if !c.present || !c.object_class.eq_ignore_ascii_case(&rule.cs_object_type) {
+                            continue;
+                        }
+                        if self.link_of_cs(cs).await?.is_some() {
+                            continue;
+                        }
+                        let view = CsView { object: &c, member_of: Vec::new() };
+                        match group.candidate_allowed(&view) {
+                            Ok(true) => matches.push(c),
+                            Ok(false) => {}
+                            Err(e) => {
+                                self.error(Some(&c), "join-failed", format!("rule `{}`: {e}", rule.name));
+                            }
+                        }
+                    }
+                    let shown = sources
+                        .iter()
+                        .map(|(a, v, _)| format!("{a} = {}", v.join(" | ")))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    match matches.as_slice() {
+                        [one] => {
+                            let exported_add = existing.get(&add_key).is_some_and(|p| {
+                                p.operation == ExportOperation::Add && p.status == "exported"
+                            });
+                            let new_link = MvLink {
+                                cs_id: one.id,
+                                mv_id: mv,
+                                connector_id: target.id,
+                                rule: rule.name.clone(),
+                                how: if exported_add { LinkHow::Provisioned } else { LinkHow::Joined },
+                                detail: format!("join group {} of `{}`: {shown}", g + 1, rule.name),
+                                linked_at: self.clock.now_ms(),
+                            };
+                            self.add_link(new_link.clone()).await?;
+                            self.counts.joined += 1;
+                            self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+                            link = Some(new_link);
+                            break 'rules;
+                        }
+                        [] => {}
+                        many => {
+                            self.error(
+                                None,
+                                "ambiguous-join",
+                                format!(
+                                    "metaverse object {mv} ({}): join group {} of `{}` ({shown}) matches {} objects in `{}`: {}",
+                                    display_of(&object),
+                                    g + 1,
+                                    rule.name,
+                                    many.len(),
+                                    target.name,
+                                    many.iter().map(|c| c.dn.as_str()).collect::<Vec<_>>().join("; ")
+                                ),
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        match link {
+            None => {
+                if first.link_type != LinkType::Provision {
+                    self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+                    return Ok(());
+                }
+                let desired = self.desired(&rules, &object, true);
+                let changes: Vec<AttributeChange> = desired
+                    .into_iter()
+                    .filter_map(|(attribute, v)| {
+                        v.map(|new| AttributeChange { attribute, old: None, new: Some(new) })
+                    })
+                    .collect();
+                let now = self.clock.now_ms();
+                let export = PendingExport {
+                    id: 0,
+                    connector_id: target.id,
+                    mv_id: Some(mv),
+                    cs_id: None,
+                    operation: ExportOperation::Add,
+                    object_type: first.cs_object_type.clone(),
+                    display: display_of(&object),
+                    changes,
+                    rule: first.name.clone(),
+                    status: "pending".into(),
+                    attempts: 0,
+                    last_error: None,
+                    created_anchor: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                self.stage(export, existing.get(&add_key));
+            }
+            Some(l) => {
+                let cs_key = format!("cs:{}", l.cs_id);
+                let Some(cs) = self.cs_object(l.cs_id).await? else { return Ok(()) };
+                let desired = self.desired(&rules, &object, false);
+                let current = self.target_current(target, &cs).await?;
+                let mut changes = Vec::new();
+                for (attribute, want) in desired {
+                    let have = current.get(&attribute);
+                    let differs = match &want {
+                        Some(v) => !same_values(Some(v), have),
+                        None => have.is_some_and(|h| !h.is_empty()),
+                    };
+                    if differs {
+                        changes.push(AttributeChange {
+                            old: cs.attributes.get(&attribute).cloned(),
+                            attribute,
+                            new: want,
+                        });
+                    }
+                }
+                if changes.is_empty() {
+                    self.withdraw(target.id, cs_key.clone(), existing.contains_key(&cs_key));
+                } else {
+                    let now = self.clock.now_ms();
+                    let export = PendingExport {
+                        id: 0,
+                        connector_id: target.id,
+                        mv_id: Some(mv),
+                        cs_id: Some(l.cs_id),
+                        operation: ExportOperation::Update,
+                        object_type: cs.object_class.clone(),
+                        display: cs.dn.clone(),
+                        changes,
+                        rule: l.rule.clone(),
+                        status: "pending".into(),
+                        attempts: 0,
+                        last_error: None,
+                        created_anchor: None,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    self.stage(export, existing.get(&cs_key));
+                }
+                self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a rule's connector selector takes this connector.
+fn applies(selector: &syncctl_core::rules::ConnectorSelector, c: &SyncConnector) -> bool {
+    selector.kinds.iter().any(|k| k.eq_ignore_ascii_case(&c.kind))
+        || selector.names.iter().any(|n| n == &c.name)
+}
+
+/// What a person recognizes an MV object by.
+fn display_of(object: &MvObject) -> String {
+    for name in ["userPrincipalName", "mail", "displayName", "sourceAnchor"] {
+        if let Some(v) = object.attributes.get(name).and_then(|v| v.display_values().into_iter().next()) {
+            return v;
+        }
+    }
+    format!("metaverse object {}", object.id)
+}

@@ -1,0 +1,442 @@
+//! Sync against an in-memory store: projection, hard and soft match, admins, renames, deletes,
+//! group references, precedence, delta sync and resuming.
+
+use syncctl_core::rules::RuleSet;
+use syncctl_core::{Anchor, AttrValues, Attributes, CsObject, Dn, FixedClock, ImmutableId};
+use syncctl_store::{CsWrite, ExportOperation, LinkHow, RunCounts, Store};
+
+use super::*;
+
+fn clock() -> FixedClock {
+    FixedClock::new(1_700_000_000_000)
+}
+
+struct World {
+    store: Store,
+    rules: RuleSet,
+    ad: SyncConnector,
+    cloud: SyncConnector,
+}
+
+impl World {
+    async fn new() -> Self {
+        Self::with_rules(RuleSet::defaults().unwrap()).await
+    }
+
+    async fn with_rules(rules: RuleSet) -> Self {
+        let store = Store::open_in_memory().await.unwrap();
+        let ad_id = store.ensure_connector("corp-ad", "ldap-ad", 1).await.unwrap();
+        let cloud_id = store.ensure_connector("cloud", "cloud-test", 1).await.unwrap();
+        Self {
+            store,
+            rules,
+            ad: SyncConnector { id: ad_id, name: "corp-ad".into(), kind: "ldap-ad".into(), target: false },
+            cloud: SyncConnector {
+                id: cloud_id,
+                name: "cloud".into(),
+                kind: "cloud-test".into(),
+                target: true,
+            },
+        }
+    }
+
+    fn connectors(&self) -> Vec<SyncConnector> {
+        vec![self.ad.clone(), self.cloud.clone()]
+    }
+
+    async fn write(&self, connector: &SyncConnector, objects: Vec<CsObject>, deletes: &[&str]) {
+        let run = self.store.start_run("full-import", Some(connector.id), &connector.name, 1).await.unwrap();
+        let mut writes: Vec<CsWrite> = objects
+            .into_iter()
+            .map(|mut o| {
+                o.normalize();
+                let (hash, attributes_json) = o.hash_and_serialize();
+                CsWrite::Upsert { object: o, hash, attributes_json }
+            })
+            .collect();
+        for d in deletes {
+            writes.push(CsWrite::Delete { anchor: Anchor::new(*d).unwrap() });
+        }
+        self.store
+            .write_import_batch(connector.id, run, writes, &[], &RunCounts::default(), None, 2)
+            .await
+            .unwrap();
+        self.store.finish_run(run, "success", None, 0, "", 3).await.unwrap();
+    }
+
+    async fn sync(&self, connector: &SyncConnector, mode: SyncMode) -> SyncReport {
+        let options = SyncOptions { batch_size: 2, ..SyncOptions::default() };
+        run_sync(&self.store, &self.rules, connector, &self.connectors(), mode, &options, &clock())
+            .await
+            .unwrap()
+    }
+
+    async fn cycle(&self) -> (SyncReport, SyncReport) {
+        let a = self.sync(&self.ad, SyncMode::Delta).await;
+        let c = self.sync(&self.cloud, SyncMode::Delta).await;
+        (a, c)
+    }
+
+    async fn pending(&self) -> Vec<PendingExport> {
+        self.store.pending_exports(Some(self.cloud.id)).await.unwrap()
+    }
+}
+
+fn guid(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+fn text(values: &[&str]) -> AttrValues {
+    AttrValues::String(values.iter().map(|v| (*v).to_owned()).collect())
+}
+
+fn ad_user(n: u8, cn: &str, ou: &str, upn: &str, extra: &[(&str, AttrValues)]) -> CsObject {
+    let id = ImmutableId::from_object_guid(&guid(n)).unwrap();
+    let mut attributes = Attributes::new();
+    attributes.insert("objectGUID", AttrValues::Binary(vec![guid(n).to_vec()]));
+    attributes.insert("cn", text(&[cn]));
+    attributes.insert("sAMAccountName", text(&[&cn.to_lowercase().replace(' ', ".")]));
+    attributes.insert("userPrincipalName", text(&[upn]));
+    attributes.insert("displayName", text(&[cn]));
+    attributes.insert("userAccountControl", AttrValues::Integer(vec![512]));
+    for (name, v) in extra {
+        attributes.insert(*name, v.clone());
+    }
+    CsObject {
+        anchor: Anchor::from(id),
+        immutable_id: Some(id),
+        dn: Dn::parse(&format!("CN={cn},{ou},DC=corp,DC=example,DC=com")).unwrap(),
+        object_class: "user".into(),
+        attributes,
+    }
+}
+
+fn ad_group(n: u8, cn: &str, members: &[&str]) -> CsObject {
+    let id = ImmutableId::from_object_guid(&guid(n)).unwrap();
+    let mut attributes = Attributes::new();
+    attributes.insert("objectGUID", AttrValues::Binary(vec![guid(n).to_vec()]));
+    attributes.insert("cn", text(&[cn]));
+    attributes.insert("sAMAccountName", text(&[cn]));
+    attributes.insert("groupType", AttrValues::Integer(vec![-2147483646]));
+    attributes.insert(
+        "member",
+        AttrValues::Reference(members.iter().map(|m| format!("{m},DC=corp,DC=example,DC=com")).collect()),
+    );
+    CsObject {
+        anchor: Anchor::from(id),
+        immutable_id: Some(id),
+        dn: Dn::parse(&format!("CN={cn},OU=Groups,DC=corp,DC=example,DC=com")).unwrap(),
+        object_class: "group".into(),
+        attributes,
+    }
+}
+
+fn cloud_user(id: &str, upn: &str, extra: &[(&str, AttrValues)]) -> CsObject {
+    let mut attributes = Attributes::new();
+    attributes.insert("id", text(&[id]));
+    attributes.insert("userPrincipalName", text(&[upn]));
+    for (name, v) in extra {
+        attributes.insert(*name, v.clone());
+    }
+    CsObject {
+        anchor: Anchor::new(id).unwrap(),
+        immutable_id: None,
+        dn: Dn::parse(&format!("CN={id}")).unwrap(),
+        object_class: "user".into(),
+        attributes,
+    }
+}
+
+fn b64(n: u8) -> String {
+    ImmutableId::from_object_guid(&guid(n)).unwrap().to_base64()
+}
+
+fn change<'a>(p: &'a PendingExport, attribute: &str) -> Option<&'a AttributeChange> {
+    p.changes.iter().find(|c| c.attribute.eq_ignore_ascii_case(attribute))
+}
+
+#[tokio::test]
+async fn a_new_ad_user_gives_one_pending_add_carrying_its_immutable_id() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.counts.projected, ad.status.as_str()), (1, "success"), "{ad:?}");
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let p = &pending[0];
+    assert_eq!((p.operation, p.object_type.as_str()), (ExportOperation::Add, "user"));
+    assert_eq!(change(p, "onPremisesImmutableId").and_then(|c| c.new.clone()), Some(text(&[&b64(1)])));
+    assert_eq!(
+        change(p, "userPrincipalName").and_then(|c| c.new.clone()),
+        Some(text(&["alice@corp.example.com"]))
+    );
+    assert_eq!(
+        change(p, "accountEnabled").and_then(|c| c.new.clone()),
+        Some(AttrValues::Boolean(vec![true]))
+    );
+    // A second cycle with nothing changed stages nothing new.
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.counts.processed, ad.counts.export_adds), (0, 0));
+    assert_eq!(w.pending().await, pending);
+}
+
+#[tokio::test]
+async fn a_target_with_the_same_immutable_id_joins_with_zero_writes() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[
+                ("onPremisesImmutableId", text(&[&b64(1)])),
+                ("displayName", text(&["Alice Anders"])),
+                ("accountEnabled", AttrValues::Boolean(vec![true])),
+                ("mailNickname", text(&["alice.anders"])),
+            ],
+        )],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.counts.joined, 1, "{ad:?}");
+    let pending = w.pending().await;
+    assert!(pending.is_empty(), "zero writes expected: {pending:#?}");
+    let links = w.store.links_by_mv(&w.store.mv_ids().await.unwrap()).await.unwrap();
+    let cloud = links.iter().find(|l| l.connector_id == w.cloud.id).unwrap();
+    assert_eq!(cloud.how, LinkHow::Joined);
+    assert!(cloud.detail.contains("join group 1"), "{}", cloud.detail);
+}
+
+#[tokio::test]
+async fn a_target_with_the_same_upn_and_no_anchor_is_soft_matched_but_an_admin_is_not() {
+    let w = World::new().await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+            ad_user(2, "Erin Admin", "OU=Staff", "erin@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    w.write(
+        &w.cloud,
+        vec![
+            cloud_user("c1", "Alice@corp.example.com", &[]),
+            cloud_user("c2", "erin@corp.example.com", &[("adminRoles", text(&["Exchange Administrator"]))]),
+        ],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    let alice = pending.iter().find(|p| p.display.contains("c1")).expect("an update of the soft-matched c1");
+    assert_eq!(alice.operation, ExportOperation::Update);
+    assert_eq!(change(alice, "onPremisesImmutableId").and_then(|c| c.new.clone()), Some(text(&[&b64(1)])));
+    let erin = pending.iter().find(|p| p.display == "erin@corp.example.com").expect("an add for Erin");
+    assert_eq!(erin.operation, ExportOperation::Add, "an admin is never soft-matched");
+    assert_eq!(pending.len(), 2, "{pending:#?}");
+}
+
+#[tokio::test]
+async fn a_rename_and_an_ou_move_are_updates_never_a_delete_and_add() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[
+                ("onPremisesImmutableId", text(&[&b64(1)])),
+                ("displayName", text(&["Alice Anders"])),
+                ("accountEnabled", AttrValues::Boolean(vec![true])),
+                ("mailNickname", text(&["alice.anders"])),
+            ],
+        )],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    let before = w.store.mv_ids().await.unwrap();
+    // Renamed (cn and displayName) and moved to another OU: same objectGUID.
+    let mut moved = ad_user(1, "Alice Smith", "OU=Sales", "alice@corp.example.com", &[]);
+    moved.attributes.insert("sAMAccountName", text(&["alice.anders"]));
+    w.write(&w.ad, vec![moved], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.counts.processed, ad.counts.mv_deleted, ad.counts.projected), (1, 0, 0));
+    assert_eq!(w.store.mv_ids().await.unwrap(), before);
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0].operation, ExportOperation::Update);
+    let c = change(&pending[0], "displayName").unwrap();
+    assert_eq!((c.old.clone(), c.new.clone()), (Some(text(&["Alice Anders"])), Some(text(&["Alice Smith"]))));
+}
+
+#[tokio::test]
+async fn group_membership_refers_to_metaverse_objects_whatever_the_order() {
+    let w = World::new().await;
+    // The group comes first in change order: its members resolve once they are projected.
+    w.write(&w.ad, vec![ad_group(9, "Sales", &["CN=Alice Anders,OU=Staff", "CN=Bob Brown,OU=Staff"])], &[])
+        .await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+            ad_user(2, "Bob Brown", "OU=Staff", "bob@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    let group = pending.iter().find(|p| p.object_type == "group").expect("a group add");
+    let members = change(group, "members").and_then(|c| c.new.clone()).expect("members");
+    let AttrValues::Reference(refs) = members else { panic!("{members:?}") };
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    for r in &refs {
+        let id = parse_mv_ref(r).unwrap();
+        let mv = w.store.mv_by_ids(&[id]).await.unwrap().remove(&id).unwrap();
+        assert_eq!(mv.object_type, "person");
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_source_deletes_the_metaverse_object_and_only_provisioned_targets() {
+    let w = World::new().await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+            ad_user(2, "Bob Brown", "OU=Staff", "bob@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    // Alice's cloud object existed before (joined); Bob has only a pending add.
+    w.write(
+        &w.cloud,
+        vec![cloud_user("c1", "alice@corp.example.com", &[("onPremisesImmutableId", text(&[&b64(1)]))])],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    assert!(w.pending().await.iter().any(|p| p.operation == ExportOperation::Add));
+    w.write(&w.ad, vec![], &[&b64(1), &b64(2)]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.counts.mv_deleted, 2, "{ad:?}");
+    assert!(w.store.mv_ids().await.unwrap().is_empty());
+    let pending = w.pending().await;
+    // Bob's add is withdrawn; Alice's joined (not provisioned) cloud object is disconnected, not deleted.
+    assert!(pending.is_empty(), "{pending:#?}");
+}
+
+#[tokio::test]
+async fn delta_sync_touches_only_what_changed_and_a_rule_change_forces_a_full_sync() {
+    let w = World::new().await;
+    let users: Vec<CsObject> = (1..=10u8)
+        .map(|n| ad_user(n, &format!("User {n}"), "OU=Staff", &format!("u{n}@corp.example.com"), &[]))
+        .collect();
+    w.write(&w.ad, users, &[]).await;
+    let first = w.sync(&w.ad, SyncMode::Delta).await;
+    assert_eq!(first.profile, SyncMode::Full, "no earlier sync");
+    assert_eq!(first.counts.processed, 10);
+    w.write(&w.ad, vec![ad_user(3, "User 3", "OU=Staff", "user3@corp.example.com", &[])], &[]).await;
+    let delta = w.sync(&w.ad, SyncMode::Delta).await;
+    assert_eq!((delta.profile, delta.counts.processed, delta.counts.mv_updated), (SyncMode::Delta, 1, 1));
+    let edited = RuleSet::defaults().unwrap().with_overrides(
+        RuleSet::from_toml(
+            r#"[[inbound]]
+                name = "Extra"
+                connector_kinds = ["ldap-ad"]
+                cs_object_type = "user"
+                mv_object_type = "person"
+                link_type = "join"
+                precedence = 900
+                [[inbound.flows]]
+                target = "extensionAttribute1"
+                constant = "x"
+                "#,
+            "test",
+        )
+        .unwrap(),
+    );
+    let run = run_sync(
+        &w.store,
+        &edited,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &SyncOptions::default(),
+        &clock(),
+    )
+    .await
+    .unwrap();
+    assert_eq!((run.profile, run.counts.processed), (SyncMode::Full, 10), "{:?}", run.notes);
+    assert!(run.notes.iter().any(|n| n.contains("rules changed")), "{:?}", run.notes);
+}
+
+#[tokio::test]
+async fn precedence_decides_an_attribute_between_two_sources() {
+    let rules = RuleSet::defaults().unwrap().with_overrides(
+        RuleSet::from_toml(
+            r#"[[inbound]]
+            name = "In from HR"
+            connector_kinds = ["ldif"]
+            cs_object_type = "user"
+            mv_object_type = "person"
+            link_type = "join"
+            precedence = 50
+            [[inbound.join]]
+            clauses = [{ source = "immutableId", target = "sourceAnchor" }]
+            [[inbound.flows]]
+            target = "department"
+            source = "department"
+            "#,
+            "test",
+        )
+        .unwrap(),
+    );
+    let w = World::with_rules(rules).await;
+    let hr_id = w.store.ensure_connector("hr", "ldif", 1).await.unwrap();
+    let hr = SyncConnector { id: hr_id, name: "hr".into(), kind: "ldif".into(), target: false };
+    w.write(
+        &w.ad,
+        vec![ad_user(
+            1,
+            "Alice Anders",
+            "OU=Staff",
+            "alice@corp.example.com",
+            &[("department", text(&["IT"]))],
+        )],
+        &[],
+    )
+    .await;
+    let mut from_hr = ad_user(
+        1,
+        "Alice Anders",
+        "OU=Staff",
+        "alice@corp.example.com",
+        &[("department", text(&["Finance"]))],
+    );
+    from_hr.attributes = from_hr
+        .attributes
+        .iter()
+        .filter(|(n, _)| n.as_str() != "userPrincipalName")
+        .map(|(n, v)| (n.as_str().to_owned(), v.clone()))
+        .collect();
+    w.write(&hr, vec![from_hr], &[]).await;
+    let connectors = vec![w.ad.clone(), hr.clone(), w.cloud.clone()];
+    for c in [&w.ad, &hr] {
+        run_sync(&w.store, &w.rules, c, &connectors, SyncMode::Full, &SyncOptions::default(), &clock())
+            .await
+            .unwrap();
+    }
+    let ids = w.store.mv_ids().await.unwrap();
+    assert_eq!(ids.len(), 1, "HR joined the projected person");
+    let mv = w.store.mv_by_ids(&ids).await.unwrap().remove(&ids[0]).unwrap();
+    assert_eq!(mv.attributes.get("department"), Some(&text(&["Finance"])), "precedence 50 beats 100");
+    assert_eq!(mv.provenance.get("department").map(|p| p.rule.as_str()), Some("In from HR"));
+}

@@ -1,0 +1,1068 @@
+//! The metaverse: MV objects, their links to connector-space objects, the join-key indexes,
+//! pending exports and sync marks. Everything a sync run changes is written by
+//! [`Store::write_sync_batch`] in one transaction together with how far the run got, so a run
+//! killed at any point resumes from the last batch it wrote.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use syncctl_core::{AttrValues, Attributes};
+
+use crate::error::{Result, StoreError};
+use crate::{ConnectorId, RunId, Store};
+
+/// An MV object's row id.
+pub type MvId = i64;
+/// A CS object's row id.
+pub type CsId = i64;
+/// `(attribute, normalized value)` join keys.
+pub type JoinKeys = Vec<(String, String)>;
+/// The join keys of one target CS object: `(connector, cs id, keys)`.
+pub type CsJoinKeys = (ConnectorId, CsId, JoinKeys);
+
+/// A connector-space object as sync reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncCsObject {
+    /// Row id.
+    pub id: CsId,
+    /// Its connector.
+    pub connector_id: ConnectorId,
+    /// The anchor.
+    pub anchor: String,
+    /// The base64 ImmutableID, when the source has one.
+    pub immutable_id: Option<String>,
+    /// The DN as the source wrote it.
+    pub dn: String,
+    /// The DN normalized (for reference lookups).
+    pub dn_norm: String,
+    /// The object class.
+    pub object_class: String,
+    /// The attributes.
+    pub attributes: Attributes,
+    /// False for a tombstone.
+    pub present: bool,
+    /// The change sequence of its last change.
+    pub change_seq: i64,
+}
+
+/// Which rule of which connector set an MV attribute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttrProvenance {
+    /// The sync rule.
+    pub rule: String,
+    /// The connector.
+    pub connector: String,
+    /// The CS object's anchor.
+    pub anchor: String,
+    /// The rule's precedence.
+    pub precedence: u32,
+}
+
+/// One MV object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MvObject {
+    /// Row id.
+    pub id: MvId,
+    /// person, group, contact.
+    pub object_type: String,
+    /// The attributes. References hold MV ids as text.
+    pub attributes: Attributes,
+    /// Per attribute (schema spelling), who set it.
+    pub provenance: BTreeMap<String, AttrProvenance>,
+    /// When it was projected (ms).
+    pub created_at: i64,
+    /// When it last changed (ms).
+    pub changed_at: i64,
+}
+
+/// How a CS object came to be linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkHow {
+    /// It projected the MV object.
+    Projected,
+    /// A join rule linked it to an existing MV object.
+    Joined,
+    /// This engine created it in the target (its export add was confirmed by an import).
+    Provisioned,
+}
+
+impl LinkHow {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Projected => "projected",
+            Self::Joined => "joined",
+            Self::Provisioned => "provisioned",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "projected" => Some(Self::Projected),
+            "joined" => Some(Self::Joined),
+            "provisioned" => Some(Self::Provisioned),
+            _ => None,
+        }
+    }
+}
+
+/// A CS object linked to an MV object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MvLink {
+    /// The CS object.
+    pub cs_id: CsId,
+    /// The MV object.
+    pub mv_id: MvId,
+    /// The CS object's connector.
+    pub connector_id: ConnectorId,
+    /// The sync rule that linked them.
+    pub rule: String,
+    /// How.
+    pub how: LinkHow,
+    /// Why: the join group and the values that matched.
+    pub detail: String,
+    /// When (ms).
+    pub linked_at: i64,
+}
+
+/// What a pending export does to its target object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExportOperation {
+    /// Create it.
+    Add,
+    /// Change some attributes.
+    Update,
+    /// Delete it.
+    Delete,
+}
+
+impl ExportOperation {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Update => "update",
+            Self::Delete => "delete",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "add" => Some(Self::Add),
+            "update" => Some(Self::Update),
+            "delete" => Some(Self::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One attribute of a pending export: its value in the target now and the value to write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributeChange {
+    /// The target attribute.
+    pub attribute: String,
+    /// What the target holds (None: nothing).
+    pub old: Option<AttrValues>,
+    /// What it should hold (None: clear it).
+    pub new: Option<AttrValues>,
+}
+
+/// A staged change for one target object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingExport {
+    /// Row id (0 before it is written).
+    pub id: i64,
+    /// The target connector.
+    pub connector_id: ConnectorId,
+    /// The MV object it comes from (None for a delete whose MV object is gone).
+    pub mv_id: Option<MvId>,
+    /// The target CS object (None for an add).
+    pub cs_id: Option<CsId>,
+    /// Add, update or delete.
+    pub operation: ExportOperation,
+    /// The target object type.
+    pub object_type: String,
+    /// What a person recognizes: DN, UPN or name.
+    pub display: String,
+    /// The attribute changes (for a delete: empty).
+    pub changes: Vec<AttributeChange>,
+    /// The outbound rule that staged it.
+    pub rule: String,
+    /// `pending`, `exported` (awaiting confirmation by an import) or `failed`.
+    pub status: String,
+    /// Export attempts so far.
+    pub attempts: i64,
+    /// The last export error.
+    pub last_error: Option<String>,
+    /// The target's anchor of an exported add, until an import confirms it.
+    pub created_anchor: Option<String>,
+    /// When it was first staged (ms).
+    pub created_at: i64,
+    /// When it last changed (ms).
+    pub updated_at: i64,
+}
+
+impl PendingExport {
+    /// The key that identifies its target object within the connector.
+    pub fn target_key(&self) -> String {
+        match (self.cs_id, self.mv_id) {
+            (Some(cs), _) => format!("cs:{cs}"),
+            (None, Some(mv)) => format!("mv:{mv}"),
+            (None, None) => format!("id:{}", self.id),
+        }
+    }
+}
+
+/// Where a connector's sync left off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncMark {
+    /// Every CS change up to this sequence is synchronized.
+    pub change_seq: i64,
+    /// The effective rules it was synchronized with.
+    pub rules_fingerprint: String,
+    /// The last full sync (ms).
+    pub full_sync_at: Option<i64>,
+    /// The last delta sync (ms).
+    pub delta_sync_at: Option<i64>,
+}
+
+/// An MV object to insert or replace, with the values join rules find it by.
+#[derive(Clone, Debug)]
+pub struct MvWrite {
+    /// The object.
+    pub object: MvObject,
+    /// `(attribute, normalized value)` pairs.
+    pub join_keys: Vec<(String, String)>,
+}
+
+/// Everything one sync batch changes, written in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct SyncBatch {
+    /// MV objects inserted or replaced.
+    pub mv_writes: Vec<MvWrite>,
+    /// MV objects deleted (their links and join keys go with them).
+    pub mv_deletes: Vec<MvId>,
+    /// Links created or replaced.
+    pub link_writes: Vec<MvLink>,
+    /// Links removed, by CS object.
+    pub link_deletes: Vec<CsId>,
+    /// Pending exports staged or replaced (by connector and target key).
+    pub pending_writes: Vec<PendingExport>,
+    /// Pending exports withdrawn, by connector and target key.
+    pub pending_deletes: Vec<(ConnectorId, String)>,
+    /// Target CS objects whose join keys are replaced: `(connector, cs id, pairs)`.
+    pub cs_join_keys: Vec<CsJoinKeys>,
+    /// How far each connector's sync got, written with the batch.
+    pub marks: Vec<(ConnectorId, i64)>,
+    /// Per-object errors of the run.
+    pub errors: Vec<crate::RunError>,
+    /// The run's counters for this batch.
+    pub counts: crate::RunCounts,
+}
+
+const SELECT_CS: &str = "SELECT id, connector_id, anchor, immutable_id, dn, dn_norm, object_class, attributes, \
+     state, change_seq FROM cs_objects ";
+
+fn corrupt(table: &'static str, key: impl ToString, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { table, key: key.to_string(), detail: detail.to_string() }
+}
+
+fn cs_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SyncCsObject> {
+    let get = |e| StoreError::query("read connector space", e);
+    let id: i64 = row.try_get("id").map_err(get)?;
+    let json: String = row.try_get("attributes").map_err(get)?;
+    let attributes: Attributes = serde_json::from_str(&json)
+        .map_err(|e| corrupt("cs_objects", id, format!("attributes are not valid JSON: {e}")))?;
+    let state: String = row.try_get("state").map_err(get)?;
+    Ok(SyncCsObject {
+        id,
+        connector_id: row.try_get("connector_id").map_err(get)?,
+        anchor: row.try_get("anchor").map_err(get)?,
+        immutable_id: row.try_get("immutable_id").map_err(get)?,
+        dn: row.try_get("dn").map_err(get)?,
+        dn_norm: row.try_get("dn_norm").map_err(get)?,
+        object_class: row.try_get("object_class").map_err(get)?,
+        attributes,
+        present: state == "present",
+        change_seq: row.try_get("change_seq").map_err(get)?,
+    })
+}
+
+fn mv_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<MvObject> {
+    let get = |e| StoreError::query("read metaverse", e);
+    let id: i64 = row.try_get("id").map_err(get)?;
+    let json: String = row.try_get("attributes").map_err(get)?;
+    let attributes: Attributes = serde_json::from_str(&json)
+        .map_err(|e| corrupt("mv_objects", id, format!("attributes are not valid JSON: {e}")))?;
+    let prov: String = row.try_get("provenance").map_err(get)?;
+    let provenance = serde_json::from_str(&prov)
+        .map_err(|e| corrupt("mv_objects", id, format!("provenance is not valid JSON: {e}")))?;
+    Ok(MvObject {
+        id,
+        object_type: row.try_get("object_type").map_err(get)?,
+        attributes,
+        provenance,
+        created_at: row.try_get("created_at").map_err(get)?,
+        changed_at: row.try_get("changed_at").map_err(get)?,
+    })
+}
+
+fn link_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<MvLink> {
+    let get = |e| StoreError::query("read links", e);
+    let cs_id: i64 = row.try_get("cs_id").map_err(get)?;
+    let how: String = row.try_get("how").map_err(get)?;
+    Ok(MvLink {
+        cs_id,
+        mv_id: row.try_get("mv_id").map_err(get)?,
+        connector_id: row.try_get("connector_id").map_err(get)?,
+        rule: row.try_get("rule").map_err(get)?,
+        how: LinkHow::parse(&how).ok_or_else(|| corrupt("mv_links", cs_id, format!("link kind `{how}`")))?,
+        detail: row.try_get("detail").map_err(get)?,
+        linked_at: row.try_get("linked_at").map_err(get)?,
+    })
+}
+
+fn pending_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PendingExport> {
+    let get = |e| StoreError::query("read pending exports", e);
+    let id: i64 = row.try_get("id").map_err(get)?;
+    let op: String = row.try_get("operation").map_err(get)?;
+    let changes: String = row.try_get("changes").map_err(get)?;
+    Ok(PendingExport {
+        id,
+        connector_id: row.try_get("connector_id").map_err(get)?,
+        mv_id: row.try_get("mv_id").map_err(get)?,
+        cs_id: row.try_get("cs_id").map_err(get)?,
+        operation: ExportOperation::parse(&op)
+            .ok_or_else(|| corrupt("pending_exports", id, format!("operation `{op}`")))?,
+        object_type: row.try_get("object_type").map_err(get)?,
+        display: row.try_get("display").map_err(get)?,
+        changes: serde_json::from_str(&changes)
+            .map_err(|e| corrupt("pending_exports", id, format!("changes are not valid JSON: {e}")))?,
+        rule: row.try_get("rule").map_err(get)?,
+        status: row.try_get("status").map_err(get)?,
+        attempts: row.try_get("attempts").map_err(get)?,
+        last_error: row.try_get("last_error").map_err(get)?,
+        created_anchor: row.try_get("created_anchor").map_err(get)?,
+        created_at: row.try_get("created_at").map_err(get)?,
+        updated_at: row.try_get("updated_at").map_err(get)?,
+    })
+}
+
+/// A JSON array of the items, for `IN (SELECT value FROM json_each(?))`.
+fn json_list<T: Serialize>(items: &[T]) -> Result<String> {
+    serde_json::to_string(items).map_err(|e| corrupt("(query)", "", e))
+}
+
+impl Store {
+    /// Where a connector's sync left off, if it ever ran.
+    pub async fn sync_mark(&self, connector: ConnectorId) -> Result<Option<SyncMark>> {
+        let row = sqlx::query(
+            "SELECT change_seq, rules_fingerprint, full_sync_at, delta_sync_at FROM sync_marks WHERE connector_id = ?",
+        )
+        .bind(connector)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read sync mark", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e| StoreError::query("read sync mark", e);
+        Ok(Some(SyncMark {
+            change_seq: row.try_get(0).map_err(get)?,
+            rules_fingerprint: row.try_get(1).map_err(get)?,
+            full_sync_at: row.try_get(2).map_err(get)?,
+            delta_sync_at: row.try_get(3).map_err(get)?,
+        }))
+    }
+
+    /// Records that a connector's sync completed up to `change_seq` with these rules.
+    pub async fn complete_sync(
+        &self,
+        connector: ConnectorId,
+        change_seq: i64,
+        rules_fingerprint: &str,
+        full: bool,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sync_marks (connector_id, change_seq, rules_fingerprint, full_sync_at, delta_sync_at) \
+             VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?5 END, CASE WHEN ?4 THEN NULL ELSE ?5 END) \
+             ON CONFLICT (connector_id) DO UPDATE SET change_seq = ?2, rules_fingerprint = ?3, \
+             full_sync_at = CASE WHEN ?4 THEN ?5 ELSE full_sync_at END, \
+             delta_sync_at = CASE WHEN ?4 THEN delta_sync_at ELSE ?5 END",
+        )
+        .bind(connector)
+        .bind(change_seq)
+        .bind(rules_fingerprint)
+        .bind(full)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("write sync mark", e))?;
+        Ok(())
+    }
+
+    /// The highest change sequence of a connector's space (0 when empty).
+    pub async fn cs_top_seq(&self, connector: ConnectorId) -> Result<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(change_seq), 0) FROM cs_objects WHERE connector_id = ?")
+            .bind(connector)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read connector space", e))
+    }
+
+    /// Up to `limit` CS objects of a connector changed after `after_seq`, tombstones included,
+    /// in change order.
+    pub async fn cs_changed_since(
+        &self,
+        connector: ConnectorId,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SyncCsObject>> {
+        let sql =
+            format!("{SELECT_CS} WHERE connector_id = ? AND change_seq > ? ORDER BY change_seq LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(connector)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read connector space", e))?;
+        rows.iter().map(cs_from_row).collect()
+    }
+
+    /// CS objects by row id.
+    pub async fn cs_by_ids(&self, ids: &[CsId]) -> Result<HashMap<CsId, SyncCsObject>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(5000) {
+            let sql = format!("{SELECT_CS} WHERE id IN (SELECT value FROM json_each(?))");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(json_list(chunk)?)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("read connector space", e))?;
+            for row in &rows {
+                let o = cs_from_row(row)?;
+                out.insert(o.id, o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The present CS objects of a connector with these normalized DNs: dn_norm -> id.
+    pub async fn cs_ids_by_dn(&self, connector: ConnectorId, dns: &[&str]) -> Result<HashMap<String, CsId>> {
+        let mut out = HashMap::with_capacity(dns.len());
+        for chunk in dns.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT dn_norm, id FROM cs_objects WHERE connector_id = ? AND state = 'present' \
+                 AND dn_norm IN (SELECT value FROM json_each(?))",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read connector space", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read connector space", e);
+                out.insert(row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The present CS objects of a connector with these anchors: anchor -> id.
+    pub async fn cs_ids_by_anchor(
+        &self,
+        connector: ConnectorId,
+        anchors: &[&str],
+    ) -> Result<HashMap<String, CsId>> {
+        let mut out = HashMap::with_capacity(anchors.len());
+        for chunk in anchors.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT anchor, id FROM cs_objects WHERE connector_id = ? AND state = 'present' \
+                 AND anchor IN (SELECT value FROM json_each(?))",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read connector space", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read connector space", e);
+                out.insert(row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Normalized DNs of the groups (of the same connector) that list this DN in a reference
+    /// attribute, for ISMEMBEROF.
+    pub async fn cs_member_of(&self, connector: ConnectorId, dn_norm: &str) -> Result<Vec<String>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT o.dn_norm FROM cs_references r JOIN cs_objects o \
+             ON o.connector_id = r.connector_id AND o.anchor = r.anchor \
+             WHERE r.connector_id = ? AND r.target_dn_norm = ? AND o.state = 'present' ORDER BY o.dn_norm",
+        )
+        .bind(connector)
+        .bind(dn_norm)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read references", e))?;
+        Ok(rows)
+    }
+
+    /// The present CS objects of a connector that refer to this DN (groups listing it as a
+    /// member, objects naming it as manager).
+    pub async fn cs_referrer_ids(&self, connector: ConnectorId, dn_norm: &str) -> Result<Vec<CsId>> {
+        sqlx::query_scalar(
+            "SELECT o.id FROM cs_references r JOIN cs_objects o \
+             ON o.connector_id = r.connector_id AND o.anchor = r.anchor \
+             WHERE r.connector_id = ? AND r.target_dn_norm = ? AND o.state = 'present' ORDER BY o.id",
+        )
+        .bind(connector)
+        .bind(dn_norm)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read references", e))
+    }
+
+    /// The links of these CS objects.
+    pub async fn links_by_cs(&self, ids: &[CsId]) -> Result<HashMap<CsId, MvLink>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(5000) {
+            let rows = sqlx::query("SELECT * FROM mv_links WHERE cs_id IN (SELECT value FROM json_each(?))")
+                .bind(json_list(chunk)?)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("read links", e))?;
+            for row in &rows {
+                let l = link_from_row(row)?;
+                out.insert(l.cs_id, l);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The links of these MV objects, ordered by MV object and connector.
+    pub async fn links_by_mv(&self, ids: &[MvId]) -> Result<Vec<MvLink>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT * FROM mv_links WHERE mv_id IN (SELECT value FROM json_each(?)) ORDER BY mv_id, connector_id",
+            )
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read links", e))?;
+            for row in &rows {
+                out.push(link_from_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// MV objects by id.
+    pub async fn mv_by_ids(&self, ids: &[MvId]) -> Result<HashMap<MvId, MvObject>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(5000) {
+            let rows = sqlx::query("SELECT * FROM mv_objects WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json_list(chunk)?)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("read metaverse", e))?;
+            for row in &rows {
+                let o = mv_from_row(row)?;
+                out.insert(o.id, o);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every MV object id, in order (a full sync's outbound pass, `syncctl show`).
+    pub async fn mv_ids(&self) -> Result<Vec<MvId>> {
+        sqlx::query_scalar("SELECT id FROM mv_objects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read metaverse", e))
+    }
+
+    /// Number of MV objects.
+    pub async fn mv_count(&self) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM mv_objects")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read metaverse", e))
+    }
+
+    /// MV objects whose join key `attribute` has `value` (normalized by the caller).
+    pub async fn mv_join_candidates(&self, attribute: &str, value: &str) -> Result<Vec<MvId>> {
+        sqlx::query_scalar("SELECT mv_id FROM mv_join_keys WHERE attribute = ? AND value = ? ORDER BY mv_id")
+            .bind(attribute)
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read join keys", e))
+    }
+
+    /// Target CS objects whose join key `attribute` has `value`.
+    pub async fn cs_join_candidates(
+        &self,
+        connector: ConnectorId,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<CsId>> {
+        sqlx::query_scalar(
+            "SELECT cs_id FROM cs_join_keys WHERE connector_id = ? AND attribute = ? AND value = ? ORDER BY cs_id",
+        )
+        .bind(connector)
+        .bind(attribute)
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read join keys", e))
+    }
+
+    /// How far the join keys of a connector's space are maintained, and for which attributes.
+    pub async fn cs_join_mark(&self, connector: ConnectorId) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT change_seq, fingerprint FROM cs_join_marks WHERE connector_id = ?")
+            .bind(connector)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read join marks", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e| StoreError::query("read join marks", e);
+        Ok(Some((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?)))
+    }
+
+    /// Replaces join keys of some CS objects of a connector and moves its join mark, in one
+    /// transaction. `rebuild` first drops every key of the connector (another attribute set).
+    pub async fn write_cs_join_keys(
+        &self,
+        connector: ConnectorId,
+        keys: &[(CsId, Vec<(String, String)>)],
+        rebuild: bool,
+        mark: i64,
+        fingerprint: &str,
+    ) -> Result<()> {
+        let q = |e| StoreError::query("write join keys", e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        if rebuild {
+            sqlx::query("DELETE FROM cs_join_keys WHERE connector_id = ?")
+                .bind(connector)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+        }
+        let batch: Vec<CsJoinKeys> = keys.iter().map(|(id, k)| (connector, *id, k.clone())).collect();
+        write_cs_keys(&mut tx, &batch).await?;
+        sqlx::query(
+            "INSERT INTO cs_join_marks (connector_id, change_seq, fingerprint) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (connector_id) DO UPDATE SET change_seq = ?2, fingerprint = ?3",
+        )
+        .bind(connector)
+        .bind(mark)
+        .bind(fingerprint)
+        .execute(&mut *tx)
+        .await
+        .map_err(q)?;
+        tx.commit().await.map_err(q)
+    }
+
+    /// Reserves `n` new MV ids (gaps after a crash are harmless).
+    pub async fn allocate_mv_ids(&self, n: i64) -> Result<MvId> {
+        let q = |e| StoreError::query("allocate metaverse ids", e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO counters (name, value) SELECT 'mv_id', COALESCE(MAX(id), 0) FROM mv_objects",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(q)?;
+        let top: i64 =
+            sqlx::query_scalar("UPDATE counters SET value = value + ? WHERE name = 'mv_id' RETURNING value")
+                .bind(n)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(q)?;
+        tx.commit().await.map_err(q)?;
+        Ok(top - n + 1)
+    }
+
+    /// The pending exports of a connector for these MV objects and target CS objects.
+    pub async fn pending_for_targets(
+        &self,
+        connector: ConnectorId,
+        keys: &[String],
+    ) -> Result<HashMap<String, PendingExport>> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT * FROM pending_exports WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read pending exports", e))?;
+            for row in &rows {
+                let p = pending_from_row(row)?;
+                out.insert(p.target_key(), p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every pending export, or those of one connector, by connector, operation and display.
+    pub async fn pending_exports(&self, connector: Option<ConnectorId>) -> Result<Vec<PendingExport>> {
+        let rows = sqlx::query(
+            "SELECT * FROM pending_exports WHERE ?1 IS NULL OR connector_id = ?1 \
+             ORDER BY connector_id, CASE operation WHEN 'add' THEN 0 WHEN 'update' THEN 1 ELSE 2 END, display, id",
+        )
+        .bind(connector)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read pending exports", e))?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    /// The pending exports that concern one MV object (for `syncctl show`).
+    pub async fn pending_for_mv(&self, mv: MvId) -> Result<Vec<PendingExport>> {
+        let rows = sqlx::query("SELECT * FROM pending_exports WHERE mv_id = ? ORDER BY connector_id, id")
+            .bind(mv)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read pending exports", e))?;
+        rows.iter().map(pending_from_row).collect()
+    }
+
+    /// Writes one sync batch in one transaction.
+    pub async fn write_sync_batch(&self, run: RunId, batch: &SyncBatch, now: i64) -> Result<()> {
+        let q = |e| StoreError::query("write sync batch", e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        // Deletes first: a link removed here may be re-made below (a re-join).
+        for cs in &batch.link_deletes {
+            sqlx::query("DELETE FROM mv_links WHERE cs_id = ?")
+                .bind(cs)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+        }
+        for (connector, key) in &batch.pending_deletes {
+            sqlx::query("DELETE FROM pending_exports WHERE connector_id = ? AND target_key = ?")
+                .bind(connector)
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+        }
+        for mv in &batch.mv_deletes {
+            sqlx::query("DELETE FROM mv_links WHERE mv_id = ?")
+                .bind(mv)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+            sqlx::query("DELETE FROM mv_join_keys WHERE mv_id = ?")
+                .bind(mv)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+            sqlx::query("DELETE FROM mv_objects WHERE id = ?").bind(mv).execute(&mut *tx).await.map_err(q)?;
+        }
+        let mut writes: Vec<&MvWrite> = batch.mv_writes.iter().collect();
+        writes.sort_by_key(|w| w.object.id);
+        for w in writes {
+            let o = &w.object;
+            let (hash, json) = attributes_hash(&o.attributes)?;
+            let prov = serde_json::to_string(&o.provenance).map_err(|e| corrupt("mv_objects", o.id, e))?;
+            sqlx::query(
+                "INSERT INTO mv_objects (id, object_type, attributes, provenance, content_hash, created_at, changed_at, last_run_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET object_type = ?2, \
+                 attributes = ?3, provenance = ?4, content_hash = ?5, changed_at = ?7, last_run_id = ?8",
+            )
+            .bind(o.id)
+            .bind(&o.object_type)
+            .bind(json)
+            .bind(prov)
+            .bind(hash.to_vec())
+            .bind(o.created_at)
+            .bind(o.changed_at)
+            .bind(run)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+            sqlx::query("DELETE FROM mv_join_keys WHERE mv_id = ?")
+                .bind(o.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+            for (attribute, value) in &w.join_keys {
+                sqlx::query("INSERT OR IGNORE INTO mv_join_keys (attribute, value, mv_id) VALUES (?, ?, ?)")
+                    .bind(attribute)
+                    .bind(value)
+                    .bind(o.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
+            }
+        }
+        for l in &batch.link_writes {
+            sqlx::query(
+                "INSERT INTO mv_links (cs_id, mv_id, connector_id, rule, how, detail, linked_at, run_id) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (cs_id) DO UPDATE SET mv_id = ?2, \
+                 connector_id = ?3, rule = ?4, how = ?5, detail = ?6, linked_at = ?7, run_id = ?8",
+            )
+            .bind(l.cs_id)
+            .bind(l.mv_id)
+            .bind(l.connector_id)
+            .bind(&l.rule)
+            .bind(l.how.as_str())
+            .bind(&l.detail)
+            .bind(l.linked_at)
+            .bind(run)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        }
+        for p in &batch.pending_writes {
+            let changes =
+                serde_json::to_string(&p.changes).map_err(|e| corrupt("pending_exports", p.id, e))?;
+            sqlx::query(
+                "INSERT INTO pending_exports (connector_id, target_key, mv_id, cs_id, operation, object_type, display, \
+                 changes, rule, status, attempts, last_error, created_anchor, created_run, updated_run, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?15, ?13, ?13, ?14, ?14) \
+                 ON CONFLICT (connector_id, target_key) DO UPDATE SET mv_id = ?3, cs_id = ?4, operation = ?5, \
+                 object_type = ?6, display = ?7, changes = ?8, rule = ?9, status = ?10, attempts = ?11, \
+                 last_error = ?12, created_anchor = ?15, updated_run = ?13, updated_at = ?14",
+            )
+            .bind(p.connector_id)
+            .bind(p.target_key())
+            .bind(p.mv_id)
+            .bind(p.cs_id)
+            .bind(p.operation.as_str())
+            .bind(&p.object_type)
+            .bind(&p.display)
+            .bind(changes)
+            .bind(&p.rule)
+            .bind(&p.status)
+            .bind(p.attempts)
+            .bind(&p.last_error)
+            .bind(run)
+            .bind(now)
+            .bind(&p.created_anchor)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        }
+        write_cs_keys(&mut tx, &batch.cs_join_keys).await?;
+        for e in &batch.errors {
+            crate::runs::insert_error(&mut tx, run, e, now).await?;
+        }
+        crate::runs::add_counts(&mut tx, run, &batch.counts).await?;
+        for (connector, seq) in &batch.marks {
+            sqlx::query(
+                "INSERT INTO sync_marks (connector_id, change_seq, rules_fingerprint) VALUES (?1, ?2, '') \
+                 ON CONFLICT (connector_id) DO UPDATE SET change_seq = MAX(change_seq, ?2)",
+            )
+            .bind(connector)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        }
+        tx.commit().await.map_err(q)
+    }
+
+    /// Forgets a connector's sync mark (a full sync starts from the beginning).
+    pub async fn reset_sync_mark(&self, connector: ConnectorId) -> Result<()> {
+        sqlx::query("UPDATE sync_marks SET change_seq = 0 WHERE connector_id = ?")
+            .bind(connector)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("write sync mark", e))?;
+        Ok(())
+    }
+}
+
+async fn write_cs_keys(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, keys: &[CsJoinKeys]) -> Result<()> {
+    let q = |e| StoreError::query("write join keys", e);
+    for (connector, cs, pairs) in keys {
+        sqlx::query("DELETE FROM cs_join_keys WHERE cs_id = ?")
+            .bind(cs)
+            .execute(&mut **tx)
+            .await
+            .map_err(q)?;
+        for (attribute, value) in pairs {
+            sqlx::query("INSERT OR IGNORE INTO cs_join_keys (connector_id, attribute, value, cs_id) VALUES (?, ?, ?, ?)")
+                .bind(connector)
+                .bind(attribute)
+                .bind(value)
+                .bind(cs)
+                .execute(&mut **tx)
+                .await
+                .map_err(q)?;
+        }
+    }
+    Ok(())
+}
+
+/// The content hash and JSON of MV attributes (the same serialization as the connector space).
+fn attributes_hash(attributes: &Attributes) -> Result<([u8; 32], String)> {
+    let json = serde_json::to_string(attributes).map_err(|e| corrupt("mv_objects", "", e))?;
+    Ok((*blake3::hash(json.as_bytes()).as_bytes(), json))
+}
+
+/// The result of exporting one pending export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportResultRow {
+    /// The pending export.
+    pub id: i64,
+    /// `exported` or `failed`.
+    pub status: String,
+    /// The error, for a failure.
+    pub error: Option<String>,
+    /// The anchor of a created object.
+    pub created_anchor: Option<String>,
+}
+
+/// A deletion-threshold approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportApproval {
+    /// The token.
+    pub token: String,
+    /// The connector whose deletes it releases.
+    pub connector_id: ConnectorId,
+    /// The target keys of the deletes it releases, sorted.
+    pub deletes: Vec<String>,
+    /// When it was used, if it was.
+    pub used_at: Option<i64>,
+}
+
+impl Store {
+    /// Records export results (and the run's errors and counters) in one transaction.
+    pub async fn record_export_results(
+        &self,
+        run: RunId,
+        results: &[ExportResultRow],
+        errors: &[crate::RunError],
+        counts: &crate::RunCounts,
+        now: i64,
+    ) -> Result<()> {
+        let q = |e| StoreError::query("record export results", e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        for r in results {
+            sqlx::query(
+                "UPDATE pending_exports SET status = ?, attempts = attempts + 1, last_error = ?, \
+                 created_anchor = COALESCE(?, created_anchor), updated_run = ?, updated_at = ? WHERE id = ?",
+            )
+            .bind(&r.status)
+            .bind(&r.error)
+            .bind(&r.created_anchor)
+            .bind(run)
+            .bind(now)
+            .bind(r.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+        }
+        for e in errors {
+            crate::runs::insert_error(&mut tx, run, e, now).await?;
+        }
+        crate::runs::add_counts(&mut tx, run, counts).await?;
+        tx.commit().await.map_err(q)
+    }
+
+    /// Stores a new approval for a held set of deletes.
+    pub async fn create_approval(
+        &self,
+        token: &str,
+        connector: ConnectorId,
+        deletes: &[String],
+        run: RunId,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO export_approvals (token, connector_id, deletes, created_at, created_run) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(token)
+        .bind(connector)
+        .bind(json_list(deletes)?)
+        .bind(now)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("write approval", e))?;
+        Ok(())
+    }
+
+    /// The approval with this token.
+    pub async fn approval(&self, token: &str) -> Result<Option<ExportApproval>> {
+        let row =
+            sqlx::query("SELECT token, connector_id, deletes, used_at FROM export_approvals WHERE token = ?")
+                .bind(token)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| StoreError::query("read approval", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e| StoreError::query("read approval", e);
+        let deletes: String = row.try_get(2).map_err(get)?;
+        Ok(Some(ExportApproval {
+            token: row.try_get(0).map_err(get)?,
+            connector_id: row.try_get(1).map_err(get)?,
+            deletes: serde_json::from_str(&deletes).map_err(|e| corrupt("export_approvals", token, e))?,
+            used_at: row.try_get(3).map_err(get)?,
+        }))
+    }
+
+    /// Marks an approval used; false when it already was (two runs racing for one token).
+    pub async fn use_approval(&self, token: &str, run: RunId, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE export_approvals SET used_at = ?, used_run = ? WHERE token = ? AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(run)
+        .bind(token)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("use approval", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Withdraws the pending exports of a connector's deleted CS objects (their delete is
+    /// confirmed) and returns how many.
+    pub async fn confirm_deletes(&self, connector: ConnectorId, cs_ids: &[CsId]) -> Result<u64> {
+        let keys: Vec<String> = cs_ids.iter().map(|c| format!("cs:{c}")).collect();
+        let done = sqlx::query(
+            "DELETE FROM pending_exports WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
+        )
+        .bind(connector)
+        .bind(json_list(&keys)?)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("confirm deletes", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// The link of an MV object to a connector, with the linked CS object's anchor.
+    pub async fn target_anchors(
+        &self,
+        connector: ConnectorId,
+        mv_ids: &[MvId],
+    ) -> Result<HashMap<MvId, String>> {
+        let mut out = HashMap::new();
+        for chunk in mv_ids.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT l.mv_id, o.anchor FROM mv_links l JOIN cs_objects o ON o.id = l.cs_id \
+                 WHERE l.connector_id = ? AND o.state = 'present' AND l.mv_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read links", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read links", e);
+                out.insert(row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?);
+            }
+        }
+        Ok(out)
+    }
+}
