@@ -10,3 +10,4 @@ mod faults;
 mod html_report;
 mod ldif;
 mod openldap;
+mod sync;

@@ -8,8 +8,9 @@
 //! orders the exports so that referenced objects come first (a topological order of the
 //! reference graph; cycles are reported and their references deferred), resolves metaverse
 //! references to the target's anchors, hands the connector chunks of items, and records a
-//! result per pending export. An export stays until an import confirms it: an exported add is
-//! never sent twice, an exported update is sent again until the target shows the values.
+//! result per pending export. An export stays until an import confirms it: an exported add or
+//! delete is never sent twice, an exported update is sent again until the target shows the
+//! values.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -115,12 +116,14 @@ pub async fn run_export(
             approval_token: None,
             notes: Vec::new(),
         };
-        // An exported add waits for the import that confirms it; everything else goes.
+        // An exported add or delete waits for the import that confirms it (sending it again
+        // would create the object twice, or delete what is already gone); updates go again
+        // until an import shows their values.
         let pending: Vec<PendingExport> = store
             .pending_exports(Some(target.id))
             .await?
             .into_iter()
-            .filter(|p| !(p.operation == ExportOperation::Add && p.status == "exported"))
+            .filter(|p| !(p.operation != ExportOperation::Update && p.status == "exported"))
             .collect();
         let deletes: Vec<&PendingExport> =
             pending.iter().filter(|p| p.operation == ExportOperation::Delete).collect();
@@ -207,8 +210,26 @@ pub async fn run_export(
         let mut position = 0;
         let ordered: Vec<&PendingExport> = order.iter().filter_map(|i| pending.get(*i)).collect();
         let mut errors: Vec<RunError> = Vec::new();
-        for chunk in ordered.chunks(options.chunk.max(1)) {
-            position += chunk.len();
+        while position < ordered.len() {
+            // A chunk ends before an item that refers to an object added in the same chunk:
+            // the add must be done (and its anchor known) first.
+            let mut chunk: Vec<&PendingExport> = Vec::new();
+            let mut added: BTreeSet<MvId> = BTreeSet::new();
+            while let Some(p) = ordered.get(position) {
+                if chunk.len() >= options.chunk.max(1)
+                    || (!chunk.is_empty() && references(p).iter().any(|m| added.contains(m)))
+                {
+                    break;
+                }
+                if p.operation == ExportOperation::Add
+                    && let Some(mv) = p.mv_id
+                {
+                    added.insert(mv);
+                }
+                chunk.push(p);
+                position += 1;
+            }
+            let chunk = chunk.as_slice();
             let mut items = Vec::with_capacity(chunk.len());
             let mut deferred_refs = 0;
             for p in chunk {

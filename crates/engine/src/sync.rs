@@ -128,7 +128,18 @@ pub struct SyncReport {
     pub notes: Vec<String>,
 }
 
+/// Told after each batch a sync run writes.
+pub trait SyncProgress: Send + Sync {
+    /// `processed` connector-space objects are synchronized so far, of about `total`.
+    fn advance(&self, processed: u64, total: u64);
+}
+
+impl SyncProgress for crate::NoProgress {
+    fn advance(&self, _processed: u64, _total: u64) {}
+}
+
 /// Runs a sync of `source`. `connectors` lists every configured connector (targets included).
+#[allow(clippy::too_many_arguments)]
 pub async fn run_sync(
     store: &Store,
     rules: &RuleSet,
@@ -137,6 +148,7 @@ pub async fn run_sync(
     mode: SyncMode,
     options: &SyncOptions,
     clock: &dyn Clock,
+    progress: &dyn SyncProgress,
 ) -> Result<SyncReport> {
     let span = info_span!("sync", connector = %source.name, kind = %source.kind);
     async {
@@ -160,13 +172,14 @@ pub async fn run_sync(
         let now = clock.now_ms();
         let run = store.start_run(&profile.to_string(), Some(source.id), &source.name, now).await?;
         info!(run, profile = %profile, "sync started");
-        let mut sync = Sync::new(store, rules, source, connectors, options, clock);
+        let mut sync = SyncRun::new(store, rules, source, connectors, options, clock);
         sync.refresh_target_keys().await?;
         let mut seq = match profile {
             SyncMode::Full => 0,
             SyncMode::Delta => mark.as_ref().map_or(0, |m| m.change_seq),
         };
         let top = store.cs_top_seq(source.id).await?;
+        let total = u64::try_from(store.cs_count_since(source.id, seq).await?).unwrap_or(0);
         let mut status = "success";
         while seq < top {
             let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
@@ -178,6 +191,7 @@ pub async fn run_sync(
             store.write_sync_batch(run, &batch, clock.now_ms()).await?;
             sync.reset_overlay();
             seq = last;
+            progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
             if sync.counts.errors >= options.error_limit {
                 status = "stopped-error-limit";
                 notes.push(format!(
@@ -243,7 +257,7 @@ struct Contribution {
 }
 
 /// A sync run in progress, with the batch's in-memory overlay over the store.
-struct Sync<'a> {
+struct SyncRun<'a> {
     store: &'a Store,
     rules: &'a RuleSet,
     source: &'a SyncConnector,
@@ -266,10 +280,12 @@ struct Sync<'a> {
     /// Target links of MV objects deleted in this batch (to deprovision).
     deleted_links: HashMap<MvId, Vec<MvLink>>,
     free_ids: Vec<MvId>,
+    /// MV objects to compare with their targets again (a referenced object joined).
+    redo: BTreeSet<MvId>,
     out: SyncBatch,
 }
 
-impl<'a> Sync<'a> {
+impl<'a> SyncRun<'a> {
     fn new(
         store: &'a Store,
         rules: &'a RuleSet,
@@ -321,6 +337,7 @@ impl<'a> Sync<'a> {
             dirty: BTreeSet::new(),
             deleted_links: HashMap::new(),
             free_ids: Vec::new(),
+            redo: BTreeSet::new(),
             out: SyncBatch::default(),
         }
     }
@@ -512,9 +529,17 @@ impl<'a> Sync<'a> {
         let deleted: Vec<MvId> = self.deleted_links.keys().copied().collect();
         let mut outbound: BTreeSet<MvId> = dirty.into_iter().collect();
         outbound.extend(deleted);
-        for mv in outbound {
-            for t in self.connectors.iter().filter(|c| c.target) {
-                self.outbound(mv, t).await?;
+        // A target object joined here may be what another object's references name: those
+        // are compared again once every join of the batch is made.
+        for _round in 0..3 {
+            for mv in std::mem::take(&mut outbound) {
+                for t in self.connectors.iter().filter(|c| c.target) {
+                    self.outbound(mv, t).await?;
+                }
+            }
+            outbound = std::mem::take(&mut self.redo);
+            if outbound.is_empty() {
+                break;
             }
         }
         Ok(())
@@ -741,12 +766,27 @@ impl<'a> Sync<'a> {
     /// Objects that refer to a newly linked object (groups listing it, reports naming it as
     /// manager) are recomputed, so their references now resolve.
     async fn referrers_dirty(&mut self, object: &SyncCsObject) -> Result<()> {
-        for cs in self.store.cs_referrer_ids(object.connector_id, &object.dn_norm).await? {
-            if let Some(link) = self.link_of_cs(cs).await? {
-                self.dirty.insert(link.mv_id);
-            }
+        for mv in self.referrers(object).await? {
+            self.dirty.insert(mv);
         }
         Ok(())
+    }
+
+    /// The MV objects linked to objects of the same connector that refer to `object`, by DN or
+    /// (targets that refer by id) by anchor.
+    async fn referrers(&mut self, object: &SyncCsObject) -> Result<BTreeSet<MvId>> {
+        let mut ids = self.store.cs_referrer_ids(object.connector_id, &object.dn_norm).await?;
+        let anchor = object.anchor.to_lowercase();
+        if anchor != object.dn_norm {
+            ids.extend(self.store.cs_referrer_ids(object.connector_id, &anchor).await?);
+        }
+        let mut out = BTreeSet::new();
+        for cs in ids {
+            if let Some(link) = self.link_of_cs(cs).await? {
+                out.insert(link.mv_id);
+            }
+        }
+        Ok(out)
     }
 
     /// Removes a link; a metaverse object left without any source connector goes too.
@@ -1195,6 +1235,8 @@ impl<'a> Sync<'a> {
                             };
                             self.add_link(new_link.clone()).await?;
                             self.counts.joined += 1;
+                            let referrers = self.referrers(one).await?;
+                            self.redo.extend(referrers.into_iter().filter(|r| *r != mv));
                             self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
                             link = Some(new_link);
                             break 'rules;

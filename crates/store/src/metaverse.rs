@@ -410,6 +410,16 @@ impl Store {
             .map_err(|e| StoreError::query("read connector space", e))
     }
 
+    /// How many CS objects of a connector changed after `after_seq`.
+    pub async fn cs_count_since(&self, connector: ConnectorId, after_seq: i64) -> Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM cs_objects WHERE connector_id = ? AND change_seq > ?")
+            .bind(connector)
+            .bind(after_seq)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read connector space", e))
+    }
+
     /// Up to `limit` CS objects of a connector changed after `after_seq`, tombstones included,
     /// in change order.
     pub async fn cs_changed_since(

@@ -152,3 +152,14 @@ impl ImportProgress for Progress {
         }
     }
 }
+
+impl syncctl_engine::SyncProgress for Progress {
+    fn advance(&self, processed: u64, total: u64) {
+        if let Some(bar) = &self.bar {
+            let secs = self.start.elapsed().as_secs_f64();
+            let rate = if secs > 0.0 { processed as f64 / secs } else { 0.0 };
+            bar.set_position(processed);
+            bar.set_message(format!("{rate:.0} objects/s, of {total}"));
+        }
+    }
+}

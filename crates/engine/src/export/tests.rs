@@ -197,8 +197,11 @@ async fn referenced_objects_are_exported_first_and_references_become_target_anch
     ])
     .await;
     let mut rec = Recorder::default();
-    let report = w.export(&mut rec, &ExportOptions { chunk: 1, ..ExportOptions::default() }).await;
+    // One chunk would hold all three: it is cut before the group, whose members need the
+    // users' new anchors.
+    let report = w.export(&mut rec, &ExportOptions::default()).await;
     assert_eq!((report.status.as_str(), report.counts.adds), ("success", 3), "{report:?}");
+    assert_eq!(*rec.calls.lock().unwrap(), 2);
     let items = rec.items.lock().unwrap().clone();
     let kinds: Vec<&str> = items.iter().map(|i| i.object_type.as_str()).collect();
     assert_eq!(kinds, ["user", "user", "group"], "members after both members");

@@ -66,9 +66,18 @@ impl World {
 
     async fn sync(&self, connector: &SyncConnector, mode: SyncMode) -> SyncReport {
         let options = SyncOptions { batch_size: 2, ..SyncOptions::default() };
-        run_sync(&self.store, &self.rules, connector, &self.connectors(), mode, &options, &clock())
-            .await
-            .unwrap()
+        run_sync(
+            &self.store,
+            &self.rules,
+            connector,
+            &self.connectors(),
+            mode,
+            &options,
+            &clock(),
+            &crate::NoProgress,
+        )
+        .await
+        .unwrap()
     }
 
     async fn cycle(&self) -> (SyncReport, SyncReport) {
@@ -371,6 +380,7 @@ async fn delta_sync_touches_only_what_changed_and_a_rule_change_forces_a_full_sy
         SyncMode::Delta,
         &SyncOptions::default(),
         &clock(),
+        &crate::NoProgress,
     )
     .await
     .unwrap();
@@ -430,9 +440,18 @@ async fn precedence_decides_an_attribute_between_two_sources() {
     w.write(&hr, vec![from_hr], &[]).await;
     let connectors = vec![w.ad.clone(), hr.clone(), w.cloud.clone()];
     for c in [&w.ad, &hr] {
-        run_sync(&w.store, &w.rules, c, &connectors, SyncMode::Full, &SyncOptions::default(), &clock())
-            .await
-            .unwrap();
+        run_sync(
+            &w.store,
+            &w.rules,
+            c,
+            &connectors,
+            SyncMode::Full,
+            &SyncOptions::default(),
+            &clock(),
+            &crate::NoProgress,
+        )
+        .await
+        .unwrap();
     }
     let ids = w.store.mv_ids().await.unwrap();
     assert_eq!(ids.len(), 1, "HR joined the projected person");

@@ -12,6 +12,7 @@ use syncctl_store::Store;
 use crate::cli::SyncArgs;
 use crate::config::Plan;
 use crate::exit::{CmdResult, Code, Failure};
+use crate::logging::Progress;
 use crate::output;
 
 /// The effective sync rules: the defaults, with the user's rule file over them.
@@ -64,7 +65,10 @@ pub async fn run(plan: &Plan, args: &SyncArgs, json: bool) -> CmdResult {
     let mut reports = Vec::new();
     let mut code = Code::Success;
     for c in connectors.iter().filter(|c| args.connectors.is_empty() || args.connectors.contains(&c.name)) {
-        let report = run_sync(&store, &rules, c, &connectors, mode, &options, &SystemClock).await?;
+        let progress = Progress::new(!json, &format!("{mode} of {}", c.name));
+        let report = run_sync(&store, &rules, c, &connectors, mode, &options, &SystemClock, &progress).await;
+        progress.finish();
+        let report = report?;
         let this = Code::for_run_status(&report.status);
         if this.status() > code.status() {
             code = this;
