@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # syncctl demo: a real Samba AD DC on loopback, the sample objects of examples/ad-sample.ldif,
-# a full import, a delta import, run history, one object as the connector space holds it, and
-# the readiness report (syncctl assess) of the same directory against a sample tenant.
+# a full import, a delta import, a sync into the metaverse, run history, one object as the
+# connector space and the metaverse hold it, and the readiness report (syncctl assess) of the
+# same directory against a sample tenant.
 #
 # Usage: ./demo.sh            (as root, on Debian 12; idempotent, run it as often as you like)
 #
@@ -211,10 +212,19 @@ title: $title
 EOF
 import_run --connector corp-ad --delta
 
+step "Sync: the connector space into the metaverse (join on the ImmutableID, else project), rules from schema/sync-rules.toml"
+sync_rc=0
+syncctl sync || sync_rc=$?
+case $sync_rc in
+    0) ;;
+    1) log "the sync completed with per-object errors (syncctl runs --errors RUN_ID lists them)" ;;
+    *) die "syncctl sync failed with exit code $sync_rc" ;;
+esac
+
 step "Run history"
 syncctl runs --limit 5
 
-step "One object as the connector space holds it"
+step "One object: as the connector space holds it, and its metaverse object explained"
 syncctl show "$ALICE_DN"
 
 step "Readiness report: the same directory against a sample tenant (examples/tenant.json)"
@@ -232,7 +242,8 @@ Done. Try it yourself:
     export SYNCCTL_CONFIG=$CONFIG
     $BIN runs --json
     $BIN show 'CN=Bob Brown,$USERS_DN'
-    $BIN import --connector corp-ad --delta
+    $BIN import --connector corp-ad --delta && $BIN sync
+    $BIN export --preview
     $BIN assess --rules
 The readiness report is in $DEMO_DIR/assess.html (one self-contained page), with the findings
 in IdFix's CSV columns ($DEMO_DIR/assess.csv) and the suggested fixes as LDIF for review

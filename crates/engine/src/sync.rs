@@ -282,6 +282,14 @@ struct SyncRun<'a> {
     free_ids: Vec<MvId>,
     /// MV objects to compare with their targets again (a referenced object joined).
     redo: BTreeSet<MvId>,
+    /// Unique target values claimed in this run: (target, attribute, lower-case value) -> MV.
+    claimed: HashMap<(ConnectorId, String, String), MvId>,
+    /// True when a rule's scope needs group memberships.
+    uses_member_of: bool,
+    /// MV join candidates prefetched for the batch: (key attribute, value) -> MV ids.
+    join_cache: HashMap<(String, String), Vec<MvId>>,
+    /// Objects of the source newly linked in this batch: what refers to them is recomputed.
+    newly_linked: Vec<(String, String)>,
     out: SyncBatch,
 }
 
@@ -314,6 +322,7 @@ impl<'a> SyncRun<'a> {
                     }
                 }
             }
+            keys.extend(UNIQUE_ATTRIBUTES.iter().map(|a| ((*a).to_owned(), true)));
             keys.sort();
             keys.dedup();
             target_keys.insert(t.id, keys);
@@ -338,11 +347,17 @@ impl<'a> SyncRun<'a> {
             deleted_links: HashMap::new(),
             free_ids: Vec::new(),
             redo: BTreeSet::new(),
+            claimed: HashMap::new(),
+            uses_member_of: rules.inbound.iter().any(|r| r.scope.uses_member_of())
+                || rules.outbound.iter().any(|r| r.scope.uses_member_of()),
+            newly_linked: Vec::new(),
+            join_cache: HashMap::new(),
             out: SyncBatch::default(),
         }
     }
 
     fn reset_overlay(&mut self) {
+        self.join_cache.clear();
         self.cs.clear();
         self.links_cs.clear();
         self.links_mv.clear();
@@ -370,6 +385,12 @@ impl<'a> SyncRun<'a> {
 
     fn connector(&self, id: ConnectorId) -> Option<&'a SyncConnector> {
         self.connectors.iter().find(|c| c.id == id)
+    }
+
+    fn error_at(&mut self, anchor: Option<String>, dn: Option<String>, kind: &str, message: String) {
+        warn!(kind, anchor = anchor.as_deref(), "{message}");
+        self.counts.errors += 1;
+        self.out.errors.push(RunError { anchor, dn, kind: kind.to_owned(), message });
     }
 
     fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
@@ -414,6 +435,19 @@ impl<'a> SyncRun<'a> {
         Ok(())
     }
 
+    /// Loads the links of these CS objects that the overlay does not know yet, in one query.
+    async fn load_links(&mut self, ids: &[CsId]) -> Result<()> {
+        let missing: Vec<CsId> = ids.iter().copied().filter(|c| !self.links_cs.contains_key(c)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut found = self.store.links_by_cs(&missing).await?;
+        for cs in missing {
+            self.links_cs.insert(cs, found.remove(&cs));
+        }
+        Ok(())
+    }
+
     async fn link_of_cs(&mut self, cs: CsId) -> Result<Option<MvLink>> {
         if let Some(l) = self.links_cs.get(&cs) {
             return Ok(l.clone());
@@ -446,6 +480,84 @@ impl<'a> SyncRun<'a> {
         }
         self.links_mv.insert(mv, found.clone());
         Ok(found)
+    }
+
+    /// Loads, in a few queries, the MV objects, their links and the linked CS objects that the
+    /// rest of the batch will read one by one.
+    async fn prefetch(&mut self, ids: impl IntoIterator<Item = MvId>) -> Result<()> {
+        let ids: Vec<MvId> = ids
+            .into_iter()
+            .filter(|id| !self.mv.contains_key(id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut objects = self.store.mv_by_ids(&ids).await?;
+        let mut by_mv: HashMap<MvId, Vec<MvLink>> = HashMap::new();
+        for l in self.store.links_by_mv(&ids).await? {
+            by_mv.entry(l.mv_id).or_default().push(l);
+        }
+        let mut cs_ids = Vec::new();
+        for id in &ids {
+            self.mv.insert(*id, objects.remove(id));
+            if self.links_mv.contains_key(id) {
+                continue;
+            }
+            let mut found: Vec<MvLink> = Vec::new();
+            for l in by_mv.remove(id).unwrap_or_default() {
+                match self.links_cs.get(&l.cs_id) {
+                    None => {
+                        self.links_cs.insert(l.cs_id, Some(l.clone()));
+                        found.push(l);
+                    }
+                    Some(Some(current)) if current.mv_id == *id => found.push(current.clone()),
+                    Some(_) => {}
+                }
+            }
+            for l in self.links_cs.values().flatten() {
+                if l.mv_id == *id && !found.iter().any(|f| f.cs_id == l.cs_id) {
+                    found.push(l.clone());
+                }
+            }
+            cs_ids.extend(found.iter().map(|l| l.cs_id).filter(|c| !self.cs.contains_key(c)));
+            self.links_mv.insert(*id, found);
+        }
+        for (id, o) in self.store.cs_by_ids(&cs_ids).await? {
+            self.cs.insert(id, o);
+        }
+        Ok(())
+    }
+
+    /// The join candidates every unlinked object of the batch will look up, in one query per
+    /// join attribute (an expression that fails here fails again, with its error, in `inbound`).
+    async fn prefetch_join_candidates(&mut self, objects: &[SyncCsObject]) -> Result<()> {
+        let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for o in objects.iter().filter(|o| o.present && matches!(self.links_cs.get(&o.id), Some(None))) {
+            let view = CsView { object: o, member_of: Vec::new() };
+            for rule in self.rules.inbound_for(&self.source.kind, &self.source.name, &o.object_class) {
+                for group in &rule.join {
+                    if let Ok(Some(lookups)) = group.source_values(&view) {
+                        for (attribute, values, ci) in lookups {
+                            wanted.entry(key_attribute(&attribute, ci)).or_default().extend(values);
+                        }
+                    }
+                }
+            }
+        }
+        for (key, values) in wanted {
+            let values: Vec<String> = values.into_iter().collect();
+            let mut found: HashMap<String, Vec<MvId>> =
+                values.iter().map(|v| (v.clone(), Vec::new())).collect();
+            for (value, id) in self.store.mv_join_candidates_many(&key, &values).await? {
+                found.entry(value).or_default().push(id);
+            }
+            for (value, ids) in found {
+                self.join_cache.insert((key.clone(), value), ids);
+            }
+        }
+        Ok(())
     }
 
     async fn mv_object(&mut self, mv: MvId) -> Result<Option<MvObject>> {
@@ -491,7 +603,11 @@ impl<'a> SyncRun<'a> {
         Ok(())
     }
 
+    /// The groups listing `object`, read only when a rule's scope asks (ISMEMBEROF).
     async fn member_of(&self, object: &SyncCsObject) -> Result<Vec<String>> {
+        if !self.uses_member_of {
+            return Ok(Vec::new());
+        }
         Ok(self.store.cs_member_of(object.connector_id, &object.dn_norm).await?)
     }
 
@@ -513,6 +629,9 @@ impl<'a> SyncRun<'a> {
         for o in &objects {
             self.cs.insert(o.id, o.clone());
         }
+        let linked: Vec<MvId> = self.links_cs.values().flatten().map(|l| l.mv_id).collect();
+        self.prefetch(linked).await?;
+        self.prefetch_join_candidates(&objects).await?;
         for o in objects {
             self.counts.processed += 1;
             if let Err(e) = self.inbound(&o).await {
@@ -522,7 +641,21 @@ impl<'a> SyncRun<'a> {
                 break;
             }
         }
+        let linked = std::mem::take(&mut self.newly_linked);
+        if !linked.is_empty() {
+            let mut keys: Vec<String> = linked.into_iter().flat_map(|(dn, anchor)| [dn, anchor]).collect();
+            keys.sort();
+            keys.dedup();
+            let referrers = self.store.cs_referrer_ids_many(self.source.id, &keys).await?;
+            self.load_links(&referrers).await?;
+            for cs in referrers {
+                if let Some(link) = self.link_of_cs(cs).await? {
+                    self.dirty.insert(link.mv_id);
+                }
+            }
+        }
         let dirty: Vec<MvId> = std::mem::take(&mut self.dirty).into_iter().collect();
+        self.prefetch(dirty.iter().copied()).await?;
         for mv in &dirty {
             self.recompute(*mv).await?;
         }
@@ -614,9 +747,12 @@ impl<'a> SyncRun<'a> {
                     let key = key_attribute(attribute, *ci);
                     let mut found = BTreeSet::new();
                     for v in values {
-                        for id in self.store.mv_join_candidates(&key, v).await? {
-                            found.insert(id);
-                        }
+                        let cached = self.join_cache.get(&(key.clone(), v.clone())).cloned();
+                        let ids = match cached {
+                            Some(ids) => ids,
+                            None => self.store.mv_join_candidates(&key, v).await?,
+                        };
+                        found.extend(ids);
                         if let Some(ids) = self.new_keys.get(&(key.clone(), v.clone())) {
                             found.extend(ids.iter().copied());
                         }
@@ -753,7 +889,7 @@ impl<'a> SyncRun<'a> {
             connector_id: self.source.id,
             rule: rule.name.clone(),
             how: LinkHow::Projected,
-            detail: format!("projected by `{}`: no join group found one metaverse object", rule.name),
+            detail: "no join group found exactly one metaverse object".to_owned(),
             linked_at: now,
         })
         .await?;
@@ -766,9 +902,8 @@ impl<'a> SyncRun<'a> {
     /// Objects that refer to a newly linked object (groups listing it, reports naming it as
     /// manager) are recomputed, so their references now resolve.
     async fn referrers_dirty(&mut self, object: &SyncCsObject) -> Result<()> {
-        for mv in self.referrers(object).await? {
-            self.dirty.insert(mv);
-        }
+        // Looked up once for the whole batch (see `batch`).
+        self.newly_linked.push((object.dn_norm.clone(), object.anchor.to_lowercase()));
         Ok(())
     }
 
@@ -826,6 +961,7 @@ impl<'a> SyncRun<'a> {
             .collect();
         let refs: Vec<&str> = norms.iter().map(String::as_str).collect();
         let ids = self.store.cs_ids_by_dn(connector, &refs).await?;
+        self.load_links(&ids.values().copied().collect::<Vec<_>>()).await?;
         let mut out = Vec::new();
         for n in &norms {
             let Some(cs) = ids.get(n) else { continue };
@@ -939,6 +1075,28 @@ impl<'a> SyncRun<'a> {
             }
         }
         attributes.normalize();
+        // The sourceAnchor (ImmutableID) of an object is for life: a change is refused.
+        if let Some(before) = object.attributes.get(SOURCE_ANCHOR)
+            && attributes.get(SOURCE_ANCHOR) != Some(before)
+        {
+            let after = attributes.get(SOURCE_ANCHOR).map(|v| v.display_values().join(", "));
+            let from = provenance.get(SOURCE_ANCHOR).map(|p| (p.connector.clone(), p.anchor.clone()));
+            let message = format!(
+                "metaverse object {mv} ({}): its sourceAnchor would change from {} to {}{}; the ImmutableID of a \
+                 synchronized object never changes, so the old value is kept (an object moved between forests keeps \
+                 its anchor in mS-DS-ConsistencyGuid)",
+                display_of(&object),
+                before.display_values().join(", "),
+                after.as_deref().unwrap_or("nothing"),
+                from.as_ref().map(|(c, a)| format!(" (from {c}, anchor {a})")).unwrap_or_default()
+            );
+            self.error_at(from.map(|(_, a)| a), None, "anchor-changed", message);
+            attributes.insert(SOURCE_ANCHOR, before.clone());
+            match object.provenance.get(SOURCE_ANCHOR) {
+                Some(p) => provenance.insert(SOURCE_ANCHOR.to_owned(), p.clone()),
+                None => provenance.remove(SOURCE_ANCHOR),
+            };
+        }
         let mut old = object.attributes.clone();
         old.normalize();
         if old == attributes && object.provenance == provenance && !is_new {
@@ -1045,6 +1203,8 @@ impl<'a> SyncRun<'a> {
                         .store
                         .cs_ids_by_anchor(target.id, &refs.iter().map(String::as_str).collect::<Vec<_>>())
                         .await?;
+                    let all: Vec<CsId> = by_dn.values().chain(by_anchor.values()).copied().collect();
+                    self.load_links(&all).await?;
                     for (raw, norm) in refs.iter().zip(&norms) {
                         let cs = by_dn.get(norm).or_else(|| by_anchor.get(raw)).copied();
                         let link = match cs {
@@ -1060,6 +1220,65 @@ impl<'a> SyncRun<'a> {
             out.insert(name.as_str(), mapped);
         }
         Ok(out)
+    }
+
+    /// True (and an error recorded) when an add or update would give the target a unique value
+    /// that another target object holds, or that another object claimed earlier in this run.
+    async fn unique_conflict(
+        &mut self,
+        target: &SyncConnector,
+        object: &MvObject,
+        own: Option<CsId>,
+        changes: &[AttributeChange],
+    ) -> Result<bool> {
+        let mut conflicts = Vec::new();
+        let mut claims = Vec::new();
+        for c in changes {
+            let Some(attribute) = UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute))
+            else {
+                continue;
+            };
+            let Some(values) = &c.new else { continue };
+            for v in key_texts(values, true) {
+                let key = key_attribute(attribute, true);
+                for cs in self.store.cs_join_candidates(target.id, &key, &v).await? {
+                    if Some(cs) == own {
+                        continue;
+                    }
+                    // Held by the target object of this same MV object (joined in this batch).
+                    let holder = self.link_of_cs(cs).await?;
+                    if holder.as_ref().is_some_and(|l| l.mv_id == object.id) {
+                        continue;
+                    }
+                    if let Some(o) = self.cs_object(cs).await?.filter(|o| o.present) {
+                        conflicts.push(format!("{attribute} {v} is held by {} in `{}`", o.dn, target.name));
+                    }
+                }
+                let claim = (target.id, attribute.to_string(), v.clone());
+                match self.claimed.get(&claim) {
+                    Some(other) if *other != object.id => conflicts.push(format!(
+                        "{attribute} {v} is already claimed by metaverse object {other} for `{}`",
+                        target.name
+                    )),
+                    _ => claims.push(claim),
+                }
+            }
+        }
+        if conflicts.is_empty() {
+            for c in claims {
+                self.claimed.insert(c, object.id);
+            }
+            return Ok(false);
+        }
+        conflicts.sort();
+        conflicts.dedup();
+        self.error_at(
+            object.attributes.get(SOURCE_ANCHOR).and_then(|v| v.display_values().into_iter().next()),
+            Some(display_of(object)),
+            "AttributeValueMustBeUnique",
+            format!("{}: {}; not exported", display_of(object), conflicts.join("; ")),
+        );
+        Ok(true)
     }
 
     fn stage(&mut self, export: PendingExport, existing: Option<&PendingExport>) {
@@ -1275,6 +1494,9 @@ impl<'a> SyncRun<'a> {
                         v.map(|new| AttributeChange { attribute, old: None, new: Some(new) })
                     })
                     .collect();
+                if self.unique_conflict(target, &object, None, &changes).await? {
+                    return Ok(());
+                }
                 let now = self.clock.now_ms();
                 let export = PendingExport {
                     id: 0,
@@ -1317,6 +1539,8 @@ impl<'a> SyncRun<'a> {
                 }
                 if changes.is_empty() {
                     self.withdraw(target.id, cs_key.clone(), existing.contains_key(&cs_key));
+                } else if self.unique_conflict(target, &object, Some(l.cs_id), &changes).await? {
+                    return Ok(());
                 } else {
                     let now = self.clock.now_ms();
                     let export = PendingExport {
@@ -1344,6 +1568,13 @@ impl<'a> SyncRun<'a> {
         Ok(())
     }
 }
+
+/// The sourceAnchor: the ImmutableID the metaverse keeps for an object's life.
+const SOURCE_ANCHOR: &str = "sourceAnchor";
+
+/// Target attributes whose values are unique across a target directory (Entra ID refuses a
+/// second holder: AttributeValueMustBeUnique). Compared case-insensitively.
+const UNIQUE_ATTRIBUTES: [&str; 3] = ["userPrincipalName", "onPremisesImmutableId", "proxyAddresses"];
 
 /// Whether a rule's connector selector takes this connector.
 fn applies(selector: &syncctl_core::rules::ConnectorSelector, c: &SyncConnector) -> bool {

@@ -463,7 +463,8 @@ impl Store {
         let mut out = HashMap::with_capacity(dns.len());
         for chunk in dns.chunks(5000) {
             let rows = sqlx::query(
-                "SELECT dn_norm, id FROM cs_objects WHERE connector_id = ? AND state = 'present' \
+                // `+connector_id`: the DN index, not the connector's whole range.
+                "SELECT dn_norm, id FROM cs_objects WHERE +connector_id = ? AND state = 'present' \
                  AND dn_norm IN (SELECT value FROM json_each(?))",
             )
             .bind(connector)
@@ -533,6 +534,29 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreError::query("read references", e))
+    }
+
+    /// The present CS objects of a connector that refer to any of these normalized DNs or
+    /// lower-cased anchors.
+    pub async fn cs_referrer_ids_many(&self, connector: ConnectorId, keys: &[String]) -> Result<Vec<CsId>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(5000) {
+            let ids: Vec<CsId> = sqlx::query_scalar(
+                "SELECT DISTINCT o.id FROM cs_references r JOIN cs_objects o \
+                 ON o.connector_id = r.connector_id AND o.anchor = r.anchor \
+                 WHERE r.connector_id = ? AND r.target_dn_norm IN (SELECT value FROM json_each(?)) \
+                 AND o.state = 'present' ORDER BY o.id",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read references", e))?;
+            out.extend(ids);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// The links of these CS objects.
@@ -611,6 +635,30 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| StoreError::query("read join keys", e))
+    }
+
+    /// MV objects whose join key `attribute` has any of `values`: `(value, mv id)` pairs.
+    pub async fn mv_join_candidates_many(
+        &self,
+        attribute: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, MvId)>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT value, mv_id FROM mv_join_keys WHERE attribute = ? AND value IN (SELECT value FROM json_each(?))",
+            )
+            .bind(attribute)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read join keys", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read join keys", e);
+                out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
+            }
+        }
+        Ok(out)
     }
 
     /// Target CS objects whose join key `attribute` has `value`.
@@ -744,18 +792,18 @@ impl Store {
         rows.iter().map(pending_from_row).collect()
     }
 
-    /// Writes one sync batch in one transaction.
+    /// Writes one sync batch in one transaction, in multi-row statements (a batch costs a few
+    /// statements, not one per object).
     pub async fn write_sync_batch(&self, run: RunId, batch: &SyncBatch, now: i64) -> Result<()> {
         let q = |e| StoreError::query("write sync batch", e);
         let mut tx = self.pool.begin().await.map_err(q)?;
         // Deletes first: a link removed here may be re-made below (a re-join).
-        for cs in &batch.link_deletes {
-            sqlx::query("DELETE FROM mv_links WHERE cs_id = ?")
-                .bind(cs)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-        }
+        delete_in(
+            &mut tx,
+            "DELETE FROM mv_links WHERE cs_id IN (SELECT value FROM json_each(?))",
+            &batch.link_deletes,
+        )
+        .await?;
         for (connector, key) in &batch.pending_deletes {
             sqlx::query("DELETE FROM pending_exports WHERE connector_id = ? AND target_key = ?")
                 .bind(connector)
@@ -764,103 +812,130 @@ impl Store {
                 .await
                 .map_err(q)?;
         }
-        for mv in &batch.mv_deletes {
-            sqlx::query("DELETE FROM mv_links WHERE mv_id = ?")
-                .bind(mv)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-            sqlx::query("DELETE FROM mv_join_keys WHERE mv_id = ?")
-                .bind(mv)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-            sqlx::query("DELETE FROM mv_objects WHERE id = ?").bind(mv).execute(&mut *tx).await.map_err(q)?;
+        if !batch.mv_deletes.is_empty() {
+            for sql in [
+                "DELETE FROM mv_links WHERE mv_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM mv_join_keys WHERE mv_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM mv_objects WHERE id IN (SELECT value FROM json_each(?))",
+            ] {
+                delete_in(&mut tx, sql, &batch.mv_deletes).await?;
+            }
         }
         let mut writes: Vec<&MvWrite> = batch.mv_writes.iter().collect();
         writes.sort_by_key(|w| w.object.id);
-        for w in writes {
+        let mut rows = Vec::with_capacity(writes.len());
+        for w in &writes {
             let o = &w.object;
             let (hash, json) = attributes_hash(&o.attributes)?;
             let prov = serde_json::to_string(&o.provenance).map_err(|e| corrupt("mv_objects", o.id, e))?;
-            sqlx::query(
-                "INSERT INTO mv_objects (id, object_type, attributes, provenance, content_hash, created_at, changed_at, last_run_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO UPDATE SET object_type = ?2, \
-                 attributes = ?3, provenance = ?4, content_hash = ?5, changed_at = ?7, last_run_id = ?8",
-            )
-            .bind(o.id)
-            .bind(&o.object_type)
-            .bind(json)
-            .bind(prov)
-            .bind(hash.to_vec())
-            .bind(o.created_at)
-            .bind(o.changed_at)
-            .bind(run)
-            .execute(&mut *tx)
-            .await
-            .map_err(q)?;
-            sqlx::query("DELETE FROM mv_join_keys WHERE mv_id = ?")
-                .bind(o.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
-            for (attribute, value) in &w.join_keys {
-                sqlx::query("INSERT OR IGNORE INTO mv_join_keys (attribute, value, mv_id) VALUES (?, ?, ?)")
-                    .bind(attribute)
-                    .bind(value)
+            rows.push((o, hash, json, prov));
+        }
+        for chunk in rows.chunks(1000) {
+            let mut sql = String::from(
+                "INSERT INTO mv_objects (id, object_type, attributes, provenance, content_hash, created_at, changed_at, last_run_id) VALUES ",
+            );
+            push_tuples(&mut sql, chunk.len(), 8);
+            sql.push_str(
+                " ON CONFLICT (id) DO UPDATE SET object_type = excluded.object_type, attributes = excluded.attributes, \
+                 provenance = excluded.provenance, content_hash = excluded.content_hash, changed_at = excluded.changed_at, \
+                 last_run_id = excluded.last_run_id",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (o, hash, json, prov) in chunk {
+                query = query
                     .bind(o.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q)?;
+                    .bind(&o.object_type)
+                    .bind(json)
+                    .bind(prov)
+                    .bind(hash.to_vec())
+                    .bind(o.created_at)
+                    .bind(o.changed_at)
+                    .bind(run);
             }
+            query.execute(&mut *tx).await.map_err(q)?;
         }
-        for l in &batch.link_writes {
-            sqlx::query(
-                "INSERT INTO mv_links (cs_id, mv_id, connector_id, rule, how, detail, linked_at, run_id) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (cs_id) DO UPDATE SET mv_id = ?2, \
-                 connector_id = ?3, rule = ?4, how = ?5, detail = ?6, linked_at = ?7, run_id = ?8",
-            )
-            .bind(l.cs_id)
-            .bind(l.mv_id)
-            .bind(l.connector_id)
-            .bind(&l.rule)
-            .bind(l.how.as_str())
-            .bind(&l.detail)
-            .bind(l.linked_at)
-            .bind(run)
-            .execute(&mut *tx)
-            .await
-            .map_err(q)?;
+        let written: Vec<MvId> = writes.iter().map(|w| w.object.id).collect();
+        delete_in(
+            &mut tx,
+            "DELETE FROM mv_join_keys WHERE mv_id IN (SELECT value FROM json_each(?))",
+            &written,
+        )
+        .await?;
+        let keys: Vec<(&str, &str, MvId)> = writes
+            .iter()
+            .flat_map(|w| w.join_keys.iter().map(|(a, v)| (a.as_str(), v.as_str(), w.object.id)))
+            .collect();
+        for chunk in keys.chunks(3000) {
+            let mut sql =
+                String::from("INSERT OR IGNORE INTO mv_join_keys (attribute, value, mv_id) VALUES ");
+            push_tuples(&mut sql, chunk.len(), 3);
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (a, v, id) in chunk {
+                query = query.bind(*a).bind(*v).bind(*id);
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
         }
-        for p in &batch.pending_writes {
-            let changes =
-                serde_json::to_string(&p.changes).map_err(|e| corrupt("pending_exports", p.id, e))?;
-            sqlx::query(
+        for chunk in batch.link_writes.chunks(1000) {
+            let mut sql = String::from(
+                "INSERT INTO mv_links (cs_id, mv_id, connector_id, rule, how, detail, linked_at, run_id) VALUES ",
+            );
+            push_tuples(&mut sql, chunk.len(), 8);
+            sql.push_str(
+                " ON CONFLICT (cs_id) DO UPDATE SET mv_id = excluded.mv_id, connector_id = excluded.connector_id, \
+                 rule = excluded.rule, how = excluded.how, detail = excluded.detail, linked_at = excluded.linked_at, \
+                 run_id = excluded.run_id",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for l in chunk {
+                query = query
+                    .bind(l.cs_id)
+                    .bind(l.mv_id)
+                    .bind(l.connector_id)
+                    .bind(&l.rule)
+                    .bind(l.how.as_str())
+                    .bind(&l.detail)
+                    .bind(l.linked_at)
+                    .bind(run);
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
+        }
+        for chunk in batch.pending_writes.chunks(1000) {
+            let mut sql = String::from(
                 "INSERT INTO pending_exports (connector_id, target_key, mv_id, cs_id, operation, object_type, display, \
-                 changes, rule, status, attempts, last_error, created_anchor, created_run, updated_run, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?15, ?13, ?13, ?14, ?14) \
-                 ON CONFLICT (connector_id, target_key) DO UPDATE SET mv_id = ?3, cs_id = ?4, operation = ?5, \
-                 object_type = ?6, display = ?7, changes = ?8, rule = ?9, status = ?10, attempts = ?11, \
-                 last_error = ?12, created_anchor = ?15, updated_run = ?13, updated_at = ?14",
-            )
-            .bind(p.connector_id)
-            .bind(p.target_key())
-            .bind(p.mv_id)
-            .bind(p.cs_id)
-            .bind(p.operation.as_str())
-            .bind(&p.object_type)
-            .bind(&p.display)
-            .bind(changes)
-            .bind(&p.rule)
-            .bind(&p.status)
-            .bind(p.attempts)
-            .bind(&p.last_error)
-            .bind(run)
-            .bind(now)
-            .bind(&p.created_anchor)
-            .execute(&mut *tx)
-            .await
-            .map_err(q)?;
+                 changes, rule, status, attempts, last_error, created_anchor, created_run, updated_run, created_at, updated_at) VALUES ",
+            );
+            push_tuples(&mut sql, chunk.len(), 17);
+            sql.push_str(
+                " ON CONFLICT (connector_id, target_key) DO UPDATE SET mv_id = excluded.mv_id, cs_id = excluded.cs_id, \
+                 operation = excluded.operation, object_type = excluded.object_type, display = excluded.display, \
+                 changes = excluded.changes, rule = excluded.rule, status = excluded.status, attempts = excluded.attempts, \
+                 last_error = excluded.last_error, created_anchor = excluded.created_anchor, \
+                 updated_run = excluded.updated_run, updated_at = excluded.updated_at",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for p in chunk {
+                let changes =
+                    serde_json::to_string(&p.changes).map_err(|e| corrupt("pending_exports", p.id, e))?;
+                query = query
+                    .bind(p.connector_id)
+                    .bind(p.target_key())
+                    .bind(p.mv_id)
+                    .bind(p.cs_id)
+                    .bind(p.operation.as_str())
+                    .bind(&p.object_type)
+                    .bind(&p.display)
+                    .bind(changes)
+                    .bind(&p.rule)
+                    .bind(&p.status)
+                    .bind(p.attempts)
+                    .bind(&p.last_error)
+                    .bind(&p.created_anchor)
+                    .bind(run)
+                    .bind(run)
+                    .bind(now)
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await.map_err(q)?;
         }
         write_cs_keys(&mut tx, &batch.cs_join_keys).await?;
         for e in &batch.errors {
@@ -894,22 +969,49 @@ impl Store {
 
 async fn write_cs_keys(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, keys: &[CsJoinKeys]) -> Result<()> {
     let q = |e| StoreError::query("write join keys", e);
-    for (connector, cs, pairs) in keys {
-        sqlx::query("DELETE FROM cs_join_keys WHERE cs_id = ?")
-            .bind(cs)
+    let ids: Vec<CsId> = keys.iter().map(|(_, cs, _)| *cs).collect();
+    delete_in(tx, "DELETE FROM cs_join_keys WHERE cs_id IN (SELECT value FROM json_each(?))", &ids).await?;
+    let rows: Vec<(ConnectorId, &str, &str, CsId)> = keys
+        .iter()
+        .flat_map(|(c, cs, pairs)| pairs.iter().map(move |(a, v)| (*c, a.as_str(), v.as_str(), *cs)))
+        .collect();
+    for chunk in rows.chunks(2000) {
+        let mut sql = String::from(
+            "INSERT OR IGNORE INTO cs_join_keys (connector_id, attribute, value, cs_id) VALUES ",
+        );
+        push_tuples(&mut sql, chunk.len(), 4);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (c, a, v, cs) in chunk {
+            query = query.bind(*c).bind(*a).bind(*v).bind(*cs);
+        }
+        query.execute(&mut **tx).await.map_err(q)?;
+    }
+    Ok(())
+}
+
+/// `(?,?,...),(?,?,...)...`: `rows` tuples of `width` parameters.
+fn push_tuples(sql: &mut String, rows: usize, width: usize) {
+    let tuple = format!("({})", vec!["?"; width].join(","));
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&tuple);
+    }
+}
+
+/// Runs a `... IN (SELECT value FROM json_each(?))` statement over the ids, in chunks.
+async fn delete_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    sql: &'static str,
+    ids: &[i64],
+) -> Result<()> {
+    for chunk in ids.chunks(10_000) {
+        sqlx::query(sql)
+            .bind(json_list(chunk)?)
             .execute(&mut **tx)
             .await
-            .map_err(q)?;
-        for (attribute, value) in pairs {
-            sqlx::query("INSERT OR IGNORE INTO cs_join_keys (connector_id, attribute, value, cs_id) VALUES (?, ?, ?, ?)")
-                .bind(connector)
-                .bind(attribute)
-                .bind(value)
-                .bind(cs)
-                .execute(&mut **tx)
-                .await
-                .map_err(q)?;
-        }
+            .map_err(|e| StoreError::query("write sync batch", e))?;
     }
     Ok(())
 }

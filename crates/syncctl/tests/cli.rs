@@ -318,3 +318,91 @@ fn assess_of_an_unreachable_directory_exits_5_naming_the_source_and_endpoint() {
     assert!(!err.contains("not-a-real-password"), "the password leaked: {err}");
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
 }
+
+/// A config with the shipped LDIF sample as its only connector.
+fn sample_env(extra: &str) -> Env {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    Env::new(&format!(
+        "[store]\npath = \"sync.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldif\"\npath = \"{}\"\n{extra}",
+        root.join("examples/corp-export.ldif").display()
+    ))
+}
+
+#[test]
+fn sync_projects_the_sample_and_show_explains_an_object() {
+    let env = sample_env("");
+    let out = env.cmd().args(["import", "--connector", "corp", "--full"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = env.cmd().args(["--json", "sync"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &json["runs"][0];
+    assert_eq!(run["profile"], "full-sync", "the first delta sync runs as a full sync: {run}");
+    // Six users and two groups.
+    assert_eq!(run["counts"]["projected"], 8, "{run}");
+    // A second sync has nothing to do.
+    let out = env.cmd().args(["sync", "--delta"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let summary = text(&out.stdout);
+    assert!(summary.starts_with("delta-sync of `corp`: success"), "{summary}");
+    assert!(summary.contains("0 read, 0 projected"), "{summary}");
+
+    let out =
+        env.cmd().args(["show", "CN=Alice Anders,CN=Users,DC=corp,DC=example,DC=com"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("metaverse object"), "{shown}");
+    assert!(shown.contains("projected by `In from AD - User Join`"), "{shown}");
+    assert!(shown.contains("<- `In from AD - User Join`, corp, 100"), "{shown}");
+    assert!(shown.contains("pending exports: none"), "{shown}");
+    let out = env
+        .cmd()
+        .args(["--json", "show", "CN=Sync Group,CN=Users,DC=corp,DC=example,DC=com"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mv = &json[0]["metaverse"];
+    assert_eq!(mv["object_type"], "group");
+    let members = mv["attributes"]["member"]["values"].as_array().unwrap();
+    assert!(!members.is_empty() && members.iter().all(|m| m.as_str().unwrap().starts_with("mv:")), "{mv}");
+}
+
+#[test]
+fn export_needs_a_target_and_the_preview_lists_nothing_pending() {
+    let env = sample_env("");
+    let out = env.cmd().args(["export", "--preview"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "no pending exports\n");
+    let out = env.cmd().args(["export", "--preview", "--csv", "-"]).output().unwrap();
+    assert_eq!(text(&out.stdout), "connector,object,operation,attribute,old,new\n");
+    let out = env.cmd().args(["export"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("no configured connector takes exports"), "{}", text(&out.stderr));
+    let out = env.cmd().args(["export", "--preview", "--approve-deletes", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "--approve-deletes conflicts with --preview");
+}
+
+#[test]
+fn sync_usage_and_rule_errors_exit_3_naming_the_problem() {
+    let env = sample_env("");
+    let out = env.cmd().args(["sync", "--connector", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("no connector named `nope`"), "{}", text(&out.stderr));
+    let out = env.cmd().args(["sync", "--full", "--delta"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+
+    let env = sample_env("\n[sync]\nrules = \"my-rules.toml\"\n");
+    std::fs::write(
+        env.path("my-rules.toml"),
+        "[[inbound]]\nname = \"Mine\"\nconnector_kinds = [\"ldif\"]\ncs_object_type = \"user\"\nmv_object_type = \"person\"\nprecedence = 10\n[[inbound.flows]]\ntarget = \"x\"\nexpression = \"coalesce(cn,\"\n",
+    )
+    .unwrap();
+    let out = env.cmd().args(["sync"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("my-rules.toml") && err.contains("`Mine`") && err.contains("coalesce(cn,"), "{err}");
+    let env = sample_env("\n[sync]\nerror_limit = 0\n");
+    let out = env.cmd().args(["sync"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("error_limit must be at least 1"), "{}", text(&out.stderr));
+}

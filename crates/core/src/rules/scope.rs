@@ -30,6 +30,16 @@ pub struct Scope {
     pub expression: Option<Expr>,
 }
 
+impl Scope {
+    /// True when a clause needs the object's group memberships (ISMEMBEROF, ISNOTMEMBEROF).
+    pub fn uses_member_of(&self) -> bool {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.clauses)
+            .any(|c| matches!(c.operator, ScopeOperator::IsMemberOf | ScopeOperator::IsNotMemberOf))
+    }
+}
+
 /// One scoping group: clauses ANDed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ScopeGroup {

@@ -239,14 +239,115 @@ async fn a_target_with_the_same_upn_and_no_anchor_is_soft_matched_but_an_admin_i
         &[],
     )
     .await;
-    w.cycle().await;
+    let (ad, _) = w.cycle().await;
     let pending = w.pending().await;
     let alice = pending.iter().find(|p| p.display.contains("c1")).expect("an update of the soft-matched c1");
     assert_eq!(alice.operation, ExportOperation::Update);
     assert_eq!(change(alice, "onPremisesImmutableId").and_then(|c| c.new.clone()), Some(text(&[&b64(1)])));
-    let erin = pending.iter().find(|p| p.display == "erin@corp.example.com").expect("an add for Erin");
-    assert_eq!(erin.operation, ExportOperation::Add, "an admin is never soft-matched");
-    assert_eq!(pending.len(), 2, "{pending:#?}");
+    // The admin is never soft-matched, and a second cloud user with its UPN cannot be created:
+    // the conflict is recorded on Erin, and the run goes on.
+    assert!(pending.iter().all(|p| !p.display.contains("erin") && !p.display.contains("c2")), "{pending:#?}");
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(ad.status, "completed-with-errors");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].kind, "AttributeValueMustBeUnique");
+    assert!(
+        errors[0].message.contains("erin@corp.example.com") && errors[0].message.contains("CN=c2"),
+        "{}",
+        errors[0].message
+    );
+    let links = w.store.links_by_mv(&w.store.mv_ids().await.unwrap()).await.unwrap();
+    assert_eq!(links.iter().filter(|l| l.connector_id == w.cloud.id).count(), 1, "only Alice is joined");
+}
+
+#[tokio::test]
+async fn two_objects_claiming_one_upn_in_the_target_give_an_error_on_the_second_and_the_run_goes_on() {
+    let w = World::new().await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Ann One", "OU=Staff", "ann@corp.example.com", &[]),
+            ad_user(2, "Ann Two", "OU=Sales", "ANN@corp.example.com", &[]),
+            ad_user(3, "Cy", "OU=Staff", "cy@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "completed-with-errors");
+    let pending = w.pending().await;
+    let shown: Vec<&str> = pending.iter().map(|p| p.display.as_str()).collect();
+    assert_eq!(shown, ["ann@corp.example.com", "cy@corp.example.com"]);
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].message.contains("userPrincipalName ann@corp.example.com is already claimed"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[tokio::test]
+async fn a_changed_source_anchor_is_refused_and_recorded() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    let ids = w.store.mv_ids().await.unwrap();
+    // Someone writes another GUID into mS-DS-ConsistencyGuid: the anchor rule would now give
+    // a different sourceAnchor.
+    let changed = ad_user(
+        1,
+        "Alice Anders",
+        "OU=Staff",
+        "alice@corp.example.com",
+        &[("mS-DS-ConsistencyGuid", AttrValues::Binary(vec![vec![7; 16]]))],
+    );
+    w.write(&w.ad, vec![changed], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "completed-with-errors");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert_eq!(errors[0].kind, "anchor-changed", "{errors:?}");
+    assert!(
+        errors[0].message.contains(&b64(1)) && errors[0].message.contains(&b64(7)),
+        "{}",
+        errors[0].message
+    );
+    let mv = w.store.mv_by_ids(&ids).await.unwrap().remove(&ids[0]).unwrap();
+    assert_eq!(mv.attributes.get("sourceAnchor"), Some(&text(&[&b64(1)])), "the old anchor is kept");
+    let pending = w.pending().await;
+    assert_eq!(
+        change(&pending[0], "onPremisesImmutableId").and_then(|c| c.new.clone()),
+        Some(text(&[&b64(1)]))
+    );
+}
+
+#[tokio::test]
+async fn the_run_stops_at_the_error_limit() {
+    let w = World::new().await;
+    let users: Vec<CsObject> = (1..=6u8)
+        .map(|n| ad_user(n, &format!("Same {n}"), "OU=Staff", "same@corp.example.com", &[]))
+        .collect();
+    w.write(&w.ad, users, &[]).await;
+    let options = SyncOptions { batch_size: 2, error_limit: 3 };
+    let r = run_sync(
+        &w.store,
+        &w.rules,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &options,
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, "stopped-error-limit", "{r:?}");
+    assert!(r.counts.errors >= 3 && r.counts.processed < 6, "{r:?}");
+    assert!(r.notes.iter().any(|n| n.contains("error limit is 3")), "{:?}", r.notes);
+    // The mark was not completed: the next run starts over where it stopped.
+    let run = w.store.run(r.run_id).await.unwrap().unwrap();
+    assert_eq!(run.status, "stopped-error-limit");
 }
 
 #[tokio::test]
