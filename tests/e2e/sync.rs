@@ -457,6 +457,51 @@ async fn a_sync_killed_with_sigkill_and_run_again_ends_like_an_uninterrupted_one
     assert_eq!(a_links, b_links);
     assert_eq!(a_pending.len(), 61, "59 adds, the group add and k07's soft-match update: {a_pending:#?}");
     assert_eq!(a_pending, b_pending);
+
+    // What the operator reviews: the preview, as JSON and as CSV.
+    let config = dir.path().join("syncctl.toml");
+    std::fs::write(&config, format!("[store]\npath = \"{}\"\n", killed_db.display())).unwrap();
+    let out = Command::new(syncctl_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["--json", "export", "--preview"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = json["pending_exports"].as_array().unwrap();
+    assert_eq!(list.len(), 61);
+    let k07 = list.iter().find(|p| p["operation"] == "update").unwrap();
+    assert_eq!(k07["connector"], "cloud");
+    assert!(k07["object"].as_str().unwrap().contains("c-k07"), "{k07}");
+    let out = Command::new(syncctl_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["export", "--preview", "--csv", "-"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8(out.stdout).unwrap();
+    assert!(csv.starts_with("connector,object,operation,attribute,old,new\n"), "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "cloud,k00.{tag}@corp.example.com,add,userPrincipalName,,k00.{tag}@corp.example.com\n"
+        )),
+        "{csv}"
+    );
+    // The group's members are shown as the people they are.
+    assert!(
+        csv.lines()
+            .any(|l| l.contains(",add,members,,") && l.contains(&format!("k00.{tag}@corp.example.com"))),
+        "{csv}"
+    );
+    let out = Command::new(syncctl_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["export", "--preview"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("61 pending exports: 60 adds, 1 updates, 0 deletes"), "{table}");
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ pub async fn run(plan: &Plan, args: &ExportArgs, json: bool) -> CmdResult {
         None => None,
     };
     let pending = store.pending_exports(connector).await?;
-    let names = connector_names(plan, &store).await?;
+    let names = connector_names(&pending, &store).await?;
     let rows = preview_rows(&store, &pending, &names).await?;
     store.close().await;
     if let Some(path) = &args.csv {
@@ -150,11 +150,13 @@ struct Row {
     new: String,
 }
 
-async fn connector_names(plan: &Plan, store: &Store) -> Result<HashMap<i64, String>, Failure> {
+/// The names of the connectors the pending exports belong to (from the database, so that a
+/// connector no longer configured is still named).
+async fn connector_names(pending: &[PendingExport], store: &Store) -> Result<HashMap<i64, String>, Failure> {
     let mut out = HashMap::new();
-    for c in &plan.connectors {
-        if let Some(id) = store.connector_id(&c.name).await? {
-            out.insert(id, c.name.clone());
+    for p in pending {
+        if let std::collections::hash_map::Entry::Vacant(e) = out.entry(p.connector_id) {
+            e.insert(store.connector_name(p.connector_id).await?.unwrap_or_default());
         }
     }
     Ok(out)
