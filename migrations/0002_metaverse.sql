@@ -102,3 +102,33 @@ CREATE TABLE export_approvals (
     used_at       INTEGER,
     used_run      INTEGER
 );
+
+-- The unique values (userPrincipalName, onPremisesImmutableId, proxy addresses; lower case) that
+-- staged adds and updates would give their target, so that two objects never claim one value
+-- (and a target object that appears with such a value is matched to the add that waits for it).
+CREATE TABLE pending_unique (
+    connector_id  INTEGER NOT NULL,
+    attribute     TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    target_key    TEXT NOT NULL,
+    mv_id         INTEGER,
+    PRIMARY KEY (connector_id, attribute, value, target_key)
+) WITHOUT ROWID;
+CREATE INDEX pending_unique_target ON pending_unique (connector_id, target_key);
+
+-- Connector-space objects whose last sync failed (an error recorded in run history): the next
+-- delta sync reads them again, changed or not, as MIM retries its failed objects.
+CREATE TABLE sync_retries (
+    connector_id  INTEGER NOT NULL,
+    cs_id         INTEGER NOT NULL,
+    PRIMARY KEY (connector_id, cs_id)
+) WITHOUT ROWID;
+
+-- The members of each group as the last sync saw them (kept only while a rule scopes with
+-- ISMEMBEROF): a member added to or removed from a group is re-scoped by the next delta sync.
+CREATE TABLE sync_group_members (
+    connector_id  INTEGER NOT NULL,
+    group_cs_id   INTEGER NOT NULL,
+    member        TEXT NOT NULL,           -- normalized DN
+    PRIMARY KEY (connector_id, group_cs_id, member)
+) WITHOUT ROWID;

@@ -96,6 +96,20 @@ impl CloudConnector {
     }
 }
 
+impl CloudConnector {
+    /// The id of an object that already has the item's onPremisesImmutableId.
+    fn already_created(&self, item: &ExportItem) -> Option<String> {
+        let wanted = item.attributes.iter().find(|(n, _)| n == "onPremisesImmutableId")?.1.clone()?;
+        self.state
+            .objects
+            .lock()
+            .unwrap()
+            .values()
+            .find(|o| o.attributes.get("onPremisesImmutableId") == Some(&wanted))
+            .map(|o| o.anchor.to_string())
+    }
+}
+
 #[async_trait::async_trait]
 impl Connector for CloudConnector {
     fn name(&self) -> &str {
@@ -144,6 +158,12 @@ impl Connector for CloudConnector {
                     .unwrap_or_else(|| o.anchor.to_string())
             };
             let result = match item.kind {
+                ExportKind::Add if item.uncertain && self.already_created(&item).is_some() => {
+                    // Sent before and maybe done: look it up by its ImmutableID first.
+                    let id = self.already_created(&item).unwrap_or_default();
+                    self.state.log.lock().unwrap().push(format!("found {} {id}", item.object_type));
+                    Ok(Some(Anchor::new(id).unwrap()))
+                }
                 ExportKind::Add => {
                     let id = {
                         let mut n = self.state.next.lock().unwrap();

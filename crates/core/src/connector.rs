@@ -149,6 +149,10 @@ pub struct ExportItem {
     pub dn: Option<String>,
     /// The attributes to write: `Some` values to set (replacing the attribute), `None` to clear.
     pub attributes: Vec<(String, Option<crate::AttrValues>)>,
+    /// True when an earlier attempt was sent and its result never recorded (the process ended
+    /// during the call): the write may already be done. For an add the connector must look the
+    /// object up (by its ImmutableID) before creating it again.
+    pub uncertain: bool,
 }
 
 /// Why one export item failed.
@@ -193,8 +197,9 @@ pub trait Connector: Send {
     ) -> Result<ImportSummary, ConnectorFault>;
 
     /// Applies pending exports, in the order given (referenced objects first), and reports a
-    /// result per item. A fault (the target unreachable) ends the export; the items without a
-    /// result stay pending. Connectors that cannot export keep this refusal.
+    /// result per item. A fault (the target unreachable) ends the export; the items of that call
+    /// without a result are sent again next time, flagged `uncertain` (they may have been
+    /// written). Connectors that cannot export keep this refusal.
     async fn export(&mut self, items: Vec<ExportItem>) -> Result<Vec<ExportOutcome>, ConnectorFault> {
         let _ = items;
         Err(ConnectorFault::new(FaultKind::Config, self.endpoint(), "this connector cannot export"))

@@ -243,6 +243,9 @@ pub async fn run_export(
                     target.name
                 ));
             }
+            // Marked before the call: if the process ends during it, the next export knows these
+            // may already be written (and says so to the connector).
+            store.mark_exporting(&chunk.iter().map(|p| p.id).collect::<Vec<_>>(), clock.now_ms()).await?;
             let outcomes = match connector.export(items).await {
                 Ok(o) => o,
                 Err(fault) => {
@@ -256,6 +259,7 @@ pub async fn run_export(
             let mut rows = Vec::new();
             let mut batch_counts = RunCounts::default();
             let mut answered = BTreeSet::new();
+            let mut done: Vec<i64> = Vec::new();
             for outcome in outcomes {
                 let Some(p) = by_id.get(&outcome.id) else { continue };
                 answered.insert(outcome.id);
@@ -276,6 +280,11 @@ pub async fn run_export(
                             ExportOperation::Delete => {
                                 report.counts.deletes += 1;
                                 batch_counts.deletes += 1;
+                                // No connector-space object will confirm the delete of an
+                                // object no import has seen: done is done.
+                                if p.cs_id.is_none() {
+                                    done.push(p.id);
+                                }
                             }
                         }
                         rows.push(ExportResultRow {
@@ -307,6 +316,7 @@ pub async fn run_export(
             let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
             report.counts.held += unanswered as i64;
             store.record_export_results(run, &rows, &errors, &batch_counts, clock.now_ms()).await?;
+            store.delete_pending_ids(&std::mem::take(&mut done)).await?;
             errors.clear();
         }
         if report.status == "success" && report.counts.failed > 0 {
@@ -481,12 +491,17 @@ async fn item_for(
             let o = store.cs_by_ids(&[cs]).await?.remove(&cs);
             (o.as_ref().and_then(|o| Anchor::new(o.anchor.clone()).ok()), o.map(|o| o.dn))
         }
-        None => (None, None),
+        // The delete of an object this engine created and no import has seen yet.
+        None => (p.created_anchor.as_ref().and_then(|a| Anchor::new(a.clone()).ok()), None),
     };
     let kind = match p.operation {
         ExportOperation::Add => ExportKind::Add,
         ExportOperation::Update => ExportKind::Update,
         ExportOperation::Delete => ExportKind::Delete,
     };
-    Ok((ExportItem { id: p.id, kind, object_type: p.object_type.clone(), anchor, dn, attributes }, deferred))
+    let uncertain = p.status == "exporting";
+    Ok((
+        ExportItem { id: p.id, kind, object_type: p.object_type.clone(), anchor, dn, attributes, uncertain },
+        deferred,
+    ))
 }

@@ -181,10 +181,34 @@ pub async fn run_sync(
         let top = store.cs_top_seq(source.id).await?;
         let total = u64::try_from(store.cs_count_since(source.id, seq).await?).unwrap_or(0);
         let mut status = "success";
+        // Objects whose last sync failed are read again first (a full sync reads them anyway).
+        if profile == SyncMode::Delta {
+            let retry_ids = store.sync_retries(source.id).await?;
+            if !retry_ids.is_empty() {
+                let mut retry: Vec<SyncCsObject> = store
+                    .cs_by_ids(&retry_ids)
+                    .await?
+                    .into_values()
+                    .filter(|o| o.change_seq <= seq)
+                    .collect();
+                retry.sort_by_key(|o| o.change_seq);
+                notes.push(format!("{} objects whose last sync failed were synchronized again", retry.len()));
+                for chunk in retry.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
+                    sync.batch(chunk.to_vec()).await?;
+                    let mut batch = std::mem::take(&mut sync.out);
+                    batch.counts = sync.run_counts_delta();
+                    store.write_sync_batch(run, &batch, clock.now_ms()).await?;
+                    sync.reset_overlay();
+                }
+            }
+        }
         while seq < top {
             let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
-            let Some(last) = objects.last().map(|o| o.change_seq) else { break };
-            sync.batch(objects).await?;
+            if objects.is_empty() {
+                break;
+            }
+            // The mark moves only past the objects processed (the error limit can stop a batch).
+            let Some(last) = sync.batch(objects).await? else { break };
             let mut batch = std::mem::take(&mut sync.out);
             batch.marks.push((source.id, last));
             batch.counts = sync.run_counts_delta();
@@ -200,6 +224,30 @@ pub async fn run_sync(
                 ));
                 break;
             }
+        }
+        // Members of changed groups, for ISMEMBEROF scopes (a few rounds for nested groups).
+        for _round in 0..5 {
+            if status != "success" || sync.requeue.is_empty() {
+                break;
+            }
+            let ids: Vec<CsId> = std::mem::take(&mut sync.requeue).into_iter().collect();
+            let mut again: Vec<SyncCsObject> = store.cs_by_ids(&ids).await?.into_values().collect();
+            again.sort_by_key(|o| o.change_seq);
+            for chunk in again.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
+                sync.batch(chunk.to_vec()).await?;
+                let mut batch = std::mem::take(&mut sync.out);
+                batch.counts = sync.run_counts_delta();
+                store.write_sync_batch(run, &batch, clock.now_ms()).await?;
+                sync.reset_overlay();
+            }
+        }
+        // Objects whose references were still settling when the last batch ended.
+        if status == "success" && !sync.dirty.is_empty() {
+            sync.batch(Vec::new()).await?;
+            let mut batch = std::mem::take(&mut sync.out);
+            batch.counts = sync.run_counts_delta();
+            store.write_sync_batch(run, &batch, clock.now_ms()).await?;
+            sync.reset_overlay();
         }
         if status == "success" {
             store
@@ -278,10 +326,21 @@ struct SyncRun<'a> {
     new_keys: HashMap<(String, String), Vec<MvId>>,
     dirty: BTreeSet<MvId>,
     /// Target links of MV objects deleted in this batch (to deprovision).
-    deleted_links: HashMap<MvId, Vec<MvLink>>,
+    deleted_links: HashMap<MvId, (String, Vec<MvLink>)>,
     free_ids: Vec<MvId>,
     /// MV objects to compare with their targets again (a referenced object joined).
     redo: BTreeSet<MvId>,
+    /// MV objects left for the next batch (references still settling).
+    dirty_next: BTreeSet<MvId>,
+    /// The MV objects of the outbound pass in progress.
+    outbound_set: BTreeSet<MvId>,
+    /// The MV object being recomputed or compared (errors are retried through its sources).
+    current_mv: Option<MvId>,
+    /// CS objects of the source to read again in this run (members of a changed group).
+    requeue: BTreeSet<CsId>,
+    /// CS objects and MV objects whose sync failed in this batch.
+    failed_cs: BTreeSet<CsId>,
+    failed_mvs: BTreeSet<MvId>,
     /// Unique target values claimed in this run: (target, attribute, lower-case value) -> MV.
     claimed: HashMap<(ConnectorId, String, String), MvId>,
     /// True when a rule's scope needs group memberships.
@@ -347,6 +406,12 @@ impl<'a> SyncRun<'a> {
             deleted_links: HashMap::new(),
             free_ids: Vec::new(),
             redo: BTreeSet::new(),
+            dirty_next: BTreeSet::new(),
+            outbound_set: BTreeSet::new(),
+            current_mv: None,
+            requeue: BTreeSet::new(),
+            failed_cs: BTreeSet::new(),
+            failed_mvs: BTreeSet::new(),
             claimed: HashMap::new(),
             uses_member_of: rules.inbound.iter().any(|r| r.scope.uses_member_of())
                 || rules.outbound.iter().any(|r| r.scope.uses_member_of()),
@@ -365,6 +430,8 @@ impl<'a> SyncRun<'a> {
         self.new_keys.clear();
         self.dirty.clear();
         self.deleted_links.clear();
+        let next = std::mem::take(&mut self.dirty_next);
+        self.dirty.extend(next);
     }
 
     /// The counters added since the last batch, in run-history terms.
@@ -388,12 +455,18 @@ impl<'a> SyncRun<'a> {
     }
 
     fn error_at(&mut self, anchor: Option<String>, dn: Option<String>, kind: &str, message: String) {
+        if let Some(mv) = self.current_mv {
+            self.failed_mvs.insert(mv);
+        }
         warn!(kind, anchor = anchor.as_deref(), "{message}");
         self.counts.errors += 1;
         self.out.errors.push(RunError { anchor, dn, kind: kind.to_owned(), message });
     }
 
     fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
+        if let Some(o) = object {
+            self.failed_cs.insert(o.id);
+        }
         warn!(kind, dn = object.map(|o| o.dn.as_str()), "{message}");
         self.counts.errors += 1;
         self.out.errors.push(RunError {
@@ -612,7 +685,7 @@ impl<'a> SyncRun<'a> {
     }
 
     /// One batch of the source's changed objects.
-    async fn batch(&mut self, objects: Vec<SyncCsObject>) -> Result<()> {
+    async fn batch(&mut self, objects: Vec<SyncCsObject>) -> Result<Option<i64>> {
         let ids: Vec<CsId> = objects.iter().map(|o| o.id).collect();
         for (cs, link) in self.store.links_by_cs(&ids).await? {
             self.links_cs.insert(cs, Some(link));
@@ -632,11 +705,15 @@ impl<'a> SyncRun<'a> {
         let linked: Vec<MvId> = self.links_cs.values().flatten().map(|l| l.mv_id).collect();
         self.prefetch(linked).await?;
         self.prefetch_join_candidates(&objects).await?;
+        let mut last = None;
+        let mut processed = Vec::new();
         for o in objects {
             self.counts.processed += 1;
+            processed.push(o.id);
             if let Err(e) = self.inbound(&o).await {
                 self.error(Some(&o), "sync-failed", e.to_string());
             }
+            last = Some(o.change_seq);
             if self.counts.errors >= self.error_limit {
                 break;
             }
@@ -665,6 +742,7 @@ impl<'a> SyncRun<'a> {
         // A target object joined here may be what another object's references name: those
         // are compared again once every join of the batch is made.
         for _round in 0..3 {
+            self.outbound_set = outbound.clone();
             for mv in std::mem::take(&mut outbound) {
                 for t in self.connectors.iter().filter(|c| c.target) {
                     self.outbound(mv, t).await?;
@@ -675,7 +753,30 @@ impl<'a> SyncRun<'a> {
                 break;
             }
         }
-        Ok(())
+        if !outbound.is_empty() {
+            warn!(
+                left = outbound.len(),
+                "references still settling after three rounds: compared again in the next batch"
+            );
+            self.dirty_next.extend(outbound);
+        }
+        self.current_mv = None;
+        // What failed is read again by the next sync; what went through is not.
+        let mut failed = std::mem::take(&mut self.failed_cs);
+        for mv in std::mem::take(&mut self.failed_mvs) {
+            for l in self.links_mv.get(&mv).into_iter().flatten() {
+                if l.connector_id == self.source.id {
+                    failed.insert(l.cs_id);
+                }
+            }
+        }
+        for id in processed {
+            if !failed.contains(&id) {
+                self.out.retries_clear.push((self.source.id, id));
+            }
+        }
+        self.out.retries_add.extend(failed.into_iter().map(|c| (self.source.id, c)));
+        Ok(last)
     }
 
     /// Inbound rules for one changed CS object of the source.
@@ -693,7 +794,55 @@ impl<'a> SyncRun<'a> {
             }
         }
         let link = self.link_of_cs(object.id).await?;
+        if link.is_none() && self.source.target && object.present {
+            // A target object being deprovisioned is not joined again.
+            let key = format!("cs:{}", object.id);
+            let pending =
+                self.store.pending_for_targets(object.connector_id, std::slice::from_ref(&key)).await?;
+            if pending.get(&key).is_some_and(|p| p.operation == ExportOperation::Delete) {
+                return Ok(());
+            }
+            // A target object that appears with a value a staged add claims (the same UPN, say)
+            // is what that add waits for: its outbound join is tried again.
+            for attribute in UNIQUE_ATTRIBUTES {
+                let Some(values) = object.attributes.get(attribute) else { continue };
+                for v in key_texts(values, true) {
+                    let key = key_attribute(attribute, true);
+                    for (holder, mv) in
+                        self.store.pending_unique_holders(object.connector_id, &key, &v).await?
+                    {
+                        if let (true, Some(mv)) = (holder.starts_with("mv:"), mv) {
+                            self.dirty.insert(mv);
+                        }
+                    }
+                }
+            }
+        }
         let member_of = if object.present { self.member_of(object).await? } else { Vec::new() };
+        // A group's members change their ISMEMBEROF scope without changing themselves: they are
+        // read again in this run.
+        if self.uses_member_of {
+            let now: BTreeSet<String> = match object.attributes.get("member") {
+                Some(AttrValues::Reference(members)) if object.present => members
+                    .iter()
+                    .map(|d| {
+                        syncctl_core::Dn::parse(d)
+                            .map(|p| p.normalized().to_owned())
+                            .unwrap_or_else(|_| d.to_lowercase())
+                    })
+                    .collect(),
+                _ => BTreeSet::new(),
+            };
+            let before: BTreeSet<String> =
+                self.store.sync_group_members(object.connector_id, object.id).await?.into_iter().collect();
+            if now != before {
+                // Added and removed members change scope: both are read again in this run.
+                let changed: Vec<&str> = now.symmetric_difference(&before).map(String::as_str).collect();
+                self.requeue
+                    .extend(self.store.cs_ids_by_dn(object.connector_id, &changed).await?.into_values());
+                self.out.group_members.push((object.connector_id, object.id, now.into_iter().collect()));
+            }
+        }
         let view = CsView { object, member_of };
         let mut in_scope: Vec<&'a InboundRule> = Vec::new();
         if object.present {
@@ -815,9 +964,7 @@ impl<'a> SyncRun<'a> {
                                 .pending_for_targets(self.source.id, std::slice::from_ref(&add_key))
                                 .await?
                                 .get(&add_key)
-                                .is_some_and(|p| {
-                                    p.operation == ExportOperation::Add && p.status == "exported"
-                                });
+                                .is_some_and(|p| p.operation == ExportOperation::Add && sent(p));
                         self.add_link(MvLink {
                             cs_id: object.id,
                             mv_id: mv,
@@ -938,7 +1085,12 @@ impl<'a> SyncRun<'a> {
         for l in &remaining {
             self.links_cs.insert(l.cs_id, None);
         }
-        self.deleted_links.insert(link.mv_id, remaining);
+        let object_type = self.mv_object(link.mv_id).await?.map(|o| o.object_type).unwrap_or_default();
+        // What referred to it must drop the reference.
+        if let Some(cs) = self.cs_object(link.cs_id).await? {
+            self.referrers_dirty(&cs).await?;
+        }
+        self.deleted_links.insert(link.mv_id, (object_type, remaining));
         self.links_mv.insert(link.mv_id, Vec::new());
         self.mv.insert(link.mv_id, None);
         self.dirty.remove(&link.mv_id);
@@ -976,6 +1128,7 @@ impl<'a> SyncRun<'a> {
 
     /// Recomputes an MV object's attributes from every linked object (precedence per attribute).
     async fn recompute(&mut self, mv: MvId) -> Result<()> {
+        self.current_mv = Some(mv);
         let Some(mut object) = self.mv_object(mv).await? else { return Ok(()) };
         let is_new = object.attributes.is_empty() && object.provenance.is_empty();
         let links = self.links_of_mv(mv).await?;
@@ -1179,6 +1332,74 @@ impl<'a> SyncRun<'a> {
         out
     }
 
+    /// Drops references to MV objects that will not exist in the target (neither linked to an
+    /// object there nor staged to be added): the target can never hold them, and an export that
+    /// waits for them would be sent again forever.
+    async fn drop_unreachable_references(
+        &mut self,
+        target: &SyncConnector,
+        mv: MvId,
+        desired: &mut BTreeMap<String, Option<AttrValues>>,
+    ) -> Result<()> {
+        let mut ids: Vec<MvId> = Vec::new();
+        for v in desired.values().flatten() {
+            if let AttrValues::Reference(refs) = v {
+                ids.extend(refs.iter().filter_map(|r| parse_mv_ref(r)));
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let mut reachable: BTreeSet<MvId> =
+            self.store.target_anchors(target.id, &ids).await?.into_keys().collect();
+        let keys: Vec<String> = ids.iter().map(|i| format!("mv:{i}")).collect();
+        for p in self.store.pending_for_targets(target.id, &keys).await?.into_values() {
+            if p.operation == ExportOperation::Add
+                && let Some(m) = p.mv_id
+            {
+                reachable.insert(m);
+            }
+        }
+        // Withdrawn in this batch: not reachable any more, unless linked or staged again below.
+        for (c, key) in &self.out.pending_deletes {
+            if *c == target.id
+                && let Some(m) = key.strip_prefix("mv:").and_then(|m| m.parse::<MvId>().ok())
+            {
+                reachable.remove(&m);
+            }
+        }
+        // What this batch links or stages.
+        for p in &self.out.pending_writes {
+            if p.connector_id == target.id
+                && p.operation == ExportOperation::Add
+                && let Some(m) = p.mv_id
+            {
+                reachable.insert(m);
+            }
+        }
+        for (m, links) in &self.links_mv {
+            if links.iter().any(|l| l.connector_id == target.id) {
+                reachable.insert(*m);
+            }
+        }
+        // A reference to an object handled later in this pass may become reachable: this object
+        // is compared again once the pass is done.
+        if ids.iter().any(|m| !reachable.contains(m) && self.outbound_set.contains(m)) {
+            self.redo.insert(mv);
+        }
+        for v in desired.values_mut() {
+            if let Some(AttrValues::Reference(refs)) = v {
+                refs.retain(|r| parse_mv_ref(r).is_none_or(|m| reachable.contains(&m)));
+                if refs.is_empty() {
+                    *v = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A target object's current values with references mapped to metaverse references where
     /// the referenced object is linked (others stay as written).
     async fn target_current(&mut self, target: &SyncConnector, object: &SyncCsObject) -> Result<Attributes> {
@@ -1254,6 +1475,16 @@ impl<'a> SyncRun<'a> {
                         conflicts.push(format!("{attribute} {v} is held by {} in `{}`", o.dn, target.name));
                     }
                 }
+                for (holder_key, holder_mv) in self.store.pending_unique_holders(target.id, &key, &v).await? {
+                    let withdrawn =
+                        self.out.pending_deletes.iter().any(|(c, k)| *c == target.id && *k == holder_key);
+                    if holder_mv.is_some_and(|m| m != object.id) && !withdrawn {
+                        conflicts.push(format!(
+                            "{attribute} {v} is already claimed by the pending export of metaverse object {}",
+                            holder_mv.unwrap_or_default()
+                        ));
+                    }
+                }
                 let claim = (target.id, attribute.to_string(), v.clone());
                 match self.claimed.get(&claim) {
                     Some(other) if *other != object.id => conflicts.push(format!(
@@ -1284,8 +1515,7 @@ impl<'a> SyncRun<'a> {
     fn stage(&mut self, export: PendingExport, existing: Option<&PendingExport>) {
         if let Some(e) = existing
             && e.operation == export.operation
-            && (e.changes == export.changes
-                || (e.operation == ExportOperation::Add && e.status == "exported"))
+            && (e.changes == export.changes || (e.operation == ExportOperation::Add && sent(e)))
         {
             // Unchanged: keep its status and attempts. An add already exported waits for the
             // import that confirms it (sending it again would create the object twice); what
@@ -1298,6 +1528,17 @@ impl<'a> SyncRun<'a> {
             ExportOperation::Delete => self.counts.export_deletes += 1,
         }
         let key = (export.connector_id, export.target_key());
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for c in &export.changes {
+            if let (Some(attribute), Some(values)) =
+                (UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute)), &c.new)
+            {
+                pairs
+                    .extend(key_texts(values, true).into_iter().map(|v| (key_attribute(attribute, true), v)));
+            }
+        }
+        self.out.pending_unique.retain(|(c, k, _, _)| (*c, k.clone()) != key);
+        self.out.pending_unique.push((key.0, key.1.clone(), export.mv_id, pairs));
         self.out.pending_deletes.retain(|k| *k != key);
         self.out.pending_writes.retain(|p| (p.connector_id, p.target_key()) != key);
         self.out.pending_writes.push(export);
@@ -1305,18 +1546,81 @@ impl<'a> SyncRun<'a> {
 
     fn withdraw(&mut self, connector: ConnectorId, key: String, existing: bool) {
         self.out.pending_writes.retain(|p| !(p.connector_id == connector && p.target_key() == key));
+        self.out.pending_unique.retain(|(c, k, _, _)| !(*c == connector && *k == key));
         if existing {
             self.counts.exports_withdrawn += 1;
             self.out.pending_deletes.push((connector, key));
         }
     }
 
+    /// Withdraws the pending add of an MV object that no longer needs one. An add already
+    /// exported (its object created, not yet confirmed by an import) becomes a delete of the
+    /// created object when deprovisioning (`delete`), else it stays until the import links the
+    /// object: it is never sent twice nor forgotten.
+    fn unsend_add(
+        &mut self,
+        target: &SyncConnector,
+        mv: MvId,
+        key: &str,
+        existing: Option<&PendingExport>,
+        delete: bool,
+    ) {
+        let Some(e) = existing else {
+            self.withdraw(target.id, key.to_owned(), false);
+            return;
+        };
+        if !(e.operation == ExportOperation::Add && sent(e)) {
+            self.withdraw(target.id, key.to_owned(), true);
+            return;
+        }
+        if e.status == "exporting" {
+            // Sent when the process ended, result unknown: the object may exist in the target.
+            self.withdraw(target.id, key.to_owned(), true);
+            self.error_at(
+                None,
+                Some(e.display.clone()),
+                "export-uncertain",
+                format!(
+                    "the add of {} was being sent to `{}` when syncctl stopped and is no longer wanted: if the object \
+                     was created there, delete it by hand",
+                    e.display, target.name
+                ),
+            );
+            return;
+        }
+        if delete && e.created_anchor.is_some() {
+            let now = self.clock.now_ms();
+            let export = PendingExport {
+                id: 0,
+                connector_id: target.id,
+                mv_id: Some(mv),
+                cs_id: None,
+                operation: ExportOperation::Delete,
+                object_type: e.object_type.clone(),
+                display: e.display.clone(),
+                changes: Vec::new(),
+                rule: e.rule.clone(),
+                status: "pending".into(),
+                attempts: 0,
+                last_error: None,
+                created_anchor: e.created_anchor.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            self.counts.export_deletes += 1;
+            self.out.pending_writes.retain(|p| !(p.connector_id == target.id && p.target_key() == key));
+            self.out.pending_deletes.retain(|k| !(k.0 == target.id && k.1 == key));
+            self.out.pending_writes.push(export);
+        }
+    }
+
     /// Outbound rules of one target for one MV object (or a deleted one).
     async fn outbound(&mut self, mv: MvId, target: &'a SyncConnector) -> Result<()> {
+        self.current_mv = Some(mv);
         let object = self.mv_object(mv).await?;
-        let links = match self.deleted_links.get(&mv) {
-            Some(l) => l.clone(),
-            None => self.links_of_mv(mv).await?,
+        let (deleted_type, links) = match self.deleted_links.get(&mv) {
+            Some((t, l)) => (Some(t.clone()), l.clone()),
+            None => (None, self.links_of_mv(mv).await?),
         };
         let link = links.into_iter().find(|l| l.connector_id == target.id);
         let add_key = format!("mv:{mv}");
@@ -1344,17 +1648,18 @@ impl<'a> SyncRun<'a> {
             }
         }
         let Some(object) = object.filter(|_| !rules.is_empty()) else {
-            // Out of scope or deleted: deprovision what this engine provisioned, disconnect the rest.
-            self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+            // Out of scope or deleted: deprovision what this engine provisioned, disconnect the
+            // rest. What to do is the `deprovision` of the first outbound rule (by precedence)
+            // for this object type; without a rule, disconnect.
+            let object_type =
+                self.mv.get(&mv).and_then(|o| o.as_ref().map(|o| o.object_type.clone())).or(deleted_type);
+            let deprovision_delete = object_type
+                .and_then(|t| self.rules.outbound_for(&target.kind, &target.name, &t).next())
+                .is_some_and(|r| r.deprovision == syncctl_core::rules::Deprovision::Delete);
+            self.unsend_add(target, mv, &add_key, existing.get(&add_key), deprovision_delete);
             if let Some(l) = link {
                 let cs_key = format!("cs:{}", l.cs_id);
-                let delete = l.how == LinkHow::Provisioned
-                    && self
-                        .rules
-                        .outbound
-                        .iter()
-                        .find(|r| r.name == l.rule)
-                        .is_none_or(|r| r.deprovision == syncctl_core::rules::Deprovision::Delete);
+                let delete = l.how == LinkHow::Provisioned && deprovision_delete;
                 if delete {
                     let cs = self.cs_object(l.cs_id).await?;
                     let export = PendingExport {
@@ -1440,9 +1745,9 @@ impl<'a> SyncRun<'a> {
                         .join(", ");
                     match matches.as_slice() {
                         [one] => {
-                            let exported_add = existing.get(&add_key).is_some_and(|p| {
-                                p.operation == ExportOperation::Add && p.status == "exported"
-                            });
+                            let exported_add = existing
+                                .get(&add_key)
+                                .is_some_and(|p| p.operation == ExportOperation::Add && sent(p));
                             let new_link = MvLink {
                                 cs_id: one.id,
                                 mv_id: mv,
@@ -1484,10 +1789,11 @@ impl<'a> SyncRun<'a> {
         match link {
             None => {
                 if first.link_type != LinkType::Provision {
-                    self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+                    self.unsend_add(target, mv, &add_key, existing.get(&add_key), false);
                     return Ok(());
                 }
-                let desired = self.desired(&rules, &object, true);
+                let mut desired = self.desired(&rules, &object, true);
+                self.drop_unreachable_references(target, mv, &mut desired).await?;
                 let changes: Vec<AttributeChange> = desired
                     .into_iter()
                     .filter_map(|(attribute, v)| {
@@ -1520,7 +1826,8 @@ impl<'a> SyncRun<'a> {
             Some(l) => {
                 let cs_key = format!("cs:{}", l.cs_id);
                 let Some(cs) = self.cs_object(l.cs_id).await? else { return Ok(()) };
-                let desired = self.desired(&rules, &object, false);
+                let mut desired = self.desired(&rules, &object, false);
+                self.drop_unreachable_references(target, mv, &mut desired).await?;
                 let current = self.target_current(target, &cs).await?;
                 let mut changes = Vec::new();
                 for (attribute, want) in desired {
@@ -1569,6 +1876,11 @@ impl<'a> SyncRun<'a> {
     }
 }
 
+/// True for a pending export already sent (exported, or being sent when the process ended).
+fn sent(p: &PendingExport) -> bool {
+    p.status == "exported" || p.status == "exporting"
+}
+
 /// The sourceAnchor: the ImmutableID the metaverse keeps for an object's life.
 const SOURCE_ANCHOR: &str = "sourceAnchor";
 
@@ -1578,8 +1890,7 @@ const UNIQUE_ATTRIBUTES: [&str; 3] = ["userPrincipalName", "onPremisesImmutableI
 
 /// Whether a rule's connector selector takes this connector.
 fn applies(selector: &syncctl_core::rules::ConnectorSelector, c: &SyncConnector) -> bool {
-    selector.kinds.iter().any(|k| k.eq_ignore_ascii_case(&c.kind))
-        || selector.names.iter().any(|n| n == &c.name)
+    selector.matches(&c.kind, &c.name)
 }
 
 /// What a person recognizes an MV object by.

@@ -255,6 +255,16 @@ pub struct SyncBatch {
     pub cs_join_keys: Vec<CsJoinKeys>,
     /// How far each connector's sync got, written with the batch.
     pub marks: Vec<(ConnectorId, i64)>,
+    /// The unique values each staged export claims: `(connector, target key, mv, pairs)`;
+    /// they replace what that export claimed before. A withdrawn export's claims go with it.
+    pub pending_unique: Vec<(ConnectorId, String, Option<MvId>, JoinKeys)>,
+    /// Group memberships as this sync saw them: `(connector, group cs id, member DNs)`,
+    /// replacing what was kept.
+    pub group_members: Vec<(ConnectorId, CsId, Vec<String>)>,
+    /// Connector-space objects to sync again next time (they failed): `(connector, cs id)`.
+    pub retries_add: Vec<(ConnectorId, CsId)>,
+    /// Connector-space objects that synchronized without error (no retry any more).
+    pub retries_clear: Vec<(ConnectorId, CsId)>,
     /// Per-object errors of the run.
     pub errors: Vec<crate::RunError>,
     /// The run's counters for this batch.
@@ -805,12 +815,33 @@ impl Store {
         )
         .await?;
         for (connector, key) in &batch.pending_deletes {
-            sqlx::query("DELETE FROM pending_exports WHERE connector_id = ? AND target_key = ?")
+            for sql in [
+                "DELETE FROM pending_exports WHERE connector_id = ? AND target_key = ?",
+                "DELETE FROM pending_unique WHERE connector_id = ? AND target_key = ?",
+            ] {
+                sqlx::query(sql).bind(connector).bind(key).execute(&mut *tx).await.map_err(q)?;
+            }
+        }
+        for (connector, key, mv, pairs) in &batch.pending_unique {
+            sqlx::query("DELETE FROM pending_unique WHERE connector_id = ? AND target_key = ?")
                 .bind(connector)
                 .bind(key)
                 .execute(&mut *tx)
                 .await
                 .map_err(q)?;
+            for (attribute, value) in pairs {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO pending_unique (connector_id, attribute, value, target_key, mv_id) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(connector)
+                .bind(attribute)
+                .bind(value)
+                .bind(key)
+                .bind(mv)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+            }
         }
         if !batch.mv_deletes.is_empty() {
             for sql in [
@@ -938,6 +969,39 @@ impl Store {
             query.execute(&mut *tx).await.map_err(q)?;
         }
         write_cs_keys(&mut tx, &batch.cs_join_keys).await?;
+        for (connector, group, members) in &batch.group_members {
+            sqlx::query("DELETE FROM sync_group_members WHERE connector_id = ? AND group_cs_id = ?")
+                .bind(connector)
+                .bind(group)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+            for m in members {
+                sqlx::query("INSERT OR IGNORE INTO sync_group_members (connector_id, group_cs_id, member) VALUES (?, ?, ?)")
+                    .bind(connector)
+                    .bind(group)
+                    .bind(m)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
+            }
+        }
+        for (connector, cs) in &batch.retries_clear {
+            sqlx::query("DELETE FROM sync_retries WHERE connector_id = ? AND cs_id = ?")
+                .bind(connector)
+                .bind(cs)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+        }
+        for (connector, cs) in &batch.retries_add {
+            sqlx::query("INSERT OR IGNORE INTO sync_retries (connector_id, cs_id) VALUES (?, ?)")
+                .bind(connector)
+                .bind(cs)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+        }
         for e in &batch.errors {
             crate::runs::insert_error(&mut tx, run, e, now).await?;
         }
@@ -1138,19 +1202,82 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Withdraws the pending exports of a connector's deleted CS objects (their delete is
-    /// confirmed) and returns how many.
-    pub async fn confirm_deletes(&self, connector: ConnectorId, cs_ids: &[CsId]) -> Result<u64> {
-        let keys: Vec<String> = cs_ids.iter().map(|c| format!("cs:{c}")).collect();
-        let done = sqlx::query(
-            "DELETE FROM pending_exports WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
+    /// The staged exports of a target that claim this unique value: `(target key, mv id)`.
+    pub async fn pending_unique_holders(
+        &self,
+        connector: ConnectorId,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<(String, Option<MvId>)>> {
+        let rows = sqlx::query(
+            "SELECT target_key, mv_id FROM pending_unique WHERE connector_id = ? AND attribute = ? AND value = ? ORDER BY target_key",
         )
         .bind(connector)
-        .bind(json_list(&keys)?)
+        .bind(attribute)
+        .bind(value)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read pending unique values", e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let get = |e| StoreError::query("read pending unique values", e);
+            out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
+        }
+        Ok(out)
+    }
+
+    /// The members of a group as the last sync saw them (normalized DNs).
+    pub async fn sync_group_members(&self, connector: ConnectorId, group: CsId) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT member FROM sync_group_members WHERE connector_id = ? AND group_cs_id = ? ORDER BY member")
+            .bind(connector)
+            .bind(group)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read group members", e))
+    }
+
+    /// The connector-space objects of a connector whose last sync failed.
+    pub async fn sync_retries(&self, connector: ConnectorId) -> Result<Vec<CsId>> {
+        sqlx::query_scalar("SELECT cs_id FROM sync_retries WHERE connector_id = ? ORDER BY cs_id")
+            .bind(connector)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read sync retries", e))
+    }
+
+    /// Marks pending exports as being sent (`exporting`), before the connector is called.
+    pub async fn mark_exporting(&self, ids: &[i64], now: i64) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE pending_exports SET status = 'exporting', updated_at = ? WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(now)
+            .bind(json_list(ids)?)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("mark exports", e))?;
+        Ok(())
+    }
+
+    /// Removes these pending exports (done, with nothing left to confirm).
+    pub async fn delete_pending_ids(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "DELETE FROM pending_unique WHERE (connector_id, target_key) IN \
+             (SELECT connector_id, target_key FROM pending_exports WHERE id IN (SELECT value FROM json_each(?1)))",
+        )
+        .bind(json_list(ids)?)
         .execute(&self.pool)
         .await
-        .map_err(|e| StoreError::query("confirm deletes", e))?;
-        Ok(done.rows_affected())
+        .map_err(|e| StoreError::query("remove pending exports", e))?;
+        sqlx::query("DELETE FROM pending_exports WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(json_list(ids)?)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("remove pending exports", e))?;
+        Ok(())
     }
 
     /// The link of an MV object to a connector, with the linked CS object's anchor.

@@ -318,7 +318,9 @@ async fn a_failed_item_is_recorded_and_a_fault_keeps_the_rest_pending() {
     assert_eq!((r.counts.failed, r.counts.updates, r.counts.held), (1, 0, 2), "{r:?}");
     let after = w.store.pending_exports(Some(c)).await.unwrap();
     let statuses: Vec<(&str, i64)> = after.iter().map(|p| (p.status.as_str(), p.attempts)).collect();
-    assert_eq!(statuses, [("failed", 1), ("pending", 0), ("pending", 0)]);
+    // The item in the call that faulted may have been written: it is sent again, flagged
+    // uncertain; the one never sent stays pending.
+    assert_eq!(statuses, [("failed", 1), ("exporting", 0), ("pending", 0)]);
     let errors = w.store.run_errors(r.run_id).await.unwrap();
     assert_eq!(errors.len(), 1);
     assert!(errors[0].message.contains("the UPN is taken"), "{:?}", errors[0]);
@@ -326,4 +328,38 @@ async fn a_failed_item_is_recorded_and_a_fault_keeps_the_rest_pending() {
     let mut rec = Recorder::default();
     let r = w.export(&mut rec, &ExportOptions::default()).await;
     assert_eq!((r.status.as_str(), r.counts.updates), ("success", 3));
+}
+
+#[tokio::test]
+async fn an_export_cut_short_is_sent_again_marked_uncertain() {
+    let w = World::new().await;
+    w.stage(vec![pending(
+        w.cloud.id,
+        ExportOperation::Add,
+        Some(1),
+        None,
+        vec![set("userPrincipalName", AttrValues::String(vec!["a@x".into()]))],
+    )])
+    .await;
+    // The process ended while the connector was writing: the export is marked, its result unknown.
+    let ids: Vec<i64> =
+        w.store.pending_exports(Some(w.cloud.id)).await.unwrap().iter().map(|p| p.id).collect();
+    w.store.mark_exporting(&ids, 5).await.unwrap();
+    let mut rec = Recorder::default();
+    let r = w.export(&mut rec, &ExportOptions::default()).await;
+    assert_eq!(r.counts.adds, 1);
+    let items = rec.items.lock().unwrap().clone();
+    assert!(items[0].uncertain, "the connector is told to check before creating it again");
+    // A normal export is not uncertain.
+    w.stage(vec![pending(
+        w.cloud.id,
+        ExportOperation::Add,
+        Some(2),
+        None,
+        vec![set("userPrincipalName", AttrValues::String(vec!["b@x".into()]))],
+    )])
+    .await;
+    let mut rec = Recorder::default();
+    w.export(&mut rec, &ExportOptions::default()).await;
+    assert!(!rec.items.lock().unwrap()[0].uncertain);
 }

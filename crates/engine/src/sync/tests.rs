@@ -560,3 +560,303 @@ async fn precedence_decides_an_attribute_between_two_sources() {
     assert_eq!(mv.attributes.get("department"), Some(&text(&["Finance"])), "precedence 50 beats 100");
     assert_eq!(mv.provenance.get("department").map(|p| p.rule.as_str()), Some("In from HR"));
 }
+
+impl World {
+    /// What an export and the next cloud import do: every pending export recorded as
+    /// exported (adds with a created anchor `new-<mv>`), and the cloud's connector space
+    /// updated as the cloud would be.
+    async fn export_and_import(&self, import: bool) {
+        let pending = self.pending().await;
+        let rows: Vec<syncctl_store::ExportResultRow> = pending
+            .iter()
+            .map(|p| syncctl_store::ExportResultRow {
+                id: p.id,
+                status: "exported".into(),
+                error: None,
+                created_anchor: (p.operation == ExportOperation::Add)
+                    .then(|| format!("new-{}", p.mv_id.unwrap())),
+            })
+            .collect();
+        let run = self.store.start_run("export", Some(self.cloud.id), "cloud", 1).await.unwrap();
+        self.store.record_export_results(run, &rows, &[], &RunCounts::default(), 2).await.unwrap();
+        if !import {
+            return;
+        }
+        let mut objects = Vec::new();
+        let mut deletes = Vec::new();
+        for p in &pending {
+            match p.operation {
+                ExportOperation::Add => {
+                    let id = format!("new-{}", p.mv_id.unwrap());
+                    let extra: Vec<(&str, AttrValues)> = p
+                        .changes
+                        .iter()
+                        .filter(|c| !matches!(c.new, Some(AttrValues::Reference(_))))
+                        .filter_map(|c| c.new.clone().map(|v| (c.attribute.as_str(), v)))
+                        .collect();
+                    let upn = extra
+                        .iter()
+                        .find(|(a, _)| *a == "userPrincipalName")
+                        .and_then(|(_, v)| v.first_text().map(str::to_owned))
+                        .unwrap_or_default();
+                    objects.push(cloud_user(&id, &upn, &extra));
+                }
+                ExportOperation::Delete => {
+                    let cs = match p.cs_id {
+                        Some(cs) => self.store.cs_by_ids(&[cs]).await.unwrap().remove(&cs).map(|o| o.anchor),
+                        None => p.created_anchor.clone(),
+                    };
+                    deletes.extend(cs);
+                }
+                ExportOperation::Update => {}
+            }
+        }
+        let refs: Vec<&str> = deletes.iter().map(String::as_str).collect();
+        self.write(&self.cloud, objects, &refs).await;
+    }
+}
+
+#[tokio::test]
+async fn a_provisioned_object_is_deleted_with_its_source_and_an_unconfirmed_add_becomes_a_delete() {
+    let w = World::new().await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+            ad_user(2, "Bob Brown", "OU=Staff", "bob@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    // Both adds are exported; only Alice's object has come back in an import.
+    w.export_and_import(false).await;
+    w.write(
+        &w.cloud,
+        vec![cloud_user("new-1", "alice@corp.example.com", &[("onPremisesImmutableId", text(&[&b64(1)]))])],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    let links = w.store.links_by_mv(&w.store.mv_ids().await.unwrap()).await.unwrap();
+    let cloud_links: Vec<&MvLink> = links.iter().filter(|l| l.connector_id == w.cloud.id).collect();
+    assert_eq!(cloud_links.len(), 1);
+    assert_eq!(cloud_links[0].how, LinkHow::Provisioned, "the add this engine exported came back");
+    // Both leave AD: Alice's object is deleted by its id, Bob's created-but-unseen one too.
+    w.write(&w.ad, vec![], &[&b64(1), &b64(2)]).await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    let deletes: Vec<(Option<i64>, Option<&str>)> = pending
+        .iter()
+        .filter(|p| p.operation == ExportOperation::Delete)
+        .map(|p| (p.cs_id.map(|_| 0), p.created_anchor.as_deref()))
+        .collect();
+    assert_eq!(deletes.len(), 2, "{pending:#?}");
+    assert!(deletes.contains(&(Some(0), None)), "Alice's by her cloud object: {pending:#?}");
+    assert!(deletes.contains(&(None, Some("new-2"))), "Bob's by the id the export returned: {pending:#?}");
+    // A full cloud sync does not join Alice's object again while its delete is pending.
+    run_sync(
+        &w.store,
+        &w.rules,
+        &w.cloud,
+        &w.connectors(),
+        SyncMode::Full,
+        &SyncOptions::default(),
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(w.pending().await.iter().filter(|p| p.operation == ExportOperation::Delete).count(), 2);
+}
+
+#[tokio::test]
+async fn deprovision_disconnect_leaves_the_target_object() {
+    let rules = RuleSet::defaults().unwrap();
+    let mut user_rule =
+        rules.outbound.iter().find(|r| r.name == "Out to AAD - User Identity").unwrap().clone();
+    user_rule.deprovision = syncctl_core::rules::Deprovision::Disconnect;
+    let mut rules = rules;
+    for r in rules.outbound.iter_mut() {
+        if r.name == user_rule.name {
+            *r = user_rule.clone();
+        }
+    }
+    let w = World::with_rules(rules).await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    w.export_and_import(true).await;
+    w.cycle().await;
+    assert!(w.pending().await.is_empty(), "{:#?}", w.pending().await);
+    w.write(&w.ad, vec![], &[&b64(1)]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.counts.mv_deleted, 1);
+    assert!(w.pending().await.is_empty(), "disconnect: nothing to delete: {:#?}", w.pending().await);
+}
+
+#[tokio::test]
+async fn the_error_limit_stops_the_run_and_the_next_one_continues_where_it_stopped() {
+    let w = World::new().await;
+    // Every user after the first claims the same UPN: one error each.
+    let users: Vec<CsObject> = (1..=8u8)
+        .map(|n| ad_user(n, &format!("Same {n}"), "OU=Staff", "same@corp.example.com", &[]))
+        .collect();
+    w.write(&w.ad, users, &[]).await;
+    let options = SyncOptions { batch_size: 2, error_limit: 3 };
+    let first = run_sync(
+        &w.store,
+        &w.rules,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &options,
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(first.status, "stopped-error-limit");
+    let rest = run_sync(
+        &w.store,
+        &w.rules,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &SyncOptions::default(),
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rest.profile, SyncMode::Full, "a stopped first sync has no mark yet: {:?}", rest.notes);
+    assert_eq!(w.store.mv_count().await.unwrap(), 8, "every user is in the metaverse once");
+}
+
+#[tokio::test]
+async fn references_to_objects_that_never_reach_the_target_are_left_out() {
+    let w = World::new().await;
+    // Carl has no UPN: he is a person in the metaverse but out of the cloud's scope.
+    let mut carl = ad_user(3, "Carl NoUpn", "OU=Staff", "x@corp.example.com", &[]);
+    carl.attributes.remove("userPrincipalName");
+    w.write(&w.ad, vec![ad_group(9, "Sales", &["CN=Alice Anders,OU=Staff", "CN=Carl NoUpn,OU=Staff"])], &[])
+        .await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]), carl], &[])
+        .await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    let group = pending.iter().find(|p| p.object_type == "group").unwrap();
+    let Some(AttrValues::Reference(members)) = change(group, "members").and_then(|c| c.new.clone()) else {
+        panic!("{group:#?}")
+    };
+    assert_eq!(members.len(), 1, "only Alice: {members:?}");
+}
+
+#[tokio::test]
+async fn a_unique_value_staged_in_an_earlier_run_is_not_claimed_twice() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Ann One", "OU=Staff", "ann@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    // A later run brings a second Ann with the same UPN while the first add is still pending.
+    w.write(&w.ad, vec![ad_user(2, "Ann Two", "OU=Sales", "Ann@corp.example.com", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "completed-with-errors", "{ad:?}");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert!(errors[0].message.contains("already claimed by the pending export"), "{errors:?}");
+    assert_eq!(w.pending().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_cloud_object_appearing_with_the_upn_of_a_pending_add_is_soft_matched_instead() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    assert_eq!(w.pending().await[0].operation, ExportOperation::Add);
+    // Someone creates her in the cloud by hand before the export runs.
+    w.write(&w.cloud, vec![cloud_user("c-hand", "alice@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0].operation, ExportOperation::Update, "{pending:#?}");
+    assert!(pending[0].display.contains("c-hand"));
+}
+
+#[tokio::test]
+async fn an_object_that_failed_is_synchronized_again_by_the_next_delta() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    w.export_and_import(true).await;
+    w.cycle().await;
+    // Alice is deleted and made again in AD (a new objectGUID) with the same UPN, while her
+    // old cloud object still holds it: the new add cannot be staged yet.
+    w.write(&w.ad, vec![ad_user(2, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[&b64(1)])
+        .await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "completed-with-errors", "{ad:?}");
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0].operation, ExportOperation::Delete);
+    // The delete goes out and an import confirms it; nothing changes in AD, yet the next
+    // delta sync stages the new Alice.
+    w.export_and_import(true).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "success", "{ad:?}");
+    assert!(ad.notes.iter().any(|n| n.contains("synchronized again")), "{:?}", ad.notes);
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(pending[0].operation, ExportOperation::Add);
+    assert_eq!(
+        change(&pending[0], "onPremisesImmutableId").and_then(|c| c.new.clone()),
+        Some(text(&[&b64(2)]))
+    );
+}
+
+#[tokio::test]
+async fn adding_a_user_to_a_pilot_group_brings_it_into_scope_on_the_next_delta() {
+    // A pilot deployment: only members of CN=Pilot are synchronized (Entra's group filtering).
+    let rules = RuleSet::from_toml(
+        r#"[[inbound]]
+        name = "Pilot users"
+        connector_kinds = ["ldap-ad"]
+        cs_object_type = "user"
+        mv_object_type = "person"
+        link_type = "provision"
+        precedence = 100
+        [[inbound.scope.groups]]
+        clauses = [{ attribute = "dn", operator = "ISMEMBEROF", value = "CN=Pilot,OU=Groups,DC=corp,DC=example,DC=com" }]
+        [[inbound.join]]
+        clauses = [{ source = "immutableId", target = "sourceAnchor" }]
+        [[inbound.flows]]
+        target = "sourceAnchor"
+        expression = "immutableId"
+        [[inbound.flows]]
+        target = "userPrincipalName"
+        source = "userPrincipalName"
+        "#,
+        "pilot rules",
+    )
+    .unwrap();
+    let w = World::with_rules(rules).await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+            ad_user(2, "Bob Brown", "OU=Staff", "bob@corp.example.com", &[]),
+            ad_group(9, "Pilot", &["CN=Alice Anders,OU=Staff"]),
+        ],
+        &[],
+    )
+    .await;
+    w.sync(&w.ad, SyncMode::Delta).await;
+    assert_eq!(w.store.mv_count().await.unwrap(), 1, "only Alice is in the pilot");
+    // Bob joins the pilot: only the group changes in AD.
+    w.write(&w.ad, vec![ad_group(9, "Pilot", &["CN=Alice Anders,OU=Staff", "CN=Bob Brown,OU=Staff"])], &[])
+        .await;
+    let r = w.sync(&w.ad, SyncMode::Delta).await;
+    assert_eq!(r.profile, SyncMode::Delta);
+    assert_eq!(w.store.mv_count().await.unwrap(), 2, "{r:?}");
+    // And leaves it again.
+    w.write(&w.ad, vec![ad_group(9, "Pilot", &["CN=Alice Anders,OU=Staff"])], &[]).await;
+    w.sync(&w.ad, SyncMode::Delta).await;
+    assert_eq!(w.store.mv_count().await.unwrap(), 1);
+}

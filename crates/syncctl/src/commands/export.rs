@@ -143,6 +143,7 @@ fn export_summary(r: &ExportReport) -> String {
 #[derive(Debug, PartialEq, Eq)]
 struct Row {
     connector: String,
+    status: String,
     object: String,
     operation: &'static str,
     attribute: String,
@@ -213,6 +214,7 @@ async fn preview_rows(
         if p.changes.is_empty() {
             rows.push(Row {
                 connector: connector.clone(),
+                status: p.status.clone(),
                 object: p.display.clone(),
                 operation: p.operation.as_str(),
                 attribute: String::new(),
@@ -223,6 +225,7 @@ async fn preview_rows(
         for c in &p.changes {
             rows.push(Row {
                 connector: connector.clone(),
+                status: p.status.clone(),
                 object: p.display.clone(),
                 operation: p.operation.as_str(),
                 attribute: c.attribute.clone(),
@@ -261,7 +264,13 @@ fn table(pending: &[PendingExport], rows: &[Row]) -> String {
     let mut last = (String::new(), String::new());
     for r in rows {
         if (r.connector.clone(), r.object.clone()) != last {
-            let _ = writeln!(s, "\n{} {} [{}]", r.operation, r.object, r.connector);
+            let state = match r.status.as_str() {
+                "pending" => String::new(),
+                "exported" => " (exported, waiting for an import to confirm it)".to_owned(),
+                "exporting" => " (was being sent when syncctl stopped: sent again, checked first)".to_owned(),
+                other => format!(" ({other})"),
+            };
+            let _ = writeln!(s, "\n{} {} [{}]{state}", r.operation, r.object, r.connector);
             last = (r.connector.clone(), r.object.clone());
         }
         if r.attribute.is_empty() {
@@ -288,6 +297,7 @@ mod tests {
         assert_eq!(shown(Some(&v), &refs), "alice@corp.example.com; mv:8");
         let rows = vec![Row {
             connector: "cloud".into(),
+            status: "pending".into(),
             object: "bob@corp.example.com".into(),
             operation: "update",
             attribute: "displayName".into(),
