@@ -81,6 +81,7 @@ CREATE TABLE pending_exports (
     UNIQUE (connector_id, target_key)
 );
 CREATE INDEX pending_exports_mv ON pending_exports (mv_id);
+CREATE INDEX pending_exports_created ON pending_exports (connector_id, created_anchor) WHERE created_anchor IS NOT NULL;
 
 -- Where each connector's sync left off, and with which rules.
 CREATE TABLE sync_marks (

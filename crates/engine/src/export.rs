@@ -315,8 +315,7 @@ pub async fn run_export(
             }
             let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
             report.counts.held += unanswered as i64;
-            store.record_export_results(run, &rows, &errors, &batch_counts, clock.now_ms()).await?;
-            store.delete_pending_ids(&std::mem::take(&mut done)).await?;
+            store.record_export_results(run, &rows, &done, &errors, &batch_counts, clock.now_ms()).await?;
             errors.clear();
         }
         if report.status == "success" && report.counts.failed > 0 {

@@ -173,6 +173,7 @@ pub async fn run_sync(
         let run = store.start_run(&profile.to_string(), Some(source.id), &source.name, now).await?;
         info!(run, profile = %profile, "sync started");
         let mut sync = SyncRun::new(store, rules, source, connectors, options, clock);
+        sync.full = profile == SyncMode::Full;
         sync.refresh_target_keys().await?;
         let mut seq = match profile {
             SyncMode::Full => 0,
@@ -180,28 +181,8 @@ pub async fn run_sync(
         };
         let top = store.cs_top_seq(source.id).await?;
         let total = u64::try_from(store.cs_count_since(source.id, seq).await?).unwrap_or(0);
+        let start_seq = seq;
         let mut status = "success";
-        // Objects whose last sync failed are read again first (a full sync reads them anyway).
-        if profile == SyncMode::Delta {
-            let retry_ids = store.sync_retries(source.id).await?;
-            if !retry_ids.is_empty() {
-                let mut retry: Vec<SyncCsObject> = store
-                    .cs_by_ids(&retry_ids)
-                    .await?
-                    .into_values()
-                    .filter(|o| o.change_seq <= seq)
-                    .collect();
-                retry.sort_by_key(|o| o.change_seq);
-                notes.push(format!("{} objects whose last sync failed were synchronized again", retry.len()));
-                for chunk in retry.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
-                    sync.batch(chunk.to_vec()).await?;
-                    let mut batch = std::mem::take(&mut sync.out);
-                    batch.counts = sync.run_counts_delta();
-                    store.write_sync_batch(run, &batch, clock.now_ms()).await?;
-                    sync.reset_overlay();
-                }
-            }
-        }
         while seq < top {
             let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
             if objects.is_empty() {
@@ -223,6 +204,28 @@ pub async fn run_sync(
                     sync.counts.errors, options.error_limit
                 ));
                 break;
+            }
+        }
+        // Objects whose last sync failed are read again (a full sync read them anyway), after the
+        // changes so that failures that keep failing never starve them.
+        if profile == SyncMode::Delta && status == "success" {
+            let retry_ids = store.sync_retries(source.id).await?;
+            if !retry_ids.is_empty() {
+                let mut retry: Vec<SyncCsObject> = store
+                    .cs_by_ids(&retry_ids)
+                    .await?
+                    .into_values()
+                    .filter(|o| o.change_seq <= start_seq && o.connector_id == source.id)
+                    .collect();
+                retry.sort_by_key(|o| o.change_seq);
+                notes.push(format!("{} objects whose last sync failed were synchronized again", retry.len()));
+                for chunk in retry.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
+                    sync.batch(chunk.to_vec()).await?;
+                    let mut batch = std::mem::take(&mut sync.out);
+                    batch.counts = sync.run_counts_delta();
+                    store.write_sync_batch(run, &batch, clock.now_ms()).await?;
+                    sync.reset_overlay();
+                }
             }
         }
         // Members of changed groups, for ISMEMBEROF scopes (a few rounds for nested groups).
@@ -338,6 +341,10 @@ struct SyncRun<'a> {
     current_mv: Option<MvId>,
     /// CS objects of the source to read again in this run (members of a changed group).
     requeue: BTreeSet<CsId>,
+    /// True for a full sync.
+    full: bool,
+    /// MV objects given a new pending add in this pass: what refers to them is compared again.
+    new_adds: Vec<MvId>,
     /// CS objects and MV objects whose sync failed in this batch.
     failed_cs: BTreeSet<CsId>,
     failed_mvs: BTreeSet<MvId>,
@@ -410,6 +417,8 @@ impl<'a> SyncRun<'a> {
             outbound_set: BTreeSet::new(),
             current_mv: None,
             requeue: BTreeSet::new(),
+            full: false,
+            new_adds: Vec::new(),
             failed_cs: BTreeSet::new(),
             failed_mvs: BTreeSet::new(),
             claimed: HashMap::new(),
@@ -464,8 +473,16 @@ impl<'a> SyncRun<'a> {
     }
 
     fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
-        if let Some(o) = object {
-            self.failed_cs.insert(o.id);
+        match object {
+            Some(o) if o.connector_id == self.source.id => {
+                self.failed_cs.insert(o.id);
+            }
+            // Another connector's object, or none: retried through the MV object's sources.
+            _ => {
+                if let Some(mv) = self.current_mv {
+                    self.failed_mvs.insert(mv);
+                }
+            }
         }
         warn!(kind, dn = object.map(|o| o.dn.as_str()), "{message}");
         self.counts.errors += 1;
@@ -748,6 +765,11 @@ impl<'a> SyncRun<'a> {
                     self.outbound(mv, t).await?;
                 }
             }
+            // Objects that now get an add may be what others refer to.
+            for mv in std::mem::take(&mut self.new_adds) {
+                let referrers = self.mv_referrers(mv).await?;
+                self.redo.extend(referrers.into_iter().filter(|r| *r != mv));
+            }
             outbound = std::mem::take(&mut self.redo);
             if outbound.is_empty() {
                 break;
@@ -802,6 +824,13 @@ impl<'a> SyncRun<'a> {
             if pending.get(&key).is_some_and(|p| p.operation == ExportOperation::Delete) {
                 return Ok(());
             }
+            // The object an exported add created, back in an import: its MV object is compared
+            // again (a join confirms the add; out of scope, it is deprovisioned).
+            if let Some(mv) =
+                self.store.pending_add_by_created_anchor(object.connector_id, &object.anchor).await?
+            {
+                self.dirty.insert(mv);
+            }
             // A target object that appears with a value a staged add claims (the same UPN, say)
             // is what that add waits for: its outbound join is tried again.
             for attribute in UNIQUE_ATTRIBUTES {
@@ -836,10 +865,16 @@ impl<'a> SyncRun<'a> {
             let before: BTreeSet<String> =
                 self.store.sync_group_members(object.connector_id, object.id).await?.into_iter().collect();
             if now != before {
-                // Added and removed members change scope: both are read again in this run.
-                let changed: Vec<&str> = now.symmetric_difference(&before).map(String::as_str).collect();
-                self.requeue
-                    .extend(self.store.cs_ids_by_dn(object.connector_id, &changed).await?.into_values());
+                // Added and removed members change scope: a delta sync reads them again in this
+                // run (kept as retries too, should the run stop first); a full sync reads
+                // everything anyway.
+                if !self.full {
+                    let changed: Vec<&str> = now.symmetric_difference(&before).map(String::as_str).collect();
+                    let ids: Vec<CsId> =
+                        self.store.cs_ids_by_dn(object.connector_id, &changed).await?.into_values().collect();
+                    self.out.retries_add.extend(ids.iter().map(|c| (object.connector_id, *c)));
+                    self.requeue.extend(ids);
+                }
                 self.out.group_members.push((object.connector_id, object.id, now.into_iter().collect()));
             }
         }
@@ -1066,6 +1101,27 @@ impl<'a> SyncRun<'a> {
         for cs in ids {
             if let Some(link) = self.link_of_cs(cs).await? {
                 out.insert(link.mv_id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The MV objects whose source objects refer to one of this MV object's source objects.
+    async fn mv_referrers(&mut self, mv: MvId) -> Result<BTreeSet<MvId>> {
+        let links = self.links_of_mv(mv).await?;
+        let mut out = BTreeSet::new();
+        for l in links {
+            if self.connector(l.connector_id).is_none_or(|c| c.target) {
+                continue;
+            }
+            let Some(cs) = self.cs_object(l.cs_id).await? else { continue };
+            let keys = vec![cs.dn_norm.clone(), cs.anchor.to_lowercase()];
+            let ids = self.store.cs_referrer_ids_many(cs.connector_id, &keys).await?;
+            self.load_links(&ids).await?;
+            for id in ids {
+                if let Some(link) = self.link_of_cs(id).await? {
+                    out.insert(link.mv_id);
+                }
             }
         }
         Ok(out)
@@ -1389,6 +1445,19 @@ impl<'a> SyncRun<'a> {
         if ids.iter().any(|m| !reachable.contains(m) && self.outbound_set.contains(m)) {
             self.redo.insert(mv);
         }
+        // An object that is in the target's scope will be added there: the reference waits for
+        // it (export defers it until the add is done). Only deleted or out-of-scope objects go.
+        for m in ids.iter().filter(|m| !reachable.contains(m)).copied().collect::<Vec<_>>() {
+            let Some(o) = self.mv_object(m).await? else { continue };
+            let view = MvView { object: &o };
+            let in_scope = self
+                .rules
+                .outbound_for(&target.kind, &target.name, &o.object_type)
+                .any(|r| r.link_type == LinkType::Provision && r.scope.matches(&view).unwrap_or(false));
+            if in_scope {
+                reachable.insert(m);
+            }
+        }
         for v in desired.values_mut() {
             if let Some(AttrValues::Reference(refs)) = v {
                 refs.retain(|r| parse_mv_ref(r).is_none_or(|m| reachable.contains(&m)));
@@ -1522,6 +1591,12 @@ impl<'a> SyncRun<'a> {
             // changed since is staged as an update then.
             return;
         }
+        if export.operation == ExportOperation::Add
+            && existing.is_none()
+            && let Some(mv) = export.mv_id
+        {
+            self.new_adds.push(mv);
+        }
         match export.operation {
             ExportOperation::Add => self.counts.export_adds += 1,
             ExportOperation::Update => self.counts.export_updates += 1,
@@ -1557,21 +1632,25 @@ impl<'a> SyncRun<'a> {
     /// exported (its object created, not yet confirmed by an import) becomes a delete of the
     /// created object when deprovisioning (`delete`), else it stays until the import links the
     /// object: it is never sent twice nor forgotten.
-    fn unsend_add(
+    async fn unsend_add(
         &mut self,
         target: &SyncConnector,
         mv: MvId,
         key: &str,
         existing: Option<&PendingExport>,
         delete: bool,
-    ) {
+    ) -> Result<()> {
         let Some(e) = existing else {
             self.withdraw(target.id, key.to_owned(), false);
-            return;
+            return Ok(());
         };
+        if e.operation == ExportOperation::Delete {
+            // Already turned into the delete of what it created: that stays until exported.
+            return Ok(());
+        }
         if !(e.operation == ExportOperation::Add && sent(e)) {
             self.withdraw(target.id, key.to_owned(), true);
-            return;
+            return Ok(());
         }
         if e.status == "exporting" {
             // Sent when the process ended, result unknown: the object may exist in the target.
@@ -1586,9 +1665,19 @@ impl<'a> SyncRun<'a> {
                     e.display, target.name
                 ),
             );
-            return;
+            return Ok(());
         }
-        if delete && e.created_anchor.is_some() {
+        if !delete {
+            // Disconnect: once the created object has come back in an import, the add is done
+            // and nothing more is owed to it.
+            if let Some(anchor) = &e.created_anchor
+                && !self.store.cs_ids_by_anchor(target.id, &[anchor.as_str()]).await?.is_empty()
+            {
+                self.withdraw(target.id, key.to_owned(), true);
+            }
+            return Ok(());
+        }
+        if e.created_anchor.is_some() {
             let now = self.clock.now_ms();
             let export = PendingExport {
                 id: 0,
@@ -1607,11 +1696,10 @@ impl<'a> SyncRun<'a> {
                 created_at: now,
                 updated_at: now,
             };
-            self.counts.export_deletes += 1;
-            self.out.pending_writes.retain(|p| !(p.connector_id == target.id && p.target_key() == key));
-            self.out.pending_deletes.retain(|k| !(k.0 == target.id && k.1 == key));
-            self.out.pending_writes.push(export);
+            // Staged like any export: it replaces the add and the add's claims on unique values.
+            self.stage(export, None);
         }
+        Ok(())
     }
 
     /// Outbound rules of one target for one MV object (or a deleted one).
@@ -1654,9 +1742,13 @@ impl<'a> SyncRun<'a> {
             let object_type =
                 self.mv.get(&mv).and_then(|o| o.as_ref().map(|o| o.object_type.clone())).or(deleted_type);
             let deprovision_delete = object_type
-                .and_then(|t| self.rules.outbound_for(&target.kind, &target.name, &t).next())
+                .and_then(|t| {
+                    self.rules
+                        .outbound_for(&target.kind, &target.name, &t)
+                        .find(|r| r.link_type == LinkType::Provision)
+                })
                 .is_some_and(|r| r.deprovision == syncctl_core::rules::Deprovision::Delete);
-            self.unsend_add(target, mv, &add_key, existing.get(&add_key), deprovision_delete);
+            self.unsend_add(target, mv, &add_key, existing.get(&add_key), deprovision_delete).await?;
             if let Some(l) = link {
                 let cs_key = format!("cs:{}", l.cs_id);
                 let delete = l.how == LinkHow::Provisioned && deprovision_delete;
@@ -1745,9 +1837,22 @@ impl<'a> SyncRun<'a> {
                         .join(", ");
                     match matches.as_slice() {
                         [one] => {
-                            let exported_add = existing
-                                .get(&add_key)
-                                .is_some_and(|p| p.operation == ExportOperation::Add && sent(p));
+                            // An object this engine is deleting, back in scope: the delete is
+                            // withdrawn and the object stays provisioned.
+                            let one_key = format!("cs:{}", one.id);
+                            let deleting = self
+                                .store
+                                .pending_for_targets(target.id, std::slice::from_ref(&one_key))
+                                .await?
+                                .get(&one_key)
+                                .is_some_and(|p| p.operation == ExportOperation::Delete);
+                            if deleting {
+                                self.withdraw(target.id, one_key, true);
+                            }
+                            let exported_add = deleting
+                                || existing
+                                    .get(&add_key)
+                                    .is_some_and(|p| p.operation == ExportOperation::Add && sent(p));
                             let new_link = MvLink {
                                 cs_id: one.id,
                                 mv_id: mv,
@@ -1789,7 +1894,7 @@ impl<'a> SyncRun<'a> {
         match link {
             None => {
                 if first.link_type != LinkType::Provision {
-                    self.unsend_add(target, mv, &add_key, existing.get(&add_key), false);
+                    self.unsend_add(target, mv, &add_key, existing.get(&add_key), false).await?;
                     return Ok(());
                 }
                 let mut desired = self.desired(&rules, &object, true);

@@ -986,13 +986,19 @@ impl Store {
                     .map_err(q)?;
             }
         }
+        let mut clear: std::collections::BTreeMap<ConnectorId, Vec<CsId>> = std::collections::BTreeMap::new();
         for (connector, cs) in &batch.retries_clear {
-            sqlx::query("DELETE FROM sync_retries WHERE connector_id = ? AND cs_id = ?")
-                .bind(connector)
-                .bind(cs)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
+            clear.entry(*connector).or_default().push(*cs);
+        }
+        for (connector, ids) in clear {
+            for chunk in ids.chunks(10_000) {
+                sqlx::query("DELETE FROM sync_retries WHERE connector_id = ? AND cs_id IN (SELECT value FROM json_each(?))")
+                    .bind(connector)
+                    .bind(json_list(chunk)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
+            }
         }
         for (connector, cs) in &batch.retries_add {
             sqlx::query("INSERT OR IGNORE INTO sync_retries (connector_id, cs_id) VALUES (?, ?)")
@@ -1113,11 +1119,13 @@ pub struct ExportApproval {
 }
 
 impl Store {
-    /// Records export results (and the run's errors and counters) in one transaction.
+    /// Records export results (and the run's errors and counters) in one transaction, and
+    /// removes the pending exports in `done` (finished with nothing left to confirm).
     pub async fn record_export_results(
         &self,
         run: RunId,
         results: &[ExportResultRow],
+        done: &[i64],
         errors: &[crate::RunError],
         counts: &crate::RunCounts,
         now: i64,
@@ -1138,6 +1146,21 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(q)?;
+        }
+        if !done.is_empty() {
+            sqlx::query(
+                "DELETE FROM pending_unique WHERE (connector_id, target_key) IN \
+                 (SELECT connector_id, target_key FROM pending_exports WHERE id IN (SELECT value FROM json_each(?1)))",
+            )
+            .bind(json_list(done)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
+            sqlx::query("DELETE FROM pending_exports WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json_list(done)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
         }
         for e in errors {
             crate::runs::insert_error(&mut tx, run, e, now).await?;
@@ -1226,6 +1249,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The MV object whose exported add created the target object with this anchor.
+    pub async fn pending_add_by_created_anchor(
+        &self,
+        connector: ConnectorId,
+        anchor: &str,
+    ) -> Result<Option<MvId>> {
+        let found: Option<Option<MvId>> = sqlx::query_scalar(
+            "SELECT mv_id FROM pending_exports WHERE connector_id = ? AND created_anchor = ? AND operation = 'add' LIMIT 1",
+        )
+        .bind(connector)
+        .bind(anchor)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read pending exports", e))?;
+        Ok(found.flatten())
+    }
+
     /// The members of a group as the last sync saw them (normalized DNs).
     pub async fn sync_group_members(&self, connector: ConnectorId, group: CsId) -> Result<Vec<String>> {
         sqlx::query_scalar("SELECT member FROM sync_group_members WHERE connector_id = ? AND group_cs_id = ? ORDER BY member")
@@ -1256,27 +1296,6 @@ impl Store {
             .execute(&self.pool)
             .await
             .map_err(|e| StoreError::query("mark exports", e))?;
-        Ok(())
-    }
-
-    /// Removes these pending exports (done, with nothing left to confirm).
-    pub async fn delete_pending_ids(&self, ids: &[i64]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(
-            "DELETE FROM pending_unique WHERE (connector_id, target_key) IN \
-             (SELECT connector_id, target_key FROM pending_exports WHERE id IN (SELECT value FROM json_each(?1)))",
-        )
-        .bind(json_list(ids)?)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::query("remove pending exports", e))?;
-        sqlx::query("DELETE FROM pending_exports WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json_list(ids)?)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("remove pending exports", e))?;
         Ok(())
     }
 

@@ -578,7 +578,7 @@ impl World {
             })
             .collect();
         let run = self.store.start_run("export", Some(self.cloud.id), "cloud", 1).await.unwrap();
-        self.store.record_export_results(run, &rows, &[], &RunCounts::default(), 2).await.unwrap();
+        self.store.record_export_results(run, &rows, &[], &[], &RunCounts::default(), 2).await.unwrap();
         if !import {
             return;
         }
@@ -654,6 +654,21 @@ async fn a_provisioned_object_is_deleted_with_its_source_and_an_unconfirmed_add_
     assert_eq!(deletes.len(), 2, "{pending:#?}");
     assert!(deletes.contains(&(Some(0), None)), "Alice's by her cloud object: {pending:#?}");
     assert!(deletes.contains(&(None, Some("new-2"))), "Bob's by the id the export returned: {pending:#?}");
+    // Bob's created object comes back in an import before the delete is exported: the
+    // delete stays.
+    w.write(
+        &w.cloud,
+        vec![cloud_user("new-2", "bob@corp.example.com", &[("onPremisesImmutableId", text(&[&b64(2)]))])],
+        &[],
+    )
+    .await;
+    w.cycle().await;
+    assert_eq!(
+        w.pending().await.iter().filter(|p| p.operation == ExportOperation::Delete).count(),
+        2,
+        "{:#?}",
+        w.pending().await
+    );
     // A full cloud sync does not join Alice's object again while its delete is pending.
     run_sync(
         &w.store,
@@ -859,4 +874,30 @@ async fn adding_a_user_to_a_pilot_group_brings_it_into_scope_on_the_next_delta()
     w.write(&w.ad, vec![ad_group(9, "Pilot", &["CN=Alice Anders,OU=Staff"])], &[]).await;
     w.sync(&w.ad, SyncMode::Delta).await;
     assert_eq!(w.store.mv_count().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_member_that_enters_the_targets_scope_later_is_added_to_its_groups() {
+    let w = World::new().await;
+    let mut carl = ad_user(3, "Carl Later", "OU=Staff", "x@corp.example.com", &[]);
+    carl.attributes.remove("userPrincipalName");
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]), carl], &[])
+        .await;
+    w.write(&w.ad, vec![ad_group(9, "Sales", &["CN=Alice Anders,OU=Staff", "CN=Carl Later,OU=Staff"])], &[])
+        .await;
+    w.cycle().await;
+    let members = |pending: &[PendingExport]| -> usize {
+        let group = pending.iter().find(|p| p.object_type == "group").unwrap();
+        match change(group, "members").and_then(|c| c.new.clone()) {
+            Some(AttrValues::Reference(m)) => m.len(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(members(&w.pending().await), 1, "Carl has no UPN: not in the cloud's scope");
+    // Carl gets a UPN: only Carl changes in AD, and the group's add now lists him too.
+    w.write(&w.ad, vec![ad_user(3, "Carl Later", "OU=Staff", "carl@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    assert!(pending.iter().any(|p| p.display == "carl@corp.example.com"), "{pending:#?}");
+    assert_eq!(members(&pending), 2, "{pending:#?}");
 }
