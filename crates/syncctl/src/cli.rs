@@ -46,6 +46,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Import one connector's objects into its connector space (full or delta).
     Import(ImportArgs),
+    /// One whole cycle, in Entra Connect's order: import every connector, sync every connector,
+    /// export to every target (delta unless --full).
+    Cycle(CycleArgs),
     /// Synchronize connector spaces into the metaverse and stage pending exports (full or
     /// delta), connector by connector: sources first, then targets.
     Sync(SyncArgs),
@@ -122,6 +125,15 @@ pub struct ImportArgs {
     /// there is no usable watermark, and says so in run history).
     #[arg(long)]
     pub delta: bool,
+}
+
+/// `syncctl cycle`.
+#[derive(Debug, Args)]
+pub struct CycleArgs {
+    /// Full import and full sync (default: delta, which falls back to full where a connector has
+    /// no usable watermark or sync mark, and says so).
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// `syncctl sync`.

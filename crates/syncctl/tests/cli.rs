@@ -406,3 +406,36 @@ fn sync_usage_and_rule_errors_exit_3_naming_the_problem() {
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("error_limit must be at least 1"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn cycle_imports_syncs_and_says_there_is_no_target_yet() {
+    let env = sample_env("");
+    let out = env.cmd().args(["cycle"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary = text(&out.stdout);
+    let lines: Vec<&str> = summary.lines().collect();
+    assert!(lines[0].starts_with("STEP"), "{summary}");
+    assert!(
+        lines[1].starts_with("import  corp") && lines[1].contains("full-import") && lines[1].contains("+8 "),
+        "{summary}"
+    );
+    assert!(
+        lines[2].starts_with("sync    corp")
+            && lines[2].contains("full-sync")
+            && lines[2].contains("8 projected"),
+        "{summary}"
+    );
+    assert!(summary.contains("no configured connector takes exports: 0 pending exports"), "{summary}");
+    // Each step is a run in run history.
+    let out = env.cmd().args(["--json", "runs"]).output().unwrap();
+    let runs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let profiles: Vec<&str> =
+        runs.as_array().unwrap().iter().map(|r| r["profile"].as_str().unwrap()).collect();
+    assert_eq!(profiles, ["full-sync", "full-import"]);
+    // A second cycle finds nothing to do.
+    let out = env.cmd().args(["--json", "cycle"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["steps"][1]["profile"], "delta-sync");
+    assert!(json["steps"][1]["summary"].as_str().unwrap().starts_with("0 read"), "{json}");
+}

@@ -2,6 +2,7 @@
 
 mod assess;
 mod connectors;
+mod cycle;
 mod export;
 mod import;
 mod runs;
@@ -20,6 +21,7 @@ use crate::exit::{CmdResult, Failure};
 pub async fn run(cli: &Cli) -> CmdResult {
     let name = match &cli.command {
         Command::Import(_) => "import",
+        Command::Cycle(_) => "cycle",
         Command::Sync(_) => "sync",
         Command::Export(_) => "export",
         Command::Runs(_) => "runs",
@@ -36,6 +38,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
         let plan = config::load(&cli.config).map_err(Failure::usage)?;
         match &cli.command {
             Command::Import(args) => import::run(&plan, args, cli.json).await,
+            Command::Cycle(args) => cycle::run(&plan, args, cli.json).await,
             Command::Sync(args) => sync::run(&plan, args, cli.json).await,
             Command::Export(args) => export::run(&plan, args, cli.json).await,
             Command::Runs(args) => runs::run(&plan, args, cli.json).await,
