@@ -144,7 +144,7 @@ async fn route(app: &App, req: &Request) -> Result<GraphResponse, sqlx::Error> {
         _ => None,
     };
     Ok(match (m, segs.as_slice()) {
-        ("GET", ["domains"]) => domains(app).await?,
+        ("GET", ["domains"]) => domains(app, req).await?,
         ("GET", ["directoryRoles"]) => directory_roles(app, req).await?,
         ("GET", [coll, d]) if kind_of(coll).is_some() && is_delta(d) => {
             delta(app, req, kind_of(coll).unwrap_or(Kind::User)).await?
@@ -185,8 +185,18 @@ fn is_delta(seg: &str) -> bool {
 
 /// `GET /domains`: `{"value": [{"id", "authenticationType", "isDefault", "isInitial", "isVerified", ...}]}`.
 /// <https://learn.microsoft.com/en-us/graph/api/domain-list?view=graph-rest-1.0>
-async fn domains(app: &App) -> Result<GraphResponse, sqlx::Error> {
-    let value: Vec<Value> = app.store.domains().await?.into_iter().map(Value::Object).collect();
+async fn domains(app: &App, req: &Request) -> Result<GraphResponse, sqlx::Error> {
+    let select = select_list(req);
+    let value: Vec<Value> = app
+        .store
+        .domains()
+        .await?
+        .into_iter()
+        .map(|d| match &select {
+            Some(sel) => Value::Object(project(Kind::Group, &d, Some(sel))),
+            None => Value::Object(d),
+        })
+        .collect();
     Ok(GraphResponse::json(
         200,
         json!({"@odata.context": format!("{}/v1.0/$metadata#domains", app.base_url), "value": value}),
@@ -404,9 +414,15 @@ async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sql
     Ok(GraphResponse::json(200, body))
 }
 
+/// `GET /users/{id | userPrincipalName}` and `GET /groups/{id}`.
+/// <https://learn.microsoft.com/en-us/graph/api/user-get?view=graph-rest-1.0>
 async fn get(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphResponse, sqlx::Error> {
     let select = select_list(req);
-    Ok(match app.store.get(Some(kind), id).await? {
+    let found = match app.store.get(Some(kind), id).await? {
+        None if kind == Kind::User && id.contains('@') => app.store.get_by_upn(id).await?,
+        f => f,
+    };
+    Ok(match found {
         Some((k, o)) => {
             let mut p = project(k, &o, select.as_deref());
             p.insert(

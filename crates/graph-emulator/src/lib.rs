@@ -581,6 +581,18 @@ async fn batch(app: &App, req: &Request) -> GraphResponse {
             &format!("Number of batch requests exceeds the limit of {}.", graph::MAX_BATCH),
         );
     }
+    let mut ids = std::collections::HashSet::new();
+    for r in requests {
+        let id = r.get("id").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_lowercase));
+        if !id.is_some_and(|i| ids.insert(i)) {
+            // Ids are required and unique (case-insensitive), "otherwise the batch request fails with 400".
+            return graph::error(
+                400,
+                "BadRequest",
+                "Invalid batch payload format: request ids must be present and unique.",
+            );
+        }
+    }
     let mut responses = Vec::new();
     let mut statuses: HashMap<String, u16> = HashMap::new();
     for r in requests {
@@ -609,8 +621,14 @@ async fn batch(app: &App, req: &Request) -> GraphResponse {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
+        let sub_headers = r.get("headers").and_then(Value::as_object);
+        let has_content_type =
+            sub_headers.is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("content-type")));
         let resp = if depends.iter().any(|d| statuses.get(d).is_none_or(|s| *s >= 400)) {
             graph::error(424, "FailedDependency", "Failed dependency.")
+        } else if r.get("body").is_some() && !has_content_type {
+            // "When a body is included with the request, the headers object must contain a value for Content-Type."
+            graph::error(400, "BadRequest", "Content-Type header must be specified when a body is provided.")
         } else {
             let mut sub = Request::from_url(method, url, r.get("body").cloned(), &req.app_id);
             sub.prefer = r

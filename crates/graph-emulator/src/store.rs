@@ -165,6 +165,21 @@ impl Store {
         get_in(&mut conn, kind, id).await
     }
 
+    /// A user by userPrincipalName (case-insensitive).
+    pub(crate) async fn get_by_upn(&self, upn: &str) -> Result<Option<(Kind, Obj)>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT object_id FROM unique_values WHERE prop = 'userPrincipalName' AND value = ?",
+        )
+        .bind(upn.to_lowercase())
+        .fetch_optional(&mut *conn)
+        .await?;
+        match id {
+            Some(id) => get_in(&mut conn, Some(Kind::User), &id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Inserts or replaces an object after checking its unique values against every other object.
     /// `created` says whether the object is new (for the change log only).
     pub(crate) async fn put(

@@ -182,6 +182,8 @@ async fn user_list_page_shape() {
     assert_eq!(u.len(), 4);
     assert_eq!(u["onPremisesImmutableId"], Value::Null);
     let id = created["id"].as_str().unwrap();
+    let (s, one) = c.get("/users/ADELE@contoso.com?$select=displayName").await;
+    assert_eq!((s, one["id"].as_str()), (200, Some(id)));
     let (s, one) = c.get(&format!("/users/{id}?$select=displayName")).await;
     assert_eq!((s, one["displayName"].as_str()), (200, Some("adele@contoso.com")));
     let (s, e) = c.get("/users/00000000-0000-0000-0000-000000000000").await;
@@ -412,6 +414,12 @@ async fn batch_response_shape() {
     assert_eq!(by("3")["status"], 400);
     assert_eq!(by("3")["body"]["error"]["details"][0]["code"], "ObjectConflict");
     assert_eq!(by("4")["status"], 424);
+    let (s, v) = c
+        .post("/$batch", json!({"requests": [{"id": "1", "method": "POST", "url": "/users", "body": new_user("b2@contoso.com")}]}))
+        .await;
+    assert_eq!((s, v["responses"][0]["status"].as_u64()), (200, Some(400)), "a body needs a Content-Type");
+    let dup = json!({"requests": [{"id": "a", "method": "GET", "url": "/domains"}, {"id": "A", "method": "GET", "url": "/domains"}]});
+    assert_eq!(c.post("/$batch", dup).await.0, 400, "ids are unique");
     let many: Vec<Value> =
         (0..21).map(|i| json!({"id": i.to_string(), "method": "GET", "url": "/domains"})).collect();
     let (s, e) = c.post("/$batch", json!({"requests": many})).await;
@@ -444,7 +452,7 @@ async fn throttling_429_retry_after() {
         .post(
             "/$batch",
             json!({"requests": [
-                {"id": "1", "method": "POST", "url": "/users", "body": new_user("t4@contoso.com")},
+                {"id": "1", "method": "POST", "url": "/users", "headers": {"Content-Type": "application/json"}, "body": new_user("t4@contoso.com")},
                 {"id": "2", "method": "GET", "url": "/users"},
             ]}),
         )
