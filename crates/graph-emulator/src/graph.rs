@@ -870,6 +870,7 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
     let with_members =
         kind == Kind::Group && select.as_ref().is_none_or(|s| s.iter().any(|p| p == "members"));
     let page = app.config.delta_page_size.max(1) as i64;
+    let minimal = req.prefer.as_deref().is_some_and(|p| p.contains("return=minimal"));
     let mut value = Vec::new();
     let last: Option<String>;
     let more: bool;
@@ -901,7 +902,27 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
             match app.store.get(Some(kind), id).await? {
                 None => value.push(json!({"id": id, "@removed": {"reason": "changed"}})),
                 Some((_, o)) => {
-                    let mut p = project(kind, &o, select.as_deref());
+                    // `Prefer: return=minimal`: an updated object carries only the properties that
+                    // changed in this round (within `$select`); a created one comes whole.
+                    // <https://learn.microsoft.com/en-us/graph/delta-query-overview>
+                    let minimal_props = if minimal {
+                        app.store.changed_props(kind, id, state.s, state.m).await?.map(|changed| {
+                            changed
+                                .into_iter()
+                                .filter(|c| {
+                                    select
+                                        .as_ref()
+                                        .is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(c)))
+                                })
+                                .collect::<Vec<String>>()
+                        })
+                    } else {
+                        None
+                    };
+                    let mut p = match &minimal_props {
+                        Some(props) => project(kind, &o, Some(props)),
+                        None => project(kind, &o, select.as_deref()),
+                    };
                     if with_members {
                         let mut ms = Vec::new();
                         for c in app.store.member_changes(id, state.s, state.m).await? {

@@ -66,7 +66,7 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS unique_values_object ON unique_values (object_id)",
     "CREATE TABLE IF NOT EXISTS members (group_id TEXT NOT NULL, member_id TEXT NOT NULL, PRIMARY KEY (group_id, member_id))",
     "CREATE INDEX IF NOT EXISTS members_member ON members (member_id)",
-    "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, object_id TEXT NOT NULL, member_id TEXT, member_added INTEGER)",
+    "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, object_id TEXT NOT NULL, member_id TEXT, member_added INTEGER, props TEXT)",
     "CREATE INDEX IF NOT EXISTS changes_kind ON changes (kind, seq)",
     "CREATE TABLE IF NOT EXISTS domains (id TEXT PRIMARY KEY, data TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS admin_roles (role TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (role, user_id))",
@@ -180,8 +180,8 @@ impl Store {
         }
     }
 
-    /// Inserts or replaces an object after checking its unique values against every other object.
-    /// `created` says whether the object is new (for the change log only).
+    /// Inserts or replaces an object after checking its unique values against every other object, and
+    /// logs the change (with the changed property names when the object existed).
     pub(crate) async fn put(
         &self,
         kind: Kind,
@@ -202,6 +202,18 @@ impl Store {
                 return Err(OpError::Conflict(prop.clone()));
             }
         }
+        let old = get_in(&mut tx, Some(kind), &id).await?;
+        let props = old.map(|(_, o)| {
+            let mut changed: Vec<&str> = obj
+                .iter()
+                .filter(|(k, v)| o.get(*k) != Some(*v))
+                .map(|(k, _)| k.as_str())
+                .chain(o.keys().filter(|k| !obj.contains_key(*k)).map(String::as_str))
+                .collect();
+            changed.sort_unstable();
+            changed.dedup();
+            serde_json::to_string(&changed).unwrap_or_default()
+        });
         sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(&id).execute(&mut *tx).await?;
         for (prop, value) in unique {
             sqlx::query("INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES (?, ?, ?)")
@@ -218,8 +230,47 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         log_change(&mut tx, kind, &id, None).await?;
+        if let Some(p) = props {
+            sqlx::query("UPDATE changes SET props = ? WHERE seq = last_insert_rowid()")
+                .bind(p)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Properties of an object changed in the window `(from, to]`; `None` when the object was created
+    /// there (or its changes are not known property by property).
+    pub(crate) async fn changed_props(
+        &self,
+        kind: Kind,
+        id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Vec<String>>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        let rows = sqlx::query(
+            "SELECT props FROM changes WHERE kind = ? AND object_id = ? AND member_id IS NULL \
+             AND seq > ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out: Vec<String> = Vec::new();
+        for r in rows {
+            let props: Option<String> = r.get("props");
+            let Some(list) = props.and_then(|p| serde_json::from_str::<Vec<String>>(&p).ok()) else {
+                return Ok(None);
+            };
+            out.extend(list);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(Some(out))
     }
 
     /// Deletes an object, its unique values and its memberships (logging the member removals).

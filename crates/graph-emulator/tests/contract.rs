@@ -344,6 +344,18 @@ async fn user_delta_pages_and_removed() {
     let renamed = vals.iter().find(|x| x["id"] == ids[3].as_str()).unwrap();
     assert_eq!(renamed["displayName"], "Renamed");
     assert!(renamed.get("givenName").is_none(), "the first request's $select is carried");
+    // `Prefer: return=minimal`: only the changed properties of an updated object.
+    let r = c
+        .http
+        .get(&delta_link)
+        .bearer_auth(&c.token)
+        .header("Prefer", "return=minimal")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let renamed = v["value"].as_array().unwrap().iter().find(|x| x["id"] == ids[3].as_str()).unwrap().clone();
+    assert_eq!(renamed, json!({"id": ids[3], "displayName": "Renamed"}));
     let (s, e) = c.get("/users/delta?$deltatoken=bm9wZQ").await;
     assert_eq!(s, 410);
     assert_eq!(e["error"]["code"], "syncStateNotFound");
