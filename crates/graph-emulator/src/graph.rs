@@ -807,6 +807,9 @@ struct DeltaState {
     /// `$select` of the first request, carried into later requests like Graph does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sel: Option<String>,
+    /// When the token was issued (Unix seconds); tokens older than the configured lifetime expire.
+    #[serde(default)]
+    t: u64,
 }
 
 fn encode_state(s: &DeltaState) -> String {
@@ -845,13 +848,15 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
             a: None,
             i: true,
             sel: req.param("$select").map(str::to_string),
+            t: unix_now(),
         },
         Some(t) => {
             let Some(mut st) = B64.decode(t).ok().and_then(|b| serde_json::from_slice::<DeltaState>(&b).ok())
             else {
                 return Ok(sync_state_not_found());
             };
-            if st.e != epoch || st.k != coll_name(kind) || st.s > max || st.m > max {
+            let expired = unix_now().saturating_sub(st.t) > app.config.delta_token_lifetime_seconds;
+            if expired || st.e != epoch || st.k != coll_name(kind) || st.s > max || st.m > max {
                 return Ok(sync_state_not_found());
             }
             if req.param("$deltatoken").is_some() {
@@ -951,7 +956,7 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
             format!("{}/v1.0/{}/delta?$skiptoken={}", app.base_url, coll_name(kind), encode_state(&next)),
         )
     } else {
-        let next = DeltaState { s: state.m, m: state.m, a: None, i: false, ..state };
+        let next = DeltaState { s: state.m, m: state.m, a: None, i: false, t: unix_now(), ..state };
         (
             "@odata.deltaLink",
             format!("{}/v1.0/{}/delta?$deltatoken={}", app.base_url, coll_name(kind), encode_state(&next)),

@@ -118,6 +118,9 @@ pub struct EmulatorConfig {
     pub page_size: usize,
     /// Page size of delta queries.
     pub delta_page_size: usize,
+    /// Lifetime of delta and skip tokens, in seconds: 7 days for directory objects, like Graph.
+    /// <https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/>
+    pub delta_token_lifetime_seconds: u64,
 }
 
 impl std::fmt::Debug for EmulatorConfig {
@@ -134,6 +137,7 @@ impl std::fmt::Debug for EmulatorConfig {
             .field("faults", &self.faults)
             .field("page_size", &self.page_size)
             .field("delta_page_size", &self.delta_page_size)
+            .field("delta_token_lifetime_seconds", &self.delta_token_lifetime_seconds)
             .finish()
     }
 }
@@ -157,6 +161,7 @@ impl Default for EmulatorConfig {
             faults: FaultConfig::default(),
             page_size: 100,
             delta_page_size: 100,
+            delta_token_lifetime_seconds: 7 * 24 * 3600,
         }
     }
 }

@@ -545,3 +545,49 @@ async fn state_survives_restart() {
     assert_eq!(v["value"][0]["id"], u["id"]);
     assert_eq!(c.post("/users", new_user("KEEP@contoso.com")).await.0, 400);
 }
+
+/// A delta token older than its lifetime is refused with `syncStateNotFound`, so the client starts a
+/// full synchronization again. Source:
+/// <https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/>
+#[tokio::test]
+async fn expired_delta_token_410() {
+    let c = Client::new(EmulatorConfig { delta_token_lifetime_seconds: 0, ..config() }).await;
+    let (_, v) = c.get("/users/delta").await;
+    let link = v["@odata.deltaLink"].as_str().unwrap().to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (s, e) = c.get(&link).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (410, Some("syncStateNotFound")));
+}
+
+/// The binary serves on the given address and prints its base URL; the token endpoint answers.
+/// Source: <https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow>
+#[tokio::test]
+async fn binary_serves() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_syncctl-graph-emulator"))
+        .args(["--listen", "127.0.0.1:0", "--tenant", "fabrikam.onmicrosoft.com", "--state"])
+        .arg(dir.path().join("state.db"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"));
+    let r = reqwest::Client::new()
+        .post(format!("{base}/fabrikam.onmicrosoft.com/oauth2/v2.0/token"))
+        .body(format!(
+            "client_id={}&client_secret={}&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default&grant_type=client_credentials",
+            syncctl_graph_emulator::DEFAULT_CLIENT_ID,
+            syncctl_graph_emulator::DEFAULT_CLIENT_SECRET
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(status, 200);
+}
