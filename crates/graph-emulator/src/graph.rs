@@ -214,7 +214,7 @@ async fn directory_roles(app: &App, req: &Request) -> Result<GraphResponse, sqlx
         bytes.copy_from_slice(&hash.as_bytes()[..16]);
         let id = uuid::Uuid::from_bytes(bytes).to_string();
         let mut r = json!({"id": id, "displayName": role, "description": role, "roleTemplateId": id});
-        if expand && let Some(o) = r.as_object_mut() {
+        if let (true, Some(o)) = (expand, r.as_object_mut()) {
             let mut ms = Vec::new();
             for u in users {
                 if let Some((k, obj)) = app.store.get(Some(Kind::User), &u).await? {
@@ -395,9 +395,8 @@ async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sql
         "@odata.context": context(app, kind, select.as_deref()),
         "value": items.iter().map(|o| Value::Object(project(kind, o, select.as_deref()))).collect::<Vec<_>>(),
     });
-    if more
-        && let (Some(last), Some(b)) =
-            (items.last().and_then(|o| o.get("id")).and_then(Value::as_str), body.as_object_mut())
+    if let (true, Some(last), Some(b)) =
+        (more, items.last().and_then(|o| o.get("id")).and_then(Value::as_str), body.as_object_mut())
     {
         let mut q: Vec<String> = req
             .query
@@ -536,9 +535,7 @@ async fn check_upn(app: &App, upn: &str) -> Result<Option<GraphResponse>, sqlx::
 /// Values that must be unique in the tenant: (property, normalized value).
 pub(crate) fn unique_values(kind: Kind, o: &Obj) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if kind == Kind::User
-        && let Some(upn) = o.get("userPrincipalName").and_then(Value::as_str)
-    {
+    if let (Kind::User, Some(upn)) = (kind, o.get("userPrincipalName").and_then(Value::as_str)) {
         out.push(("userPrincipalName".to_string(), upn.to_lowercase()));
     }
     if let Some(im) = o.get("onPremisesImmutableId").and_then(Value::as_str) {
@@ -640,9 +637,10 @@ async fn create(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, s
             o.entry("groupTypes").or_insert(json!([]));
             o.entry("proxyAddresses").or_insert(json!([]));
             o.insert("onPremisesSyncEnabled".into(), Value::Null);
-            if o.get("mailEnabled").and_then(Value::as_bool) == Some(true)
-                && let Some(nick) = o.get("mailNickname").and_then(Value::as_str)
-            {
+            if let (Some(true), Some(nick)) = (
+                o.get("mailEnabled").and_then(Value::as_bool),
+                o.get("mailNickname").and_then(Value::as_str).map(str::to_string),
+            ) {
                 let mail = format!("{nick}@{}", app.default_domain());
                 o.insert("mail".into(), json!(mail));
                 derive_addresses(&mut o);
@@ -690,9 +688,7 @@ async fn update(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphR
     if o.get("onPremisesSyncEnabled").and_then(Value::as_bool) == Some(true) {
         return Ok(synced_refusal());
     }
-    if kind == Kind::User
-        && let Some(upn) = body.get("userPrincipalName")
-    {
+    if let (Kind::User, Some(upn)) = (kind, body.get("userPrincipalName")) {
         match upn.as_str() {
             Some(u) => {
                 if let Some(r) = check_upn(app, u).await? {
@@ -886,7 +882,7 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
         last = objs.last().and_then(|o| o.get("id")).and_then(Value::as_str).map(str::to_string);
         for o in &objs {
             let mut p = project(kind, o, select.as_deref());
-            if with_members && let Some(id) = o.get("id").and_then(Value::as_str) {
+            if let (true, Some(id)) = (with_members, o.get("id").and_then(Value::as_str)) {
                 let ms: Vec<Value> = app
                     .store
                     .members(id)
