@@ -398,6 +398,23 @@ async fn groups_members_and_delta() {
     assert_eq!(md.len(), 2);
     assert!(md.iter().any(|x| x["id"] == u1["id"] && x["@removed"]["reason"] == "deleted"));
     assert!(md.iter().any(|x| x["id"] == u2["id"] && x.get("@removed").is_none()));
+    let state: Value = c
+        .http
+        .get(format!("{}/_emulator/state", c.emu.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["groups"][0]["members"], json!([u2["id"]]));
+    // Deleting a user removes it from its groups, which the group's delta reports.
+    let link = v["@odata.deltaLink"].as_str().unwrap().to_string();
+    let u2id = u2["id"].as_str().unwrap();
+    assert_eq!(c.call(reqwest::Method::DELETE, &format!("/users/{u2id}"), None).await.0, 204);
+    let (_, v) = c.get(&link).await;
+    assert_eq!(v["value"][0]["members@delta"][0]["@removed"]["reason"], "deleted");
+    assert_eq!(c.get(&format!("/groups/{gid}/members")).await.1["value"], json!([]));
     assert_eq!(c.call(reqwest::Method::DELETE, &format!("/groups/{gid}"), None).await.0, 204);
     let (_, v) = c.get(v["@odata.deltaLink"].as_str().unwrap()).await;
     assert_eq!(v["value"][0]["@removed"]["reason"], "changed");
@@ -473,6 +490,12 @@ async fn throttling_429_retry_after() {
     assert_eq!(r1["status"], 429);
     assert!(r1["headers"]["Retry-After"].as_str().unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(v["responses"][1]["status"], 200);
+    // "Hard" throttling set at run time through the admin endpoint.
+    c.admin("faults", json!({"throttle": {"writes": 1, "windowSeconds": 30}})).await;
+    assert_eq!(c.post("/users", new_user("h1@contoso.com")).await.0, 201);
+    let (s, h, _) = c.call(reqwest::Method::POST, "/users", Some(new_user("h2@contoso.com"))).await;
+    assert_eq!(s, 429);
+    assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() <= 30);
 }
 
 /// Fault injection through `POST /_emulator/faults`: 503 `serviceNotAvailable` refuses writes, a dropped
