@@ -6,7 +6,7 @@
 #
 # Usage: ./demo.sh            (as root, on Debian 12; idempotent, run it as often as you like)
 #
-# Needs: root (Samba binds 389/636 and is installed with apt-get), a Rust toolchain >= 1.85
+# Needs: root (Samba binds 389/636 and is installed with apt-get), a Rust toolchain >= 1.88
 # (cargo on PATH or in ~/.cargo/bin). Everything else comes from Debian's packages and crates.io.
 #
 # Environment:
@@ -41,11 +41,11 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
     PATH=$HOME/.cargo/bin:$PATH
 fi
 command -v cargo >/dev/null 2>&1 ||
-    die "cargo not found: install a Rust toolchain >= 1.85 (rustup, https://rustup.rs), then run ./demo.sh again"
+    die "cargo not found: install a Rust toolchain >= 1.88 (rustup, https://rustup.rs), then run ./demo.sh again"
 rust_version=$(rustc --version | awk '{print $2}')
 IFS=. read -r rust_major rust_minor _ <<<"$rust_version"
-if ((rust_major < 1 || (rust_major == 1 && rust_minor < 85))); then
-    die "rustc $rust_version is too old: syncctl needs Rust >= 1.85 (edition 2024); try 'rustup update'"
+if ((rust_major < 1 || (rust_major == 1 && rust_minor < 88))); then
+    die "rustc $rust_version is too old: syncctl needs Rust >= 1.88 (edition 2024, let chains); try 'rustup update'"
 fi
 command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
 

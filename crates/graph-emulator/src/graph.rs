@@ -812,14 +812,14 @@ fn encode_state(s: &DeltaState) -> String {
     B64.encode(serde_json::to_vec(s).unwrap_or_default())
 }
 
-/// The refusal of an unknown or expired delta token. Graph answers such tokens with
-/// `syncStateNotFound` ("The sync state generation is not found. The delta token is expired and data
-/// must be synchronized again."); the emulator uses 410 Gone, as Graph does for expired state tokens.
+/// The refusal of an unknown or expired delta token. For identity resources (users, groups) Graph
+/// answers such tokens with 400 BadRequest and `syncStateNotFound` ("The sync state generation is
+/// not found. The delta token is expired and data must be synchronized again."), per the blog below.
 /// <https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/>,
 /// <https://learn.microsoft.com/en-us/graph/delta-query-overview>
 fn sync_state_not_found() -> GraphResponse {
     error(
-        410,
+        400,
         "syncStateNotFound",
         "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
     )

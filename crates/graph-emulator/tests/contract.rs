@@ -301,7 +301,7 @@ async fn patch_delete_204() {
 }
 
 /// Delta: pages linked by `@odata.nextLink`, the last with `@odata.deltaLink`; after a delete the deltaLink
-/// returns `{"id", "@removed": {"reason": "changed"}}` and the updated user; an unknown token gets 410.
+/// returns `{"id", "@removed": {"reason": "changed"}}` and the updated user; an unknown token gets 400 `syncStateNotFound`.
 /// Sources: <https://learn.microsoft.com/en-us/graph/api/user-delta?view=graph-rest-1.0>,
 /// <https://learn.microsoft.com/en-us/graph/delta-query-users>
 #[tokio::test]
@@ -357,11 +357,11 @@ async fn user_delta_pages_and_removed() {
     let renamed = v["value"].as_array().unwrap().iter().find(|x| x["id"] == ids[3].as_str()).unwrap().clone();
     assert_eq!(renamed, json!({"id": ids[3], "displayName": "Renamed"}));
     let (s, e) = c.get("/users/delta?$deltatoken=bm9wZQ").await;
-    assert_eq!(s, 410);
+    assert_eq!(s, 400);
     assert_eq!(e["error"]["code"], "syncStateNotFound");
     // A reset expires every token.
     c.admin("reset", json!({})).await;
-    assert_eq!(c.get(&delta_link).await.0, 410);
+    assert_eq!(c.get(&delta_link).await.0, 400);
 }
 
 /// Groups, members through `$ref` (204; 400 when already a member), and group delta with `members@delta`.
@@ -573,13 +573,13 @@ async fn state_survives_restart() {
 /// full synchronization again. Source:
 /// <https://devblogs.microsoft.com/microsoft365dev/duration-of-change-tracking-tokens-for-identity-and-education-resources/>
 #[tokio::test]
-async fn expired_delta_token_410() {
+async fn expired_delta_token_is_sync_state_not_found() {
     let c = Client::new(EmulatorConfig { delta_token_lifetime_seconds: 0, ..config() }).await;
     let (_, v) = c.get("/users/delta").await;
     let link = v["@odata.deltaLink"].as_str().unwrap().to_string();
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let (s, e) = c.get(&link).await;
-    assert_eq!((s, e["error"]["code"].as_str()), (410, Some("syncStateNotFound")));
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("syncStateNotFound")));
 }
 
 /// The binary serves on the given address and prints its base URL; the token endpoint answers.
