@@ -278,6 +278,14 @@ async fn add(
                     ));
                 }
             },
+            // Without an ImmutableID nothing identifies an earlier attempt: leave it to the engine.
+            Err(GraphError::Transport(m)) if immutable_id.is_none() => {
+                return Err(failure(
+                    "ServiceUnavailable",
+                    format!("{what}: create cut ({m}); outcome unknown"),
+                    true,
+                ));
+            }
             Err(GraphError::Transport(m)) if attempts < 4 => {
                 tracing::warn!(object = %what, error = %m, "create cut; looking it up before sending again");
                 uncertain = true;

@@ -349,3 +349,30 @@ fn config_refuses_a_secret_and_plain_http() {
     assert!(c.validate().is_err());
     assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(<redacted>)");
 }
+
+#[tokio::test]
+async fn failed_and_cut_writes_are_retried_without_duplicates() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/faults", json!({"writeErrorRate": 0.2, "dropRate": 0.2, "seed": 7})).await;
+    let mut c = connector(&emu, 999);
+    let items: Vec<ExportItem> = (0..12)
+        .map(|i| {
+            item(
+                i,
+                ExportKind::Add,
+                "user",
+                None,
+                &[
+                    ("userPrincipalName", s(&format!("u{i}@contoso.onmicrosoft.com"))),
+                    ("displayName", s("U")),
+                    ("onPremisesImmutableId", s(&format!("SUQ{i}"))),
+                ],
+            )
+        })
+        .collect();
+    let out = c.export(items).await.unwrap();
+    assert!(out.iter().all(|o| o.result.is_ok()), "{out:?}");
+    assert!(c.counters().retried > 0);
+    assert_eq!(state(&emu).await["users"].as_array().unwrap().len(), 12);
+    emu.stop().await.unwrap();
+}
