@@ -220,11 +220,7 @@ pub async fn run_sync(
                 retry.sort_by_key(|o| o.change_seq);
                 notes.push(format!("{} objects whose last sync failed were synchronized again", retry.len()));
                 for chunk in retry.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
-                    sync.batch(chunk.to_vec()).await?;
-                    let mut batch = std::mem::take(&mut sync.out);
-                    batch.counts = sync.run_counts_delta();
-                    store.write_sync_batch(run, &batch, clock.now_ms()).await?;
-                    sync.reset_overlay();
+                    sync.side_batch(chunk.to_vec(), run).await?;
                 }
             }
         }
@@ -237,20 +233,12 @@ pub async fn run_sync(
             let mut again: Vec<SyncCsObject> = store.cs_by_ids(&ids).await?.into_values().collect();
             again.sort_by_key(|o| o.change_seq);
             for chunk in again.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
-                sync.batch(chunk.to_vec()).await?;
-                let mut batch = std::mem::take(&mut sync.out);
-                batch.counts = sync.run_counts_delta();
-                store.write_sync_batch(run, &batch, clock.now_ms()).await?;
-                sync.reset_overlay();
+                sync.side_batch(chunk.to_vec(), run).await?;
             }
         }
         // Objects whose references were still settling when the last batch ended.
         if status == "success" && !sync.dirty.is_empty() {
-            sync.batch(Vec::new()).await?;
-            let mut batch = std::mem::take(&mut sync.out);
-            batch.counts = sync.run_counts_delta();
-            store.write_sync_batch(run, &batch, clock.now_ms()).await?;
-            sync.reset_overlay();
+            sync.side_batch(Vec::new(), run).await?;
         }
         if status == "success" {
             store
@@ -551,9 +539,17 @@ impl<'a> SyncRun<'a> {
         if let Some(l) = self.links_mv.get(&mv) {
             return Ok(l.clone());
         }
-        // The store's links, as this batch has changed them.
+        let stored = self.store.links_by_mv(&[mv]).await?;
+        let found = self.merge_links(mv, stored);
+        self.links_mv.insert(mv, found.clone());
+        Ok(found)
+    }
+
+    /// The stored links of an MV object as this batch has changed them: links moved or removed
+    /// in the overlay are left out, links made in this batch are added.
+    fn merge_links(&mut self, mv: MvId, stored: Vec<MvLink>) -> Vec<MvLink> {
         let mut found: Vec<MvLink> = Vec::new();
-        for l in self.store.links_by_mv(&[mv]).await? {
+        for l in stored {
             match self.links_cs.get(&l.cs_id) {
                 None => {
                     self.links_cs.insert(l.cs_id, Some(l.clone()));
@@ -568,8 +564,18 @@ impl<'a> SyncRun<'a> {
                 found.push(l.clone());
             }
         }
-        self.links_mv.insert(mv, found.clone());
-        Ok(found)
+        found
+    }
+
+    /// Syncs objects outside the change order (retries, re-scoped members, references still
+    /// settling) and writes them as one batch that moves no sync mark.
+    async fn side_batch(&mut self, objects: Vec<SyncCsObject>, run: RunId) -> Result<()> {
+        self.batch(objects).await?;
+        let mut batch = std::mem::take(&mut self.out);
+        batch.counts = self.run_counts_delta();
+        self.store.write_sync_batch(run, &batch, self.clock.now_ms()).await?;
+        self.reset_overlay();
+        Ok(())
     }
 
     /// Loads, in a few queries, the MV objects, their links and the linked CS objects that the
@@ -595,22 +601,7 @@ impl<'a> SyncRun<'a> {
             if self.links_mv.contains_key(id) {
                 continue;
             }
-            let mut found: Vec<MvLink> = Vec::new();
-            for l in by_mv.remove(id).unwrap_or_default() {
-                match self.links_cs.get(&l.cs_id) {
-                    None => {
-                        self.links_cs.insert(l.cs_id, Some(l.clone()));
-                        found.push(l);
-                    }
-                    Some(Some(current)) if current.mv_id == *id => found.push(current.clone()),
-                    Some(_) => {}
-                }
-            }
-            for l in self.links_cs.values().flatten() {
-                if l.mv_id == *id && !found.iter().any(|f| f.cs_id == l.cs_id) {
-                    found.push(l.clone());
-                }
-            }
+            let found = self.merge_links(*id, by_mv.remove(id).unwrap_or_default());
             cs_ids.extend(found.iter().map(|l| l.cs_id).filter(|c| !self.cs.contains_key(c)));
             self.links_mv.insert(*id, found);
         }
@@ -852,14 +843,9 @@ impl<'a> SyncRun<'a> {
         // read again in this run.
         if self.uses_member_of {
             let now: BTreeSet<String> = match object.attributes.get("member") {
-                Some(AttrValues::Reference(members)) if object.present => members
-                    .iter()
-                    .map(|d| {
-                        syncctl_core::Dn::parse(d)
-                            .map(|p| p.normalized().to_owned())
-                            .unwrap_or_else(|_| d.to_lowercase())
-                    })
-                    .collect(),
+                Some(AttrValues::Reference(members)) if object.present => {
+                    members.iter().map(|d| dn_norm(d)).collect()
+                }
                 _ => BTreeSet::new(),
             };
             let before: BTreeSet<String> =
@@ -1159,14 +1145,7 @@ impl<'a> SyncRun<'a> {
     /// Maps DN references of a connector to metaverse references (`mv:<id>`); references to
     /// objects not linked to the metaverse are dropped.
     async fn resolve_references(&mut self, connector: ConnectorId, dns: &[String]) -> Result<Vec<String>> {
-        let norms: Vec<String> = dns
-            .iter()
-            .map(|d| {
-                syncctl_core::Dn::parse(d)
-                    .map(|p| p.normalized().to_owned())
-                    .unwrap_or_else(|_| d.to_lowercase())
-            })
-            .collect();
+        let norms: Vec<String> = dns.iter().map(|d| dn_norm(d)).collect();
         let refs: Vec<&str> = norms.iter().map(String::as_str).collect();
         let ids = self.store.cs_ids_by_dn(connector, &refs).await?;
         self.load_links(&ids.values().copied().collect::<Vec<_>>()).await?;
@@ -1477,14 +1456,7 @@ impl<'a> SyncRun<'a> {
             let mapped = match values {
                 AttrValues::Reference(refs) => {
                     let mut mapped = Vec::new();
-                    let norms: Vec<String> = refs
-                        .iter()
-                        .map(|d| {
-                            syncctl_core::Dn::parse(d)
-                                .map(|p| p.normalized().to_owned())
-                                .unwrap_or_else(|_| d.to_lowercase())
-                        })
-                        .collect();
+                    let norms: Vec<String> = refs.iter().map(|d| dn_norm(d)).collect();
                     let by_dn = self
                         .store
                         .cs_ids_by_dn(target.id, &norms.iter().map(String::as_str).collect::<Vec<_>>())
@@ -1996,6 +1968,12 @@ const UNIQUE_ATTRIBUTES: [&str; 3] = ["userPrincipalName", "onPremisesImmutableI
 /// Whether a rule's connector selector takes this connector.
 fn applies(selector: &syncctl_core::rules::ConnectorSelector, c: &SyncConnector) -> bool {
     selector.matches(&c.kind, &c.name)
+}
+
+/// A DN as the connector space keys references: normalized, or lower-cased when it is not a
+/// DN (targets that refer by id).
+fn dn_norm(d: &str) -> String {
+    syncctl_core::Dn::parse(d).map(|p| p.normalized().to_owned()).unwrap_or_else(|_| d.to_lowercase())
 }
 
 /// What a person recognizes an MV object by.
