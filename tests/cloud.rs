@@ -229,7 +229,7 @@ impl Connector for CloudConnector {
                     }
                 }
             };
-            out.push(ExportOutcome { id: item.id, result });
+            out.push(ExportOutcome::new(item.id, result));
         }
         Ok(out)
     }

@@ -233,7 +233,7 @@ impl Connector for GraphConnector {
                 if let Err(f) = &result {
                     tracing::warn!(export = item.id, kind = %f.kind, "export refused: {}", f.message);
                 }
-                out.push(ExportOutcome { id: item.id, result });
+                out.push(ExportOutcome::new(item.id, result));
             }
             Ok(out)
         }

@@ -174,6 +174,16 @@ pub struct ExportOutcome {
     pub id: i64,
     /// Done (with the anchor of a created object), or why not.
     pub result: Result<Option<Anchor>, ExportFailure>,
+    /// What happened on the way, for run history (each retry with its cause: a 429 and its
+    /// Retry-After, a 5xx, a cut connection; a lookup before re-sending an uncertain add).
+    pub notes: Vec<String>,
+}
+
+impl ExportOutcome {
+    /// An outcome with nothing to note.
+    pub fn new(id: i64, result: Result<Option<Anchor>, ExportFailure>) -> Self {
+        Self { id, result, notes: Vec::new() }
+    }
 }
 
 /// A connector: one configured connection to one directory.

@@ -18,7 +18,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use syncctl_core::{Anchor, AttrValues, Clock, Connector, ExportItem, ExportKind};
 use syncctl_store::{
-    ExportOperation, ExportResultRow, MvId, PendingExport, RunCounts, RunError, RunId, Store,
+    ExportOperation, ExportResultRow, MvId, PendingExport, RunCounts, RunError, RunId, Severity, Store,
 };
 use tracing::{Instrument as _, info, info_span, warn};
 
@@ -75,6 +75,8 @@ pub struct ExportCounts {
     pub failed: i64,
     /// Exports not attempted (staging, a stop, a fault).
     pub held: i64,
+    /// Retries the connector reported (each is a warning in run history).
+    pub retries: i64,
 }
 
 /// The outcome of [`run_export`].
@@ -263,6 +265,17 @@ pub async fn run_export(
             for outcome in outcomes {
                 let Some(p) = by_id.get(&outcome.id) else { continue };
                 answered.insert(outcome.id);
+                for note in &outcome.notes {
+                    report.counts.retries += 1;
+                    batch_counts.warnings += 1;
+                    errors.push(RunError {
+                        level: Severity::Warning,
+                        anchor: None,
+                        dn: Some(p.display.clone()),
+                        kind: "export-retry".into(),
+                        message: format!("{} of {}: {note}", p.operation.as_str(), p.display),
+                    });
+                }
                 match outcome.result {
                     Ok(created) => {
                         match p.operation {
@@ -299,6 +312,7 @@ pub async fn run_export(
                         batch_counts.errors += 1;
                         let message = format!("{} of {}: {failure}", p.operation.as_str(), p.display);
                         errors.push(RunError {
+                            level: Severity::Error,
                             anchor: None,
                             dn: Some(p.display.clone()),
                             kind: failure.kind.clone(),
@@ -322,8 +336,13 @@ pub async fn run_export(
             report.status = "completed-with-errors".into();
         }
         report.notes.push(format!(
-            "{} adds, {} updates, {} deletes exported; {} failed; {} held",
-            report.counts.adds, report.counts.updates, report.counts.deletes, report.counts.failed, report.counts.held
+            "{} adds, {} updates, {} deletes exported; {} failed; {} held; {} retries",
+            report.counts.adds,
+            report.counts.updates,
+            report.counts.deletes,
+            report.counts.failed,
+            report.counts.held,
+            report.counts.retries
         ));
         info!(status = %report.status, "export finished");
         finish(store, report, clock).await

@@ -22,7 +22,9 @@ use syncctl_core::{
     Anchor, Clock, Connector, ConnectorFault, CsObject, FaultKind, ImportBatch, ImportChange, ImportMode,
     ImportRequest, ImportSummary,
 };
-use syncctl_store::{ConnectorId, CsIndexEntry, CsWrite, RunCounts, RunError, RunId, RunStatus, Store};
+use syncctl_store::{
+    ConnectorId, CsIndexEntry, CsWrite, RunCounts, RunError, RunId, RunStatus, Severity, Store,
+};
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -500,6 +502,7 @@ async fn apply_batch(
                     }
                     if !values.apply_delta(&delta.add, &delta.remove) {
                         errors.push(RunError {
+                            level: Severity::Error,
                             anchor: Some(object.anchor.to_string()),
                             dn: Some(object.dn.to_string()),
                             kind: "invalid-value".into(),
@@ -564,6 +567,7 @@ async fn apply_batch(
                     }
                 }
                 errors.push(RunError {
+                    level: Severity::Error,
                     anchor: e.anchor.map(|a| a.to_string()),
                     dn: Some(e.dn),
                     kind: e.kind,

@@ -29,7 +29,7 @@ use syncctl_core::rules::{FlowValue, InboundRule, LinkType, OutboundRule, RuleSe
 use syncctl_core::{AttrValues, Attributes, Clock};
 use syncctl_store::{
     AttrProvenance, AttributeChange, ConnectorId, CsId, ExportOperation, LinkHow, MvId, MvLink, MvObject,
-    MvWrite, PendingExport, RunCounts, RunError, RunId, Store, SyncBatch, SyncCsObject,
+    MvWrite, PendingExport, RunCounts, RunError, RunId, Severity, Store, SyncBatch, SyncCsObject,
 };
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
@@ -109,6 +109,9 @@ pub struct SyncCounts {
     pub exports_withdrawn: i64,
     /// Per-object errors.
     pub errors: i64,
+    /// Per-object warnings (a UPN rewritten to the tenant's initial domain, a duplicate value
+    /// set aside): the object was processed, and run history says how.
+    pub warnings: i64,
 }
 
 /// The outcome of [`run_sync`].
@@ -442,6 +445,7 @@ impl<'a> SyncRun<'a> {
             deletes: c.mv_deleted - p.mv_deleted,
             unchanged: (c.processed - p.processed) - (c.projected - p.projected),
             errors: c.errors - p.errors,
+            warnings: c.warnings - p.warnings,
         };
         self.counted = self.counts.clone();
         RunCounts { unchanged: delta.unchanged.max(0), ..delta }
@@ -457,7 +461,7 @@ impl<'a> SyncRun<'a> {
         }
         warn!(kind, anchor = anchor.as_deref(), "{message}");
         self.counts.errors += 1;
-        self.out.errors.push(RunError { anchor, dn, kind: kind.to_owned(), message });
+        self.out.errors.push(RunError { level: Severity::Error, anchor, dn, kind: kind.to_owned(), message });
     }
 
     fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
@@ -475,6 +479,7 @@ impl<'a> SyncRun<'a> {
         warn!(kind, dn = object.map(|o| o.dn.as_str()), "{message}");
         self.counts.errors += 1;
         self.out.errors.push(RunError {
+            level: Severity::Error,
             anchor: object.map(|o| o.anchor.clone()),
             dn: object.map(|o| o.dn.clone()),
             kind: kind.to_owned(),

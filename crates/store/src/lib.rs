@@ -33,7 +33,7 @@ pub use metaverse::{
     AttrProvenance, AttributeChange, CsId, CsJoinKeys, ExportApproval, ExportOperation, ExportResultRow,
     JoinKeys, LinkHow, MvId, MvLink, MvObject, MvWrite, PendingExport, SyncBatch, SyncCsObject, SyncMark,
 };
-pub use runs::{RunCounts, RunError, RunRecord, RunStatus};
+pub use runs::{RunCounts, RunError, RunRecord, RunStatus, Severity};
 pub use watermark::StoredWatermark;
 
 /// A connector's row id.

@@ -38,6 +38,8 @@ pub struct RunCounts {
     pub unchanged: i64,
     /// Per-object errors.
     pub errors: i64,
+    /// Per-object warnings (a value rewritten or set aside, an export retried).
+    pub warnings: i64,
 }
 
 impl RunCounts {
@@ -49,6 +51,7 @@ impl RunCounts {
         self.deletes += o.deletes;
         self.unchanged += o.unchanged;
         self.errors += o.errors;
+        self.warnings += o.warnings;
     }
     /// Adds, updates, renames and deletes.
     pub fn changes(&self) -> i64 {
@@ -56,9 +59,32 @@ impl RunCounts {
     }
 }
 
-/// A per-object error of a run.
+/// How serious a per-object entry of run history is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The object was not processed (counts towards the error limit, retried next run).
+    #[default]
+    Error,
+    /// The object was processed, with something an operator must know (never silent).
+    Warning,
+}
+
+impl Severity {
+    /// `error` or `warning`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        }
+    }
+}
+
+/// A per-object error (or warning) of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunError {
+    /// Error or warning.
+    pub level: Severity,
     /// The object's anchor, when known.
     pub anchor: Option<String>,
     /// The object's DN, when known.
@@ -100,23 +126,26 @@ pub(crate) async fn insert_error(
     e: &RunError,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO run_errors (run_id, anchor, dn, kind, message, at) VALUES (?, ?, ?, ?, ?, ?)")
-        .bind(run)
-        .bind(&e.anchor)
-        .bind(&e.dn)
-        .bind(&e.kind)
-        .bind(&e.message)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| StoreError::query("record run error", e))?;
+    sqlx::query(
+        "INSERT INTO run_errors (run_id, anchor, dn, kind, message, at, level) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run)
+    .bind(&e.anchor)
+    .bind(&e.dn)
+    .bind(&e.kind)
+    .bind(&e.message)
+    .bind(now)
+    .bind(e.level.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| StoreError::query("record run error", e))?;
     Ok(())
 }
 
 pub(crate) async fn add_counts(tx: &mut Transaction<'_, Sqlite>, run: RunId, c: &RunCounts) -> Result<()> {
     sqlx::query(
         "UPDATE runs SET adds = adds + ?, updates = updates + ?, renames = renames + ?, deletes = deletes + ?, \
-         unchanged = unchanged + ?, errors = errors + ? WHERE id = ?",
+         unchanged = unchanged + ?, errors = errors + ?, warnings = warnings + ? WHERE id = ?",
     )
     .bind(c.adds)
     .bind(c.updates)
@@ -124,6 +153,7 @@ pub(crate) async fn add_counts(tx: &mut Transaction<'_, Sqlite>, run: RunId, c: 
     .bind(c.deletes)
     .bind(c.unchanged)
     .bind(c.errors)
+    .bind(c.warnings)
     .bind(run)
     .execute(&mut **tx)
     .await
@@ -147,6 +177,7 @@ fn record_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRecord> {
             deletes: row.try_get("deletes").map_err(g)?,
             unchanged: row.try_get("unchanged").map_err(g)?,
             errors: row.try_get("errors").map_err(g)?,
+            warnings: row.try_get("warnings").map_err(g)?,
         },
         method: row.try_get("method").map_err(g)?,
         pages: row.try_get("pages").map_err(g)?,
@@ -226,15 +257,19 @@ impl Store {
         Ok(())
     }
 
-    /// Records per-object errors outside a batch.
+    /// Records per-object errors and warnings outside a batch.
     pub async fn add_run_errors(&self, run: RunId, errors: &[RunError], now: i64) -> Result<()> {
         let q = |e| StoreError::query("record run errors", e);
         let mut tx = self.pool.begin().await.map_err(q)?;
         for e in errors {
             insert_error(&mut tx, run, e, now).await?;
         }
-        let counts =
-            RunCounts { errors: i64::try_from(errors.len()).unwrap_or(i64::MAX), ..Default::default() };
+        let count = |l| i64::try_from(errors.iter().filter(|e| e.level == l).count()).unwrap_or(i64::MAX);
+        let counts = RunCounts {
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            ..Default::default()
+        };
         add_counts(&mut tx, run, &counts).await?;
         tx.commit().await.map_err(q)?;
         Ok(())
@@ -273,16 +308,19 @@ impl Store {
 
     /// The per-object errors of one run.
     pub async fn run_errors(&self, run: RunId) -> Result<Vec<RunError>> {
-        let rows =
-            sqlx::query("SELECT anchor, dn, kind, message FROM run_errors WHERE run_id = ? ORDER BY id")
-                .bind(run)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| StoreError::query("list run errors", e))?;
+        let rows = sqlx::query(
+            "SELECT anchor, dn, kind, message, level FROM run_errors WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("list run errors", e))?;
         rows.iter()
             .map(|r| {
                 let g = |e| StoreError::query("list run errors", e);
+                let level: String = r.try_get("level").map_err(g)?;
                 Ok(RunError {
+                    level: if level == "warning" { Severity::Warning } else { Severity::Error },
                     anchor: r.try_get("anchor").map_err(g)?,
                     dn: r.try_get("dn").map_err(g)?,
                     kind: r.try_get("kind").map_err(g)?,

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail};
+use syncctl_connector_graph::{GraphConfig, GraphConnector};
 use syncctl_connector_ldap::{LdapConfig, LdapConnector};
 use syncctl_connector_ldif::{LdifConfig, LdifConnector};
 use syncctl_core::Connector;
@@ -16,13 +17,13 @@ use syncctl_core::Connector;
 use crate::config::resolve;
 
 /// The connector types this build knows.
-pub const KNOWN_TYPES: &[&str] = &["ldap", "ldif"];
+pub const KNOWN_TYPES: &[&str] = &["ldap", "ldif", "graph"];
 
 /// A connector, built and ready to run.
 pub struct BuiltConnector {
     /// The connector.
     pub connector: Box<dyn Connector>,
-    /// Its kind for the store (`ldap-ad`, `ldap-openldap`, `ldif`).
+    /// Its kind for the store (`ldap-ad`, `ldap-openldap`, `ldif`, `graph`).
     pub kind: &'static str,
 }
 
@@ -95,6 +96,21 @@ pub fn plan(
                 Ok(BuiltConnector { connector: Box::new(connector), kind })
             });
             Ok(ConnectorPlan { name: name.to_owned(), type_name: "ldif", endpoint, files, factory })
+        }
+        "graph" => {
+            let mut config: GraphConfig = settings.try_into().map_err(|e| anyhow!("{}", e.message()))?;
+            if let Some(p) = &mut config.client_secret_file {
+                *p = resolve(base, p);
+            }
+            config.validate().map_err(|e| anyhow!("connector `{name}`: {e}"))?;
+            let endpoint = config.graph_url.clone();
+            let files = config.client_secret_file.iter().cloned().collect();
+            let factory: Factory = Box::new(move |name| {
+                let connector = GraphConnector::new(name, config.clone())
+                    .map_err(|e| anyhow!("connector `{name}`: {e}"))?;
+                Ok(BuiltConnector { connector: Box::new(connector), kind: "graph" })
+            });
+            Ok(ConnectorPlan { name: name.to_owned(), type_name: "graph", endpoint, files, factory })
         }
         other => bail!("unknown connector type `{other}` (known types: {})", KNOWN_TYPES.join(", ")),
     }

@@ -69,7 +69,7 @@ impl Connector for Recorder {
             } else {
                 Ok(None)
             };
-            out.push(ExportOutcome { id: item.id, result });
+            out.push(ExportOutcome::new(item.id, result));
         }
         Ok(out)
     }

@@ -142,7 +142,10 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             profile: "export".into(),
             status: report.status.clone(),
             run_id: report.run_id,
-            what: format!("+{} ~{} -{} failed {} held {}", k.adds, k.updates, k.deletes, k.failed, k.held),
+            what: format!(
+                "+{} ~{} -{} failed {} held {} retries {}",
+                k.adds, k.updates, k.deletes, k.failed, k.held, k.retries
+            ),
         });
     }
     let pending = store.pending_exports(None).await?.len();

@@ -25,7 +25,7 @@ pub async fn run(plan: &Plan, args: &RunsArgs, json: bool) -> CmdResult {
                 output::print_json(&serde_json::to_value(&errors)?)?;
             } else if errors.is_empty() {
                 output::print(&format!(
-                    "run {id} ({} of {}) has no per-object errors\n",
+                    "run {id} ({} of {}) has no per-object errors or warnings\n",
                     run.profile,
                     connector(&run)
                 ))?;
@@ -55,10 +55,11 @@ fn connector(r: &RunRecord) -> &str {
     r.connector.as_deref().unwrap_or("-")
 }
 
-/// `+adds ~updates >renames -deletes !errors`.
+/// `+adds ~updates >renames -deletes !errors`, and `?warnings` when there are any.
 fn changes(r: &RunRecord) -> String {
     let c = &r.counts;
-    format!("+{} ~{} >{} -{} !{}", c.adds, c.updates, c.renames, c.deletes, c.errors)
+    let warnings = if c.warnings > 0 { format!(" ?{}", c.warnings) } else { String::new() };
+    format!("+{} ~{} >{} -{} !{}{warnings}", c.adds, c.updates, c.renames, c.deletes, c.errors)
 }
 
 fn run_json(r: &RunRecord) -> serde_json::Value {
@@ -103,6 +104,7 @@ fn errors_table(errors: &[RunError]) -> String {
         .iter()
         .map(|e| {
             vec![
+                e.level.as_str().to_owned(),
                 e.kind.clone(),
                 e.anchor.clone().unwrap_or_else(|| "-".into()),
                 e.dn.clone().unwrap_or_else(|| "-".into()),
@@ -110,7 +112,7 @@ fn errors_table(errors: &[RunError]) -> String {
             ]
         })
         .collect();
-    output::table(&["KIND", "ANCHOR", "DN", "MESSAGE"], &rows)
+    output::table(&["LEVEL", "KIND", "ANCHOR", "DN", "MESSAGE"], &rows)
 }
 
 #[cfg(test)]
@@ -127,7 +129,15 @@ mod tests {
             started_at: 1_795_340_057_000,
             ended_at: Some(1_795_340_058_250),
             status: "success".into(),
-            counts: RunCounts { adds: 1, updates: 2, renames: 3, deletes: 4, unchanged: 5, errors: 6 },
+            counts: RunCounts {
+                adds: 1,
+                updates: 2,
+                renames: 3,
+                deletes: 4,
+                unchanged: 5,
+                errors: 6,
+                warnings: 0,
+            },
             method: Some("dirsync".into()),
             pages: 1,
             notes: String::new(),
