@@ -355,7 +355,9 @@ delta = "syncrepl"
         let text = include_str!("../../../examples/syncctl.toml");
         let plan = parse(text, Path::new("/opt/syncctl/syncctl.toml")).unwrap();
         assert_eq!(plan.store_path, PathBuf::from("/opt/syncctl/syncctl.db"));
-        assert_eq!(plan.connectors.len(), 3);
+        assert_eq!(plan.connectors.len(), 4);
+        let cloud = plan.connector("cloud").unwrap();
+        assert_eq!((cloud.type_name, cloud.endpoint.as_str()), ("graph", "https://graph.microsoft.com/v1.0"));
         let export = plan.connector("corp-export").unwrap();
         assert_eq!(export.type_name, "ldif");
         assert_eq!(export.files, vec![PathBuf::from("/opt/syncctl/corp-export.ldif")]);
