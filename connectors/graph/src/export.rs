@@ -34,6 +34,23 @@ const GROUP_WRITABLE: &[&str] = &[
     "description",
 ];
 
+/// What export can write, per object type (the engine stages nothing else): the writable
+/// properties above, and a group's `members` (through `$ref`). Graph itself makes a user's
+/// `proxyAddresses` and a group's `mail` and `proxyAddresses` read-only (Exchange Online derives
+/// them), and this connector does not write `manager`.
+pub fn schema() -> std::collections::BTreeMap<String, Vec<String>> {
+    let list = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let mut groups = list(GROUP_WRITABLE);
+    groups.push("members".into());
+    [
+        ("user".to_owned(), list(USER_WRITABLE)),
+        ("group".to_owned(), groups),
+        ("contact".to_owned(), Vec::new()),
+    ]
+    .into_iter()
+    .collect()
+}
+
 fn collection(object_type: &str) -> Option<&'static str> {
     match object_type {
         "user" => Some("users"),

@@ -201,6 +201,7 @@ impl Connector for GraphConnector {
             delta_import: true,
             export: true,
             object_types: vec!["user".into(), "group".into()],
+            export_attributes: export::schema(),
         }
     }
 
