@@ -2128,6 +2128,28 @@ impl<'a> SyncRun<'a> {
             Some(l) => {
                 let cs_key = format!("cs:{}", l.cs_id);
                 let Some(cs) = self.cs_object(l.cs_id).await? else { return Ok(()) };
+                if synchronized_elsewhere(&cs) {
+                    // Mastered by another sync engine (Entra Connect still running for this
+                    // tenant): the directory refuses changes to it. Reported, not fought.
+                    self.withdraw(target.id, cs_key.clone(), existing.contains_key(&cs_key));
+                    self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+                    let who = display_of(&object);
+                    self.warn_at(
+                        object
+                            .attributes
+                            .get(SOURCE_ANCHOR)
+                            .and_then(|v| v.display_values().into_iter().next()),
+                        Some(cs.dn.clone()),
+                        "synchronized-by-another-engine",
+                        format!(
+                            "{who}: {} in `{}` is synchronized from on-premises by another engine \
+                             (onPremisesSyncEnabled): joined, left unchanged; once directory \
+                             synchronization is turned off for the tenant, syncctl manages it",
+                            cs.dn, target.name
+                        ),
+                    );
+                    return Ok(());
+                }
                 let mut desired = self.desired(target, &rules, &object, false);
                 self.drop_unreachable_references(target, mv, &mut desired).await?;
                 self.directory_sync_rewrites(target, &object, Some(&cs), &mut desired).await?;
@@ -2176,6 +2198,15 @@ impl<'a> SyncRun<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// True for a target object that another sync engine masters (`onPremisesSyncEnabled`).
+fn synchronized_elsewhere(cs: &SyncCsObject) -> bool {
+    match cs.attributes.get("onPremisesSyncEnabled") {
+        Some(AttrValues::Boolean(v)) => v.first().copied().unwrap_or(false),
+        Some(AttrValues::String(v)) => v.first().is_some_and(|s| s.eq_ignore_ascii_case("true")),
+        _ => false,
     }
 }
 

@@ -1197,7 +1197,10 @@ async fn attributes_and_object_types_the_target_cannot_write_are_never_staged_an
                 "Alice Anders",
                 "OU=Staff",
                 "alice@corp.example.com",
-                &[("proxyAddresses", text(&["SMTP:alice@corp.example.com"])), ("department", text(&["Sales"]))],
+                &[
+                    ("proxyAddresses", text(&["SMTP:alice@corp.example.com"])),
+                    ("department", text(&["Sales"])),
+                ],
             ),
             contact,
         ],
@@ -1212,8 +1215,55 @@ async fn attributes_and_object_types_the_target_cannot_write_are_never_staged_an
     assert!(!names.contains(&"proxyAddresses") && !names.contains(&"department"), "{names:?}");
     let notes = ad.notes.join("\n");
     assert!(
-        notes.contains("`cloud` cannot write") && notes.contains("proxyAddresses") && notes.contains("department"),
+        notes.contains("`cloud` cannot write")
+            && notes.contains("proxyAddresses")
+            && notes.contains("department"),
         "{notes}"
     );
     assert!(notes.contains("`cloud` cannot write contact objects"), "{notes}");
+}
+
+#[tokio::test]
+async fn an_object_another_engine_synchronizes_is_joined_reported_and_left_alone() {
+    let w = World::new().await;
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[
+                ("onPremisesImmutableId", text(&[&b64(1)])),
+                ("onPremisesSyncEnabled", AttrValues::Boolean(vec![true])),
+                ("displayName", text(&["Alice (old name)"])),
+            ],
+        )],
+        &[],
+    )
+    .await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.counts.joined, ad.counts.errors, ad.status.as_str()), (1, 0, "success"), "{ad:?}");
+    let pending = w.pending().await;
+    assert!(pending.is_empty(), "no change is sent to an object another engine masters: {pending:#?}");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    assert_eq!(shown.len(), 1, "{errors:?}");
+    assert_eq!(shown[0].0, "synchronized-by-another-engine");
+    assert!(shown[0].1.contains("CN=c1") && shown[0].1.contains("onPremisesSyncEnabled"), "{}", shown[0].1);
+    // Directory synchronization turned off for the tenant: the next sync takes the object over.
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[("onPremisesImmutableId", text(&[&b64(1)])), ("displayName", text(&["Alice (old name)"]))],
+        )],
+        &[],
+    )
+    .await;
+    let (_, cloud) = w.cycle().await;
+    assert_eq!(cloud.counts.errors, 0);
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(new_value(&pending[0], "displayName"), Some(&text(&["Alice Anders"])));
 }
