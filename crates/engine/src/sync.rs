@@ -415,6 +415,8 @@ struct SyncRun<'a> {
     /// Targets that are cloud tenants (their connector space holds domains): outbound values
     /// get the directory-sync service's UPN rewrite and duplicate attribute resiliency.
     tenants: HashMap<ConnectorId, Arc<Tenant>>,
+    /// Pending exports staged in this run (target, key, operation), to count each once.
+    staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
     out: SyncBatch,
 }
 
@@ -486,6 +488,7 @@ impl<'a> SyncRun<'a> {
             newly_linked: Vec::new(),
             join_cache: HashMap::new(),
             tenants: HashMap::new(),
+            staged: std::collections::HashSet::new(),
             out: SyncBatch::default(),
         }
     }
@@ -1793,12 +1796,15 @@ impl<'a> SyncRun<'a> {
         {
             self.new_adds.push(mv);
         }
-        match export.operation {
-            ExportOperation::Add => self.counts.export_adds += 1,
-            ExportOperation::Update => self.counts.export_updates += 1,
-            ExportOperation::Delete => self.counts.export_deletes += 1,
-        }
         let key = (export.connector_id, export.target_key());
+        // Counted once per target object and operation in a run (references settling restage it).
+        if self.staged.insert((key.0, key.1.clone(), export.operation.as_str())) {
+            match export.operation {
+                ExportOperation::Add => self.counts.export_adds += 1,
+                ExportOperation::Update => self.counts.export_updates += 1,
+                ExportOperation::Delete => self.counts.export_deletes += 1,
+            }
+        }
         let mut pairs: Vec<(String, String)> = Vec::new();
         for c in &export.changes {
             if let (Some(attribute), Some(values)) =
