@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, the end-to-end tests against real peers included:
-#   1. starts the Samba AD DC and OpenLDAP once, through tests/peers/start-all.sh (which installs
-#      their Debian packages on first use and is a no-op for a peer already running);
+#   1. starts the Samba AD DC, OpenLDAP and the SMTP server (aiosmtpd) once, through
+#      tests/peers/start-all.sh (which installs their Debian packages on first use and is a
+#      no-op for a peer already running);
 #   2. installs headless Chromium for the HTML report's browser test, through
 #      tests/peers/chromium.sh (Debian's chromium package, only when /usr/bin/chromium is missing);
 #   3. sources the peers' env.sh (the SYNCCTL_TEST_* addresses and credentials); the end-to-end
@@ -41,7 +42,7 @@ fi
 t0=$(now_ms)
 log "starting the test peers (tests/peers/start-all.sh)"
 if ! "$ROOT/tests/peers/start-all.sh" >/dev/null; then
-    die "a test peer could not start (see the messages above): the tests need both the Samba AD DC and OpenLDAP"
+    die "a test peer could not start (see the messages above): the tests need the Samba AD DC, OpenLDAP and the SMTP server"
 fi
 [[ -s $PEERS_DIR/env.sh ]] || die "tests/peers/start-all.sh wrote no $PEERS_DIR/env.sh"
 # shellcheck source=/dev/null

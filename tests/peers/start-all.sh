@@ -3,7 +3,7 @@
 # of their exports, for tests and CI:
 #   tests/peers/start-all.sh && . "${SYNCCTL_PEERS_DIR:-/tmp/syncctl-peers}/env.sh"
 #
-# Usage: tests/peers/start-all.sh [samba|slapd]...   (default: all peers)
+# Usage: tests/peers/start-all.sh [samba|slapd|smtp]...   (default: all peers)
 # The exports are also printed on stdout. Needs root (Samba binds 389/636, apt-get).
 set -euo pipefail
 
@@ -13,7 +13,7 @@ PEER_NAME="start-all"
 . "$SCRIPT_DIR/lib.sh"
 
 peers=("$@")
-[[ ${#peers[@]} -gt 0 ]] || peers=(samba slapd)
+[[ ${#peers[@]} -gt 0 ]] || peers=(samba slapd smtp)
 
 t0=$(now_ms)
 mkdir -p "$PEERS_DIR"
@@ -28,7 +28,8 @@ for peer in "${peers[@]}"; do
     case $peer in
         samba | samba-ad) "$SCRIPT_DIR/samba-ad.sh" start >>"$env_tmp" ;;
         slapd) "$SCRIPT_DIR/slapd.sh" start >>"$env_tmp" ;;
-        *) die "unknown peer '$peer' (known: samba, slapd)" ;;
+        smtp) "$SCRIPT_DIR/smtp.sh" start >>"$env_tmp" ;;
+        *) die "unknown peer '$peer' (known: samba, slapd, smtp)" ;;
     esac
 done
 
