@@ -1,8 +1,10 @@
 //! # syncctl-store: the metaverse database
 //!
 //! Owns the SQLite file (through sqlx, WAL mode, one writer) and every table in it: connectors,
-//! connector spaces (one [`StoredCsObject`] per anchor), watermarks, run history, and the
-//! metaverse ([`MvObject`], [`MvLink`], join keys, [`PendingExport`], [`SyncMark`]). Schema
+//! connector spaces (one [`StoredCsObject`] per anchor), watermarks, run history, the
+//! metaverse ([`MvObject`], [`MvLink`], join keys, [`PendingExport`], [`SyncMark`]), and the
+//! workflow state (set membership, [`RequestRecord`]s, the mail outbox of [`OutboxMessage`]s
+//! and their [`MailAttempt`]s). Schema
 //! changes are the SQL files in `migrations/`, applied by [`Store::open`].
 //!
 //! Main types: [`Store`] (the handle), [`CsWrite`] (one change to a connector space, written in
@@ -18,6 +20,7 @@ mod error;
 mod metaverse;
 mod runs;
 mod watermark;
+mod workflow;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,6 +38,10 @@ pub use metaverse::{
 };
 pub use runs::{RunCounts, RunError, RunRecord, RunStatus, Severity};
 pub use watermark::StoredWatermark;
+pub use workflow::{
+    AttemptOutcome, MailAttempt, MailStatus, NewMessage, NewRequest, OutboxMessage, REQUEST_STATUSES,
+    RequestFilter, RequestRecord, Transition, WorkflowWrites,
+};
 
 /// A connector's row id.
 pub type ConnectorId = i64;

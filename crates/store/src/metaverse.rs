@@ -269,6 +269,9 @@ pub struct SyncBatch {
     pub errors: Vec<crate::RunError>,
     /// The run's counters for this batch.
     pub counts: crate::RunCounts,
+    /// Set-membership changes, requests and their mail, made by the workflow hook from this
+    /// batch's metaverse changes: they commit with the batch or not at all.
+    pub workflow: crate::WorkflowWrites,
 }
 
 const SELECT_CS: &str = "SELECT id, connector_id, anchor, immutable_id, dn, dn_norm, object_class, attributes, \
@@ -1027,6 +1030,9 @@ impl Store {
             crate::runs::insert_error(&mut tx, run, e, now).await?;
         }
         crate::runs::add_counts(&mut tx, run, &batch.counts).await?;
+        if !batch.workflow.is_empty() {
+            crate::workflow::insert_workflow(&mut tx, &batch.workflow, Some(run), now).await?;
+        }
         for (connector, seq) in &batch.marks {
             sqlx::query(
                 "INSERT INTO sync_marks (connector_id, change_seq, rules_fingerprint) VALUES (?1, ?2, '') \
