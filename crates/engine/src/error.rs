@@ -8,6 +8,12 @@ pub enum EngineError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] syncctl_store::StoreError),
+    /// The batch hook (the notification workflows) failed: the batch was not written.
+    #[error("the workflow step of the sync failed: {source}")]
+    Hook {
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Result alias of this crate.

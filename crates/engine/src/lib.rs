@@ -20,4 +20,6 @@ pub mod sync;
 pub use error::{EngineError, Result};
 pub use export::{DeletionThreshold, ExportCounts, ExportOptions, ExportReport, run_export};
 pub use import::{ImportOptions, ImportProgress, ImportReport, NoProgress, run_import};
-pub use sync::{SyncConnector, SyncCounts, SyncMode, SyncOptions, SyncProgress, SyncReport, run_sync};
+pub use sync::{
+    BatchHook, SyncConnector, SyncCounts, SyncMode, SyncOptions, SyncProgress, SyncReport, run_sync,
+};

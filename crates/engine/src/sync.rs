@@ -101,12 +101,34 @@ pub struct SyncOptions {
     pub error_limit: i64,
     /// Connector-space objects per batch (one transaction each).
     pub batch_size: i64,
+    /// Told about every batch before it is written (the notification workflows: set
+    /// membership, requests, mail), to add its rows to the batch's transaction.
+    pub hook: Option<Arc<dyn BatchHook>>,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        Self { error_limit: 5000, batch_size: 500 }
+        Self { error_limit: 5000, batch_size: 500, hook: None }
     }
+}
+
+/// Sees each sync batch before it is written and adds its own rows to it
+/// ([`SyncBatch::workflow`]), so that they commit in the batch's transaction or not at all.
+///
+/// The batch's metaverse changes are in `batch.mv_writes` (objects as they will be) and
+/// `batch.mv_deletes`; everything else in the store is as the previous batch left it. An error
+/// stops the run before the batch is written (the next run does the batch again); per-object
+/// problems are the hook's to record, not to return.
+#[async_trait::async_trait]
+pub trait BatchHook: Send + Sync + fmt::Debug {
+    /// Called once per batch, before it is written.
+    async fn before_write(
+        &self,
+        store: &Store,
+        batch: &mut SyncBatch,
+        run: RunId,
+        now: i64,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
 /// What a sync run did.
@@ -260,7 +282,7 @@ pub async fn run_sync(
             let mut batch = std::mem::take(&mut sync.out);
             batch.marks.push((source.id, last));
             batch.counts = sync.run_counts_delta();
-            store.write_sync_batch(run, &batch, clock.now_ms()).await?;
+            sync.write(run, batch).await?;
             sync.reset_overlay();
             seq = last;
             progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
@@ -417,6 +439,8 @@ struct SyncRun<'a> {
     tenants: HashMap<ConnectorId, Arc<Tenant>>,
     /// Pending exports staged in this run (target, key, operation), to count each once.
     staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
+    /// The batch hook of the options.
+    hook: Option<Arc<dyn BatchHook>>,
     out: SyncBatch,
 }
 
@@ -489,6 +513,7 @@ impl<'a> SyncRun<'a> {
             join_cache: HashMap::new(),
             tenants: HashMap::new(),
             staged: std::collections::HashSet::new(),
+            hook: options.hook.clone(),
             out: SyncBatch::default(),
         }
     }
@@ -663,8 +688,20 @@ impl<'a> SyncRun<'a> {
         self.batch(objects).await?;
         let mut batch = std::mem::take(&mut self.out);
         batch.counts = self.run_counts_delta();
-        self.store.write_sync_batch(run, &batch, self.clock.now_ms()).await?;
+        self.write(run, batch).await?;
         self.reset_overlay();
+        Ok(())
+    }
+
+    /// Writes one batch, after the hook (if any) added its rows to it.
+    async fn write(&mut self, run: RunId, mut batch: SyncBatch) -> Result<()> {
+        let now = self.clock.now_ms();
+        if let Some(hook) = &self.hook {
+            hook.before_write(self.store, &mut batch, run, now)
+                .await
+                .map_err(|source| crate::EngineError::Hook { source })?;
+        }
+        self.store.write_sync_batch(run, &batch, now).await?;
         Ok(())
     }
 

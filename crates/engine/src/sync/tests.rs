@@ -336,7 +336,7 @@ async fn the_run_stops_at_the_error_limit() {
         .map(|n| ad_user(n, &format!("Same {n}"), "OU=Staff", "same@corp.example.com", &[]))
         .collect();
     w.write(&w.ad, users, &[]).await;
-    let options = SyncOptions { batch_size: 2, error_limit: 3 };
+    let options = SyncOptions { batch_size: 2, error_limit: 3, ..SyncOptions::default() };
     let r = run_sync(
         &w.store,
         &w.rules,
@@ -734,7 +734,7 @@ async fn the_error_limit_stops_the_run_and_the_next_one_continues_where_it_stopp
         .map(|n| ad_user(n, &format!("Same {n}"), "OU=Staff", "same@corp.example.com", &[]))
         .collect();
     w.write(&w.ad, users, &[]).await;
-    let options = SyncOptions { batch_size: 2, error_limit: 3 };
+    let options = SyncOptions { batch_size: 2, error_limit: 3, ..SyncOptions::default() };
     let first = run_sync(
         &w.store,
         &w.rules,
@@ -1266,4 +1266,109 @@ async fn an_object_another_engine_synchronizes_is_joined_reported_and_left_alone
     let pending = w.pending().await;
     assert_eq!(pending.len(), 1, "{pending:#?}");
     assert_eq!(new_value(&pending[0], "displayName"), Some(&text(&["Alice Anders"])));
+}
+
+/// A hook that puts every written MV object in a set named after its batch's first object, and
+/// records what it saw; or fails.
+#[derive(Debug, Default)]
+struct RecordingHook {
+    fail: bool,
+    seen: std::sync::Mutex<Vec<(Vec<MvId>, Vec<MvId>)>>,
+}
+
+#[async_trait::async_trait]
+impl BatchHook for RecordingHook {
+    async fn before_write(
+        &self,
+        _store: &Store,
+        batch: &mut SyncBatch,
+        _run: RunId,
+        _now: i64,
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if self.fail {
+            return Err("the hook failed on purpose".into());
+        }
+        let written: Vec<MvId> = batch.mv_writes.iter().map(|w| w.object.id).collect();
+        self.seen.lock().unwrap().push((written.clone(), batch.mv_deletes.clone()));
+        batch.workflow.entered.extend(written.into_iter().map(|id| ("seen".to_owned(), id)));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_batch_hook_sees_each_batch_and_its_rows_commit_with_it() {
+    let w = World::new().await;
+    let users: Vec<CsObject> = (1..=3u8)
+        .map(|n| ad_user(n, &format!("User {n}"), "OU=Staff", &format!("u{n}@corp.example.com"), &[]))
+        .collect();
+    w.write(&w.ad, users, &[]).await;
+    let hook = Arc::new(RecordingHook::default());
+    let options = SyncOptions { batch_size: 2, hook: Some(hook.clone()), ..SyncOptions::default() };
+    let r = run_sync(
+        &w.store,
+        &w.rules,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &options,
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status.as_str(), r.counts.projected), ("success", 3));
+    let seen = hook.seen.lock().unwrap().clone();
+    // Two batches of the source (2 + 1 objects); each saw its own projections, nothing deleted.
+    assert_eq!(seen.iter().map(|(w, d)| (w.len(), d.len())).collect::<Vec<_>>(), [(2, 0), (1, 0)]);
+    let mut members = w.store.set_members("seen").await.unwrap();
+    members.sort_unstable();
+    let mut ids = w.store.mv_ids().await.unwrap();
+    ids.sort_unstable();
+    assert_eq!(members, ids);
+
+    // A deleted source object: the hook sees the MV delete in its batch.
+    w.write(&w.ad, vec![], &[&b64(3)]).await;
+    let before = w.store.mv_ids().await.unwrap();
+    let r = run_sync(
+        &w.store,
+        &w.rules,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &options,
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.counts.processed, r.counts.mv_deleted), (1, 1));
+    let after = w.store.mv_ids().await.unwrap();
+    let deleted: Vec<MvId> = before.into_iter().filter(|id| !after.contains(id)).collect();
+    let last = hook.seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.1, deleted);
+}
+
+#[tokio::test]
+async fn a_failing_batch_hook_stops_the_run_before_the_batch_is_written() {
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "User 1", "OU=Staff", "u1@corp.example.com", &[])], &[]).await;
+    let hook = Arc::new(RecordingHook { fail: true, ..RecordingHook::default() });
+    let options = SyncOptions { hook: Some(hook), ..SyncOptions::default() };
+    let e = run_sync(
+        &w.store,
+        &w.rules,
+        &w.ad,
+        &w.connectors(),
+        SyncMode::Delta,
+        &options,
+        &clock(),
+        &crate::NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("the hook failed on purpose"), "{e}");
+    assert_eq!(w.store.mv_count().await.unwrap(), 0, "nothing of the batch was written");
+    // Without the failure the next run does the batch.
+    let r = w.sync(&w.ad, SyncMode::Delta).await;
+    assert_eq!((r.counts.processed, r.counts.projected), (1, 1));
 }
