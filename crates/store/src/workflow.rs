@@ -819,6 +819,17 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// How many requests the batches of these runs made.
+    pub async fn requests_of_runs(&self, runs: &[RunId]) -> Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM workflow_requests WHERE run_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(serde_json::to_string(runs).map_err(|x| corrupt("workflow_requests", 0, x.to_string()))?)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(q("read requests"))
+    }
+
     /// Requests, newest first, filtered.
     pub async fn requests(&self, filter: &RequestFilter) -> Result<Vec<RequestRecord>> {
         // The status is derived over the inner columns; the filters apply to it outside.

@@ -61,6 +61,12 @@ pub enum Command {
     Show(ShowArgs),
     /// List the configured connectors (no secrets).
     Connectors,
+    /// The notification mail outbox: list, show, send what is due, retry dead letters, purge,
+    /// and send a test message through the configured relay.
+    Mail(MailArgs),
+    /// The requests that set transitions made (FIM's "Search Requests"): object, set, policy,
+    /// workflow, status (pending, delivered, failed, dead-letter), timestamps and errors.
+    Requests(RequestsArgs),
     /// The readiness report: what will break when these directories synchronize to Microsoft 365.
     #[command(
         after_help = "Exit codes: 0 ready, 1 warnings only, 2 blocking errors, 3 configuration or usage \
@@ -195,4 +201,116 @@ pub struct ShowArgs {
     /// or GUID string) or an anchor (an OpenLDAP entryUUID).
     #[arg(value_name = "DN|ANCHOR|IMMUTABLEID")]
     pub key: String,
+}
+
+/// `syncctl mail`.
+#[derive(Debug, Args)]
+pub struct MailArgs {
+    /// What to do with the outbox.
+    #[command(subcommand)]
+    pub command: MailCommand,
+}
+
+/// `syncctl mail ...`.
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// List the outbox, newest first.
+    List(MailListArgs),
+    /// Show one message: headers, body, and every delivery attempt with its SMTP transcript.
+    Show(MailShowArgs),
+    /// Deliver every message that is due now (`syncctl cycle` does this after export).
+    Send(MailSendArgs),
+    /// Queue dead letters (or queued messages) again with a fresh attempt count, and deliver
+    /// them now.
+    #[command(group(ArgGroup::new("which").required(true).args(["ids", "all"])))]
+    Retry(MailRetryArgs),
+    /// Delete old messages (delivered ones by default) with their attempts.
+    Purge(MailPurgeArgs),
+    /// Check the sender against the relay rules, send one test message now through the
+    /// configured relay, and explain any failure.
+    Test(MailTestArgs),
+}
+
+/// Message states, as `mail list --status` takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MailStatusArg {
+    /// Waiting for its next attempt.
+    Queued,
+    /// An attempt under way (or cut short by the process ending).
+    Sending,
+    /// Accepted by the relay.
+    Delivered,
+    /// Given up after the configured attempts.
+    DeadLetter,
+}
+
+/// `syncctl mail list`.
+#[derive(Debug, Args)]
+pub struct MailListArgs {
+    /// Only messages in this state.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<MailStatusArg>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..), value_name = "N")]
+    pub limit: i64,
+}
+
+/// `syncctl mail show`.
+#[derive(Debug, Args)]
+pub struct MailShowArgs {
+    /// The message's id (from `mail list`).
+    #[arg(value_name = "ID")]
+    pub id: i64,
+}
+
+/// `syncctl mail send`.
+#[derive(Debug, Args)]
+pub struct MailSendArgs {
+    /// At most this many messages in this run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..), value_name = "N")]
+    pub limit: i64,
+}
+
+/// `syncctl mail retry`.
+#[derive(Debug, Args)]
+pub struct MailRetryArgs {
+    /// The messages to retry (from `mail list --status dead-letter`).
+    #[arg(value_name = "ID")]
+    pub ids: Vec<i64>,
+    /// Every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `syncctl mail purge`.
+#[derive(Debug, Args)]
+pub struct MailPurgeArgs {
+    /// Which messages (repeatable). Default: delivered.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Vec<MailStatusArg>,
+    /// Only those last changed longer ago than this (`30d`, `12h`, `0s` for all).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "AGE")]
+    pub older_than: std::time::Duration,
+}
+
+/// `syncctl mail test`.
+#[derive(Debug, Args)]
+pub struct MailTestArgs {
+    /// The recipient of the test message.
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: String,
+}
+
+/// `syncctl requests`.
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// Only requests in this state.
+    #[arg(long, value_parser = ["pending", "delivered", "failed", "dead-letter"], value_name = "STATUS")]
+    pub status: Option<String>,
+    /// Only requests about this object: its metaverse id (`42` or `mv:42`) or part of its name.
+    #[arg(long, value_name = "OBJECT")]
+    pub object: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..), value_name = "N")]
+    pub limit: i64,
 }

@@ -30,6 +30,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, anyhow, bail};
 use serde::Deserialize;
 
+use std::sync::Arc;
+
+use syncctl_workflow::{PolicyConfig, SetConfig, WorkflowConfig, Workflows};
+
 use crate::registry::{self, ConnectorPlan};
 
 /// Keys that would hold a secret inline; refused with a hint.
@@ -51,6 +55,15 @@ struct RawConfig {
     /// `[sync]`: the sync rules and the run limits.
     #[serde(default)]
     sync: RawSync,
+    /// `[[sets]]`: named conditions over metaverse objects.
+    #[serde(default)]
+    sets: Vec<SetConfig>,
+    /// `[[policies]]`: set transitions that run a workflow.
+    #[serde(default)]
+    policies: Vec<PolicyConfig>,
+    /// `[[workflows]]`: notification activities.
+    #[serde(default)]
+    workflows: Vec<WorkflowConfig>,
 }
 
 /// `[sync]`.
@@ -96,6 +109,33 @@ pub struct MailConfig {
     pub sender: String,
     /// `[mail.smtp]`: the relay.
     pub smtp: Option<SmtpConfig>,
+    /// A maildir to write messages to instead of sending them (demos, development); exclusive
+    /// with `[mail.smtp]`.
+    pub directory: Option<PathBuf>,
+    /// Addresses told when a run stops (a deletion threshold that trips included).
+    #[serde(default)]
+    pub operators: Vec<String>,
+    /// A message moves to the dead-letter list after this many failed attempts. Default 8.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// The wait after a first failed attempt, doubled after each further one. Default 60.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_seconds: u64,
+    /// The longest wait between two attempts. Default 3600.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_seconds: u64,
+}
+
+fn default_max_attempts() -> u32 {
+    8
+}
+
+fn default_retry_initial() -> u64 {
+    60
+}
+
+fn default_retry_max() -> u64 {
+    3600
 }
 
 /// `[mail.smtp]`: the SMTP relay.
@@ -116,6 +156,16 @@ pub struct SmtpConfig {
     pub password_env: Option<String>,
     /// The file that holds its password.
     pub password_file: Option<PathBuf>,
+    /// The CA certificate(s) (PEM) that sign the relay's certificate; the system roots
+    /// otherwise. Verification cannot be turned off.
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for each network step. Default 30.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_smtp_timeout() -> u64 {
+    30
 }
 
 fn default_smtp_port() -> u16 {
@@ -158,6 +208,8 @@ pub struct Plan {
     pub mail: Option<MailConfig>,
     /// `[sync]`.
     pub sync: SyncSettings,
+    /// `[[sets]]`, `[[policies]]` and `[[workflows]]`, validated (empty when none).
+    pub workflows: Arc<Workflows>,
 }
 
 impl Plan {
@@ -219,7 +271,39 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
         connectors.push(plan);
     }
     let mut mail = raw.mail;
+    if let Some(m) = mail.as_mut() {
+        if let Some(d) = m.directory.as_mut() {
+            *d = resolve(base, d);
+            if m.smtp.is_some() {
+                bail!(
+                    "{}: [mail] directory and [mail.smtp] exclude each other: mail goes to a relay or to a directory",
+                    path.display()
+                );
+            }
+        }
+        for op in &m.operators {
+            if !matches!(syncctl_workflow::Recipient::parse(op), Ok(syncctl_workflow::Recipient::Address(_)))
+            {
+                bail!("{}: [mail] operators: `{op}` is not a mail address", path.display());
+            }
+        }
+        if m.max_attempts == 0 {
+            bail!("{}: [mail] max_attempts must be at least 1", path.display());
+        }
+        if m.retry_max_seconds < m.retry_initial_seconds {
+            bail!("{}: [mail] retry_max_seconds is smaller than retry_initial_seconds", path.display());
+        }
+    }
     if let Some(smtp) = mail.as_mut().and_then(|m| m.smtp.as_mut()) {
+        if let Some(f) = smtp.ca_file.as_mut() {
+            *f = resolve(base, f);
+        }
+        if smtp.timeout_seconds == 0 {
+            bail!("{}: [mail.smtp] timeout_seconds must be at least 1", path.display());
+        }
+        if smtp.password_env.is_some() && smtp.password_file.is_some() {
+            bail!("{}: [mail.smtp] password_env and password_file exclude each other", path.display());
+        }
         if !["starttls", "tls", "plain"].contains(&smtp.security.as_str()) {
             bail!(
                 "{}: [mail.smtp] security must be starttls, tls or plain, not `{}`",
@@ -260,7 +344,22 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
         },
         deletion_threshold_percent: raw.sync.deletion_threshold_percent,
     };
-    Ok(Plan { source: path.to_owned(), store_path, connectors, mail, sync })
+    let workflows = Workflows::compile(
+        &raw.sets,
+        &raw.policies,
+        &raw.workflows,
+        mail.as_ref().map(|m| m.sender.as_str()),
+    )
+    .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if !workflows.workflows.is_empty()
+        && mail.as_ref().is_some_and(|m| m.smtp.is_none() && m.directory.is_none())
+    {
+        bail!(
+            "{}: notification workflows need somewhere to deliver: [mail.smtp] (a relay) or [mail] directory (a maildir)",
+            path.display()
+        );
+    }
+    Ok(Plan { source: path.to_owned(), store_path, connectors, mail, sync, workflows: workflows.shared() })
 }
 
 /// `base/p` for a relative `p`; `p` itself when absolute.
@@ -515,5 +614,58 @@ delta = "syncrepl"
         assert!(e.contains("password_env or password_file"), "{e}");
         let e = message(parse_at("[mail]\nsender = \"a@b.com\"\npassword = \"x\"\n").unwrap_err());
         assert!(e.contains("unknown field `password`"), "{e}");
+    }
+
+    #[test]
+    fn mail_delivery_settings_and_workflows_are_validated() {
+        let base = "[mail]\nsender = \"syncctl@corp.example.com\"\n";
+        let plan = parse_at(&format!(
+            "{base}directory = \"outbox\"\noperators = [\"ops@corp.example.com\"]\nmax_attempts = 3\nretry_initial_seconds = 0\n"
+        ))
+        .unwrap();
+        let mail = plan.mail.unwrap();
+        assert_eq!(mail.directory.as_deref(), Some(Path::new("/etc/syncctl/outbox")));
+        assert_eq!((mail.max_attempts, mail.retry_initial_seconds, mail.retry_max_seconds), (3, 0, 3600));
+        assert!(plan.workflows.is_empty());
+        let smtp = "[mail.smtp]\nhost = \"h\"\nca_file = \"ca.pem\"\n";
+        let plan = parse_at(&format!("{base}{smtp}")).unwrap();
+        let s = plan.mail.unwrap().smtp.unwrap();
+        assert_eq!((s.ca_file.as_deref(), s.timeout_seconds), (Some(Path::new("/etc/syncctl/ca.pem")), 30));
+        let cases = [
+            (format!("{base}directory = \"d\"\n{smtp}"), "exclude each other"),
+            (format!("{base}operators = [\"not an address\"]\n"), "`not an address` is not a mail address"),
+            (format!("{base}max_attempts = 0\n"), "max_attempts must be at least 1"),
+            (format!("{base}retry_initial_seconds = 10\nretry_max_seconds = 5\n"), "retry_max_seconds"),
+            (
+                format!("{base}{smtp}username = \"u\"\npassword_env = \"A\"\npassword_file = \"f\"\n"),
+                "exclude each other",
+            ),
+            (format!("{base}{smtp}timeout_seconds = 0\n"), "timeout_seconds"),
+        ];
+        for (text, want) in cases {
+            let e = message(parse_at(&text).unwrap_err());
+            assert!(e.contains(want), "want `{want}` in: {e}");
+        }
+        let model = "[[sets]]\nname = \"sales\"\ncriteria = 'department == \"Sales\"'\n\n[[policies]]\nname = \"p\"\nset = \"sales\"\ntransition = \"in\"\nworkflow = \"w\"\n\n[[workflows]]\nname = \"w\"\n[[workflows.activities]]\nrecipients = [\"target\"]\nsubject = \"s\"\ntext = \"t\"\n";
+        let plan = parse_at(&format!("{base}directory = \"d\"\n{model}")).unwrap();
+        assert_eq!((plan.workflows.sets.len(), plan.workflows.policies.len()), (1, 1));
+        // Workflows need a sender and somewhere to deliver; mistakes name the file and the entry.
+        let e = message(parse_at(model).unwrap_err());
+        assert!(e.contains("/etc/syncctl/syncctl.toml") && e.contains("[mail] sender"), "{e}");
+        let e = message(parse_at(&format!("{base}{model}")).unwrap_err());
+        assert!(e.contains("somewhere to deliver"), "{e}");
+        let e = message(
+            parse_at(&format!(
+                "{base}directory = \"d\"\n{}",
+                model.replace("workflow = \"w\"", "workflow = \"x\"")
+            ))
+            .unwrap_err(),
+        );
+        assert!(e.contains("policy `p`") && e.contains("workflow `x` is not configured"), "{e}");
+        let e = message(
+            parse_at(&format!("{base}directory = \"d\"\n{}", model.replace("criteria", "critera")))
+                .unwrap_err(),
+        );
+        assert!(e.contains("critera"), "{e}");
     }
 }

@@ -523,3 +523,174 @@ async fn assess_reads_the_tenant_through_the_configured_graph_connector() {
     assert_eq!(sources, ["corp-ad"]);
     emu.stop().await.unwrap();
 }
+
+/// Two AD users in an LDIF export: Alice (in `dept`, managed by Bob) and Bob (Engineering).
+fn people_ldif(dept: &str) -> String {
+    format!(
+        "dn: CN=Alice Anders,OU=Staff,DC=corp,DC=example,DC=com\nobjectClass: user\nobjectGUID:: AAECAwQFBgcICQoLDA0ODw==\n\
+         sAMAccountName: alice\ndisplayName: Alice Anders\ngivenName: Alice\nmail: alice@corp.example.com\n\
+         department: {dept}\nmanager: CN=Bob Brown,OU=Staff,DC=corp,DC=example,DC=com\n\n\
+         dn: CN=Bob Brown,OU=Staff,DC=corp,DC=example,DC=com\nobjectClass: user\nobjectGUID:: EBESExQVFhcYGRobHB0eHw==\n\
+         sAMAccountName: bob\ndisplayName: Bob Brown\nmail: bob@corp.example.com\ndepartment: Engineering\n"
+    )
+}
+
+const WORKFLOW_CONFIG: &str = r#"
+[store]
+path = "s.db"
+
+[[connectors]]
+name = "corp"
+type = "ldif"
+path = "people.ldif"
+
+[mail]
+sender = "syncctl@corp.example.com"
+directory = "maildir"
+
+[[sets]]
+name = "sales"
+object_type = "person"
+criteria = 'department == "Sales"'
+
+[[policies]]
+name = "joined-sales"
+set = "sales"
+transition = "in"
+workflow = "welcome"
+
+[[policies]]
+name = "left-sales"
+set = "sales"
+transition = "out"
+workflow = "goodbye"
+
+[[workflows]]
+name = "welcome"
+[[workflows.activities]]
+recipients = ["target", "manager"]
+subject = "Welcome to Sales, {{ target.displayName }}"
+text = "Dear {{ recipient.role }}, {{ target.givenName }} joins Sales (manager: {{ manager.displayName }})."
+
+[[workflows]]
+name = "goodbye"
+[[workflows.activities]]
+recipients = ["target"]
+subject = "You left Sales"
+text = "Bye {{ target.givenName }}"
+"#;
+
+/// The maildir's messages: (To, Subject) per file, sorted.
+fn maildir(env: &Env) -> Vec<(String, String)> {
+    let dir = env.path("maildir/new");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
+    let mut out: Vec<(String, String)> = entries
+        .map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            let header = |name: &str| {
+                text.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_owned()
+            };
+            (header("To"), header("Subject"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_user_moved_into_and_out_of_a_set_gets_mail_in_the_maildir_and_requests_lists_it() {
+    let env = Env::new(WORKFLOW_CONFIG);
+    std::fs::write(env.path("people.ldif"), people_ldif("Engineering")).unwrap();
+    let out = env.cmd().arg("cycle").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("set `sales` (new): 0 members, evaluated without requests"), "{stdout}");
+    assert!(maildir(&env).is_empty());
+
+    std::fs::write(env.path("people.ldif"), people_ldif("Sales")).unwrap();
+    let out = env.cmd().arg("cycle").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 requests made by set transitions"), "{}", text(&out.stdout));
+    let welcome = "Welcome to Sales, Alice Anders".to_owned();
+    assert_eq!(
+        maildir(&env),
+        [
+            ("alice@corp.example.com".to_owned(), welcome.clone()),
+            ("bob@corp.example.com".to_owned(), welcome.clone())
+        ]
+    );
+    let body = std::fs::read_dir(env.path("maildir/new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|t| t.contains("To: bob@"))
+        .unwrap();
+    assert!(body.contains("Dear manager, Alice joins Sales (manager: Bob Brown)."), "{body}");
+
+    // The request, as `syncctl requests` lists it.
+    let out = env.cmd().args(["requests", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let r = &list[0];
+    assert_eq!(
+        (
+            r["object"].as_str(),
+            r["set"].as_str(),
+            r["transition"].as_str(),
+            r["policy"].as_str(),
+            r["status"].as_str()
+        ),
+        (Some("Alice Anders"), Some("sales"), Some("in"), Some("joined-sales"), Some("delivered"))
+    );
+    assert_eq!((r["messages"].as_i64(), r["delivered"].as_i64()), (Some(2), Some(2)));
+    for (args, n) in
+        [(&["--status", "pending"][..], 0), (&["--object", "alice"][..], 1), (&["--object", "nobody"][..], 0)]
+    {
+        let out = env.cmd().arg("requests").args(args).arg("--json").output().unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(list.as_array().unwrap().len(), n, "{args:?}: {list}");
+    }
+    let out = env.cmd().args(["requests", "--status", "lost"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "an unknown status is a usage error");
+
+    // Nothing else is due; moving out fires the transition-out policy.
+    let out = env.cmd().args(["mail", "send"]).output().unwrap();
+    assert!(out.status.success() && text(&out.stdout).contains("no message is due"), "{}", text(&out.stdout));
+    std::fs::write(env.path("people.ldif"), people_ldif("Marketing")).unwrap();
+    let out = env.cmd().arg("cycle").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mails = maildir(&env);
+    assert_eq!(mails.len(), 3);
+    assert!(mails.contains(&("alice@corp.example.com".to_owned(), "You left Sales".to_owned())), "{mails:?}");
+    let out = env.cmd().args(["mail", "list", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list.as_array().unwrap().iter().all(|m| m["status"] == "delivered"), "{list}");
+    let out = env.cmd().args(["mail", "show", &list[0]["id"].to_string()]).output().unwrap();
+    assert!(text(&out.stdout).contains("stored as"), "{}", text(&out.stdout));
+    let out = env.cmd().args(["mail", "show", "999"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let out = env.cmd().args(["mail", "purge", "--older-than", "0s"]).output().unwrap();
+    assert!(text(&out.stdout).contains("3 messages purged"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn mail_commands_say_what_is_missing() {
+    let env = Env::new("[store]\npath = \"s.db\"\n");
+    let out = env.cmd().args(["mail", "send"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("no [mail] section"), "{}", text(&out.stderr));
+    let out = env.cmd().args(["mail", "retry"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "retry needs ids or --all");
+    let out = env.cmd().args(["mail", "list"]).output().unwrap();
+    assert!(out.status.success() && text(&out.stdout).contains("the outbox is empty"));
+    let env = Env::new(
+        "[store]\npath = \"s.db\"\n[mail]\nsender = \"a@corp.example.com\"\n[mail.smtp]\nhost = \"127.0.0.1\"\nusername = \"u@corp.example.com\"\npassword_env = \"SYNCCTL_TEST_NO_SUCH_VAR\"\n",
+    );
+    let out = env
+        .cmd()
+        .env_remove("SYNCCTL_TEST_NO_SUCH_VAR")
+        .args(["mail", "test", "--to", "x@corp.example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("`SYNCCTL_TEST_NO_SUCH_VAR` is not set"), "{}", text(&out.stderr));
+}

@@ -55,6 +55,8 @@ async fn workflow_rows_commit_with_the_sync_batch() {
         ..SyncBatch::default()
     };
     store.write_sync_batch(run, &batch, 100).await.unwrap();
+    assert_eq!(store.requests_of_runs(&[run]).await.unwrap(), 1);
+    assert_eq!(store.requests_of_runs(&[run + 1]).await.unwrap(), 0);
     assert_eq!(store.set_members("sales").await.unwrap(), vec![7]);
     assert_eq!(store.memberships_of(&[7, 8]).await.unwrap(), vec![(7, "sales".to_owned())]);
     let reqs = store.requests(&RequestFilter::default()).await.unwrap();

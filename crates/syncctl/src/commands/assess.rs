@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument as _, info, info_span};
 
 use crate::cli::{AssessArgs, Cli};
-use crate::config::{self, Plan};
+use crate::config::{self, MailConfig, Plan};
 use crate::exit::{CmdResult, Code, Failure};
 use crate::logging::Progress;
 use crate::output;
@@ -218,14 +218,27 @@ fn read_tenant(path: &Path) -> Result<TenantSnapshot, Failure> {
 fn mail_settings(plan: Option<&Plan>, args: &AssessArgs) -> Option<MailSettings> {
     let configured = plan.and_then(|p| p.mail.as_ref());
     let sender = args.mail_sender.clone().or_else(|| configured.map(|m| m.sender.clone()))?;
-    let smtp = configured.and_then(|m| m.smtp.as_ref());
-    Some(MailSettings {
-        sender,
-        relay_account: args.mail_relay_account.clone().or_else(|| smtp.and_then(|s| s.username.clone())),
+    let mut settings = match configured {
+        Some(m) => mail_settings_of(m),
+        None => MailSettings::default(),
+    };
+    settings.sender = sender;
+    if let Some(account) = &args.mail_relay_account {
+        settings.relay_account = Some(account.clone());
+    }
+    Some(settings)
+}
+
+/// The notification-mail settings `[mail]` gives the readiness check (also `mail test`'s).
+pub fn mail_settings_of(mail: &MailConfig) -> MailSettings {
+    let smtp = mail.smtp.as_ref();
+    MailSettings {
+        sender: mail.sender.clone(),
+        relay_account: smtp.and_then(|s| s.username.clone()),
         relay_host: smtp.map(|s| s.host.clone()),
         relay_port: smtp.map(|s| s.port),
         relay_security: smtp.map(|s| s.security.clone()),
-    })
+    }
 }
 
 /// Reads one source with a full import into the assessor.

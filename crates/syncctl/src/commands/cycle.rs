@@ -37,6 +37,8 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
     let connectors = super::sync::sync_connectors(plan, &store).await?;
     let mut steps: Vec<Step> = Vec::new();
     let mut code = Code::Success;
+    // Operator notices of runs that stop, queued and delivered with the cycle's mail.
+    let mut notices: Vec<(String, String)> = Vec::new();
 
     // 1. Import, sources first, then targets.
     for c in &connectors {
@@ -60,6 +62,18 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
         progress.finish();
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
+        if Code::for_run_status(&report.status) == Code::Stopped {
+            let mut notes = report.notes.clone();
+            notes.extend(report.fault.clone());
+            notices.push(super::sync::stopped_notice(
+                plan,
+                &report.profile.to_string(),
+                &c.name,
+                report.run_id,
+                &report.status,
+                &notes,
+            ));
+        }
         let k = &report.counts;
         steps.push(Step {
             step: "import",
@@ -83,13 +97,26 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
     // and export hold it together).
     let _lock = store.lock_runs()?;
     let mode = if args.full { SyncMode::Full } else { SyncMode::Delta };
-    let options = SyncOptions { error_limit: plan.sync.error_limit, ..SyncOptions::default() };
+    let (hook, set_notes) = super::sync::workflow_hook(plan, &store).await?;
+    let options = SyncOptions { error_limit: plan.sync.error_limit, hook, ..SyncOptions::default() };
+    let mut sync_runs = Vec::new();
     for c in &connectors {
         let progress = Progress::new(!json, &format!("{mode} of {}", c.name));
         let report = run_sync(&store, &rules, c, &connectors, mode, &options, &SystemClock, &progress).await;
         progress.finish();
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
+        sync_runs.push(report.run_id);
+        if Code::for_run_status(&report.status) == Code::Stopped {
+            notices.push(super::sync::stopped_notice(
+                plan,
+                &report.profile.to_string(),
+                &c.name,
+                report.run_id,
+                &report.status,
+                &report.notes,
+            ));
+        }
         let k = &report.counts;
         steps.push(Step {
             step: "sync",
@@ -111,6 +138,10 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
         });
     }
 
+    let timed = super::sync::time_based_sets(plan, &store).await?;
+    let requests =
+        store.requests_of_runs(&sync_runs).await? + timed.as_ref().map_or(0, |e| e.requests as i64);
+
     // 3. Export to every target.
     let export_options = ExportOptions {
         staging: plan.sync.staging,
@@ -128,6 +159,23 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
         let mut built = spec.build().map_err(Failure::usage)?;
         let report = run_export(&store, built.connector.as_mut(), c, &export_options, &SystemClock).await?;
         worst(Code::for_run_status(&report.status), &mut code);
+        if Code::for_run_status(&report.status) == Code::Stopped {
+            let mut notes = report.notes.clone();
+            if let Some(t) = &report.approval_token {
+                notes.push(format!(
+                    "{} deletes held: review them with `syncctl export --preview`, release them with `syncctl export --approve-deletes {t}`",
+                    report.held_deletes.len()
+                ));
+            }
+            notices.push(super::sync::stopped_notice(
+                plan,
+                "export",
+                &c.name,
+                report.run_id,
+                &report.status,
+                &notes,
+            ));
+        }
         if let Some(t) = &report.approval_token {
             approve.push(format!(
                 "{} deletes held for `{}`: review with `syncctl export --preview`, release with `syncctl export --approve-deletes {t}`",
@@ -148,7 +196,38 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             ),
         });
     }
+    // 4. Mail: operator notices, then everything due (set-transition mail included).
+    super::mail::queue_operator_notices(plan, &store, &notices).await?;
+    match super::mail::deliver_due(plan, &store).await {
+        Ok(Some(report)) => {
+            let failed = report.retrying() + report.dead_lettered() > 0;
+            if failed {
+                worst(Code::CompletedWithErrors, &mut code);
+            }
+            steps.push(Step {
+                step: "mail",
+                connector: "-".into(),
+                profile: "deliver".into(),
+                status: if failed { "completed-with-errors".into() } else { "success".into() },
+                run_id: 0,
+                what: super::mail::summary(&report),
+            });
+        }
+        Ok(None) => {}
+        Err(f) => {
+            worst(Code::CompletedWithErrors, &mut code);
+            steps.push(Step {
+                step: "mail",
+                connector: "-".into(),
+                profile: "deliver".into(),
+                status: "not-delivered".into(),
+                run_id: 0,
+                what: format!("{:#} (the messages stay queued)", f.error),
+            });
+        }
+    }
     let pending = store.pending_exports(None).await?.len();
+    let queued = store.mail_list(Some(syncctl_store::MailStatus::Queued), 100_000).await?.len();
     store.close().await;
 
     let targets = connectors.iter().filter(|c| c.target).count();
@@ -160,7 +239,8 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
                        "run_id": s.run_id, "summary": s.what})
             })
             .collect();
-        output::print_json(&json!({"steps": list, "pending_exports": pending, "approvals": approve}))?;
+        output::print_json(&json!({"steps": list, "pending_exports": pending, "approvals": approve,
+                                   "sets": set_notes, "requests": requests, "mail_queued": queued}))?;
     } else {
         let mut s = String::new();
         let _ = writeln!(
@@ -185,6 +265,15 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
         }
         for a in &approve {
             let _ = writeln!(s, "{a}");
+        }
+        if !plan.workflows.is_empty() {
+            for n in &set_notes {
+                let _ = writeln!(s, "sets: {n}");
+            }
+            let _ = writeln!(
+                s,
+                "{requests} requests made by set transitions (syncctl requests); {queued} messages queued (syncctl mail list)"
+            );
         }
         output::print(&s)?;
     }

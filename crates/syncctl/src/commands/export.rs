@@ -103,6 +103,18 @@ async fn apply(plan: &Plan, args: &ExportArgs, json: bool) -> CmdResult {
         if this.status() > code.status() {
             code = this;
         }
+        if this == Code::Stopped {
+            let mut notes = report.notes.clone();
+            if let Some(token) = &report.approval_token {
+                notes.push(format!(
+                    "{} deletes held: review them with `syncctl export --preview`, release them with `syncctl export --approve-deletes {token}`",
+                    report.held_deletes.len()
+                ));
+            }
+            let notice =
+                super::sync::stopped_notice(plan, "export", &t.name, report.run_id, &report.status, &notes);
+            super::mail::notify_operators(plan, &store, &[notice]).await?;
+        }
         if !json {
             output::print(&export_summary(&report))?;
         }

@@ -5,6 +5,8 @@ mod connectors;
 mod cycle;
 mod export;
 mod import;
+mod mail;
+mod requests;
 mod runs;
 mod show;
 mod sync;
@@ -28,6 +30,8 @@ pub async fn run(cli: &Cli) -> CmdResult {
         Command::Show(_) => "show",
         Command::Connectors => "connectors",
         Command::Assess(_) => "assess",
+        Command::Mail(_) => "mail",
+        Command::Requests(_) => "requests",
     };
     let span = info_span!("command", command = name, config = %cli.config.display());
     async {
@@ -44,6 +48,8 @@ pub async fn run(cli: &Cli) -> CmdResult {
             Command::Runs(args) => runs::run(&plan, args, cli.json).await,
             Command::Show(args) => show::run(&plan, args, cli.json).await,
             Command::Connectors => connectors::run(&plan, cli.json),
+            Command::Mail(args) => mail::run(&plan, args, cli.json).await,
+            Command::Requests(args) => requests::run(&plan, args, cli.json).await,
             Command::Assess(args) => assess::run(cli, args).await,
         }
     }

@@ -4,10 +4,13 @@ use std::fmt::Write as _;
 
 use anyhow::anyhow;
 use serde_json::json;
+use std::sync::Arc;
 use syncctl_core::SystemClock;
 use syncctl_core::rules::RuleSet;
-use syncctl_engine::{SyncConnector, SyncMode, SyncOptions, SyncReport, run_sync};
+
+use syncctl_engine::{BatchHook, SyncConnector, SyncMode, SyncOptions, SyncReport, run_sync};
 use syncctl_store::Store;
+use syncctl_workflow::{Evaluation, WorkflowHook};
 
 use crate::cli::SyncArgs;
 use crate::config::Plan;
@@ -23,6 +26,54 @@ pub fn load_rules(plan: &Plan) -> Result<RuleSet, Failure> {
         .map_err(|e| Failure::usage(anyhow!("cannot read the sync rules file {}: {e}", path.display())))?;
     let user = RuleSet::from_toml(&text, &path.display().to_string()).map_err(Failure::usage)?;
     Ok(defaults.with_overrides(user))
+}
+
+/// The notification workflows' part of a sync: the configured sets brought in line with the
+/// store (a new or changed set evaluated in full, without requests), and the hook that
+/// recomputes membership of every batch's changed objects. `None` without sets.
+pub async fn workflow_hook(
+    plan: &Plan,
+    store: &Store,
+) -> Result<(Option<Arc<dyn BatchHook>>, Vec<String>), Failure> {
+    if plan.workflows.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let now = syncctl_core::Clock::now_ms(&SystemClock);
+    let notes =
+        syncctl_workflow::prepare_sets(store, &plan.workflows, now).await.map_err(Failure::stopped)?;
+    Ok((Some(Arc::new(WorkflowHook::new(plan.workflows.clone()))), notes))
+}
+
+/// After the syncs: sets whose criteria read the time are evaluated again over every object.
+pub async fn time_based_sets(plan: &Plan, store: &Store) -> Result<Option<Evaluation>, Failure> {
+    if !plan.workflows.has_time_based_sets() {
+        return Ok(None);
+    }
+    let now = syncctl_core::Clock::now_ms(&SystemClock);
+    Ok(Some(
+        syncctl_workflow::evaluate_time_based(store, &plan.workflows, now).await.map_err(Failure::stopped)?,
+    ))
+}
+
+/// The operator notice of a run that stopped.
+pub fn stopped_notice(
+    plan: &Plan,
+    profile: &str,
+    connector: &str,
+    run_id: i64,
+    status: &str,
+    notes: &[String],
+) -> (String, String) {
+    let subject = format!("syncctl: {profile} of `{connector}` stopped: {status}");
+    let mut body = format!(
+        "Run {run_id} ({profile} of `{connector}`, configuration {}) ended with status {status}.\n\n",
+        plan.source.display()
+    );
+    for n in notes {
+        body.push_str(&format!("- {n}\n"));
+    }
+    body.push_str(&format!("\nDetails: `syncctl runs --errors {run_id}`.\n"));
+    (subject, body)
 }
 
 /// Every configured connector as sync sees it (registered in the store), sources first.
@@ -67,8 +118,15 @@ pub async fn run(plan: &Plan, args: &SyncArgs, json: bool) -> CmdResult {
     let _lock = store.lock_runs()?;
     let connectors = sync_connectors(plan, &store).await?;
     let mode = if args.full { SyncMode::Full } else { SyncMode::Delta };
-    let options = SyncOptions { error_limit: plan.sync.error_limit, ..SyncOptions::default() };
+    let (hook, set_notes) = workflow_hook(plan, &store).await?;
+    let options = SyncOptions { error_limit: plan.sync.error_limit, hook, ..SyncOptions::default() };
+    if !json {
+        for n in &set_notes {
+            output::print(&format!("sets: {n}\n"))?;
+        }
+    }
     let mut reports = Vec::new();
+    let mut requests = Vec::new();
     let mut code = Code::Success;
     for c in connectors.iter().filter(|c| args.connectors.is_empty() || args.connectors.contains(&c.name)) {
         let progress = Progress::new(!json, &format!("{mode} of {}", c.name));
@@ -79,18 +137,55 @@ pub async fn run(plan: &Plan, args: &SyncArgs, json: bool) -> CmdResult {
         if this.status() > code.status() {
             code = this;
         }
+        let made = store.requests_of_runs(&[report.run_id]).await?;
         if !json {
-            output::print(&summary(&report))?;
+            let mut s = summary(&report);
+            if !plan.workflows.is_empty() {
+                s.push_str(&format!("  requests   {made} made by set transitions (syncctl requests)\n"));
+            }
+            output::print(&s)?;
         }
+        requests.push(made);
         let stopped = this == Code::Stopped;
+        if stopped {
+            let notice = stopped_notice(
+                plan,
+                &report.profile.to_string(),
+                &c.name,
+                report.run_id,
+                &report.status,
+                &report.notes,
+            );
+            super::mail::notify_operators(plan, &store, &[notice]).await?;
+        }
         reports.push(report);
         if stopped {
             break;
         }
     }
+    let timed = if code == Code::Stopped { None } else { time_based_sets(plan, &store).await? };
+    if let (Some(e), false) = (&timed, json) {
+        output::print(&format!(
+            "time-based sets: {} objects evaluated, {} transitions, {} requests\n",
+            e.objects, e.transitions, e.requests
+        ))?;
+    }
     store.close().await;
     if json {
-        output::print_json(&json!({ "runs": reports.iter().map(report_json).collect::<Vec<_>>() }))?;
+        let runs: Vec<serde_json::Value> = reports
+            .iter()
+            .zip(&requests)
+            .map(|(r, n)| {
+                let mut v = report_json(r);
+                v["requests"] = json!(n);
+                v
+            })
+            .collect();
+        output::print_json(&json!({
+            "runs": runs,
+            "sets": set_notes,
+            "time_based": timed.map(|e| json!({"objects": e.objects, "transitions": e.transitions, "requests": e.requests})),
+        }))?;
     }
     Ok(code)
 }
