@@ -604,3 +604,174 @@ pub fn ldapmodify(peer: &Peer, file: &std::path::Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The SMTP peer (aiosmtpd, tests/peers/smtp.sh)
+
+/// The SMTP server's coordinates.
+#[derive(Clone, Debug)]
+pub struct Smtp {
+    pub host: String,
+    pub port: u16,
+    pub tls_port: u16,
+    pub user: String,
+    pub password_file: PathBuf,
+    pub ca: PathBuf,
+    /// Where it stores what it accepts (`<n>.eml` with `<n>.json` beside it).
+    pub maildir: PathBuf,
+}
+
+impl Smtp {
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(&self.password_file).unwrap().trim().to_owned()
+    }
+
+    /// Every message stored so far.
+    pub fn messages(&self) -> Vec<StoredMail> {
+        let Ok(entries) = std::fs::read_dir(&self.maildir) else { return vec![] };
+        let mut out: Vec<StoredMail> = entries
+            .filter_map(|e| {
+                let path = e.unwrap().path();
+                (path.extension().is_some_and(|x| x == "eml")).then(|| StoredMail::read(&path))
+            })
+            .collect();
+        out.sort_by(|a, b| a.file.cmp(&b.file));
+        out
+    }
+
+    /// The messages stored for a recipient containing `token`.
+    pub fn messages_to(&self, token: &str) -> Vec<StoredMail> {
+        self.messages().into_iter().filter(|m| m.rcpt_tos.iter().any(|r| r.contains(token))).collect()
+    }
+}
+
+/// One message as the SMTP peer stored it.
+#[derive(Clone, Debug)]
+pub struct StoredMail {
+    pub file: PathBuf,
+    pub mail_from: String,
+    pub rcpt_tos: Vec<String>,
+    pub auth_user: Option<String>,
+    pub tls: bool,
+    pub raw: String,
+}
+
+impl StoredMail {
+    fn read(eml: &std::path::Path) -> Self {
+        let raw = String::from_utf8_lossy(&std::fs::read(eml).unwrap()).into_owned();
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(eml.with_extension("json")).unwrap()).unwrap();
+        Self {
+            file: eml.to_owned(),
+            mail_from: meta["mail_from"].as_str().unwrap_or_default().to_owned(),
+            rcpt_tos: meta["rcpt_tos"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default(),
+            auth_user: meta["auth_user"].as_str().map(str::to_owned),
+            tls: meta["tls"].as_bool().unwrap_or(false),
+            raw,
+        }
+    }
+
+    /// A header's value (first occurrence, unfolded).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let head = self.raw.split("\r\n\r\n").next().unwrap_or("").replace("\r\n ", " ");
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            k.eq_ignore_ascii_case(name).then(|| v.to_owned())
+        })
+    }
+}
+
+/// The shared SMTP server that `tests/peers/start-all.sh` started.
+pub fn smtp() -> Smtp {
+    let port = |name: &str| var(name).parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+    Smtp {
+        host: var("SYNCCTL_TEST_SMTP_HOST"),
+        port: port("SYNCCTL_TEST_SMTP_PORT"),
+        tls_port: port("SYNCCTL_TEST_SMTP_TLS_PORT"),
+        user: var("SYNCCTL_TEST_SMTP_USER"),
+        password_file: var("SYNCCTL_TEST_SMTP_PASSWORD_FILE").into(),
+        ca: var("SYNCCTL_TEST_SMTP_CA").into(),
+        maildir: var("SYNCCTL_TEST_SMTP_MAILDIR").into(),
+    }
+}
+
+/// A private SMTP server started by `tests/peers/smtp.sh` in its own directory and on its own
+/// ports (its own CA and password), for tests that stop it or change its mode. Stopped when
+/// dropped.
+pub struct PrivateSmtp {
+    pub smtp: Smtp,
+    dir: tempfile::TempDir,
+    ports: (u16, u16),
+}
+
+impl PrivateSmtp {
+    /// Starts one in `mode` (`starttls`, `notls`, `reject`) with `delay_ms` before each stored
+    /// message.
+    pub fn start(mode: &str, delay_ms: u64) -> Self {
+        // The shared server must exist: a private one is started by the same script.
+        let _ = smtp();
+        let dir = tempfile::tempdir().unwrap();
+        let mut me = Self { smtp: smtp(), dir, ports: (free_port(), free_port()) };
+        me.restart(mode, delay_ms);
+        me
+    }
+
+    fn env(&self, mode: &str, delay_ms: u64) -> Vec<(String, String)> {
+        vec![
+            ("SYNCCTL_SMTP_DIR".to_owned(), self.dir.path().join("smtp").display().to_string()),
+            ("SYNCCTL_SMTP_PORT".to_owned(), self.ports.0.to_string()),
+            ("SYNCCTL_SMTP_TLS_PORT".to_owned(), self.ports.1.to_string()),
+            ("SYNCCTL_SMTP_MODE".to_owned(), mode.to_owned()),
+            ("SYNCCTL_SMTP_DELAY_MS".to_owned(), delay_ms.to_string()),
+        ]
+    }
+
+    /// (Re)starts it in `mode` (same ports, certificate, password and messages).
+    pub fn restart(&mut self, mode: &str, delay_ms: u64) {
+        let exports = self.run("start", mode, delay_ms);
+        let get = |name: &str| {
+            exports
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(|v| v.trim_matches('\'').to_owned())
+                .unwrap_or_else(|| panic!("smtp.sh env printed no {name}: {exports}"))
+        };
+        self.smtp = Smtp {
+            host: get("SYNCCTL_TEST_SMTP_HOST"),
+            port: get("SYNCCTL_TEST_SMTP_PORT").parse().unwrap(),
+            tls_port: get("SYNCCTL_TEST_SMTP_TLS_PORT").parse().unwrap(),
+            user: get("SYNCCTL_TEST_SMTP_USER"),
+            password_file: get("SYNCCTL_TEST_SMTP_PASSWORD_FILE").into(),
+            ca: get("SYNCCTL_TEST_SMTP_CA").into(),
+            maildir: get("SYNCCTL_TEST_SMTP_MAILDIR").into(),
+        };
+    }
+
+    /// Stops it (SIGTERM: a message in its delay is not stored, nor answered).
+    pub fn stop(&self) {
+        self.run("stop", "starttls", 0);
+    }
+
+    fn run(&self, cmd: &str, mode: &str, delay_ms: u64) -> String {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/smtp.sh");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(cmd)
+            .envs(self.env(mode, delay_ms))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "smtp.sh {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for PrivateSmtp {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/smtp.sh");
+        let _ =
+            std::process::Command::new("bash").arg(script).arg("stop").envs(self.env("starttls", 0)).output();
+    }
+}

@@ -28,8 +28,8 @@
 #
 # Messages: $D/mail/new/<n>.eml (the DATA as received) with <n>.json beside it (envelope, AUTH
 # user, TLS, port). The account is relay@corp.example.com; its password is generated once
-# into $D/smtp.password (mode 600). Starting again in another mode or with another delay
-# restarts the server (same certificate, password and messages).
+# into $D/smtp.password (mode 600). Starting again in another mode, with another delay or
+# after smtp_sink.py changed restarts the server (same certificate, password and messages).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -68,7 +68,11 @@ esac
 
 running_pid() { pid_from_file "$PIDFILE" python3; }
 
-wanted_state() { printf '%s %s %s %s\n' "$MODE" "$PORT" "$TLS_PORT" "$DELAY_MS"; }
+# What a running server must match to be kept: mode, ports, delay, and the sink's code.
+wanted_state() {
+    printf '%s %s %s %s %s\n' "$MODE" "$PORT" "$TLS_PORT" "$DELAY_MS" \
+        "$(sha256sum "$SCRIPT_DIR/smtp_sink.py" | cut -c1-12)"
+}
 
 prepare() {
     mkdir -p "$D/run" "$D/log" "$MAILDIR/tmp" "$MAILDIR/new"

@@ -113,7 +113,9 @@ impl Session {
             if let Err(e) = conn.starttls(params.clone(), &hello).await {
                 let detail = error_text(&e);
                 t.note(format!("failed: {detail}"));
-                conn.abort().await;
+                // A failed upgrade leaves lettre's stream in a state that must not be written
+                // to (not even QUIT): the connection is dropped as it is.
+                drop(conn);
                 let kind = if e.status().is_some() { SmtpErrorKind::Transient } else { SmtpErrorKind::Tls };
                 return Err(err(kind, detail));
             }
