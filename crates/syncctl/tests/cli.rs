@@ -694,3 +694,38 @@ fn mail_commands_say_what_is_missing() {
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("`SYNCCTL_TEST_NO_SUCH_VAR` is not set"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_run_that_stops_sends_the_operators_a_notice() {
+    let env = Env::new(
+        "[store]\npath = \"s.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldif\"\npath = \"people.ldif\"\n\n\
+         [mail]\nsender = \"syncctl@corp.example.com\"\ndirectory = \"maildir\"\noperators = [\"ops@corp.example.com\", \"oncall@corp.example.com\"]\n",
+    );
+    // A malformed objectGUID stops the import.
+    std::fs::write(
+        env.path("people.ldif"),
+        people_ldif("Sales").replace("AAECAwQFBgcICQoLDA0ODw==", "not*base64"),
+    )
+    .unwrap();
+    let out = env.cmd().arg("cycle").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let subject = "syncctl: full-import of `corp` stopped: stopped-server-error".to_owned();
+    assert_eq!(
+        maildir(&env),
+        [
+            ("oncall@corp.example.com".to_owned(), subject.clone()),
+            ("ops@corp.example.com".to_owned(), subject)
+        ]
+    );
+    let body = std::fs::read_dir(env.path("maildir/new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .next()
+        .unwrap();
+    assert!(body.contains("not valid base64") && body.contains("syncctl runs --errors"), "{body}");
+    // The same file fixed: the next cycle succeeds and tells nobody.
+    std::fs::write(env.path("people.ldif"), people_ldif("Sales")).unwrap();
+    let out = env.cmd().arg("cycle").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(maildir(&env).len(), 2);
+}
