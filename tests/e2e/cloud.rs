@@ -760,6 +760,44 @@ async fn cloud_first_cycle_creates_everything_in_scope_and_later_cycles_write_no
     assert_eq!(view_after.ids, view.ids, "same objects, same ids");
 }
 
+/// Acceptance 2 with the most common mailbox shape: a user whose proxyAddresses hold a
+/// secondary `smtp:` alias besides the primary address. Graph lets no client write
+/// proxyAddresses (the cloud derives the primary from `mail`), so once the user is created the
+/// next cycles must neither write nor report an export for it again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_user_with_a_secondary_smtp_alias_is_not_exported_again_every_cycle() {
+    let mut ad = Ad::new("alias").await;
+    let scope = ad.scope.clone();
+    let mail = ad.upn("ali", VERIFIED);
+    let alias = ad.upn("ali.alias", VERIFIED);
+    let dn = ad
+        .user(
+            &scope,
+            "Ali Alias",
+            &[("userPrincipalName", &mail), ("mail", &mail), ("displayName", "Ali Alias")],
+            true,
+        )
+        .await;
+    let both = [format!("SMTP:{mail}"), format!("smtp:{alias}")];
+    replace(&mut ad.ldap, &dn, "proxyAddresses", &[both[0].as_str(), both[1].as_str()]).await;
+    let cloud = Cloud::start(&ad, FaultConfig::default(), ThrottleConfig::default()).await;
+    cycle_ok(&cloud, false, "first cycle").await;
+    assert_cloud_equals(&cloud.view().await, &expected(&ad.read(), &cloud.tenant), "after the first cycle");
+    // The second cycle confirms the create; from then on nothing is exported for Ali.
+    cycle_ok(&cloud, false, "second cycle").await;
+    let stats = cloud.stats().await;
+    for n in 3..=4 {
+        let out = cycle_ok(&cloud, false, &format!("cycle {n}")).await;
+        let record = cloud.run_record(out.run_id("export", "cloud")).await;
+        assert_eq!(
+            (&record["counts"]["adds"], &record["counts"]["updates"], &record["counts"]["deletes"]),
+            (&json!(0), &json!(0), &json!(0)),
+            "cycle {n} exported again: {record:#}"
+        );
+    }
+    assert_eq!(stats_diff(&cloud.stats().await, &stats), WriteStats::default(), "cycles 3 and 4 wrote");
+}
+
 /// Acceptance 3: a rename (cn, displayName) and a move between OUs in scope change the same
 /// cloud objects with PATCH: same Graph ids, nothing created, nothing deleted, no membership churn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
