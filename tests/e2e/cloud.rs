@@ -1108,9 +1108,10 @@ async fn cloud_cycle_with_ten_percent_of_writes_failing_completes_and_records_ev
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_cycle_survives_an_emulator_restart_in_the_middle_of_the_export() {
     let mut ad = Ad::new("rst").await;
-    population(&mut ad, 30).await;
-    // Slow answers (100 ms each) so that the export is still running when the emulator stops.
-    let faults = FaultConfig { delay_ms: 100, ..FaultConfig::default() };
+    population(&mut ad, 50).await;
+    // Slow answers (200 ms each, a `$batch` counting as one) so that the export is still running
+    // when the emulator stops: 50 creates are at least three requests.
+    let faults = FaultConfig { delay_ms: 200, ..FaultConfig::default() };
     let mut cloud = Cloud::start(&ad, faults, ThrottleConfig::default()).await;
     let mut running = cloud.spawn(&["cycle"]);
 
@@ -1153,7 +1154,7 @@ async fn cloud_cycle_survives_an_emulator_restart_in_the_middle_of_the_export() 
     }
     let view = cloud.view().await;
     assert_cloud_equals(&view, &expected(&ad.read(), &cloud.tenant), "after the restart");
-    assert_eq!((view.users, view.groups), (30, 2), "no duplicate");
+    assert_eq!((view.users, view.groups), (50, 2), "no duplicate");
 
     // The requests refused while the emulator was down were retried, and run history says so.
     let mut retries = Vec::new();
