@@ -197,8 +197,14 @@ const USER_PROPS: &[&str] = &[
     "accountEnabled",
     "mailNickname",
 ];
-const GROUP_PROPS: &[&str] =
-    &["onPremisesImmutableId", "displayName", "securityEnabled", "mailEnabled", "description"];
+const GROUP_PROPS: &[&str] = &[
+    "onPremisesImmutableId",
+    "displayName",
+    "securityEnabled",
+    "mailEnabled",
+    "description",
+    "mailNickname",
+];
 
 fn text_or_null(v: Option<String>) -> Value {
     v.map_or(Value::Null, Value::String)
@@ -223,6 +229,11 @@ fn expected(records: &[LdifRecord], tenant: &str) -> BTreeMap<String, Compared> 
             props.insert("securityEnabled", Value::Bool(group_type & 0x8000_0000 != 0));
             props.insert("mailEnabled", Value::Bool(first(r, "mail").is_some()));
             props.insert("description", text_or_null(first_text(r, "description")));
+            // Graph requires a mailNickname: the group's own, else its sAMAccountName.
+            props.insert(
+                "mailNickname",
+                text_or_null(first_text(r, "mailNickname").or_else(|| first_text(r, "sAMAccountName"))),
+            );
             let members = all_text(r, "member")
                 .iter()
                 .filter_map(|m| imm_of_dn.get(&m.to_lowercase()).cloned())
@@ -622,6 +633,7 @@ fn stats_diff(after: &WriteStats, before: &WriteStats) -> WriteStats {
         throttled: after.throttled - before.throttled,
         unavailable: after.unavailable - before.unavailable,
         dropped: after.dropped - before.dropped,
+        scripted: after.scripted - before.scripted,
     }
 }
 
@@ -637,7 +649,15 @@ async fn retries_in_history(cloud: &Cloud, run: i64) -> (Vec<Value>, Value) {
     for e in &retries {
         assert_eq!(e["level"], "warning", "a retry is a warning, not an error: {e}");
     }
-    (retries, cloud.run_record(run).await)
+    let record = cloud.run_record(run).await;
+    eprintln!(
+        "export run {run}: {} export-retry warnings (first: {}); counts {}; notes: {}",
+        retries.len(),
+        retries.first().map_or("-", |e| e["message"].as_str().unwrap_or("-")),
+        record["counts"],
+        record["notes"]
+    );
+    (retries, record)
 }
 
 /// Whether a run-history entry's message mentions one of `words` (case-insensitively).
