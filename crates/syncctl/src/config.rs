@@ -427,8 +427,8 @@ delta = "syncrepl"
 
     #[test]
     fn missing_or_unknown_type_is_refused() {
-        let e = message(parse_at("[[connectors]]\nname = \"x\"\ntype = \"graph\"\n").unwrap_err());
-        assert!(e.contains("unknown connector type `graph`") && e.contains("ldap"), "{e}");
+        let e = message(parse_at("[[connectors]]\nname = \"x\"\ntype = \"printer\"\n").unwrap_err());
+        assert!(e.contains("unknown connector type `printer`") && e.contains("ldap"), "{e}");
         let e = message(parse_at("[[connectors]]\nname = \"x\"\n").unwrap_err());
         assert!(e.contains("`type` is missing"), "{e}");
         let e = message(parse_at("[[connectors]]\ntype = \"ldap\"\n").unwrap_err());
