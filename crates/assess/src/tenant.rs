@@ -1,9 +1,10 @@
 //! Tenant data: what the cloud already holds, for the anchor audit, the duplicate check across
 //! the tenant, and the verified domains.
 //!
-//! Until the Graph connector exists it comes from a JSON file whose shape mirrors Microsoft
-//! Graph's responses, one collection per endpoint, each as Graph returns it (`{"value": [...]}`,
-//! `@odata.*` members ignored):
+//! It comes from a configured Graph connector's full import
+//! ([`TenantSnapshot::from_cloud_objects`]), or offline from a JSON file whose shape mirrors
+//! Microsoft Graph's responses, one collection per endpoint, each as Graph returns it
+//! (`{"value": [...]}`, `@odata.*` members ignored):
 //!
 //! ```json
 //! {
@@ -25,6 +26,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
+
+use syncctl_core::{AttrValues, CsObject};
 
 use crate::error::{AssessError, Result};
 
@@ -241,6 +244,68 @@ impl TenantSnapshot {
     }
 }
 
+impl TenantSnapshot {
+    /// The tenant as a Graph connector's full import gives it: objects of class `domain`,
+    /// `user` and `group` with their Graph attribute names (users carry `adminRoles`). Refused
+    /// without an initial domain, like a tenant file without `domains`.
+    pub fn from_cloud_objects<'o>(objects: impl IntoIterator<Item = &'o CsObject>) -> Result<Self> {
+        let text = |o: &CsObject, name: &str| {
+            o.attributes
+                .get(name)
+                .and_then(|v| v.texts())
+                .and_then(|t| t.first().cloned())
+                .filter(|s| !s.is_empty())
+        };
+        let texts = |o: &CsObject, name: &str| {
+            o.attributes.get(name).and_then(|v| v.texts()).map(<[String]>::to_vec).unwrap_or_default()
+        };
+        let flag = |o: &CsObject, name: &str| match o.attributes.get(name) {
+            Some(AttrValues::Boolean(v)) => v.first().copied().unwrap_or(false),
+            Some(AttrValues::String(v)) => v.first().is_some_and(|s| s.eq_ignore_ascii_case("true")),
+            _ => false,
+        };
+        let mut out = Self::default();
+        for o in objects {
+            let id = text(o, "id").unwrap_or_else(|| o.anchor.as_str().to_owned());
+            let kind = match o.object_class.to_ascii_lowercase().as_str() {
+                "domain" => {
+                    out.domains.push(TenantDomain {
+                        name: id.to_ascii_lowercase(),
+                        verified: flag(o, "isVerified"),
+                        initial: flag(o, "isInitial"),
+                        default: flag(o, "isDefault"),
+                        authentication: text(o, "authenticationType").unwrap_or_else(|| "Managed".into()),
+                    });
+                    continue;
+                }
+                "user" => CloudKind::User,
+                "group" => CloudKind::Group,
+                "contact" | "orgcontact" => CloudKind::Contact,
+                _ => continue,
+            };
+            out.objects.push(CloudObject {
+                id,
+                kind,
+                display_name: text(o, "displayName"),
+                upn: text(o, "userPrincipalName"),
+                immutable_id: text(o, "onPremisesImmutableId"),
+                mail: text(o, "mail"),
+                proxy_addresses: texts(o, "proxyAddresses"),
+                mail_enabled: kind != CloudKind::Group || flag(o, "mailEnabled"),
+                sync_enabled: flag(o, "onPremisesSyncEnabled"),
+                admin_roles: texts(o, "adminRoles"),
+            });
+        }
+        if out.domains.is_empty() {
+            return Err(AssessError::Tenant(
+                "the cloud connector gave no domains (GET /v1.0/domains lists at least the initial onmicrosoft.com domain; the app may lack Domain.Read.All): without them every domain would look unverified"
+                    .into(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GraphFile {
@@ -330,6 +395,79 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cloud_connector_space_reads_as_a_tenant() {
+        use syncctl_core::{Anchor, Attributes, Dn};
+        let object = |class: &str, id: &str, attrs: &[(&str, AttrValues)]| {
+            let mut attributes = Attributes::new();
+            attributes.insert("id", AttrValues::String(vec![id.to_owned()]));
+            for (n, v) in attrs {
+                attributes.insert(*n, v.clone());
+            }
+            CsObject {
+                anchor: Anchor::new(id.to_lowercase()).unwrap(),
+                immutable_id: None,
+                dn: Dn::parse(&format!("CN={id},CN={class}s")).unwrap(),
+                object_class: class.into(),
+                attributes,
+            }
+        };
+        let s = |v: &[&str]| AttrValues::String(v.iter().map(|x| (*x).to_owned()).collect());
+        let yes = AttrValues::Boolean(vec![true]);
+        let objects = [
+            object(
+                "domain",
+                "Contoso.onmicrosoft.com",
+                &[("isVerified", yes.clone()), ("isInitial", yes.clone())],
+            ),
+            object(
+                "domain",
+                "corp.example.com",
+                &[("isVerified", yes.clone()), ("authenticationType", s(&["Federated"]))],
+            ),
+            object("domain", "pending.example.net", &[("isVerified", AttrValues::Boolean(vec![false]))]),
+            object(
+                "user",
+                "u1",
+                &[
+                    ("userPrincipalName", s(&["alice@corp.example.com"])),
+                    ("onPremisesImmutableId", s(&["AAECAwQFBgcICQoLDA0ODw=="])),
+                    ("proxyAddresses", s(&["SMTP:alice@corp.example.com"])),
+                    ("adminRoles", s(&["Global Administrator"])),
+                    ("onPremisesSyncEnabled", yes.clone()),
+                ],
+            ),
+            object(
+                "group",
+                "g1",
+                &[("displayName", s(&["Sales"])), ("mailEnabled", AttrValues::Boolean(vec![false]))],
+            ),
+        ];
+        let t = TenantSnapshot::from_cloud_objects(&objects).unwrap();
+        assert_eq!(t.initial_domain(), Some("contoso.onmicrosoft.com"));
+        assert_eq!(
+            t.verified_domain("CORP.example.com").map(|d| d.authentication.as_str()),
+            Some("Federated")
+        );
+        assert!(t.verified_domain("pending.example.net").is_none());
+        assert_eq!(t.objects.len(), 2);
+        let u = &t.objects[0];
+        assert_eq!((u.kind, u.upn.as_deref()), (CloudKind::User, Some("alice@corp.example.com")));
+        assert_eq!(u.immutable_id.as_deref(), Some("AAECAwQFBgcICQoLDA0ODw=="));
+        assert_eq!(
+            (u.admin_roles.as_slice(), u.sync_enabled),
+            (&["Global Administrator".to_owned()][..], true)
+        );
+        assert_eq!(u.primary_smtp().as_deref(), Some("alice@corp.example.com"));
+        let g = &t.objects[1];
+        assert_eq!(
+            (g.kind, g.mail_enabled, g.display_name.as_deref()),
+            (CloudKind::Group, false, Some("Sales"))
+        );
+        let e = TenantSnapshot::from_cloud_objects(&objects[3..]).unwrap_err().to_string();
+        assert!(e.contains("no domains"), "{e}");
+    }
 
     #[test]
     fn graph_shaped_json_is_read_with_roles_and_domains() {

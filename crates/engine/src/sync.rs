@@ -16,6 +16,7 @@
 //! Each batch is written in one transaction with how far the run got, so a run killed at any
 //! point resumes where it stopped and ends in the same state as an uninterrupted one.
 
+mod tenant;
 mod view;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use syncctl_core::rules::{FlowValue, InboundRule, LinkType, OutboundRule, RuleSet};
@@ -34,6 +36,7 @@ use syncctl_store::{
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::error::Result;
+use tenant::{Tenant, placeholder_seed};
 pub(crate) use view::parse_mv_ref;
 use view::{CsView, MvView, join_keys, key_attribute, key_texts, mv_ref, same_values};
 
@@ -155,7 +158,16 @@ pub async fn run_sync(
 ) -> Result<SyncReport> {
     let span = info_span!("sync", connector = %source.name, kind = %source.kind);
     async {
-        let fingerprint = rules.fingerprint();
+        // The tenants' verified domains decide outbound UPNs as much as the rules do: either
+        // changing makes the next sync a full one.
+        let mut tenants = HashMap::new();
+        let mut fingerprint = rules.fingerprint();
+        for t in connectors.iter().filter(|c| c.target) {
+            if let Some(tenant) = Tenant::from_domains(&store.cs_domains(t.id).await?) {
+                fingerprint.push_str(&format!(";tenant {}={}", t.name, tenant.fingerprint()));
+                tenants.insert(t.id, Arc::new(tenant));
+            }
+        }
         let mark = store.sync_mark(source.id).await?;
         let mut notes = Vec::new();
         let profile = match (mode, &mark) {
@@ -165,7 +177,8 @@ pub async fn run_sync(
             }
             (SyncMode::Delta, Some(m)) if m.rules_fingerprint != fingerprint => {
                 notes.push(
-                    "the sync rules changed since the last sync: this delta sync ran as a full sync"
+                    "the sync rules or a tenant's verified domains changed since the last sync: \
+                     this delta sync ran as a full sync"
                         .to_owned(),
                 );
                 SyncMode::Full
@@ -177,6 +190,7 @@ pub async fn run_sync(
         info!(run, profile = %profile, "sync started");
         let mut sync = SyncRun::new(store, rules, source, connectors, options, clock);
         sync.full = profile == SyncMode::Full;
+        sync.tenants = tenants;
         sync.refresh_target_keys().await?;
         let mut seq = match profile {
             SyncMode::Full => 0,
@@ -347,6 +361,9 @@ struct SyncRun<'a> {
     join_cache: HashMap<(String, String), Vec<MvId>>,
     /// Objects of the source newly linked in this batch: what refers to them is recomputed.
     newly_linked: Vec<(String, String)>,
+    /// Targets that are cloud tenants (their connector space holds domains): outbound values
+    /// get the directory-sync service's UPN rewrite and duplicate attribute resiliency.
+    tenants: HashMap<ConnectorId, Arc<Tenant>>,
     out: SyncBatch,
 }
 
@@ -417,6 +434,7 @@ impl<'a> SyncRun<'a> {
                 || rules.outbound.iter().any(|r| r.scope.uses_member_of()),
             newly_linked: Vec::new(),
             join_cache: HashMap::new(),
+            tenants: HashMap::new(),
             out: SyncBatch::default(),
         }
     }
@@ -462,6 +480,19 @@ impl<'a> SyncRun<'a> {
         warn!(kind, anchor = anchor.as_deref(), "{message}");
         self.counts.errors += 1;
         self.out.errors.push(RunError { level: Severity::Error, anchor, dn, kind: kind.to_owned(), message });
+    }
+
+    /// Records a warning about the current object: processed, and run history says how.
+    fn warn_at(&mut self, anchor: Option<String>, dn: Option<String>, kind: &str, message: String) {
+        warn!(kind, anchor = anchor.as_deref(), "{message}");
+        self.counts.warnings += 1;
+        self.out.errors.push(RunError {
+            level: Severity::Warning,
+            anchor,
+            dn,
+            kind: kind.to_owned(),
+            message,
+        });
     }
 
     fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
@@ -1489,6 +1520,49 @@ impl<'a> SyncRun<'a> {
         Ok(out)
     }
 
+    /// Who else holds (or claimed) one value of a unique attribute in a target: a target
+    /// object not linked to `object`, another MV object's pending export, or another MV object
+    /// earlier in this run. Each holder as a phrase for messages; empty when the value is free.
+    async fn unique_holders(
+        &mut self,
+        target: &SyncConnector,
+        object: &MvObject,
+        own: Option<CsId>,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<String>> {
+        let key = key_attribute(attribute, true);
+        let mut holders = Vec::new();
+        for cs in self.store.cs_join_candidates(target.id, &key, value).await? {
+            if Some(cs) == own {
+                continue;
+            }
+            // Held by the target object of this same MV object (joined in this batch).
+            let holder = self.link_of_cs(cs).await?;
+            if holder.as_ref().is_some_and(|l| l.mv_id == object.id) {
+                continue;
+            }
+            if let Some(o) = self.cs_object(cs).await?.filter(|o| o.present) {
+                holders.push(format!("held by {} in `{}`", o.dn, target.name));
+            }
+        }
+        for (holder_key, holder_mv) in self.store.pending_unique_holders(target.id, &key, value).await? {
+            let withdrawn = self.out.pending_deletes.iter().any(|(c, k)| *c == target.id && *k == holder_key);
+            if let Some(m) = holder_mv.filter(|m| *m != object.id)
+                && !withdrawn
+            {
+                holders.push(format!("already claimed by the pending export of metaverse object {m}"));
+            }
+        }
+        let claim = (target.id, attribute.to_string(), value.to_owned());
+        if let Some(other) = self.claimed.get(&claim).filter(|o| **o != object.id) {
+            holders.push(format!("already claimed by metaverse object {other} for `{}`", target.name));
+        }
+        holders.sort();
+        holders.dedup();
+        Ok(holders)
+    }
+
     /// True (and an error recorded) when an add or update would give the target a unique value
     /// that another target object holds, or that another object claimed earlier in this run.
     async fn unique_conflict(
@@ -1507,37 +1581,11 @@ impl<'a> SyncRun<'a> {
             };
             let Some(values) = &c.new else { continue };
             for v in key_texts(values, true) {
-                let key = key_attribute(attribute, true);
-                for cs in self.store.cs_join_candidates(target.id, &key, &v).await? {
-                    if Some(cs) == own {
-                        continue;
-                    }
-                    // Held by the target object of this same MV object (joined in this batch).
-                    let holder = self.link_of_cs(cs).await?;
-                    if holder.as_ref().is_some_and(|l| l.mv_id == object.id) {
-                        continue;
-                    }
-                    if let Some(o) = self.cs_object(cs).await?.filter(|o| o.present) {
-                        conflicts.push(format!("{attribute} {v} is held by {} in `{}`", o.dn, target.name));
-                    }
-                }
-                for (holder_key, holder_mv) in self.store.pending_unique_holders(target.id, &key, &v).await? {
-                    let withdrawn =
-                        self.out.pending_deletes.iter().any(|(c, k)| *c == target.id && *k == holder_key);
-                    if holder_mv.is_some_and(|m| m != object.id) && !withdrawn {
-                        conflicts.push(format!(
-                            "{attribute} {v} is already claimed by the pending export of metaverse object {}",
-                            holder_mv.unwrap_or_default()
-                        ));
-                    }
-                }
-                let claim = (target.id, attribute.to_string(), v.clone());
-                match self.claimed.get(&claim) {
-                    Some(other) if *other != object.id => conflicts.push(format!(
-                        "{attribute} {v} is already claimed by metaverse object {other} for `{}`",
-                        target.name
-                    )),
-                    _ => claims.push(claim),
+                let holders = self.unique_holders(target, object, own, attribute, &v).await?;
+                if holders.is_empty() {
+                    claims.push((target.id, attribute.to_string(), v));
+                } else {
+                    conflicts.extend(holders.into_iter().map(|h| format!("{attribute} {v} is {h}")));
                 }
             }
         }
@@ -1556,6 +1604,125 @@ impl<'a> SyncRun<'a> {
             format!("{}: {}; not exported", display_of(object), conflicts.join("; ")),
         );
         Ok(true)
+    }
+
+    /// For a target that is a cloud tenant, what Microsoft's directory-sync service would do to
+    /// the values before they reach the directory: a UPN in a domain the tenant has not verified
+    /// is rewritten to the initial domain; a UPN another object holds is replaced by a
+    /// placeholder (the same one run after run); a proxy address another object holds is left
+    /// out. Each case is a warning in run history, naming the object, the value and the holder.
+    async fn directory_sync_rewrites(
+        &mut self,
+        target: &SyncConnector,
+        object: &MvObject,
+        own: Option<&SyncCsObject>,
+        desired: &mut BTreeMap<String, Option<AttrValues>>,
+    ) -> Result<()> {
+        let Some(tenant) = self.tenants.get(&target.id).cloned() else { return Ok(()) };
+        let anchor = object.attributes.get(SOURCE_ANCHOR).and_then(|v| v.display_values().into_iter().next());
+        let who = display_of(object);
+        let own_id = own.map(|o| o.id);
+        let find = |d: &BTreeMap<String, Option<AttrValues>>, name: &str| {
+            d.keys().find(|k| k.eq_ignore_ascii_case(name)).cloned()
+        };
+        if let Some(key) = find(desired, "userPrincipalName")
+            && let Some(Some(AttrValues::String(values))) = desired.get(&key)
+            && let [upn] = values.as_slice()
+        {
+            let upn = upn.clone();
+            let mut value = upn.clone();
+            if let Some(rewritten) = tenant.rewrite_upn(&upn) {
+                let domain = upn.rsplit_once('@').map_or("(none)", |(_, d)| d);
+                self.warn_at(
+                    anchor.clone(),
+                    Some(who.clone()),
+                    "upn-rewritten",
+                    format!(
+                        "{who}: userPrincipalName {upn}: domain {domain} is not a verified domain of tenant \
+                         {} in `{}`; exported as {rewritten}",
+                        tenant.initial, target.name
+                    ),
+                );
+                value = rewritten;
+            }
+            let holders = self
+                .unique_holders(target, object, own_id, "userPrincipalName", &value.to_lowercase())
+                .await?;
+            if !holders.is_empty() {
+                let current = own
+                    .and_then(|o| o.attributes.get("userPrincipalName"))
+                    .and_then(|v| v.texts().and_then(|t| t.first().cloned()))
+                    .filter(|c| tenant.is_placeholder_of(c, &value));
+                let mut placeholder = None;
+                if let Some(c) = current
+                    && self
+                        .unique_holders(target, object, own_id, "userPrincipalName", &c.to_lowercase())
+                        .await?
+                        .is_empty()
+                {
+                    placeholder = Some(c);
+                }
+                let seed = placeholder_seed(anchor.as_deref().unwrap_or(&who));
+                for i in 0..10_000u32 {
+                    if placeholder.is_some() {
+                        break;
+                    }
+                    let candidate = tenant.placeholder(&value, seed.wrapping_add(i));
+                    if self
+                        .unique_holders(
+                            target,
+                            object,
+                            own_id,
+                            "userPrincipalName",
+                            &candidate.to_lowercase(),
+                        )
+                        .await?
+                        .is_empty()
+                    {
+                        placeholder = Some(candidate);
+                    }
+                }
+                // All 10,000 placeholders taken: leave the value; the unique check reports it.
+                if let Some(p) = placeholder {
+                    self.warn_at(
+                        anchor.clone(),
+                        Some(who.clone()),
+                        "duplicate-attribute-set-aside",
+                        format!(
+                            "{who}: userPrincipalName {value} is {}; exported as {p} until the conflict is resolved",
+                            holders.join("; ")
+                        ),
+                    );
+                    value = p;
+                }
+            }
+            desired.insert(key, Some(AttrValues::String(vec![value])));
+        }
+        if let Some(key) = find(desired, "proxyAddresses")
+            && let Some(Some(AttrValues::String(values))) = desired.get(&key)
+        {
+            let values = values.clone();
+            let mut kept = Vec::with_capacity(values.len());
+            for v in values {
+                let holders =
+                    self.unique_holders(target, object, own_id, "proxyAddresses", &v.to_lowercase()).await?;
+                if holders.is_empty() {
+                    kept.push(v);
+                } else {
+                    self.warn_at(
+                        anchor.clone(),
+                        Some(who.clone()),
+                        "duplicate-attribute-set-aside",
+                        format!(
+                            "{who}: proxyAddresses {v} is {}; left out until the conflict is resolved",
+                            holders.join("; ")
+                        ),
+                    );
+                }
+            }
+            desired.insert(key, (!kept.is_empty()).then_some(AttrValues::String(kept)));
+        }
+        Ok(())
     }
 
     fn stage(&mut self, export: PendingExport, existing: Option<&PendingExport>) {
@@ -1876,6 +2043,7 @@ impl<'a> SyncRun<'a> {
                 }
                 let mut desired = self.desired(&rules, &object, true);
                 self.drop_unreachable_references(target, mv, &mut desired).await?;
+                self.directory_sync_rewrites(target, &object, None, &mut desired).await?;
                 let changes: Vec<AttributeChange> = desired
                     .into_iter()
                     .filter_map(|(attribute, v)| {
@@ -1910,6 +2078,7 @@ impl<'a> SyncRun<'a> {
                 let Some(cs) = self.cs_object(l.cs_id).await? else { return Ok(()) };
                 let mut desired = self.desired(&rules, &object, false);
                 self.drop_unreachable_references(target, mv, &mut desired).await?;
+                self.directory_sync_rewrites(target, &object, Some(&cs), &mut desired).await?;
                 let current = self.target_current(target, &cs).await?;
                 let mut changes = Vec::new();
                 for (attribute, want) in desired {

@@ -450,6 +450,21 @@ impl Store {
         rows.iter().map(cs_from_row).collect()
     }
 
+    /// The present domain objects (object class `domain`) of a connector: the domains of a
+    /// cloud tenant as its connector imports them.
+    pub async fn cs_domains(&self, connector: ConnectorId) -> Result<Vec<SyncCsObject>> {
+        // The literal class lets SQLite use the partial index `cs_objects_domains`.
+        let sql = format!(
+            "{SELECT_CS} WHERE connector_id = ? AND object_class = 'domain' AND state = 'present' ORDER BY anchor"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(connector)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read the tenant's domains", e))?;
+        rows.iter().map(cs_from_row).collect()
+    }
+
     /// CS objects by row id.
     pub async fn cs_by_ids(&self, ids: &[CsId]) -> Result<HashMap<CsId, SyncCsObject>> {
         let mut out = HashMap::with_capacity(ids.len());

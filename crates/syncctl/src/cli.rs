@@ -111,7 +111,8 @@ pub struct AssessArgs {
     #[arg(long, value_name = "FILE")]
     pub ldif: Vec<PathBuf>,
     /// Tenant data to compare with: users, groups, contacts, admin roles and domains as
-    /// Microsoft Graph returns them (see the README).
+    /// Microsoft Graph returns them (see the README). Default: the tenant read live through the
+    /// configured Graph connector, if there is one.
     #[arg(long, value_name = "FILE")]
     pub tenant: Option<PathBuf>,
     /// Write the findings as CSV in IdFix's columns (`-` for stdout).

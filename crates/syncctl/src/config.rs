@@ -355,7 +355,9 @@ delta = "syncrepl"
         let text = include_str!("../../../examples/syncctl.toml");
         let plan = parse(text, Path::new("/opt/syncctl/syncctl.toml")).unwrap();
         assert_eq!(plan.store_path, PathBuf::from("/opt/syncctl/syncctl.db"));
-        assert_eq!(plan.connectors.len(), 3);
+        assert_eq!(plan.connectors.len(), 4);
+        let cloud = plan.connector("cloud").unwrap();
+        assert_eq!((cloud.type_name, cloud.endpoint.as_str()), ("graph", "https://graph.microsoft.com/v1.0"));
         let export = plan.connector("corp-export").unwrap();
         assert_eq!(export.type_name, "ldif");
         assert_eq!(export.files, vec![PathBuf::from("/opt/syncctl/corp-export.ldif")]);
@@ -426,9 +428,32 @@ delta = "syncrepl"
     }
 
     #[test]
+    fn graph_settings_are_checked_and_a_secret_in_the_file_is_refused() {
+        let base = "[[connectors]]\nname = \"cloud\"\ntype = \"graph\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"app\"\n";
+        let e = message(parse_at(base).unwrap_err());
+        assert!(e.contains("client_secret_env") && e.contains("client_secret_file"), "{e}");
+        let e = message(parse_at(&format!("{base}client_secret = \"hunter2\"\n")).unwrap_err());
+        assert!(e.contains("client_secret") && !e.contains("hunter2"), "{e}");
+        let e = message(
+            parse_at(&format!(
+                "{base}client_secret_env = \"S\"\ngraph_url = \"http://graph.example.com/v1.0\"\n"
+            ))
+            .unwrap_err(),
+        );
+        assert!(e.contains("graph_url") && e.contains("https://"), "{e}");
+        let plan = parse_at(&format!("{base}client_secret_file = \"secret.txt\"\n")).unwrap();
+        let c = &plan.connectors[0];
+        assert_eq!((c.type_name, c.endpoint.as_str()), ("graph", "https://graph.microsoft.com/v1.0"));
+        assert!(c.files[0].is_absolute() && c.files[0].ends_with("secret.txt"), "{:?}", c.files);
+    }
+
+    #[test]
     fn missing_or_unknown_type_is_refused() {
-        let e = message(parse_at("[[connectors]]\nname = \"x\"\ntype = \"printer\"\n").unwrap_err());
-        assert!(e.contains("unknown connector type `printer`") && e.contains("ldap"), "{e}");
+        let e = message(parse_at("[[connectors]]\nname = \"x\"\ntype = \"scim\"\n").unwrap_err());
+        assert!(
+            e.contains("unknown connector type `scim`") && e.contains("ldap") && e.contains("graph"),
+            "{e}"
+        );
         let e = message(parse_at("[[connectors]]\nname = \"x\"\n").unwrap_err());
         assert!(e.contains("`type` is missing"), "{e}");
         let e = message(parse_at("[[connectors]]\ntype = \"ldap\"\n").unwrap_err());

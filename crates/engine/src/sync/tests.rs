@@ -486,7 +486,11 @@ async fn delta_sync_touches_only_what_changed_and_a_rule_change_forces_a_full_sy
     .await
     .unwrap();
     assert_eq!((run.profile, run.counts.processed), (SyncMode::Full, 10), "{:?}", run.notes);
-    assert!(run.notes.iter().any(|n| n.contains("rules changed")), "{:?}", run.notes);
+    assert!(
+        run.notes.iter().any(|n| n.contains("the sync rules or a tenant's verified domains changed")),
+        "{:?}",
+        run.notes
+    );
 }
 
 #[tokio::test]
@@ -900,4 +904,257 @@ async fn a_member_that_enters_the_targets_scope_later_is_added_to_its_groups() {
     let pending = w.pending().await;
     assert!(pending.iter().any(|p| p.display == "carl@corp.example.com"), "{pending:#?}");
     assert_eq!(members(&pending), 2, "{pending:#?}");
+}
+
+/// The tenant's domains as the Graph connector imports them (object class `domain`).
+fn domain(name: &str, verified: bool, initial: bool) -> CsObject {
+    let mut attributes = Attributes::new();
+    attributes.insert("id", text(&[name]));
+    attributes.insert("isVerified", AttrValues::Boolean(vec![verified]));
+    attributes.insert("isInitial", AttrValues::Boolean(vec![initial]));
+    attributes.insert("isDefault", AttrValues::Boolean(vec![initial]));
+    attributes.insert("authenticationType", text(&["Managed"]));
+    CsObject {
+        anchor: Anchor::new(name.to_lowercase()).unwrap(),
+        immutable_id: None,
+        dn: Dn::parse(&format!("CN={name},CN=domains")).unwrap(),
+        object_class: "domain".into(),
+        attributes,
+    }
+}
+
+fn contoso_domains() -> Vec<CsObject> {
+    vec![domain("contoso.onmicrosoft.com", true, true), domain("corp.example.com", true, false)]
+}
+
+fn new_value<'a>(p: &'a PendingExport, attribute: &str) -> Option<&'a AttrValues> {
+    change(p, attribute).and_then(|c| c.new.as_ref())
+}
+
+fn warnings(errors: &[syncctl_store::RunError]) -> Vec<(&str, &str)> {
+    errors
+        .iter()
+        .filter(|e| e.level == syncctl_store::Severity::Warning)
+        .map(|e| (e.kind.as_str(), e.message.as_str()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_upn_in_an_unverified_domain_is_exported_at_the_initial_domain_and_reported() {
+    let w = World::new().await;
+    w.write(&w.cloud, contoso_domains(), &[]).await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[]),
+            ad_user(2, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "success", "a rewrite is a warning, not an error: {ad:?}");
+    assert_eq!((ad.counts.errors, ad.counts.warnings), (0, 1));
+    let pending = w.pending().await;
+    let carol = pending.iter().find(|p| p.display == "carol@corp.local").expect("Carol's add");
+    assert_eq!(new_value(carol, "userPrincipalName"), Some(&text(&["carol@contoso.onmicrosoft.com"])));
+    let alice = pending.iter().find(|p| p.display == "alice@corp.example.com").expect("Alice's add");
+    assert_eq!(new_value(alice, "userPrincipalName"), Some(&text(&["alice@corp.example.com"])));
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    assert_eq!(shown.len(), 1, "{errors:?}");
+    assert_eq!(shown[0].0, "upn-rewritten");
+    assert!(
+        shown[0].1.contains("carol@corp.local")
+            && shown[0].1.contains("corp.local is not a verified domain")
+            && shown[0].1.contains("exported as carol@contoso.onmicrosoft.com"),
+        "{}",
+        shown[0].1
+    );
+    assert_eq!(errors[0].anchor.as_deref(), Some(b64(1).as_str()));
+    let run = w.store.run(ad.run_id).await.unwrap().unwrap();
+    assert_eq!((run.counts.errors, run.counts.warnings), (0, 1));
+}
+
+#[tokio::test]
+async fn a_cloud_object_holding_the_rewritten_upn_gets_no_write() {
+    // What the second cycle sees after the first exported Carol: the cloud user carries her
+    // ImmutableID and the rewritten UPN. Nothing is to be written back.
+    let w = World::new().await;
+    let mut cloud = contoso_domains();
+    cloud.push(cloud_user(
+        "c1",
+        "carol@contoso.onmicrosoft.com",
+        &[
+            ("onPremisesImmutableId", text(&[&b64(1)])),
+            ("displayName", text(&["Carol Local"])),
+            ("accountEnabled", AttrValues::Boolean(vec![true])),
+            ("mailNickname", text(&["carol.local"])),
+        ],
+    ));
+    w.write(&w.cloud, cloud, &[]).await;
+    w.write(&w.ad, vec![ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.counts.joined, 1, "{ad:?}");
+    let pending = w.pending().await;
+    assert!(pending.is_empty(), "zero writes expected: {pending:#?}");
+    // Without the tenant's domains the same object would be patched back to corp.local.
+    let w2 = World::new().await;
+    w2.write(
+        &w2.cloud,
+        vec![cloud_user(
+            "c1",
+            "carol@contoso.onmicrosoft.com",
+            &[
+                ("onPremisesImmutableId", text(&[&b64(1)])),
+                ("displayName", text(&["Carol Local"])),
+                ("accountEnabled", AttrValues::Boolean(vec![true])),
+                ("mailNickname", text(&["carol.local"])),
+            ],
+        )],
+        &[],
+    )
+    .await;
+    w2.write(&w2.ad, vec![ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[])], &[]).await;
+    w2.cycle().await;
+    let pending = w2.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(new_value(&pending[0], "userPrincipalName"), Some(&text(&["carol@corp.local"])));
+}
+
+#[tokio::test]
+async fn a_duplicate_upn_is_set_aside_with_a_stable_placeholder_and_reported() {
+    let w = World::new().await;
+    let mut cloud = contoso_domains();
+    // A cloud-only admin holds ann@: never soft-matched, so Ann's UPN collides.
+    cloud.push(cloud_user("c9", "ann@corp.example.com", &[("adminRoles", text(&["Global Administrator"]))]));
+    w.write(&w.cloud, cloud, &[]).await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Ann One", "OU=Staff", "ann@corp.example.com", &[]),
+            ad_user(2, "Bob One", "OU=Staff", "bob@corp.local", &[]),
+            ad_user(3, "Bob Two", "OU=Sales", "bob@corp.local", &[]),
+        ],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.status.as_str(), ad.counts.errors), ("success", 0), "{ad:?}");
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 3, "every user is exported: {pending:#?}");
+    let upn = |display: &str, n: usize| -> String {
+        let p = pending.iter().filter(|p| p.display == display).nth(n).expect(display);
+        new_value(p, "userPrincipalName").and_then(|v| v.texts()).unwrap()[0].clone()
+    };
+    let is_placeholder = |v: &str, prefix: &str| {
+        v.strip_suffix("@contoso.onmicrosoft.com")
+            .and_then(|p| p.strip_prefix(prefix))
+            .is_some_and(|d| d.len() == 4 && d.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let ann = upn("ann@corp.example.com", 0);
+    assert!(is_placeholder(&ann, "ann"), "{ann}");
+    let bobs = [upn("bob@corp.local", 0), upn("bob@corp.local", 1)];
+    assert!(bobs.contains(&"bob@contoso.onmicrosoft.com".to_owned()), "{bobs:?}");
+    assert!(bobs.iter().any(|b| is_placeholder(b, "bob")), "{bobs:?}");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    assert_eq!(shown.iter().filter(|(k, _)| *k == "upn-rewritten").count(), 2, "{shown:?}");
+    let set_aside: Vec<&str> =
+        shown.iter().filter(|(k, _)| *k == "duplicate-attribute-set-aside").map(|(_, m)| *m).collect();
+    assert_eq!(set_aside.len(), 2, "{shown:?}");
+    assert!(
+        set_aside.iter().any(|m| m.contains("userPrincipalName ann@corp.example.com is held by CN=c9")
+            && m.contains(&format!("exported as {ann}"))),
+        "{set_aside:?}"
+    );
+    assert!(
+        set_aside
+            .iter()
+            .any(|m| m.contains("userPrincipalName bob@contoso.onmicrosoft.com is already claimed")),
+        "{set_aside:?}"
+    );
+    // A full sync proposes the very same placeholders (stable per object).
+    let again = w.sync(&w.ad, SyncMode::Full).await;
+    assert_eq!(again.counts.errors, 0);
+    let after = w.pending().await;
+    let upns = |list: &[PendingExport]| {
+        let mut v: Vec<(Option<MvId>, String)> = list
+            .iter()
+            .map(|p| (p.mv_id, new_value(p, "userPrincipalName").and_then(|v| v.texts()).unwrap()[0].clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(upns(&after), upns(&pending));
+}
+
+#[tokio::test]
+async fn a_placeholder_already_in_the_cloud_is_kept_and_a_duplicate_proxy_address_is_left_out() {
+    let w = World::new().await;
+    let mut cloud = contoso_domains();
+    cloud.push(cloud_user(
+        "c9",
+        "ann@corp.example.com",
+        &[
+            ("adminRoles", text(&["Global Administrator"])),
+            ("proxyAddresses", text(&["SMTP:ann@corp.example.com", "smtp:sales@corp.example.com"])),
+        ],
+    ));
+    // Ann, exported earlier with a placeholder chosen then.
+    cloud.push(cloud_user(
+        "c1",
+        "ann0042@contoso.onmicrosoft.com",
+        &[
+            ("onPremisesImmutableId", text(&[&b64(1)])),
+            ("displayName", text(&["Ann One"])),
+            ("accountEnabled", AttrValues::Boolean(vec![true])),
+            ("mailNickname", text(&["ann.one"])),
+        ],
+    ));
+    w.write(&w.cloud, cloud, &[]).await;
+    w.write(
+        &w.ad,
+        vec![ad_user(
+            1,
+            "Ann One",
+            "OU=Staff",
+            "ann@corp.example.com",
+            &[("proxyAddresses", text(&["SMTP:ann.one@corp.example.com", "smtp:SALES@corp.example.com"]))],
+        )],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.status.as_str(), ad.counts.joined), ("success", 1), "{ad:?}");
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    let p = &pending[0];
+    assert_eq!(p.operation, ExportOperation::Update);
+    assert_eq!(change(p, "userPrincipalName"), None, "the placeholder in the cloud is kept: {p:#?}");
+    assert_eq!(new_value(p, "proxyAddresses"), Some(&text(&["SMTP:ann.one@corp.example.com"])));
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    assert!(
+        shown.iter().any(|(k, m)| *k == "duplicate-attribute-set-aside"
+            && m.contains("proxyAddresses smtp:SALES@corp.example.com is held by CN=c9")),
+        "{shown:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_domain_verified_later_brings_the_real_upn_back_through_a_full_sync() {
+    let w = World::new().await;
+    w.write(&w.cloud, contoso_domains(), &[]).await;
+    w.write(&w.ad, vec![ad_user(1, "Dee", "OU=Staff", "dee@fabrikam.com", &[])], &[]).await;
+    w.cycle().await;
+    let pending = w.pending().await;
+    assert_eq!(new_value(&pending[0], "userPrincipalName"), Some(&text(&["dee@contoso.onmicrosoft.com"])));
+    // The admin verifies fabrikam.com; the cloud connector's next import brings the domain.
+    w.write(&w.cloud, vec![domain("fabrikam.com", true, false)], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.profile, SyncMode::Full, "{ad:?}");
+    assert!(ad.notes.iter().any(|n| n.contains("verified domains changed")), "{:?}", ad.notes);
+    let pending = w.pending().await;
+    assert_eq!(new_value(&pending[0], "userPrincipalName"), Some(&text(&["dee@fabrikam.com"])));
 }

@@ -56,9 +56,16 @@ pub async fn run(cli: &Cli, args: &AssessArgs) -> CmdResult {
             cli.config.display()
         )));
     }
-    let tenant = match &args.tenant {
-        Some(path) => Some(read_tenant(path)?),
-        None => None,
+    let tenant = match (&args.tenant, plan.as_ref().map(cloud_connectors).unwrap_or_default().as_slice()) {
+        (Some(path), _) => Some(read_tenant(path)?),
+        (None, []) => None,
+        (None, [cloud]) => Some(read_cloud_tenant(cloud, cli.json).await?),
+        (None, several) => {
+            return Err(Failure::usage(anyhow!(
+                "several cloud connectors ({}): pass the tenant to compare with as --tenant FILE",
+                several.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
     };
     let mail = mail_settings(plan.as_ref(), args);
     let options = AssessOptions { tenant, mail, worst_objects: args.top };
@@ -113,11 +120,17 @@ fn print_catalogue(json: bool) -> CmdResult {
     Ok(Code::Success)
 }
 
+/// The configured cloud connectors (type `graph`): the tenant the sources are compared with,
+/// never a source themselves.
+fn cloud_connectors(plan: &Plan) -> Vec<&ConnectorPlan> {
+    plan.connectors.iter().filter(|c| c.type_name == "graph").collect()
+}
+
 fn select_connectors<'p>(plan: &'p Plan, args: &AssessArgs) -> Result<Vec<&'p ConnectorPlan>, Failure> {
     let mut out = Vec::new();
     if args.connectors.is_empty() {
         if args.ldif.is_empty() {
-            out.extend(plan.connectors.iter());
+            out.extend(plan.connectors.iter().filter(|c| c.type_name != "graph"));
         }
         return Ok(out);
     }
@@ -129,9 +142,51 @@ fn select_connectors<'p>(plan: &'p Plan, args: &AssessArgs) -> Result<Vec<&'p Co
                 plan.connector_names()
             ))
         })?;
+        if spec.type_name == "graph" {
+            return Err(Failure::usage(anyhow!(
+                "connector `{name}` is the cloud tenant (type graph): the sources are compared with it, it is not assessed itself"
+            )));
+        }
         out.push(spec);
     }
     Ok(out)
+}
+
+/// Reads the tenant live through a Graph connector (a full import: domains, users with their
+/// admin roles, groups).
+async fn read_cloud_tenant(spec: &ConnectorPlan, json: bool) -> Result<TenantSnapshot, Failure> {
+    let span =
+        info_span!("connector", connector = %spec.name, r#type = spec.type_name, endpoint = %spec.endpoint);
+    async {
+        let built = spec.build().map_err(Failure::usage)?;
+        let mut connector = built.connector;
+        let (tx, mut rx) = mpsc::channel(4);
+        let reader = tokio::spawn(async move {
+            connector.import(ImportRequest { mode: ImportMode::Full, watermark: None }, tx).await
+        });
+        let progress = Progress::new(!json, &format!("reading the tenant through {}", spec.name));
+        let mut objects = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            for change in batch.changes {
+                if let ImportChange::Present(object) | ImportChange::Incremental { object, .. } = change {
+                    objects.push(object);
+                }
+            }
+            syncctl_engine::ImportProgress::advance(&progress, objects.len() as u64, 0);
+        }
+        progress.finish();
+        let result = reader
+            .await
+            .map_err(|e| Failure::assess_failed(anyhow!("reading the tenant through {}: {e}", spec.name)))?;
+        result.map_err(|fault| {
+            Failure::assess_failed(anyhow!("the tenant could not be read through `{}`: {fault}", spec.name))
+        })?;
+        info!(objects = objects.len(), "tenant read");
+        TenantSnapshot::from_cloud_objects(&objects)
+            .map_err(|e| Failure::assess_failed(anyhow!("the tenant read through `{}`: {e}", spec.name)))
+    }
+    .instrument(span)
+    .await
 }
 
 /// An `--ldif FILE` source: an `ldif` connector of AD flavor named after the file.
