@@ -819,12 +819,13 @@ impl Facts {
         let t = &assessment.totals;
         let _ = writeln!(
             s,
-            "\nReadiness of the day-1 directory against the tenant as seeded (syncctl assess): {}: {} errors, {} warnings, {} notes over {} objects",
+            "\nReadiness of the day-1 directory against the tenant as seeded (syncctl assess): {}: {} errors, {} warnings, {} notes over {} objects ({} skipped as IdFix skips them)",
             assessment.verdict.as_str().to_uppercase(),
             t.errors,
             t.warnings,
             t.infos,
-            t.objects
+            t.objects,
+            t.skipped
         );
         let mut by_rule = assessment.by_rule.clone();
         by_rule.sort_by_key(|r| (r.severity, std::cmp::Reverse(r.count)));
@@ -999,12 +1000,17 @@ fn next_steps(dir: &Path, port: u16, day1: &CycleOutcome, day2: &CycleOutcome) -
         "go on against the tenant: serve it again (in another terminal, until Ctrl-C) ...".to_owned(),
         format!("{exe} demo --dir {}{port_arg} --serve", sh(dir)),
     ));
+    let (emulator, built) = emulator_command();
     out.push((
-        "... or with the emulator's own binary (cargo build --release -p syncctl-graph-emulator)".to_owned(),
+        if built {
+            "... or with the emulator's own binary".to_owned()
+        } else {
+            "... or with the emulator's own binary, once built (cargo build --release -p syncctl-graph-emulator)"
+                .to_owned()
+        },
         format!(
-            "SYNCCTL_EMULATOR_CLIENT_SECRET=\"$(cat {})\" {} --listen 127.0.0.1:{port} --state {} --tenant {TENANT} --verified-domain {VERIFIED_DOMAIN}",
+            "SYNCCTL_EMULATOR_CLIENT_SECRET=\"$(cat {})\" {emulator} --listen 127.0.0.1:{port} --state {} --tenant {TENANT} --verified-domain {VERIFIED_DOMAIN}",
             sh(&dir.join(SECRET_FILE)),
-            emulator_command(),
             sh(&dir.join(STATE_FILE))
         ),
     ));
@@ -1040,16 +1046,22 @@ fn syncctl_command() -> String {
     sh(&exe)
 }
 
-/// The emulator binary beside this syncctl (a release build has both when both were built),
-/// else its name.
-fn emulator_command() -> String {
+/// The emulator binary beside this syncctl, and whether it is there (`cargo build --release
+/// -p syncctl-graph-emulator` puts it beside a release syncctl); its bare name when syncctl
+/// itself is on PATH.
+fn emulator_command() -> (String, bool) {
+    let exe = syncctl_command();
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("syncctl-graph-emulator")))
-        .filter(|p| p.exists());
+        .and_then(|e| e.canonicalize().ok())
+        .and_then(|e| e.parent().map(|d| d.join("syncctl-graph-emulator")));
     match beside {
-        Some(p) => sh(&p),
-        None => "syncctl-graph-emulator".into(),
+        Some(p) if exe != "syncctl" => {
+            let exists = p.exists();
+            (sh(&p), exists)
+        }
+        Some(p) => ("syncctl-graph-emulator".into(), p.exists()),
+        None => ("syncctl-graph-emulator".into(), false),
     }
 }
 
