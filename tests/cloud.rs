@@ -124,6 +124,7 @@ impl Connector for CloudConnector {
             delta_import: false,
             export: true,
             object_types: vec!["user".into(), "group".into(), "contact".into()],
+            export_attributes: Default::default(),
         }
     }
     async fn import(

@@ -31,8 +31,20 @@ async fn main() {
     let corp = store.connector_id("corp").await.unwrap().expect("connector corp");
     let cloud = store.connector_id("cloud").await.unwrap().expect("connector cloud");
     let connectors = vec![
-        SyncConnector { id: corp, name: "corp".into(), kind: "ldap-ad".into(), target: false },
-        SyncConnector { id: cloud, name: "cloud".into(), kind: "cloud-test".into(), target: true },
+        SyncConnector {
+            id: corp,
+            name: "corp".into(),
+            kind: "ldap-ad".into(),
+            target: false,
+            export_attributes: Default::default(),
+        },
+        SyncConnector {
+            id: cloud,
+            name: "cloud".into(),
+            kind: "cloud-test".into(),
+            target: true,
+            export_attributes: Default::default(),
+        },
     ];
     let options = SyncOptions { batch_size: 5, ..SyncOptions::default() };
     for c in &connectors {

@@ -35,8 +35,20 @@ impl Env {
         let corp = self.store.connector_id("corp").await.unwrap().unwrap();
         let cloud = self.store.connector_id("cloud").await.unwrap().unwrap();
         vec![
-            SyncConnector { id: corp, name: "corp".into(), kind: "ldap-ad".into(), target: false },
-            SyncConnector { id: cloud, name: "cloud".into(), kind: KIND.into(), target: true },
+            SyncConnector {
+                id: corp,
+                name: "corp".into(),
+                kind: "ldap-ad".into(),
+                target: false,
+                export_attributes: Default::default(),
+            },
+            SyncConnector {
+                id: cloud,
+                name: "cloud".into(),
+                kind: KIND.into(),
+                target: true,
+                export_attributes: Default::default(),
+            },
         ]
     }
 
@@ -552,7 +564,16 @@ async fn precedence_between_two_sources_decides_an_attribute() {
     assert_eq!(r.status, "success", "{r:?}");
     let hr_id = env.store.connector_id("hr").await.unwrap().unwrap();
     let mut connectors = env.connectors().await;
-    connectors.insert(1, SyncConnector { id: hr_id, name: "hr".into(), kind: "ldif".into(), target: false });
+    connectors.insert(
+        1,
+        SyncConnector {
+            id: hr_id,
+            name: "hr".into(),
+            kind: "ldif".into(),
+            target: false,
+            export_attributes: Default::default(),
+        },
+    );
     let sync_all = |rules: RuleSet| {
         let store = env.store.clone();
         let connectors = connectors.clone();

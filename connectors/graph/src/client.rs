@@ -1,9 +1,9 @@
 //! HTTP to Graph: the client-credentials token, the write pacer, retries.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -52,8 +52,61 @@ impl Pacer {
 }
 
 /// A success answer: its JSON body (`Null` when empty).
+#[derive(Debug)]
 pub(crate) struct Answer {
     pub body: Value,
+}
+
+/// Most requests Graph takes in one `$batch`. <https://learn.microsoft.com/en-us/graph/json-batching>
+pub(crate) const MAX_BATCH: usize = 20;
+
+/// How a write may be sent again when its outcome is unknown.
+#[derive(Clone, Debug)]
+pub(crate) enum Resend {
+    /// PATCH, DELETE and `$ref` changes: sending them again does no harm (a repeated member add
+    /// or delete is answered 400 "already exist" / 404, which the export takes as done).
+    Idempotent,
+    /// A create. `lookup` is the GET that finds the object an earlier attempt created (by its
+    /// onPremisesImmutableId); without one, a create whose outcome is unknown is not sent again.
+    /// `uncertain`: an earlier call's result was never recorded, so look it up before the first send.
+    Create { lookup: Option<String>, uncertain: bool },
+}
+
+/// One write for [`GraphClient::write_all`]: `path` is relative to the Graph base (`/users`).
+#[derive(Clone, Debug)]
+pub(crate) struct Write {
+    pub method: Method,
+    pub path: String,
+    pub body: Option<Value>,
+    pub resend: Resend,
+}
+
+/// The result of one write, with a note for each retry or lookup on the way.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub result: Result<Answer>,
+    pub notes: Vec<String>,
+    /// A create that was not sent (again) because the lookup found its object.
+    pub found: bool,
+}
+
+/// A write in flight.
+struct Slot {
+    write: Write,
+    /// `METHOD /path` for notes.
+    label: String,
+    /// Sends that ended in a 5xx or a cut connection.
+    attempts: u32,
+    /// 429 answers so far.
+    throttled: u32,
+    /// Not to be sent before.
+    ready_at: Instant,
+    /// Why a create must be looked up before it is sent (again).
+    lookup_cause: Option<String>,
+    /// Settled by a lookup that found the object.
+    found: bool,
+    done: Option<Result<Answer>>,
+    notes: Vec<String>,
 }
 
 /// Counters for run history.
@@ -150,15 +203,17 @@ impl GraphClient {
 
     /// Sends one request and returns a success answer, retrying as Graph asks: 401 once with a
     /// fresh token, 429 after Retry-After, 5xx and cut connections with exponential backoff
-    /// (bounded) when `idempotent`. Writes go through the pacer.
+    /// (bounded) when `idempotent`. Writes go through the pacer. Each retry adds a note to `notes`.
     pub async fn send(
         &mut self,
         method: Method,
         path: &str,
         body: Option<&Value>,
         idempotent: bool,
+        notes: &mut Vec<String>,
     ) -> Result<Answer> {
         let url = self.url(path);
+        let label = format!("{method} {}", self.display_path(path));
         let write = method != Method::GET;
         let mut attempts = 0u32;
         let mut throttled = 0u32;
@@ -174,82 +229,381 @@ impl GraphClient {
                 req = req.json(b);
             }
             attempts += 1;
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    let err = transport(&e);
+            let raw = match read(req).await {
+                Ok(raw) => raw,
+                Err(err) => {
                     if idempotent && attempts < MAX_ATTEMPTS {
                         self.counters.retried += 1;
+                        let wait = backoff(attempts);
+                        notes.push(format!(
+                            "{label}: {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
+                            cut_cause(&err),
+                            wait.as_secs_f64()
+                        ));
                         tracing::warn!(error = %err, attempt = attempts, "request failed; retrying");
-                        tokio::time::sleep(backoff(attempts)).await;
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     return Err(err);
                 }
             };
-            let status = resp.status();
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let text = match resp.text().await {
-                Ok(t) => t,
-                Err(e) => {
-                    let err = transport(&e);
-                    if idempotent && attempts < MAX_ATTEMPTS {
-                        self.counters.retried += 1;
-                        tokio::time::sleep(backoff(attempts)).await;
-                        continue;
-                    }
-                    return Err(err);
-                }
-            };
-            let body_json: Value = if text.trim().is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::Null)
-            };
-            if status.is_success() {
-                return Ok(Answer { body: body_json });
+            let status = raw.status;
+            if (200..300).contains(&status) {
+                return Ok(Answer { body: raw.body });
             }
-            if status == StatusCode::UNAUTHORIZED && !refreshed {
+            if status == 401 && !refreshed {
                 refreshed = true;
+                notes.push(format!("{label}: 401 (access token refused), token renewed, retried"));
                 self.token(true).await?;
                 continue;
             }
-            if status == StatusCode::TOO_MANY_REQUESTS && throttled < MAX_THROTTLED {
+            if status == 429 && throttled < MAX_THROTTLED {
                 throttled += 1;
                 self.counters.throttled += 1;
-                let wait = retry_after.unwrap_or_else(|| backoff(throttled)).min(MAX_RETRY_AFTER);
-                tracing::info!(wait_s = wait.as_secs(), "throttled (429); waiting Retry-After");
+                let (wait, note) = throttle_wait(&label, raw.retry_after.as_deref(), throttled, "");
+                notes.push(note);
+                tracing::info!(wait_ms = wait.as_millis() as u64, "throttled (429); waiting Retry-After");
                 tokio::time::sleep(wait).await;
                 continue;
             }
             // A 5xx refuses before applying (Graph's 503 says so); GETs are always safe.
-            if status.is_server_error() && attempts < MAX_ATTEMPTS {
+            if (500..600).contains(&status) && attempts < MAX_ATTEMPTS {
                 self.counters.retried += 1;
-                let wait = retry_after.unwrap_or_else(|| backoff(attempts)).min(MAX_RETRY_AFTER);
-                tracing::warn!(status = status.as_u16(), attempt = attempts, "server error; retrying");
+                let wait = server_wait(raw.retry_after.as_deref(), attempts);
+                notes.push(format!(
+                    "{label}: {status} {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
+                    error_code(&raw.body),
+                    wait.as_secs_f64()
+                ));
+                tracing::warn!(status, attempt = attempts, "server error; retrying");
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            return Err(http_error(status.as_u16(), &body_json));
+            return Err(http_error(status, &raw.body));
+        }
+    }
+
+    /// `path` for messages: relative to the Graph base, without its query (which can hold a
+    /// skip token or a filter value).
+    pub fn display_path(&self, path: &str) -> String {
+        let base = self.config.graph_url.trim_end_matches('/');
+        let rel = path.strip_prefix(base).unwrap_or(path);
+        rel.split('?').next().unwrap_or(rel).to_owned()
+    }
+
+    /// Sends `writes` through `POST /$batch`, at most [`MAX_BATCH`] per batch, and returns one
+    /// result per write, in order. Each request in a batch goes through the pacer as one write.
+    /// Per request: a 429 waits its own `Retry-After` (from the response's headers in the batch),
+    /// a 5xx is sent again with bounded backoff, a cut connection sends idempotent writes again
+    /// and looks a create up before sending it again ([`Resend`]); other answers are final.
+    /// Every retry and lookup adds a note to that write's result.
+    pub async fn write_all(&mut self, writes: Vec<Write>) -> Vec<Written> {
+        let start = Instant::now();
+        let mut slots: Vec<Slot> = writes
+            .into_iter()
+            .map(|write| {
+                let label = format!("{} {}", write.method, self.display_path(&write.path));
+                let mut notes = Vec::new();
+                let lookup_cause = match &write.resend {
+                    Resend::Create { lookup: Some(_), uncertain: true } => {
+                        Some("an earlier attempt's result was never recorded (uncertain)".to_owned())
+                    }
+                    Resend::Create { lookup: None, uncertain: true } => {
+                        notes.push(format!(
+                            "{label}: an earlier attempt's result was never recorded (uncertain) and there is \
+                             no onPremisesImmutableId to look it up by: sent again"
+                        ));
+                        None
+                    }
+                    _ => None,
+                };
+                Slot {
+                    write,
+                    label,
+                    attempts: 0,
+                    throttled: 0,
+                    ready_at: start,
+                    lookup_cause,
+                    found: false,
+                    done: None,
+                    notes,
+                }
+            })
+            .collect();
+        let mut refreshed = false;
+        loop {
+            let now = Instant::now();
+            let open: Vec<usize> =
+                slots.iter().enumerate().filter(|(_, s)| s.done.is_none()).map(|(i, _)| i).collect();
+            if open.is_empty() {
+                break;
+            }
+            let ready: Vec<usize> = open
+                .iter()
+                .copied()
+                .filter(|i| slots.get(*i).is_some_and(|s| s.ready_at <= now))
+                .take(MAX_BATCH)
+                .collect();
+            if ready.is_empty() {
+                if let Some(next) = open.iter().filter_map(|i| slots.get(*i)).map(|s| s.ready_at).min() {
+                    tokio::time::sleep_until(next).await;
+                }
+                continue;
+            }
+            let mut batch = Vec::with_capacity(ready.len());
+            for i in ready {
+                let Some(slot) = slots.get_mut(i) else { continue };
+                if slot.lookup_cause.is_some() && self.look_up(slot).await {
+                    continue;
+                }
+                batch.push(i);
+            }
+            if !batch.is_empty() {
+                self.send_batch(&mut slots, &batch, &mut refreshed).await;
+            }
+        }
+        slots
+            .into_iter()
+            .map(|s| Written {
+                result: s.done.unwrap_or_else(|| Err(GraphError::Protocol("no result for a write".into()))),
+                notes: s.notes,
+                found: s.found,
+            })
+            .collect()
+    }
+
+    /// Looks a create up before it is sent (again). True when that settled it (found, or the
+    /// lookup failed).
+    async fn look_up(&mut self, slot: &mut Slot) -> bool {
+        let Some(cause) = slot.lookup_cause.take() else { return false };
+        let Resend::Create { lookup: Some(path), .. } = &slot.write.resend else { return false };
+        let path = path.clone();
+        let mut notes = Vec::new();
+        let found = self.get_noted(&path, &mut notes).await;
+        slot.notes.append(&mut notes);
+        let label = &slot.label;
+        match found {
+            Ok(page) => match values(&page).first().and_then(|o| o.get("id")).and_then(Value::as_str) {
+                Some(id) => {
+                    tracing::info!(request = %label, %id, "an earlier attempt had created it; not created again");
+                    slot.notes.push(format!(
+                            "{label}: {cause}, looked up by onPremisesImmutableId before re-sending: found, not re-created"
+                        ));
+                    slot.done = Some(Ok(Answer { body: serde_json::json!({ "id": id }) }));
+                    slot.found = true;
+                    true
+                }
+                None => {
+                    slot.notes.push(format!(
+                            "{label}: {cause}, looked up by onPremisesImmutableId before re-sending: not found, sent again"
+                        ));
+                    false
+                }
+            },
+            Err(e) => {
+                slot.notes.push(format!(
+                    "{label}: {cause}; the lookup by onPremisesImmutableId failed ({e}), not sent again"
+                ));
+                slot.done = Some(Err(e));
+                true
+            }
+        }
+    }
+
+    /// One `POST /$batch` with the writes of `batch` (indexes into `slots`).
+    async fn send_batch(&mut self, slots: &mut [Slot], batch: &[usize], refreshed: &mut bool) {
+        let mut requests = Vec::with_capacity(batch.len());
+        for (n, i) in batch.iter().enumerate() {
+            let Some(slot) = slots.get(*i) else { continue };
+            self.pacer.admit().await;
+            self.counters.writes += 1;
+            requests.push(batch_request(n, &slot.write));
+        }
+        let envelope = serde_json::json!({ "requests": requests });
+        let url = self.url("/$batch");
+        let sent = match self.token(false).await {
+            Ok(token) => read(self.http.post(&url).bearer_auth(token).json(&envelope)).await,
+            Err(e) => Err(e),
+        };
+        let raw = match sent {
+            Ok(raw) => raw,
+            Err(err @ GraphError::Transport(_)) => {
+                let cause = cut_cause(&err);
+                for i in batch {
+                    if let Some(slot) = slots.get_mut(*i) {
+                        self.on_cut(slot, &cause);
+                    }
+                }
+                return;
+            }
+            Err(err) => {
+                for i in batch {
+                    if let Some(slot) = slots.get_mut(*i) {
+                        slot.done = Some(Err(err.clone()));
+                    }
+                }
+                return;
+            }
+        };
+        // Graph answers a parseable batch with 200 (its throttling page also mentions 424 for a
+        // batch with throttled requests): whenever there are `responses`, they decide.
+        if let Some(responses) = raw.body.get("responses").and_then(Value::as_array) {
+            let mut by_id: HashMap<String, &Value> = HashMap::new();
+            for r in responses {
+                let id = match r.get("id") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => continue,
+                };
+                by_id.insert(id.to_ascii_lowercase(), r);
+            }
+            for (n, i) in batch.iter().enumerate() {
+                let Some(slot) = slots.get_mut(*i) else { continue };
+                match by_id.get(&(n + 1).to_string()) {
+                    Some(r) => {
+                        match r.get("status").and_then(Value::as_u64).filter(|s| (100..600).contains(s)) {
+                            Some(status) => {
+                                let retry_after = header(r, "retry-after");
+                                let body = r.get("body").cloned().unwrap_or(Value::Null);
+                                self.on_answer(slot, status as u16, retry_after.as_deref(), body);
+                            }
+                            None => {
+                                self.on_cut(slot, "an answer without a valid status in the $batch response")
+                            }
+                        }
+                    }
+                    None => self.on_cut(slot, "no answer for it in the $batch response"),
+                }
+            }
+            return;
+        }
+        let status = raw.status;
+        if status == 401 && !*refreshed {
+            *refreshed = true;
+            let renewed = self.token(true).await;
+            for i in batch {
+                let Some(slot) = slots.get_mut(*i) else { continue };
+                match &renewed {
+                    Ok(_) => slot.notes.push(format!(
+                        "{}: 401 on its $batch (access token refused), token renewed, retried",
+                        slot.label
+                    )),
+                    Err(e) => slot.done = Some(Err(e.clone())),
+                }
+            }
+            return;
+        }
+        for i in batch {
+            let Some(slot) = slots.get_mut(*i) else { continue };
+            match status {
+                429 => self.on_throttled(slot, raw.retry_after.as_deref(), " on its $batch"),
+                500..=599 => self.on_server_error(slot, status, raw.retry_after.as_deref(), &raw.body),
+                _ => slot.done = Some(Err(http_error(status, &raw.body))),
+            }
+        }
+    }
+
+    fn on_answer(&mut self, slot: &mut Slot, status: u16, retry_after: Option<&str>, body: Value) {
+        match status {
+            200..=299 => slot.done = Some(Ok(Answer { body })),
+            429 => self.on_throttled(slot, retry_after, ""),
+            500..=599 => self.on_server_error(slot, status, retry_after, &body),
+            _ => slot.done = Some(Err(http_error(status, &body))),
+        }
+    }
+
+    fn on_throttled(&mut self, slot: &mut Slot, retry_after: Option<&str>, whole: &str) {
+        if slot.throttled >= MAX_THROTTLED {
+            slot.done = Some(Err(GraphError::Http {
+                status: 429,
+                code: "TooManyRequests".into(),
+                message: format!("still throttled after {MAX_THROTTLED} retries"),
+                detail: None,
+            }));
+            return;
+        }
+        slot.throttled += 1;
+        self.counters.throttled += 1;
+        let (wait, note) = throttle_wait(&slot.label, retry_after, slot.throttled, whole);
+        tracing::info!(request = %slot.label, wait_ms = wait.as_millis() as u64, "throttled (429); waiting Retry-After");
+        slot.notes.push(note);
+        slot.ready_at = Instant::now() + wait;
+    }
+
+    fn on_server_error(&mut self, slot: &mut Slot, status: u16, retry_after: Option<&str>, body: &Value) {
+        slot.attempts += 1;
+        if slot.attempts >= MAX_ATTEMPTS {
+            slot.done = Some(Err(http_error(status, body)));
+            return;
+        }
+        self.counters.retried += 1;
+        let attempt = slot.attempts;
+        let cause = format!("{status} {} (attempt {attempt} of {MAX_ATTEMPTS})", error_code(body));
+        let wait = server_wait(retry_after, attempt);
+        tracing::warn!(request = %slot.label, status, attempt, "server error; retrying");
+        // Graph's 503 refuses before applying; another 5xx may have created the object.
+        if status != 503 && matches!(slot.write.resend, Resend::Create { lookup: Some(_), .. }) {
+            slot.lookup_cause = Some(cause);
+        } else {
+            slot.notes.push(format!("{}: {cause}, retried after {:.1} s", slot.label, wait.as_secs_f64()));
+        }
+        slot.ready_at = Instant::now() + wait;
+    }
+
+    /// The write's outcome is unknown (the connection was cut, or its answer is missing).
+    fn on_cut(&mut self, slot: &mut Slot, cause: &str) {
+        slot.attempts += 1;
+        let attempt = slot.attempts;
+        match &slot.write.resend {
+            Resend::Create { lookup: None, .. } => {
+                slot.notes.push(format!(
+                    "{}: {cause}; outcome unknown, not sent again (no onPremisesImmutableId to look it up by)",
+                    slot.label
+                ));
+                slot.done = Some(Err(GraphError::Transport(format!("{cause}; outcome unknown"))));
+            }
+            _ if attempt >= MAX_ATTEMPTS => {
+                slot.done = Some(Err(GraphError::Transport(format!("{cause} ({attempt} attempts)"))));
+            }
+            Resend::Create { lookup: Some(_), .. } => {
+                self.counters.retried += 1;
+                slot.lookup_cause = Some(cause.to_owned());
+                slot.ready_at = Instant::now() + backoff(attempt);
+            }
+            Resend::Idempotent => {
+                self.counters.retried += 1;
+                let wait = backoff(attempt);
+                slot.notes.push(format!(
+                    "{}: {cause} (attempt {attempt} of {MAX_ATTEMPTS}), retried after {:.1} s",
+                    slot.label,
+                    wait.as_secs_f64()
+                ));
+                slot.ready_at = Instant::now() + wait;
+            }
         }
     }
 
     /// GET of a JSON object.
     pub async fn get(&mut self, path: &str) -> Result<Value> {
-        Ok(self.send(Method::GET, path, None, true).await?.body)
+        self.get_noted(path, &mut Vec::new()).await
     }
 
-    /// Every object of a paged list, page by page through `on_page`.
+    /// GET of a JSON object; retries are noted in `notes`.
+    pub async fn get_noted(&mut self, path: &str, notes: &mut Vec<String>) -> Result<Value> {
+        Ok(self.send(Method::GET, path, None, true, notes).await?.body)
+    }
+
+    /// Every object of a paged list.
     pub async fn get_all(&mut self, path: &str) -> Result<Vec<Value>> {
+        self.get_all_noted(path, &mut Vec::new()).await
+    }
+
+    /// Every object of a paged list; retries are noted in `notes`.
+    pub async fn get_all_noted(&mut self, path: &str, notes: &mut Vec<String>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
         let mut next = Some(path.to_owned());
         while let Some(p) = next {
-            let page = self.get(&p).await?;
+            let page = self.get_noted(&p, notes).await?;
             out.extend(values(&page));
             next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
         }
@@ -266,6 +620,102 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1u64 << attempt.min(6))).min(Duration::from_secs(10))
 }
 
+/// `Retry-After` in seconds; Graph may send a fraction (its throttling page shows `2.128`).
+fn parse_retry_after(text: &str) -> Option<Duration> {
+    let secs: f64 = text.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0)
+        .then(|| Duration::from_secs_f64(secs.min(MAX_RETRY_AFTER.as_secs_f64())))
+}
+
+/// The wait after a 429, and its note.
+fn throttle_wait(label: &str, retry_after: Option<&str>, throttled: u32, whole: &str) -> (Duration, String) {
+    match retry_after.and_then(|t| parse_retry_after(t).map(|d| (t.trim(), d))) {
+        Some((text, wait)) => {
+            (wait, format!("{label}: 429 Too Many Requests{whole}, Retry-After {text} s, retried"))
+        }
+        None => {
+            let wait = backoff(throttled);
+            (
+                wait,
+                format!(
+                    "{label}: 429 Too Many Requests{whole}, no Retry-After, retried after {:.1} s",
+                    wait.as_secs_f64()
+                ),
+            )
+        }
+    }
+}
+
+/// The wait after a 5xx: its Retry-After when it has one, else the backoff.
+fn server_wait(retry_after: Option<&str>, attempt: u32) -> Duration {
+    retry_after.and_then(parse_retry_after).unwrap_or_else(|| backoff(attempt))
+}
+
+/// What a transport error is called in notes.
+fn cut_cause(err: &GraphError) -> String {
+    match err {
+        GraphError::Transport(m) if m.starts_with("timed out") => "timed out".into(),
+        GraphError::Transport(_) => "connection cut".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Graph's `error.code`, or `error` when there is none.
+fn error_code(body: &Value) -> String {
+    body.pointer("/error/code")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .unwrap_or("error")
+        .to_owned()
+}
+
+/// A header of a `$batch` response entry, by case-insensitive name (string or number).
+fn header(entry: &Value, name: &str) -> Option<String> {
+    entry
+        .get("headers")
+        .and_then(Value::as_object)?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// One entry of a `$batch` request: `id`, `method`, `url` relative to the version, and with a
+/// body its `Content-Type` header. <https://learn.microsoft.com/en-us/graph/json-batching>
+fn batch_request(n: usize, write: &Write) -> Value {
+    let mut r = serde_json::Map::new();
+    r.insert("id".into(), Value::String((n + 1).to_string()));
+    r.insert("method".into(), Value::String(write.method.to_string()));
+    r.insert("url".into(), Value::String(write.path.clone()));
+    if let Some(b) = &write.body {
+        r.insert("headers".into(), serde_json::json!({ "Content-Type": "application/json" }));
+        r.insert("body".into(), b.clone());
+    }
+    Value::Object(r)
+}
+
+/// An answer as read off the wire.
+struct Raw {
+    status: u16,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+/// Sends a request and reads its whole answer; a failure to send or to read is a transport error.
+async fn read(req: reqwest::RequestBuilder) -> Result<Raw> {
+    let resp = req.send().await.map_err(|e| transport(&e))?;
+    let status = resp.status().as_u16();
+    let retry_after =
+        resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = resp.text().await.map_err(|e| transport(&e))?;
+    let body =
+        if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
+    Ok(Raw { status, retry_after, body })
+}
+
 fn http_error(status: u16, body: &Value) -> GraphError {
     let e = body.get("error");
     let code = e.and_then(|e| e.get("code")).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -278,4 +728,33 @@ fn http_error(status: u16, body: &Value) -> GraphError {
         .and_then(Value::as_str)
         .map(str::to_owned);
     GraphError::Http { status, code, message, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_and_fractions() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 2.128 "), Some(Duration::from_millis(2128)));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("100000"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("1e300"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("NaN"), None);
+    }
+
+    #[test]
+    fn batch_entries_carry_content_type_only_with_a_body() {
+        let w =
+            Write { method: Method::DELETE, path: "/users/1".into(), body: None, resend: Resend::Idempotent };
+        assert_eq!(
+            batch_request(0, &w),
+            serde_json::json!({"id": "1", "method": "DELETE", "url": "/users/1"})
+        );
+        let w = Write { body: Some(serde_json::json!({"a": 1})), method: Method::PATCH, ..w };
+        assert_eq!(batch_request(4, &w)["headers"], serde_json::json!({"Content-Type": "application/json"}));
+        assert_eq!(batch_request(4, &w)["id"], "5");
+    }
 }

@@ -3,7 +3,7 @@
 use syncctl_core::{ConnectorFault, FaultKind};
 
 /// What went wrong talking to Graph.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum GraphError {
     /// The settings cannot work.
     #[error("configuration: {0}")]

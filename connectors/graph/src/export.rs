@@ -1,12 +1,21 @@
-//! Export: pending exports to POST / PATCH / DELETE and member `$ref`s.
+//! Export: pending exports to Graph writes, sent through `$batch`.
+//!
+//! One call to [`export_all`] sends its writes in two rounds of `POST /$batch` (at most 20
+//! requests each): first the creates (`POST /users`, `POST /groups`), then everything else (one
+//! `PATCH` per object with every changed attribute, member changes through `$ref`, `DELETE`s).
+//! Nothing in the second round depends on a create of the same round, so no `dependsOn` is needed.
+//! Each item gets one outcome: an update or delete succeeds only if all its requests do; an add
+//! succeeds once its create does (its object exists and its anchor must reach the engine, or the
+//! engine would create it again), and a failed member change of a new group is noted on it and
+//! exported again after the next import shows the group without that member.
 
 use std::collections::BTreeSet;
 
 use reqwest::Method;
 use serde_json::{Map, Value, json};
-use syncctl_core::{Anchor, AttrValues, ExportFailure, ExportItem, ExportKind};
+use syncctl_core::{Anchor, AttrValues, ExportFailure, ExportItem, ExportKind, ExportOutcome};
 
-use crate::client::GraphClient;
+use crate::client::{GraphClient, Resend, Write, Written};
 use crate::error::GraphError;
 
 /// User properties the connector writes (Graph's writable ones among those it reads).
@@ -34,6 +43,24 @@ const GROUP_WRITABLE: &[&str] = &[
     "description",
 ];
 
+/// What export can write, per object type (the engine stages nothing else): the writable
+/// properties above, and a group's `members` (through `$ref`). Graph itself makes a user's
+/// `proxyAddresses` and a group's `mail` and `proxyAddresses` read-only (Exchange Online derives
+/// them), and this connector does not write `manager`.
+pub fn schema() -> std::collections::BTreeMap<String, Vec<String>> {
+    let list = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let mut groups = list(GROUP_WRITABLE);
+    groups.push("members".into());
+    [
+        ("user".to_owned(), list(USER_WRITABLE)),
+        ("group".to_owned(), groups),
+        ("contact".to_owned(), Vec::new()),
+        (crate::import::DOMAIN_CLASS.to_owned(), Vec::new()),
+    ]
+    .into_iter()
+    .collect()
+}
+
 fn collection(object_type: &str) -> Option<&'static str> {
     match object_type {
         "user" => Some("users"),
@@ -46,23 +73,37 @@ fn failure(kind: &str, message: String, retryable: bool) -> ExportFailure {
     ExportFailure { kind: kind.into(), message, retryable }
 }
 
+/// True for Graph's refusal to write an object that another directory-sync engine masters
+/// (`onPremisesSyncEnabled`): "Unable to update the specified properties for on-premises mastered
+/// Directory Sync objects or objects currently undergoing migration."
+fn synchronized_elsewhere(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("on-premises mastered") || m.contains("onpremisessyncenabled")
+}
+
 /// Graph's refusal as an Entra error name:
 /// - `ObjectConflict` (duplicate UPN, proxyAddress, ImmutableID) -> `AttributeValueMustBeUnique`;
+/// - a write to an object another engine synchronizes from on-premises (`onPremisesSyncEnabled`)
+///   -> `ObjectSynchronizedByAnotherEngine` (reported, not fought: never retried);
 /// - a UPN domain that is not verified, or another invalid property -> `IdentityDataValidationFailed`;
-/// - a write to an object synchronized by another engine (`onPremisesSyncEnabled`) ->
-///   `ObjectSynchronizedFromOnPremises` (reported, not fought);
-/// - 404 -> `ObjectNotFound`; 429/5xx/transport -> `ServiceUnavailable` (retryable).
+/// - 404 -> `ObjectNotFound`; 401/403 -> `AuthorizationFailed`;
+/// - 429/5xx/transport -> `ServiceUnavailable` (retryable).
 pub fn entra_failure(what: &str, e: &GraphError) -> ExportFailure {
     match e {
         GraphError::Http { status: 400, detail: Some(d), message, .. } if d == "ObjectConflict" => {
             failure("AttributeValueMustBeUnique", format!("{what}: {message}"), false)
         }
-        GraphError::Http { status: 400, message, .. }
-            if message.to_ascii_lowercase().contains("onpremisessyncenabled")
-                || message.to_ascii_lowercase().contains("on-premises") =>
-        {
-            failure("ObjectSynchronizedFromOnPremises", format!("{what}: {message}"), false)
-        }
+        GraphError::Http { status: 400, message, .. } if synchronized_elsewhere(message) => failure(
+            "ObjectSynchronizedByAnotherEngine",
+            format!(
+                "{what} is synchronized to Entra ID by another engine (onPremisesSyncEnabled, with an \
+                 onPremisesImmutableId that is not the one syncctl exports): Graph refuses to change its \
+                 on-premises-mastered attributes. Reported, not fought: syncctl does not retry or work \
+                 around it; stop the other engine's sync of this object or take it out of syncctl's scope. \
+                 Graph said: {message}"
+            ),
+            false,
+        ),
         GraphError::Http { status: 400, message, .. } => {
             failure("IdentityDataValidationFailed", format!("{what}: {message}"), false)
         }
@@ -129,109 +170,142 @@ fn what(item: &ExportItem) -> String {
     let name = item
         .attributes
         .iter()
-        .find(|(n, _)| n == "userPrincipalName" || n == "displayName")
+        .find(|(n, _)| n == "userPrincipalName")
+        .or_else(|| item.attributes.iter().find(|(n, _)| n == "displayName"))
         .and_then(|(_, v)| v.as_ref().and_then(|v| v.first_text().map(str::to_owned)));
     match (&item.anchor, name) {
-        (Some(a), _) => format!("{} {a}", item.object_type),
+        (Some(a), Some(n)) => format!("{} {a} ({n})", item.object_type),
+        (Some(a), None) => format!("{} {a}", item.object_type),
         (None, Some(n)) => format!("{} {n}", item.object_type),
         (None, None) => format!("{} (export {})", item.object_type, item.id),
     }
 }
 
-/// Applies one item.
-pub(crate) async fn apply(
-    client: &mut GraphClient,
-    item: &ExportItem,
-) -> Result<Option<Anchor>, ExportFailure> {
-    let what = what(item);
-    let Some(coll) = collection(&item.object_type) else {
-        return Err(failure(
-            "ObjectTypeNotSupported",
-            format!("{what}: the Graph connector writes only users and groups"),
-            false,
-        ));
-    };
-    let (body, skipped) = body_of(item);
-    if !skipped.is_empty() {
-        tracing::debug!(object = %what, ?skipped, "attributes not writable through Graph were not sent");
-    }
-    match item.kind {
-        ExportKind::Add => add(client, item, coll, body, &what).await.map(Some),
-        ExportKind::Update => {
-            let id = anchor(item, &what)?;
-            if !body.is_empty() {
-                client
-                    .send(Method::PATCH, &format!("/{coll}/{id}"), Some(&Value::Object(body)), true)
-                    .await
-                    .map_err(|e| entra_failure(&what, &e))?;
-            }
-            if let Some(wanted) = wanted_members(item) {
-                set_members(client, &id, &wanted).await.map_err(|e| entra_failure(&what, &e))?;
-            }
-            Ok(None)
-        }
-        ExportKind::Delete => {
-            let id = anchor(item, &what)?;
-            match client.send(Method::DELETE, &format!("/{coll}/{id}"), None, true).await {
-                Ok(_) | Err(GraphError::Http { status: 404, .. }) => Ok(None),
-                Err(e) => Err(entra_failure(&what, &e)),
-            }
+/// What a second-round request does for its item (which refusals mean "already done").
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Patch,
+    Delete,
+    MemberAdd,
+    MemberRemove,
+}
+
+/// The state of one item during a call.
+struct Item<'a> {
+    item: &'a ExportItem,
+    what: String,
+    coll: &'static str,
+    body: Map<String, Value>,
+    /// Decided: the item's failure.
+    failure: Option<ExportFailure>,
+    /// The object an add created (or found), and whether it was created in this call.
+    created: Option<(String, bool)>,
+    /// Why member changes of a created group failed (the add still succeeds).
+    member_failures: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Item<'_> {
+    fn fail(&mut self, f: ExportFailure) {
+        if self.failure.is_none() {
+            self.failure = Some(f);
         }
     }
 }
 
-fn anchor(item: &ExportItem, what: &str) -> Result<String, ExportFailure> {
-    item.anchor
-        .as_ref()
-        .map(|a| a.as_str().to_owned())
-        .ok_or_else(|| failure("ExportFailed", format!("{what}: no anchor to update or delete"), false))
-}
+/// Applies the items of one call and reports one outcome per item, in order.
+pub(crate) async fn export_all(client: &mut GraphClient, items: &[ExportItem]) -> Vec<ExportOutcome> {
+    let mut states: Vec<Item<'_>> = items
+        .iter()
+        .map(|item| {
+            let what = what(item);
+            let (body, skipped) = body_of(item);
+            if !skipped.is_empty() {
+                tracing::debug!(object = %what, ?skipped, "attributes not writable through Graph were not sent");
+            }
+            let mut st = Item {
+                item,
+                what,
+                coll: "",
+                body,
+                failure: None,
+                created: None,
+                member_failures: Vec::new(),
+                notes: Vec::new(),
+            };
+            match collection(&item.object_type) {
+                Some(c) => st.coll = c,
+                None => st.fail(failure(
+                    "ObjectTypeNotSupported",
+                    format!(
+                        "{}: the Graph connector writes only users and groups (contacts are out of scope)",
+                        st.what
+                    ),
+                    false,
+                )),
+            }
+            if item.kind != ExportKind::Add && item.anchor.is_none() {
+                let m = format!("{}: no anchor to update or delete", st.what);
+                st.fail(failure("ExportFailed", m, false));
+            }
+            st
+        })
+        .collect();
 
-/// The object carrying `immutable_id`, if any.
-async fn find_by_immutable_id(
-    client: &mut GraphClient,
-    coll: &str,
-    immutable_id: &str,
-) -> Result<Option<String>, GraphError> {
-    let quoted = immutable_id.replace('\'', "''");
-    let filter = format!("onPremisesImmutableId eq '{quoted}'");
-    let path = format!("/{coll}?$select=id&$filter={}", encode(&filter));
-    let found = client.get(&path).await?;
-    Ok(crate::client::values(&found)
-        .first()
-        .and_then(|o| o.get("id"))
-        .and_then(Value::as_str)
-        .map(str::to_owned))
-}
-
-/// Percent-encoding of a query value.
-fn encode(text: &str) -> String {
-    let mut out = String::new();
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    // Round 1: the creates.
+    let mut writes = Vec::new();
+    let mut owners = Vec::new();
+    for (n, st) in states.iter_mut().enumerate() {
+        if st.failure.is_none() && st.item.kind == ExportKind::Add {
+            writes.push(create_write(st));
+            owners.push(n);
         }
     }
-    out
+    let results = client.write_all(writes).await;
+    for (n, written) in owners.into_iter().zip(results) {
+        if let Some(st) = states.get_mut(n) {
+            created(st, written);
+        }
+    }
+
+    // Round 2: the current members of groups whose members change (reads), then PATCH, $ref, DELETE.
+    let mut writes = Vec::new();
+    let mut owners: Vec<(usize, Part)> = Vec::new();
+    for (n, st) in states.iter_mut().enumerate() {
+        if st.failure.is_some() {
+            continue;
+        }
+        for (part, write) in second_round(client, st).await {
+            writes.push(write);
+            owners.push((n, part));
+        }
+    }
+    let labels: Vec<String> =
+        writes.iter().map(|w: &Write| format!("{} {}", w.method, client.display_path(&w.path))).collect();
+    let results = client.write_all(writes).await;
+    for (((n, part), label), written) in owners.into_iter().zip(labels).zip(results) {
+        if let Some(st) = states.get_mut(n) {
+            settle(st, part, &label, written);
+        }
+    }
+
+    states.into_iter().map(outcome).collect()
 }
 
-async fn add(
-    client: &mut GraphClient,
-    item: &ExportItem,
-    coll: &str,
-    mut body: Map<String, Value>,
-    what: &str,
-) -> Result<Anchor, ExportFailure> {
+/// The create request of an add (a user gets `accountEnabled`, a random `passwordProfile` and a
+/// `mailNickname` when the item has none; a group `securityEnabled`/`mailEnabled`).
+fn create_write(st: &mut Item<'_>) -> Write {
+    let mut body = std::mem::take(&mut st.body);
     let immutable_id = body
         .get("onPremisesImmutableId")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     body.retain(|_, v| !v.is_null());
-    if coll == "users" {
+    if st.coll == "users" {
         body.entry("accountEnabled").or_insert(json!(true));
+        // Never asked to change at sign-in: the users sign in with their on-premises password
+        // (hash sync or federation), and nobody is told this one.
         body.insert(
             "passwordProfile".into(),
             json!({"forceChangePasswordNextSignIn": false, "password": random_password()}),
@@ -251,86 +325,209 @@ async fn add(
             source.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
         body.insert("mailNickname".into(), json!(if nick.is_empty() { "object".into() } else { nick }));
     }
-    let body = Value::Object(body);
-    let mut uncertain = item.uncertain;
-    let mut attempts = 0;
-    let id = loop {
-        attempts += 1;
-        if uncertain && let Some(imm) = &immutable_id {
-            match find_by_immutable_id(client, coll, imm).await {
-                Ok(Some(id)) => {
-                    tracing::info!(object = %what, %id, "an earlier attempt had created it; not created again");
-                    break id;
-                }
-                Ok(None) => {}
-                Err(e) => return Err(entra_failure(what, &e)),
-            }
-        }
-        // POST is not idempotent: a cut connection is not retried blindly but looked up first.
-        match client.send(Method::POST, &format!("/{coll}"), Some(&body), false).await {
-            Ok(answer) => match answer.body.get("id").and_then(Value::as_str) {
-                Some(id) => break id.to_owned(),
-                None => {
-                    return Err(failure(
-                        "ExportFailed",
-                        format!("{what}: created, but Graph sent no id"),
-                        true,
-                    ));
-                }
-            },
-            // Without an ImmutableID nothing identifies an earlier attempt: leave it to the engine.
-            Err(GraphError::Transport(m)) if immutable_id.is_none() => {
-                return Err(failure(
-                    "ServiceUnavailable",
-                    format!("{what}: create cut ({m}); outcome unknown"),
-                    true,
-                ));
-            }
-            Err(GraphError::Transport(m)) if attempts < 4 => {
-                tracing::warn!(object = %what, error = %m, "create cut; looking it up before sending again");
-                uncertain = true;
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempts)).await;
-            }
-            Err(e) => return Err(entra_failure(what, &e)),
-        }
-    };
-    if let Some(wanted) = wanted_members(item)
-        && coll == "groups"
-    {
-        set_members(client, &id, &wanted).await.map_err(|e| entra_failure(what, &e))?;
+    let lookup = immutable_id.map(|imm| {
+        let filter = format!("onPremisesImmutableId eq '{}'", imm.replace('\'', "''"));
+        format!("/{}?$select=id&$filter={}", st.coll, encode(&filter))
+    });
+    Write {
+        method: Method::POST,
+        path: format!("/{}", st.coll),
+        body: Some(Value::Object(body)),
+        resend: Resend::Create { lookup, uncertain: st.item.uncertain },
     }
-    Anchor::new(id).map_err(|e| failure("ExportFailed", format!("{what}: {e}"), false))
 }
 
-/// Makes the group's members exactly `wanted` (ids) with `$ref` adds and removes.
-async fn set_members(
+/// Takes the result of a create into its item.
+fn created(st: &mut Item<'_>, written: Written) {
+    st.notes.extend(written.notes);
+    match written.result {
+        Ok(answer) => match answer.body.get("id").and_then(Value::as_str) {
+            Some(id) => st.created = Some((id.to_owned(), !written.found)),
+            None => {
+                let m = format!("{}: created, but Graph sent no id", st.what);
+                st.fail(failure("ExportFailed", m, true));
+            }
+        },
+        // Without an ImmutableID nothing identifies an earlier attempt: leave it to the engine.
+        Err(GraphError::Transport(m)) => {
+            let m = format!("{}: create cut ({m}); outcome unknown", st.what);
+            st.fail(failure("ServiceUnavailable", m, true));
+        }
+        Err(e) => {
+            let f = entra_failure(&st.what, &e);
+            st.fail(f);
+        }
+    }
+}
+
+/// The second-round writes of an item.
+async fn second_round(client: &mut GraphClient, st: &mut Item<'_>) -> Vec<(Part, Write)> {
+    let mut out = Vec::new();
+    let coll = st.coll;
+    match st.item.kind {
+        ExportKind::Add => {
+            let Some((id, fresh)) = st.created.clone() else { return out };
+            if coll == "groups"
+                && let Some(wanted) = wanted_members(st.item)
+            {
+                // A group created in this call has no members yet; one found has some.
+                let current =
+                    if fresh { Ok(BTreeSet::new()) } else { members(client, &id, &mut st.notes).await };
+                match current {
+                    Ok(current) => out.extend(member_writes(client, &id, &current, &wanted)),
+                    Err(e) => st.member_failures.push(format!("reading its members: {e}")),
+                }
+            }
+        }
+        ExportKind::Update => {
+            let Some(id) = st.item.anchor.as_ref().map(|a| a.as_str().to_owned()) else { return out };
+            if !st.body.is_empty() {
+                out.push((
+                    Part::Patch,
+                    Write {
+                        method: Method::PATCH,
+                        path: format!("/{coll}/{id}"),
+                        body: Some(Value::Object(std::mem::take(&mut st.body))),
+                        resend: Resend::Idempotent,
+                    },
+                ));
+            }
+            if coll == "groups"
+                && let Some(wanted) = wanted_members(st.item)
+            {
+                match members(client, &id, &mut st.notes).await {
+                    Ok(current) => out.extend(member_writes(client, &id, &current, &wanted)),
+                    Err(e) => {
+                        let mut f = entra_failure(&st.what, &e);
+                        f.message.push_str(&format!(" (request: GET /groups/{id}/members)"));
+                        st.fail(f);
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+        ExportKind::Delete => {
+            let Some(id) = st.item.anchor.as_ref().map(|a| a.as_str().to_owned()) else { return out };
+            out.push((
+                Part::Delete,
+                Write {
+                    method: Method::DELETE,
+                    path: format!("/{coll}/{id}"),
+                    body: None,
+                    resend: Resend::Idempotent,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The ids of a group's current members.
+async fn members(
     client: &mut GraphClient,
     group: &str,
-    wanted: &BTreeSet<String>,
-) -> Result<(), GraphError> {
+    notes: &mut Vec<String>,
+) -> Result<BTreeSet<String>, GraphError> {
     let top = client.config().page_size;
-    let current: BTreeSet<String> = client
-        .get_all(&format!("/groups/{group}/members?$select=id&$top={top}"))
+    Ok(client
+        .get_all_noted(&format!("/groups/{group}/members?$select=id&$top={top}"), notes)
         .await?
         .iter()
         .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
-        .collect();
+        .collect())
+}
+
+/// `$ref` adds and removes that make the members of `group` exactly `wanted`.
+/// <https://learn.microsoft.com/en-us/graph/api/group-post-members>,
+/// <https://learn.microsoft.com/en-us/graph/api/group-delete-members>
+fn member_writes(
+    client: &GraphClient,
+    group: &str,
+    current: &BTreeSet<String>,
+    wanted: &BTreeSet<String>,
+) -> Vec<(Part, Write)> {
     let base = client.config().graph_url.trim_end_matches('/').to_owned();
-    for id in wanted.difference(&current) {
-        let body = json!({"@odata.id": format!("{base}/directoryObjects/{id}")});
-        match client.send(Method::POST, &format!("/groups/{group}/members/$ref"), Some(&body), true).await {
-            Ok(_) => {}
-            // Already a member (an earlier attempt got through).
-            Err(GraphError::Http { status: 400, message, .. })
-                if message.to_ascii_lowercase().contains("already exist") => {}
-            Err(e) => return Err(e),
+    let adds = wanted.difference(current).map(|id| {
+        (
+            Part::MemberAdd,
+            Write {
+                method: Method::POST,
+                path: format!("/groups/{group}/members/$ref"),
+                body: Some(json!({"@odata.id": format!("{base}/directoryObjects/{id}")})),
+                resend: Resend::Idempotent,
+            },
+        )
+    });
+    let removes = current.difference(wanted).map(|id| {
+        (
+            Part::MemberRemove,
+            Write {
+                method: Method::DELETE,
+                path: format!("/groups/{group}/members/{id}/$ref"),
+                body: None,
+                resend: Resend::Idempotent,
+            },
+        )
+    });
+    adds.chain(removes).collect()
+}
+
+/// Takes the result of a second-round write into its item.
+fn settle(st: &mut Item<'_>, part: Part, label: &str, written: Written) {
+    st.notes.extend(written.notes);
+    let err = match written.result {
+        Ok(_) => return,
+        // Already done: a repeated delete, a member already there or already gone.
+        Err(GraphError::Http { status: 404, .. }) if matches!(part, Part::Delete | Part::MemberRemove) => {
+            return;
+        }
+        Err(GraphError::Http { status: 400, message, .. })
+            if part == Part::MemberAdd && message.to_ascii_lowercase().contains("already exist") =>
+        {
+            return;
+        }
+        Err(e) => e,
+    };
+    if st.item.kind == ExportKind::Add {
+        st.member_failures.push(format!("{label}: {err}"));
+    } else {
+        let mut f = entra_failure(&st.what, &err);
+        f.message.push_str(&format!(" (request: {label})"));
+        st.fail(f);
+    }
+}
+
+fn outcome(st: Item<'_>) -> ExportOutcome {
+    let mut notes = st.notes;
+    let result = match (st.failure, st.created) {
+        (Some(f), _) => {
+            tracing::warn!(export = st.item.id, kind = %f.kind, "export refused: {}", f.message);
+            Err(f)
+        }
+        (None, Some((id, _))) => {
+            if !st.member_failures.is_empty() {
+                notes.push(format!(
+                    "created, but member changes failed ({}); the next import shows the group without them \
+                     and they are exported again",
+                    st.member_failures.join("; ")
+                ));
+            }
+            Anchor::new(id).map(Some).map_err(|e| failure("ExportFailed", format!("{}: {e}", st.what), false))
+        }
+        (None, None) => Ok(None),
+    };
+    ExportOutcome { id: st.item.id, result, notes }
+}
+
+/// Percent-encoding of a query value.
+fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
-    for id in current.difference(wanted) {
-        match client.send(Method::DELETE, &format!("/groups/{group}/members/{id}/$ref"), None, true).await {
-            Ok(_) | Err(GraphError::Http { status: 404, .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    out
 }

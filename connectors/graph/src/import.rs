@@ -113,6 +113,69 @@ pub(crate) async fn initial_delta_link(client: &mut GraphClient, path: &str) -> 
     }
 }
 
+/// Object class of the tenant's domains in the connector space.
+pub const DOMAIN_CLASS: &str = "domain";
+
+/// The tenant's domains (`GET /domains`), every page one batch of `domain` objects (see the crate
+/// documentation for their contract). A 403 (the app may not read domains) is not an error: no
+/// domain is emitted and a note says so.
+/// <https://learn.microsoft.com/en-us/graph/api/domain-list>
+pub(crate) async fn domains(
+    client: &mut GraphClient,
+    tx: &mpsc::Sender<ImportBatch>,
+    progress: &mut Progress,
+    notes: &mut Vec<String>,
+    full: bool,
+) -> Result<()> {
+    let mut next = Some("/domains".to_owned());
+    while let Some(p) = next {
+        let page = match client.get(&p).await {
+            Ok(page) => page,
+            Err(GraphError::Http { status: 403, code, .. }) => {
+                notes.push(format!(
+                    "GET /domains refused (403 {code}): the app may not read the tenant's domains \
+                     (Domain.Read.All); no domain objects imported{}",
+                    if full { ", and this full import removes those imported before" } else { "" }
+                ));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        progress.pages += 1;
+        let changes = values(&page).iter().map(domain_change).collect();
+        send(tx, ImportBatch { changes, watermark: None }).await?;
+        next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
+    }
+    Ok(())
+}
+
+/// A Graph domain as a connector-space object: anchor = the name in lower case, DN
+/// `CN=<name in lower case>,CN=domains`, attributes `id`, `isVerified`, `isInitial`, `isDefault`,
+/// `authenticationType`.
+fn domain_change(d: &Value) -> ImportChange {
+    let Some(name) = d.get("id").and_then(Value::as_str).filter(|n| !n.trim().is_empty()) else {
+        return invalid(d, "domain");
+    };
+    let lower = name.to_lowercase();
+    let (Ok(anchor), Ok(dn)) =
+        (syncctl_core::Anchor::new(lower.clone()), Dn::parse(&format!("CN={lower},CN=domains")))
+    else {
+        return invalid(d, "domain");
+    };
+    let mut attributes = Attributes::new();
+    attributes.insert("id", AttrValues::String(vec![name.to_owned()]));
+    for flag in ["isVerified", "isInitial", "isDefault"] {
+        let b = d.get(flag).and_then(Value::as_bool).unwrap_or(false);
+        attributes.insert(flag, AttrValues::Boolean(vec![b]));
+    }
+    if let Some(t) = d.get("authenticationType").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        attributes.insert("authenticationType", AttrValues::String(vec![t.to_owned()]));
+    }
+    let mut o = CsObject { anchor, immutable_id: None, dn, object_class: DOMAIN_CLASS.into(), attributes };
+    o.normalize();
+    ImportChange::Present(o)
+}
+
 /// Full import: users (with roles), then groups (with members). Every page is a batch.
 pub(crate) async fn full(
     client: &mut GraphClient,
@@ -261,7 +324,10 @@ fn invalid(v: &Value, kind: &str) -> ImportChange {
         kind: "invalid-anchor".into(),
         message: format!(
             "a {kind} without a usable id: {}",
-            v.get("displayName").and_then(Value::as_str).unwrap_or("(no displayName)")
+            v.get("displayName")
+                .and_then(Value::as_str)
+                .or_else(|| v.get("id").and_then(Value::as_str))
+                .unwrap_or("(no displayName)")
         ),
     })
 }

@@ -4,24 +4,57 @@
 //! v1.0: the OAuth2 client-credentials token (cached until near expiry, renewed once on a 401),
 //! full import of users (with the names of the directory roles they hold, `adminRoles`) and
 //! groups (with `members` as references to member ids), delta import through `/users/delta` and
-//! `/groups/delta` with both deltaLinks as the watermark, the tenant's verified domains
-//! ([`GraphConnector::verified_domains`]), and export (POST / PATCH / DELETE, members through
-//! `$ref`) behind a client-side pacer that stays under the write budget, honours 429
-//! `Retry-After` and retries 5xx and cut connections with bounded exponential backoff.
+//! `/groups/delta` with both deltaLinks as the watermark, the tenant's domains as connector-space
+//! objects, and export through `POST /$batch` behind a client-side pacer.
 //!
 //! Connector-space objects: anchor = Graph `id`; DN = `CN=<id>,CN=users` for users,
 //! `CN=<id>,CN=groups` for groups (Graph has no DNs; these only name objects in messages);
 //! object classes `user` and `group`; attributes under their Graph names.
 //!
+//! Domains: every import (full and delta) reads `GET /domains` first and emits each domain as an
+//! object of class `domain` with anchor = the domain name in lower case, DN
+//! `CN=<name in lower case>,CN=domains` and exactly these attributes: `id` (String, the name as
+//! Graph gives it), `isVerified`, `isInitial`, `isDefault` (Boolean each; `false` when Graph omits
+//! one) and `authenticationType` (String, `Managed` or `Federated`; absent when Graph omits it).
+//! The engine reads them to rewrite UPN suffixes that are not verified. In a full import they take
+//! part in the sweep like users and groups, so a domain removed from the tenant disappears; a
+//! delta import emits them all again as present (Graph has no delta for domains), so a domain
+//! removed since the last full import stays in the connector space until the next full import.
+//! When Graph refuses `/domains` with 403 (the app may not read domains) the import goes on
+//! without domain objects and says so in its notes (a full import then sweeps those it had).
+//!
+//! Export: the writes of one call go through `POST /$batch`, at most 20 requests per batch, in two
+//! rounds: the creates (`POST /users`, `POST /groups`), then one `PATCH` per object with every
+//! changed attribute, member changes through `$ref` (`POST /groups/{id}/members/$ref` with
+//! `@odata.id`, `DELETE /groups/{id}/members/{member}/$ref`) and `DELETE`s; nothing in the second
+//! round depends on a create of the first, so no `dependsOn` is used (the engine never puts an
+//! item in the same call as the add of an object it references). Each request of a batch counts
+//! as one write for the pacer (default 3,000 per 150 s). Each request is handled like a single
+//! one: a 429 waits its own `Retry-After` (from its headers inside the batch; fractions of a
+//! second honoured), a 5xx is retried with bounded backoff (its Retry-After when it has one), a
+//! cut connection re-sends the idempotent writes and looks a create up by its
+//! `onPremisesImmutableId` before sending it again; other refusals become Entra's error names
+//! (`AttributeValueMustBeUnique`, `IdentityDataValidationFailed`, `ObjectNotFound`,
+//! `ObjectSynchronizedByAnotherEngine`, ...). Each item gets one outcome: an update or delete
+//! succeeds only if all its requests do; an add succeeds once its object is created (a failed
+//! member change of a new group is a note, and the engine exports it again after the next import).
+//! An add flagged uncertain is looked up by its `onPremisesImmutableId` before it is sent. Every
+//! retry and lookup is a note of its item's [`syncctl_core::ExportOutcome`], naming the request and
+//! the cause (`POST /users: 429 Too Many Requests, Retry-After 2 s, retried`).
+//!
+//! An object that another directory-sync engine masters (`onPremisesSyncEnabled: true`, with an
+//! `onPremisesImmutableId` that is not the one exported) is refused by Graph; that refusal is
+//! reported as `ObjectSynchronizedByAnotherEngine` (not retryable): reported, not fought.
+//!
 //! It must not hold or print the client secret anywhere but in the token request (the settings
 //! only name an environment variable or a file; `Debug` redacts it), nor the access token or
-//! generated passwords in logs or errors. Plain `http://` is accepted only to loopback hosts
+//! generated passwords in logs, errors or notes. Plain `http://` is accepted only to loopback hosts
 //! (the emulator); HTTPS certificates are always verified (rustls with ring, system roots).
 //! It never touches the database and does not apply the directory-sync service's rewrites
 //! (UPN suffix, duplicate attribute resiliency): the engine does that before export.
 //!
-//! Not done yet: `$batch`, contacts (export refuses them), role changes seen by a delta import
-//! only when the user changed too.
+//! Out of scope: contacts (the export refuses them with `ObjectTypeNotSupported`). Not done yet:
+//! role changes seen by a delta import only when the user changed too.
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
@@ -147,6 +180,8 @@ impl GraphConnector {
             }
             (ImportMode::Full, _) => None,
         };
+        // The domains first, in full and delta imports alike (Graph has no delta for them).
+        import::domains(&mut self.client, &tx, &mut progress, &mut notes, stored.is_none()).await?;
         match stored {
             Some(links) => {
                 let links = import::delta(&mut self.client, links, &tx, &mut progress).await?;
@@ -200,7 +235,8 @@ impl Connector for GraphConnector {
             full_import: true,
             delta_import: true,
             export: true,
-            object_types: vec!["user".into(), "group".into()],
+            object_types: vec!["user".into(), "group".into(), import::DOMAIN_CLASS.into()],
+            export_attributes: export::schema(),
         }
     }
 
@@ -226,18 +262,6 @@ impl Connector for GraphConnector {
         items: Vec<ExportItem>,
     ) -> std::result::Result<Vec<ExportOutcome>, ConnectorFault> {
         let span = tracing::info_span!("graph_export", connector = %self.name, items = items.len());
-        async {
-            let mut out = Vec::with_capacity(items.len());
-            for item in &items {
-                let result = export::apply(&mut self.client, item).await;
-                if let Err(f) = &result {
-                    tracing::warn!(export = item.id, kind = %f.kind, "export refused: {}", f.message);
-                }
-                out.push(ExportOutcome::new(item.id, result));
-            }
-            Ok(out)
-        }
-        .instrument(span)
-        .await
+        Ok(export::export_all(&mut self.client, &items).instrument(span).await)
     }
 }

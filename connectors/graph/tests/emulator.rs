@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 use syncctl_connector_graph::{GraphConfig, GraphConnector, Secret};
 use syncctl_core::{
-    AttrValues, Connector, CsObject, ExportItem, ExportKind, FaultKind, ImportChange, ImportMode,
-    ImportRequest, ImportSummary,
+    AttrValues, Connector, CsObject, ExportItem, ExportKind, ExportOutcome, FaultKind, ImportChange,
+    ImportMode, ImportRequest, ImportSummary,
 };
 use syncctl_graph_emulator::{DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, EmulatorConfig, RunningEmulator};
 use tokio::sync::mpsc;
@@ -29,6 +29,34 @@ async fn admin(emu: &RunningEmulator, path: &str, body: Value) -> Value {
         reqwest::Client::new().post(format!("{}{path}", emu.base_url())).json(&body).send().await.unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());
     r.json().await.unwrap_or(Value::Null)
+}
+
+/// The Graph requests the emulator received (`GET /_emulator/requests`).
+async fn requests(emu: &RunningEmulator) -> Vec<Value> {
+    let v: Value =
+        reqwest::get(format!("{}/_emulator/requests", emu.base_url())).await.unwrap().json().await.unwrap();
+    v["value"].as_array().unwrap().clone()
+}
+
+async fn clear_requests(emu: &RunningEmulator) {
+    let r =
+        reqwest::Client::new().delete(format!("{}/_emulator/requests", emu.base_url())).send().await.unwrap();
+    assert!(r.status().is_success());
+}
+
+/// The `requests` of every `$batch` received, batch by batch.
+async fn batches(emu: &RunningEmulator) -> Vec<Vec<Value>> {
+    requests(emu)
+        .await
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["url"] == "/v1.0/$batch")
+        .map(|r| r["body"]["requests"].as_array().unwrap().clone())
+        .collect()
+}
+
+/// Scripted answers (`POST /_emulator/responses`).
+async fn script(emu: &RunningEmulator, answers: Value) {
+    admin(emu, "/_emulator/responses", answers).await;
 }
 
 async fn state(emu: &RunningEmulator) -> Value {
@@ -95,7 +123,7 @@ async fn full_import_users_groups_roles() {
     assert!(summary.sweep_unseen);
     assert!(summary.final_watermark.is_some());
     let objs = present(&changes);
-    assert_eq!(objs.len(), 3);
+    assert_eq!(objs.len(), 4, "2 users, 1 group, 1 domain");
     let ann = objs.iter().find(|o| o.anchor.as_str() == "u1").unwrap();
     assert_eq!(ann.object_class, "user");
     assert_eq!(ann.dn.as_str(), "CN=u1,CN=users");
@@ -124,9 +152,9 @@ async fn full_import_pages() {
     admin(&emu, "/_emulator/users", Value::Array(users)).await;
     let mut c = connector(&emu, 10);
     let (changes, batches, summary) = run_import(&mut c, ImportMode::Full, None).await;
-    assert_eq!(present(&changes).len(), 25);
-    assert_eq!(batches, 4, "3 user pages + 1 group page");
-    assert_eq!(summary.pages, 4);
+    assert_eq!(present(&changes).iter().filter(|o| o.object_class == "user").count(), 25);
+    assert_eq!(batches, 5, "1 domain page + 3 user pages + 1 group page");
+    assert_eq!(summary.pages, 5);
     emu.stop().await.unwrap();
 }
 
@@ -297,9 +325,25 @@ async fn uncertain_add_is_not_duplicated() {
         ],
     );
     it.uncertain = true;
+    clear_requests(&emu).await;
     let out = c.export(vec![it]).await.unwrap();
     assert_eq!(out[0].result.clone().unwrap().unwrap().as_str(), "u9");
+    assert_eq!(
+        out[0].notes,
+        vec![
+            "POST /users: an earlier attempt's result was never recorded (uncertain), looked up by \
+              onPremisesImmutableId before re-sending: found, not re-created"
+                .to_owned()
+        ]
+    );
     assert_eq!(state(&emu).await["users"].as_array().unwrap().len(), 1);
+    // Looked up, never sent again: the only request was the lookup.
+    let reqs = requests(&emu).await;
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0]["method"], "GET");
+    assert!(
+        reqs[0]["url"].as_str().unwrap().starts_with("/v1.0/users?$select=id&$filter=onPremisesImmutableId")
+    );
     emu.stop().await.unwrap();
 }
 
@@ -374,5 +418,697 @@ async fn failed_and_cut_writes_are_retried_without_duplicates() {
     assert!(out.iter().all(|o| o.result.is_ok()), "{out:?}");
     assert!(c.counters().retried > 0);
     assert_eq!(state(&emu).await["users"].as_array().unwrap().len(), 12);
+    emu.stop().await.unwrap();
+}
+
+fn user_add(id: i64, upn: &str, immutable_id: Option<&str>) -> ExportItem {
+    let mut attrs = vec![("userPrincipalName", s(upn)), ("displayName", s(upn))];
+    if let Some(i) = immutable_id {
+        attrs.push(("onPremisesImmutableId", s(i)));
+    }
+    item(id, ExportKind::Add, "user", None, &attrs)
+}
+
+fn domain<'a>(objs: &[&'a CsObject], anchor: &str) -> Option<&'a CsObject> {
+    objs.iter().copied().find(|o| o.object_class == "domain" && o.anchor.as_str() == anchor)
+}
+
+fn flag(o: &CsObject, a: &str) -> Option<bool> {
+    match o.attributes.get(a) {
+        Some(AttrValues::Boolean(b)) => b.first().copied(),
+        _ => None,
+    }
+}
+
+/// The tenant's domains are connector-space objects of class `domain` in full and delta imports:
+/// anchor = the name in lower case, DN `CN=<name>,CN=domains`, `id` as Graph gives it, the three
+/// flags as Booleans and `authenticationType`. A domain gone from `/domains` is not emitted by the
+/// next full import (which sweeps); a delta import emits every domain again.
+#[tokio::test]
+async fn domains_are_connector_space_objects() {
+    let emu = emulator(EmulatorConfig {
+        verified_domains: vec!["contoso.com".into()],
+        unverified_domains: vec!["contoso.local".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut c = connector(&emu, 999);
+    let (changes, _, full) = run_import(&mut c, ImportMode::Full, None).await;
+    assert!(full.sweep_unseen);
+    let objs = present(&changes);
+    assert_eq!(objs.iter().filter(|o| o.object_class == "domain").count(), 3);
+    let initial = domain(&objs, "contoso.onmicrosoft.com").unwrap();
+    assert_eq!(initial.dn.as_str(), "CN=contoso.onmicrosoft.com,CN=domains");
+    assert_eq!(text(initial, "id").as_deref(), Some("contoso.onmicrosoft.com"));
+    assert_eq!(
+        (flag(initial, "isVerified"), flag(initial, "isInitial"), flag(initial, "isDefault")),
+        (Some(true), Some(true), Some(false))
+    );
+    assert_eq!(text(initial, "authenticationType").as_deref(), Some("Managed"));
+    let custom = domain(&objs, "contoso.com").unwrap();
+    assert_eq!((flag(custom, "isVerified"), flag(custom, "isDefault")), (Some(true), Some(true)));
+    let local = domain(&objs, "contoso.local").unwrap();
+    assert_eq!((flag(local, "isVerified"), flag(local, "isInitial")), (Some(false), Some(false)));
+    assert_eq!(local.attributes.len(), 5, "exactly id, isVerified, isInitial, isDefault, authenticationType");
+
+    // Graph gives a name in mixed case and drops contoso.local: the anchor is lower case, `id`
+    // keeps Graph's spelling, and the full import no longer emits the removed domain.
+    script(
+        &emu,
+        json!({"method": "GET", "path": "/domains", "status": 200, "times": 2, "body": {"value": [
+            {"id": "contoso.onmicrosoft.com", "authenticationType": "Managed", "isDefault": false, "isInitial": true, "isVerified": true},
+            {"id": "Contoso.COM", "authenticationType": "Federated", "isDefault": true, "isInitial": false, "isVerified": true}
+        ]}}),
+    )
+    .await;
+    let (changes, _, full) = run_import(&mut c, ImportMode::Full, None).await;
+    assert!(full.sweep_unseen);
+    let objs = present(&changes);
+    assert_eq!(objs.iter().filter(|o| o.object_class == "domain").count(), 2);
+    assert!(domain(&objs, "contoso.local").is_none());
+    let custom = domain(&objs, "contoso.com").unwrap();
+    assert_eq!(custom.dn.as_str(), "CN=contoso.com,CN=domains");
+    assert_eq!(text(custom, "id").as_deref(), Some("Contoso.COM"));
+    assert_eq!(text(custom, "authenticationType").as_deref(), Some("Federated"));
+
+    // A delta import emits them all again as present (the second scripted answer).
+    let (changes, _, delta) = run_import(&mut c, ImportMode::Delta, full.final_watermark).await;
+    assert!(!delta.sweep_unseen);
+    let objs = present(&changes);
+    assert_eq!(objs.iter().filter(|o| o.object_class == "domain").count(), 2);
+    assert_eq!(text(domain(&objs, "contoso.com").unwrap(), "id").as_deref(), Some("Contoso.COM"));
+    assert!(c.capabilities().object_types.contains(&"domain".to_owned()));
+    emu.stop().await.unwrap();
+}
+
+/// Without the permission to read domains (403) the import goes on: no domain objects, a note.
+#[tokio::test]
+async fn domains_refused_is_a_note_not_a_failure() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!({"id": "u1", "userPrincipalName": "ann@contoso.onmicrosoft.com"}))
+        .await;
+    script(
+        &emu,
+        json!({"method": "GET", "path": "/domains", "status": 403, "times": 2, "body": {"error": {
+            "code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}}}),
+    )
+    .await;
+    let mut c = connector(&emu, 999);
+    let (changes, _, full) = run_import(&mut c, ImportMode::Full, None).await;
+    let objs = present(&changes);
+    assert!(objs.iter().all(|o| o.object_class != "domain"));
+    assert!(objs.iter().any(|o| o.anchor.as_str() == "u1"));
+    assert_eq!(full.notes.len(), 1, "{:?}", full.notes);
+    assert!(
+        full.notes[0].starts_with("GET /domains refused (403 Authorization_RequestDenied)"),
+        "{:?}",
+        full.notes
+    );
+    let (_, _, delta) = run_import(&mut c, ImportMode::Delta, full.final_watermark).await;
+    assert!(delta.notes.iter().any(|n| n.starts_with("GET /domains refused")), "{:?}", delta.notes);
+    emu.stop().await.unwrap();
+}
+
+/// The writes of a call go through `$batch`, at most 20 per batch, creates first; an update with
+/// attribute and member changes is one PATCH plus `$ref`s; each request counts as one write.
+#[tokio::test]
+async fn export_goes_through_batches_of_at_most_20() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(
+        &emu,
+        "/_emulator/users",
+        json!([
+            {"id": "m1", "userPrincipalName": "m1@contoso.onmicrosoft.com"},
+            {"id": "m2", "userPrincipalName": "m2@contoso.onmicrosoft.com"},
+            {"id": "old", "userPrincipalName": "old@contoso.onmicrosoft.com"}
+        ]),
+    )
+    .await;
+    admin(&emu, "/_emulator/groups", json!({"id": "g1", "displayName": "Team", "mailEnabled": false, "securityEnabled": true, "mailNickname": "team", "members": ["m1"]})).await;
+    let mut c = connector(&emu, 999);
+    clear_requests(&emu).await;
+    let mut items: Vec<ExportItem> = (0..25)
+        .map(|i| user_add(i, &format!("n{i}@contoso.onmicrosoft.com"), Some(&format!("SU0{i}"))))
+        .collect();
+    items.insert(
+        3,
+        item(
+            100,
+            ExportKind::Update,
+            "group",
+            Some("g1"),
+            &[
+                ("displayName", s("Team 2")),
+                ("description", s("The team")),
+                ("members", Some(AttrValues::Reference(vec!["m2".into()]))),
+            ],
+        ),
+    );
+    items.push(item(101, ExportKind::Delete, "user", Some("old"), &[]));
+    let out = c.export(items).await.unwrap();
+    assert_eq!(out.len(), 27);
+    assert!(out.iter().all(|o| o.result.is_ok() && o.notes.is_empty()), "{out:?}");
+    assert_eq!(out[3].id, 100, "outcomes in item order");
+    assert!(out[3].result.clone().unwrap().is_none());
+    assert!(out[0].result.clone().unwrap().is_some());
+
+    let reqs = requests(&emu).await;
+    assert!(
+        reqs.iter().filter(|r| r["method"] != "GET").all(|r| r["url"] == "/v1.0/$batch"),
+        "every write in a $batch"
+    );
+    let sizes: Vec<usize> = batches(&emu).await.iter().map(Vec::len).collect();
+    // 25 creates (20 + 5), then PATCH + 1 member add + 1 member remove + DELETE.
+    assert_eq!(sizes, vec![20, 5, 4]);
+    let second = &batches(&emu).await[2];
+    let shape: Vec<(String, String)> = second
+        .iter()
+        .map(|r| (r["method"].as_str().unwrap().to_owned(), r["url"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("PATCH".into(), "/groups/g1".into()),
+            ("POST".into(), "/groups/g1/members/$ref".into()),
+            ("DELETE".into(), "/groups/g1/members/m1/$ref".into()),
+            ("DELETE".into(), "/users/old".into()),
+        ]
+    );
+    assert_eq!(
+        second[0]["body"],
+        json!({"displayName": "Team 2", "description": "The team"}),
+        "one PATCH, every attribute"
+    );
+    assert_eq!(c.counters().writes, 29, "each request in a batch is one write for the pacer");
+    let st = state(&emu).await;
+    assert_eq!(st["users"].as_array().unwrap().len(), 27);
+    let g = &st["groups"][0];
+    assert_eq!((g["displayName"].as_str(), g["members"].clone()), (Some("Team 2"), json!(["m2"])));
+    emu.stop().await.unwrap();
+}
+
+/// An item that needs several requests succeeds only if all of them do; other items of the batch
+/// are not affected.
+#[tokio::test]
+async fn an_item_fails_when_one_of_its_requests_does() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!({"id": "u1", "userPrincipalName": "ann@contoso.onmicrosoft.com"}))
+        .await;
+    admin(&emu, "/_emulator/groups", json!([
+        {"id": "g1", "displayName": "Team", "mailEnabled": false, "securityEnabled": true, "mailNickname": "team"},
+        {"id": "g2", "displayName": "Other", "mailEnabled": false, "securityEnabled": true, "mailNickname": "other"}
+    ]))
+    .await;
+    let mut c = connector(&emu, 999);
+    let out = c
+        .export(vec![
+            item(
+                1,
+                ExportKind::Update,
+                "group",
+                Some("g1"),
+                &[
+                    ("displayName", s("Team 2")),
+                    ("members", Some(AttrValues::Reference(vec!["u1".into(), "nobody".into()]))),
+                ],
+            ),
+            item(
+                2,
+                ExportKind::Update,
+                "group",
+                Some("g2"),
+                &[("members", Some(AttrValues::Reference(vec!["u1".into()])))],
+            ),
+            item(3, ExportKind::Add, "contact", None, &[("displayName", s("Cy"))]),
+        ])
+        .await
+        .unwrap();
+    let f = out[0].result.clone().unwrap_err();
+    assert_eq!(f.kind, "ObjectNotFound");
+    assert!(f.message.contains("POST /groups/g1/members/$ref"), "{}", f.message);
+    assert!(out[1].result.is_ok());
+    let f = out[2].result.clone().unwrap_err();
+    assert_eq!((f.kind.as_str(), f.retryable), ("ObjectTypeNotSupported", false));
+    assert!(f.message.contains("contacts are out of scope"));
+    // A group created with a member that cannot be added still reports its anchor (else the engine
+    // would create it again), with the failed member change as a note.
+    let out = c
+        .export(vec![item(
+            4,
+            ExportKind::Add,
+            "group",
+            None,
+            &[("displayName", s("New")), ("members", Some(AttrValues::Reference(vec!["nobody".into()])))],
+        )])
+        .await
+        .unwrap();
+    let anchor = out[0].result.clone().unwrap().unwrap();
+    assert_eq!(out[0].notes.len(), 1, "{:?}", out[0].notes);
+    assert!(
+        out[0].notes[0].starts_with("created, but member changes failed (POST /groups/"),
+        "{:?}",
+        out[0].notes
+    );
+    assert!(state(&emu).await["groups"].as_array().unwrap().iter().any(|g| g["id"] == anchor.as_str()));
+    emu.stop().await.unwrap();
+}
+
+/// 429 inside a batch: only the throttled requests are sent again, after their own Retry-After,
+/// and each retry is a note of its item.
+#[tokio::test]
+async fn throttled_batch_requests_are_retried_with_notes() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/faults", json!({"throttle": {"writes": 3, "windowSeconds": 1}})).await;
+    let mut c = connector(&emu, 999);
+    let items: Vec<ExportItem> =
+        (0..5).map(|i| user_add(i, &format!("t{i}@contoso.onmicrosoft.com"), None)).collect();
+    let out = c.export(items).await.unwrap();
+    assert!(out.iter().all(|o| o.result.is_ok()), "{out:?}");
+    let noted: Vec<&ExportOutcome> = out.iter().filter(|o| !o.notes.is_empty()).collect();
+    assert!(noted.len() >= 2, "{out:?}");
+    for o in &noted {
+        for n in &o.notes {
+            assert_eq!(n, "POST /users: 429 Too Many Requests, Retry-After 1 s, retried");
+        }
+    }
+    assert_eq!(c.counters().throttled as usize, out.iter().map(|o| o.notes.len()).sum::<usize>());
+    assert_eq!(state(&emu).await["users"].as_array().unwrap().len(), 5);
+    emu.stop().await.unwrap();
+}
+
+/// A 5xx inside a batch is retried with backoff and noted with its attempt; a 5xx on every
+/// attempt ends as a retryable failure.
+#[tokio::test]
+async fn server_errors_in_a_batch_are_retried_with_notes() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!([{"id": "u1", "userPrincipalName": "ann@contoso.onmicrosoft.com"}, {"id": "u2", "userPrincipalName": "bob@contoso.onmicrosoft.com"}])).await;
+    let unavailable = json!({"error": {"code": "serviceNotAvailable", "message": "The service is temporarily unavailable."}});
+    script(
+        &emu,
+        json!([
+            {"method": "PATCH", "path": "/users/u1", "status": 503, "body": unavailable},
+            {"method": "PATCH", "path": "/users/u2", "status": 503, "times": 6, "headers": {"Retry-After": "0.1"}, "body": unavailable}
+        ]),
+    )
+    .await;
+    let mut c = connector(&emu, 999);
+    let out = c
+        .export(vec![
+            item(1, ExportKind::Update, "user", Some("u1"), &[("jobTitle", s("Boss"))]),
+            item(2, ExportKind::Update, "user", Some("u2"), &[("jobTitle", s("Boss"))]),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].result.is_ok());
+    assert_eq!(
+        out[0].notes,
+        vec!["PATCH /users/u1: 503 serviceNotAvailable (attempt 1 of 6), retried after 0.4 s".to_owned()]
+    );
+    let f = out[1].result.clone().unwrap_err();
+    assert_eq!((f.kind.as_str(), f.retryable), ("ServiceUnavailable", true));
+    assert_eq!(out[1].notes.len(), 5, "{:?}", out[1].notes);
+    assert_eq!(
+        out[1].notes[4],
+        "PATCH /users/u2: 503 serviceNotAvailable (attempt 5 of 6), retried after 0.1 s"
+    );
+    let st = state(&emu).await;
+    assert_eq!(st["users"].as_array().unwrap().iter().find(|u| u["id"] == "u1").unwrap()["jobTitle"], "Boss");
+    emu.stop().await.unwrap();
+}
+
+/// A cut `$batch`: creates with an ImmutableID are looked up before being sent again (found: not
+/// created twice), a create without one is reported as unknown (retryable) and not sent again,
+/// idempotent writes are sent again.
+#[tokio::test]
+async fn cut_batch_looks_creates_up_and_resends_the_rest() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!({"id": "u1", "userPrincipalName": "ann@contoso.onmicrosoft.com"}))
+        .await;
+    let mut c = connector(&emu, 999);
+    admin(&emu, "/_emulator/faults", json!({"dropRate": 1.0})).await;
+    let out = c
+        .export(vec![
+            user_add(1, "bob@contoso.onmicrosoft.com", Some("Qk9C")),
+            user_add(2, "cy@contoso.onmicrosoft.com", None),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].result.is_ok(), "{out:?}");
+    assert_eq!(
+        out[0].notes,
+        vec!["POST /users: connection cut, looked up by onPremisesImmutableId before re-sending: found, not re-created".to_owned()]
+    );
+    let f = out[1].result.clone().unwrap_err();
+    assert_eq!((f.kind.as_str(), f.retryable), ("ServiceUnavailable", true));
+    assert!(f.message.contains("outcome unknown"));
+    assert_eq!(
+        out[1].notes,
+        vec!["POST /users: connection cut; outcome unknown, not sent again (no onPremisesImmutableId to look it up by)".to_owned()]
+    );
+    // An update whose batch is cut (after it was applied) is sent again. With this seed the
+    // emulator cuts the first batch and not the second.
+    admin(&emu, "/_emulator/faults", json!({"dropRate": 0.5, "seed": 3})).await;
+    let out = c
+        .export(vec![item(3, ExportKind::Update, "user", Some("u1"), &[("jobTitle", s("Boss"))])])
+        .await
+        .unwrap();
+    assert!(out[0].result.is_ok(), "{out:?}");
+    assert_eq!(
+        out[0].notes,
+        vec!["PATCH /users/u1: connection cut (attempt 1 of 6), retried after 0.4 s".to_owned()]
+    );
+    assert_eq!(batches(&emu).await.iter().filter(|b| b[0]["method"] == "PATCH").count(), 2);
+    admin(&emu, "/_emulator/faults", json!({})).await;
+    let st = state(&emu).await;
+    assert_eq!(st["users"].as_array().unwrap().len(), 3, "bob once, cy once (cut after it was applied), ann");
+    assert_eq!(st["users"].as_array().unwrap().iter().find(|u| u["id"] == "u1").unwrap()["jobTitle"], "Boss");
+    emu.stop().await.unwrap();
+}
+
+/// An object another engine synchronizes (`onPremisesSyncEnabled: true`, another ImmutableID):
+/// Graph refuses to change it; the export reports `ObjectSynchronizedByAnotherEngine`, names the
+/// object, says it is reported and not fought, and does not retry.
+#[tokio::test]
+async fn object_synchronized_by_another_engine_is_reported_not_fought() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!({"id": "s1", "userPrincipalName": "dirsync@contoso.onmicrosoft.com", "onPremisesSyncEnabled": true, "onPremisesImmutableId": "T1RIRVI="})).await;
+    admin(&emu, "/_emulator/users", json!({"id": "u1", "userPrincipalName": "ann@contoso.onmicrosoft.com"}))
+        .await;
+    admin(&emu, "/_emulator/groups", json!({"id": "sg", "displayName": "Synced", "mailEnabled": false, "securityEnabled": true, "mailNickname": "synced", "onPremisesSyncEnabled": true})).await;
+    let mut c = connector(&emu, 999);
+    let out = c
+        .export(vec![
+            item(
+                1,
+                ExportKind::Update,
+                "user",
+                Some("s1"),
+                &[("userPrincipalName", s("dirsync@contoso.onmicrosoft.com")), ("jobTitle", s("Boss"))],
+            ),
+            item(2, ExportKind::Delete, "user", Some("s1"), &[]),
+            item(
+                3,
+                ExportKind::Update,
+                "group",
+                Some("sg"),
+                &[("members", Some(AttrValues::Reference(vec!["u1".into()])))],
+            ),
+        ])
+        .await
+        .unwrap();
+    for o in &out {
+        let f = o.result.clone().unwrap_err();
+        assert_eq!(f.kind, "ObjectSynchronizedByAnotherEngine", "{f:?}");
+        assert!(!f.retryable);
+        assert!(f.message.contains("Reported, not fought"), "{}", f.message);
+        assert!(o.notes.is_empty(), "not retried: {:?}", o.notes);
+    }
+    let m = out[0].result.clone().unwrap_err().message;
+    assert!(
+        m.starts_with(
+            "user s1 (dirsync@contoso.onmicrosoft.com) is synchronized to Entra ID by another engine"
+        ),
+        "{m}"
+    );
+    assert!(out[2].result.clone().unwrap_err().message.starts_with("group sg"));
+    let st = state(&emu).await;
+    let s1 = st["users"].as_array().unwrap().iter().find(|u| u["id"] == "s1").unwrap().clone();
+    assert!(s1.get("jobTitle").is_none_or(Value::is_null), "nothing changed");
+    assert_eq!(st["groups"][0]["members"], json!([]));
+    emu.stop().await.unwrap();
+}
+
+/// Notes and failures never carry the client secret, an access token or a generated password.
+#[tokio::test]
+async fn notes_and_failures_carry_no_secret() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/faults", json!({"writeErrorRate": 0.3, "dropRate": 0.3, "seed": 3, "throttle": {"writes": 4, "windowSeconds": 1}})).await;
+    let mut c = connector(&emu, 999);
+    let mut items: Vec<ExportItem> = (0..8)
+        .map(|i| user_add(i, &format!("x{i}@contoso.onmicrosoft.com"), Some(&format!("WDA{i}"))))
+        .collect();
+    items.push(user_add(9, "y@contoso.local", None));
+    let out = c.export(items).await.unwrap();
+    let text: String = out
+        .iter()
+        .flat_map(|o| o.notes.iter().cloned().chain(o.result.clone().err().map(|f| f.message)))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(!text.is_empty());
+    for secret in [DEFAULT_CLIENT_SECRET, "emu1.", "Bearer", "Aa1!", "password"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    emu.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contract tests: the connector's requests, as the emulator recorded them, against JSON typed
+// from Microsoft's Graph documentation (its example values adapted to this tenant).
+
+/// Create user. Source: <https://learn.microsoft.com/en-us/graph/api/user-post-users> (example 1:
+/// accountEnabled, displayName, mailNickname, userPrincipalName, passwordProfile), plus
+/// onPremisesImmutableId, which the same page lists for users of a federated domain. Adapted:
+/// `forceChangePasswordNextSignIn` is false (synchronized users sign in with their on-premises
+/// password) and the emulator records the password redacted.
+#[tokio::test]
+async fn contract_create_user_request() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let mut c = connector(&emu, 999);
+    clear_requests(&emu).await;
+    let out = c
+        .export(vec![item(
+            1,
+            ExportKind::Add,
+            "user",
+            None,
+            &[
+                ("accountEnabled", Some(AttrValues::Boolean(vec![true]))),
+                ("displayName", s("Adele Vance")),
+                ("mailNickname", s("AdeleV")),
+                ("userPrincipalName", s("AdeleV@contoso.onmicrosoft.com")),
+                ("onPremisesImmutableId", s("f+bH/Mb+ZUq4IS9AopLRhQ==")),
+            ],
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].result.is_ok(), "{out:?}");
+    let batch = batches(&emu).await;
+    assert_eq!(batch.len(), 1);
+    assert_eq!(
+        batch[0][0]["body"],
+        json!({
+            "accountEnabled": true,
+            "displayName": "Adele Vance",
+            "mailNickname": "AdeleV",
+            "userPrincipalName": "AdeleV@contoso.onmicrosoft.com",
+            "passwordProfile": {
+                "forceChangePasswordNextSignIn": false,
+                "password": "<redacted>"
+            },
+            "onPremisesImmutableId": "f+bH/Mb+ZUq4IS9AopLRhQ=="
+        })
+    );
+    emu.stop().await.unwrap();
+}
+
+/// `$batch` request body. Source: <https://learn.microsoft.com/en-us/graph/json-batching>
+/// ("Example JSON batch request": `requests` of `id`, `method`, `url` relative to the version,
+/// `headers` with Content-Type when there is a `body`, as its requests 3 (DELETE) and 4 (PATCH);
+/// the batch itself a POST to `/$batch` with Content-Type application/json).
+#[tokio::test]
+async fn contract_batch_request_body() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!({"id": "161ab652-cdbc-490d-82a4-0ada1f0db247", "userPrincipalName": "lynner@contoso.onmicrosoft.com"})).await;
+    admin(&emu, "/_emulator/groups", json!({"id": "0e226165-c685-41ce-8bfc-df8360ab325d", "displayName": "G", "mailEnabled": false, "securityEnabled": true, "mailNickname": "g"})).await;
+    let mut c = connector(&emu, 999);
+    clear_requests(&emu).await;
+    let out = c
+        .export(vec![
+            item(
+                1,
+                ExportKind::Update,
+                "user",
+                Some("161ab652-cdbc-490d-82a4-0ada1f0db247"),
+                &[("department", s("Redmond"))],
+            ),
+            item(2, ExportKind::Delete, "group", Some("0e226165-c685-41ce-8bfc-df8360ab325d"), &[]),
+        ])
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| o.result.is_ok()), "{out:?}");
+    let reqs = requests(&emu).await;
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0]["method"], "POST");
+    assert_eq!(reqs[0]["url"], "/v1.0/$batch");
+    assert_eq!(reqs[0]["headers"]["content-type"], "application/json");
+    assert_eq!(
+        reqs[0]["body"],
+        json!({
+            "requests": [
+                {
+                    "id": "1",
+                    "url": "/users/161ab652-cdbc-490d-82a4-0ada1f0db247",
+                    "method": "PATCH",
+                    "body": {"department": "Redmond"},
+                    "headers": {"Content-Type": "application/json"}
+                },
+                {
+                    "id": "2",
+                    "method": "DELETE",
+                    "url": "/groups/0e226165-c685-41ce-8bfc-df8360ab325d"
+                }
+            ]
+        })
+    );
+    emu.stop().await.unwrap();
+}
+
+/// Add a member through `$ref`. Source: <https://learn.microsoft.com/en-us/graph/api/group-post-members>
+/// (`POST /groups/{group-id}/members/$ref` with `{"@odata.id": "https://graph.microsoft.com/v1.0/directoryObjects/{id}"}`,
+/// the base adapted to the emulator's); removal as
+/// <https://learn.microsoft.com/en-us/graph/api/group-delete-members> (`DELETE /groups/{group-id}/members/{directory-object-id}/$ref`).
+#[tokio::test]
+async fn contract_ref_member_requests() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    admin(&emu, "/_emulator/users", json!([{"id": "u1", "userPrincipalName": "a@contoso.onmicrosoft.com"}, {"id": "u2", "userPrincipalName": "b@contoso.onmicrosoft.com"}])).await;
+    admin(&emu, "/_emulator/groups", json!({"id": "g1", "displayName": "G", "mailEnabled": false, "securityEnabled": true, "mailNickname": "g", "members": ["u2"]})).await;
+    let mut c = connector(&emu, 999);
+    clear_requests(&emu).await;
+    let out = c
+        .export(vec![item(
+            1,
+            ExportKind::Update,
+            "group",
+            Some("g1"),
+            &[("members", Some(AttrValues::Reference(vec!["u1".into()])))],
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].result.is_ok(), "{out:?}");
+    let batch = batches(&emu).await;
+    assert_eq!(
+        batch[0][0],
+        json!({
+            "id": "1",
+            "method": "POST",
+            "url": "/groups/g1/members/$ref",
+            "headers": {"Content-Type": "application/json"},
+            "body": {"@odata.id": format!("{}/directoryObjects/u1", emu.graph_url())}
+        })
+    );
+    assert_eq!(batch[0][1], json!({"id": "2", "method": "DELETE", "url": "/groups/g1/members/u2/$ref"}));
+    emu.stop().await.unwrap();
+}
+
+/// A 429 with Retry-After. Source: <https://learn.microsoft.com/en-us/graph/throttling> ("Sample
+/// response": `Retry-After: 2.128` and its `TooManyRequests` body; "Throttling and batching": a
+/// throttled request of a batch carries its own 429 and retry-after, to be retried after it).
+#[tokio::test]
+async fn contract_429_retry_after_is_honoured() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let throttled = json!({
+        "error": {
+            "code": "TooManyRequests",
+            "innerError": {
+                "code": "429",
+                "date": "2020-08-18T12:51:51",
+                "message": "Please retry after",
+                "request-id": "94fb3b52-452a-4535-a601-69e0a90e3aa2",
+                "status": "429"
+            },
+            "message": "Please retry again later."
+        }
+    });
+    // Inside a batch (the POST /users of the export) and on a plain GET (the import's roles).
+    script(&emu, json!([
+        {"method": "POST", "path": "/users", "status": 429, "headers": {"Retry-After": "2.128"}, "body": throttled},
+        {"method": "GET", "path": "/directoryRoles", "status": 429, "headers": {"Retry-After": "0.2"}, "body": throttled}
+    ]))
+    .await;
+    let mut c = connector(&emu, 999);
+    let out = c.export(vec![user_add(1, "adelev@contoso.onmicrosoft.com", None)]).await.unwrap();
+    assert!(out[0].result.is_ok(), "{out:?}");
+    assert_eq!(
+        out[0].notes,
+        vec!["POST /users: 429 Too Many Requests, Retry-After 2.128 s, retried".to_owned()]
+    );
+    assert_eq!(batches(&emu).await.len(), 2, "sent again in a new batch");
+    assert_eq!(state(&emu).await["users"].as_array().unwrap().len(), 1);
+    let (changes, _, _) = run_import(&mut c, ImportMode::Full, None).await;
+    assert_eq!(present(&changes).iter().filter(|o| o.object_class == "user").count(), 1);
+    assert_eq!(c.counters().throttled, 2);
+    emu.stop().await.unwrap();
+}
+
+/// Delta pages. Sources: <https://learn.microsoft.com/en-us/graph/api/user-delta> and its walk-through
+/// <https://learn.microsoft.com/en-us/graph/delta-query-users>: a page with `@odata.nextLink` (its
+/// `$skiptoken` URL followed as given) holding users and `{"id", "@removed": {"reason": "deleted"}}`,
+/// then a last page with `@odata.deltaLink`, which becomes the watermark. Links adapted to the emulator.
+#[tokio::test]
+async fn contract_delta_pages_next_delta_and_removed() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let mut c = connector(&emu, 999);
+    let (_, _, full) = run_import(&mut c, ImportMode::Full, None).await;
+    let mut w = full.final_watermark.unwrap();
+    let mut links: Value = serde_json::from_slice(&w.value).unwrap();
+    let g = emu.graph_url();
+    links["users"] = json!(format!("{g}/users/delta?$deltatoken=start"));
+    w.value = serde_json::to_vec(&links).unwrap();
+    let skip = "oEBwdSP6uehIAxQOWq_3Ksh_TLol6KIm3stvdc6hGhZRi1hQ7Spe__dpvm3U4zReE4CYXC2zOtaKdi7KHlUtC2CbRiBIUwOxPKLa";
+    let delta = "oEcOySpF_hWYmTIUZBOIfPzcwisr_rPe8o9M54L45qEXQGmvQC6T2dbL-9O7nSU-njKhFiGlAZqewNAThmCVnNxqPu5gOBegrm1CaVZ-ZtFZ2tPOAO98OD9y0ao460";
+    script(&emu, json!([
+        {"method": "GET", "path": "/users/delta", "status": 200, "body": {
+            "@odata.context": format!("{g}/$metadata#users(displayName,givenName,surname)"),
+            "@odata.nextLink": format!("{g}/users/delta?$skiptoken={skip}"),
+            "value": [
+                {"displayName": "Cameron White", "givenName": "Cameron", "surname": "White", "id": "ffff7b1a-13b6-477b-8c0c-380905cd99f7"},
+                {"id": "86462606-fde0-4fc4-9e0c-a20eb73e54c6", "@removed": {"reason": "deleted"}},
+                {"displayName": "Conf Room Adams", "id": "6ea91a8d-e32e-41a1-b7bd-d2d185eed0e0"}
+            ]
+        }},
+        {"method": "GET", "path": "/users/delta", "status": 200, "body": {
+            "@odata.context": format!("{g}/$metadata#users"),
+            "@odata.deltaLink": format!("{g}/users/delta?$deltatoken={delta}"),
+            "value": [
+                {"displayName": "Lidia Holloway", "givenName": "Lidia", "surname": "Holloway", "id": "25dcffff-959e-4ece-9973-e5d9b800e8cc"}
+            ]
+        }}
+    ]))
+    .await;
+    clear_requests(&emu).await;
+    let (changes, _, summary) = run_import(&mut c, ImportMode::Delta, Some(w)).await;
+    let users: Vec<&CsObject> = present(&changes).into_iter().filter(|o| o.object_class == "user").collect();
+    let ids: Vec<&str> = users.iter().map(|o| o.anchor.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "ffff7b1a-13b6-477b-8c0c-380905cd99f7",
+            "6ea91a8d-e32e-41a1-b7bd-d2d185eed0e0",
+            "25dcffff-959e-4ece-9973-e5d9b800e8cc"
+        ]
+    );
+    assert_eq!(text(users[0], "surname").as_deref(), Some("White"));
+    let deleted: Vec<&str> = changes
+        .iter()
+        .filter_map(
+            |c| if let ImportChange::Deleted { anchor, .. } = c { Some(anchor.as_str()) } else { None },
+        )
+        .collect();
+    assert_eq!(deleted, vec!["86462606-fde0-4fc4-9e0c-a20eb73e54c6"]);
+    let user_gets: Vec<String> = requests(&emu)
+        .await
+        .iter()
+        .filter(|r| r["url"].as_str().unwrap().starts_with("/v1.0/users/delta"))
+        .map(|r| r["url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        user_gets,
+        vec![
+            "/v1.0/users/delta?$deltatoken=start".to_owned(),
+            format!("/v1.0/users/delta?$skiptoken={skip}")
+        ]
+    );
+    let links: Value = serde_json::from_slice(&summary.final_watermark.unwrap().value).unwrap();
+    assert_eq!(links["users"], json!(format!("{g}/users/delta?$deltatoken={delta}")));
     emu.stop().await.unwrap();
 }

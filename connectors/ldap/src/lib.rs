@@ -88,6 +88,7 @@ impl Connector for LdapConnector {
             delta_import: true,
             export: false,
             object_types: self.scope.object_types.clone(),
+            export_attributes: Default::default(),
         }
     }
 

@@ -90,6 +90,7 @@ impl Connector for LdifConnector {
             delta_import: false,
             export: false,
             object_types: self.scope.object_types.clone(),
+            export_attributes: Default::default(),
         }
     }
 

@@ -119,6 +119,10 @@ pub struct Capabilities {
     pub export: bool,
     /// Object types it reads.
     pub object_types: Vec<String>,
+    /// For a connector that takes exports: per object type, the attributes it can write (its
+    /// export schema, as MIM's connector schema). The engine stages no change of another
+    /// attribute of that type and says so in run history. An object type not listed: no limit.
+    pub export_attributes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// What an export item does to its target object.

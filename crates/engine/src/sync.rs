@@ -51,6 +51,28 @@ pub struct SyncConnector {
     pub kind: String,
     /// True for a connector that takes exports (outbound rules stage pending exports for it).
     pub target: bool,
+    /// Its export schema ([`syncctl_core::Capabilities::export_attributes`]): per object type,
+    /// the attributes it can write. An object type not listed: no limit.
+    pub export_attributes: BTreeMap<String, Vec<String>>,
+}
+
+impl SyncConnector {
+    /// False when the export schema lists `object_type` with no attribute: the target cannot
+    /// create or change such objects (Graph's organizational contacts).
+    pub fn writes_type(&self, object_type: &str) -> bool {
+        self.export_attributes
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(object_type))
+            .is_none_or(|(_, list)| !list.is_empty())
+    }
+
+    /// True when export can write `attribute` of `object_type` objects.
+    pub fn writes(&self, object_type: &str, attribute: &str) -> bool {
+        self.export_attributes
+            .iter()
+            .find(|(t, _)| t.eq_ignore_ascii_case(object_type))
+            .is_none_or(|(_, list)| list.iter().any(|a| a.eq_ignore_ascii_case(attribute)))
+    }
 }
 
 /// Full or delta sync.
@@ -168,6 +190,34 @@ pub async fn run_sync(
                 tenants.insert(t.id, Arc::new(tenant));
             }
         }
+        // What the targets can write decides what is staged: a flow to an attribute a target
+        // cannot write is left out, and said once per run.
+        let mut schema_notes = Vec::new();
+        for t in connectors.iter().filter(|c| c.target && !c.export_attributes.is_empty()) {
+            fingerprint.push_str(&format!(";schema {}={:?}", t.name, t.export_attributes));
+            for rule in rules.outbound.iter().filter(|r| applies(&r.connectors, t)) {
+                let skipped: Vec<&str> = rule
+                    .flows
+                    .iter()
+                    .filter(|f| !t.writes(&rule.cs_object_type, &f.target))
+                    .map(|f| f.target.as_str())
+                    .collect();
+                if !t.writes_type(&rule.cs_object_type) {
+                    schema_notes.push(format!(
+                        "rule `{}`: `{}` cannot write {} objects: not exported",
+                        rule.name, t.name, rule.cs_object_type
+                    ));
+                } else if !skipped.is_empty() {
+                    schema_notes.push(format!(
+                        "rule `{}`: `{}` cannot write {} of a {}: not exported",
+                        rule.name,
+                        t.name,
+                        skipped.join(", "),
+                        rule.cs_object_type
+                    ));
+                }
+            }
+        }
         let mark = store.sync_mark(source.id).await?;
         let mut notes = Vec::new();
         let profile = match (mode, &mark) {
@@ -271,6 +321,7 @@ pub async fn run_sync(
                 status = "completed-with-errors";
             }
         }
+        notes.extend(schema_notes);
         let c = &sync.counts;
         notes.push(format!(
             "{} read, {} projected, {} joined, {} disconnected, {} metaverse updates, {} metaverse deletes; \
@@ -364,6 +415,8 @@ struct SyncRun<'a> {
     /// Targets that are cloud tenants (their connector space holds domains): outbound values
     /// get the directory-sync service's UPN rewrite and duplicate attribute resiliency.
     tenants: HashMap<ConnectorId, Arc<Tenant>>,
+    /// Pending exports staged in this run (target, key, operation), to count each once.
+    staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
     out: SyncBatch,
 }
 
@@ -435,6 +488,7 @@ impl<'a> SyncRun<'a> {
             newly_linked: Vec::new(),
             join_cache: HashMap::new(),
             tenants: HashMap::new(),
+            staged: std::collections::HashSet::new(),
             out: SyncBatch::default(),
         }
     }
@@ -1346,6 +1400,7 @@ impl<'a> SyncRun<'a> {
     /// `None` to clear. Apply-once flows count only for an add.
     fn desired(
         &mut self,
+        target: &SyncConnector,
         rules: &[&OutboundRule],
         object: &MvObject,
         for_add: bool,
@@ -1355,7 +1410,7 @@ impl<'a> SyncRun<'a> {
         let mut failures = Vec::new();
         for rule in rules {
             for flow in &rule.flows {
-                if flow.apply_once && !for_add {
+                if (flow.apply_once && !for_add) || !target.writes(&rule.cs_object_type, &flow.target) {
                     continue;
                 }
                 match flow.evaluate(&view) {
@@ -1741,12 +1796,15 @@ impl<'a> SyncRun<'a> {
         {
             self.new_adds.push(mv);
         }
-        match export.operation {
-            ExportOperation::Add => self.counts.export_adds += 1,
-            ExportOperation::Update => self.counts.export_updates += 1,
-            ExportOperation::Delete => self.counts.export_deletes += 1,
-        }
         let key = (export.connector_id, export.target_key());
+        // Counted once per target object and operation in a run (references settling restage it).
+        if self.staged.insert((key.0, key.1.clone(), export.operation.as_str())) {
+            match export.operation {
+                ExportOperation::Add => self.counts.export_adds += 1,
+                ExportOperation::Update => self.counts.export_updates += 1,
+                ExportOperation::Delete => self.counts.export_deletes += 1,
+            }
+        }
         let mut pairs: Vec<(String, String)> = Vec::new();
         for c in &export.changes {
             if let (Some(attribute), Some(values)) =
@@ -2037,11 +2095,11 @@ impl<'a> SyncRun<'a> {
         }
         match link {
             None => {
-                if first.link_type != LinkType::Provision {
+                if first.link_type != LinkType::Provision || !target.writes_type(&first.cs_object_type) {
                     self.unsend_add(target, mv, &add_key, existing.get(&add_key), false).await?;
                     return Ok(());
                 }
-                let mut desired = self.desired(&rules, &object, true);
+                let mut desired = self.desired(target, &rules, &object, true);
                 self.drop_unreachable_references(target, mv, &mut desired).await?;
                 self.directory_sync_rewrites(target, &object, None, &mut desired).await?;
                 let changes: Vec<AttributeChange> = desired
@@ -2076,7 +2134,29 @@ impl<'a> SyncRun<'a> {
             Some(l) => {
                 let cs_key = format!("cs:{}", l.cs_id);
                 let Some(cs) = self.cs_object(l.cs_id).await? else { return Ok(()) };
-                let mut desired = self.desired(&rules, &object, false);
+                if synchronized_elsewhere(&cs) {
+                    // Mastered by another sync engine (Entra Connect still running for this
+                    // tenant): the directory refuses changes to it. Reported, not fought.
+                    self.withdraw(target.id, cs_key.clone(), existing.contains_key(&cs_key));
+                    self.withdraw(target.id, add_key.clone(), existing.contains_key(&add_key));
+                    let who = display_of(&object);
+                    self.warn_at(
+                        object
+                            .attributes
+                            .get(SOURCE_ANCHOR)
+                            .and_then(|v| v.display_values().into_iter().next()),
+                        Some(cs.dn.clone()),
+                        "synchronized-by-another-engine",
+                        format!(
+                            "{who}: {} in `{}` is synchronized from on-premises by another engine \
+                             (onPremisesSyncEnabled): joined, left unchanged; once directory \
+                             synchronization is turned off for the tenant, syncctl manages it",
+                            cs.dn, target.name
+                        ),
+                    );
+                    return Ok(());
+                }
+                let mut desired = self.desired(target, &rules, &object, false);
                 self.drop_unreachable_references(target, mv, &mut desired).await?;
                 self.directory_sync_rewrites(target, &object, Some(&cs), &mut desired).await?;
                 let current = self.target_current(target, &cs).await?;
@@ -2124,6 +2204,15 @@ impl<'a> SyncRun<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// True for a target object that another sync engine masters (`onPremisesSyncEnabled`).
+fn synchronized_elsewhere(cs: &SyncCsObject) -> bool {
+    match cs.attributes.get("onPremisesSyncEnabled") {
+        Some(AttrValues::Boolean(v)) => v.first().copied().unwrap_or(false),
+        Some(AttrValues::String(v)) => v.first().is_some_and(|s| s.eq_ignore_ascii_case("true")),
+        _ => false,
     }
 }
 

@@ -4,7 +4,8 @@
 //! sync connector depends on — the client-credentials token endpoint, `domains`, `users`, `groups`
 //! with members, delta queries, `$batch`, `directoryRoles` — with Microsoft's documented JSON shapes,
 //! refusals, paging and throttling; fault injection (503s, dropped connections, slow answers); admin
-//! endpoints under `/_emulator/` for tests; and its state in SQLite so that it survives a restart.
+//! endpoints under `/_emulator/` for tests (seeding, state, faults, a record of the Graph requests
+//! received and scripted answers); and its state in SQLite so that it survives a restart.
 //!
 //! It must not: serve TLS or reach any real tenant, log the client secret or the access tokens, depend
 //! on the sync engine or any connector (the Graph connector depends on the emulator only in tests), or
@@ -178,6 +179,33 @@ pub(crate) struct App {
     token_key: [u8; 32],
     throttle: Mutex<(ThrottleConfig, HashMap<String, VecDeque<Instant>>)>,
     faults: Mutex<Faults>,
+    /// The last [`MAX_RECORDED`] Graph requests, for `GET /_emulator/requests`.
+    recorded: Mutex<VecDeque<Value>>,
+    /// Scripted answers (`POST /_emulator/responses`), consumed in order.
+    scripted: Mutex<Vec<Scripted>>,
+}
+
+/// Graph requests kept for `GET /_emulator/requests` (older ones are dropped).
+const MAX_RECORDED: usize = 1000;
+
+/// A scripted answer: the next `times` requests with this method and path (query ignored, also
+/// inside `$batch`) get this answer instead of the emulator's own, before throttling and faults.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Scripted {
+    method: String,
+    path: String,
+    status: u16,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<Value>,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl App {
@@ -215,6 +243,64 @@ impl App {
 
     fn delay(&self) -> Duration {
         self.faults.lock().map(|f| Duration::from_millis(f.config.delay_ms)).unwrap_or_default()
+    }
+
+    /// The scripted answer for this request, if one is left (and counts it).
+    fn scripted_answer(&self, req: &Request) -> Option<GraphResponse> {
+        let mut scripts = self.scripted.lock().ok()?;
+        let pos = scripts.iter().position(|s| {
+            s.method.eq_ignore_ascii_case(&req.method)
+                && format!("/{}", s.path.trim_start_matches('/')).eq_ignore_ascii_case(&req.path)
+        })?;
+        let script = scripts.get_mut(pos)?;
+        script.times = script.times.saturating_sub(1);
+        let answer = GraphResponse {
+            status: script.status,
+            headers: script.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            body: script.body.clone(),
+        };
+        if script.times == 0 {
+            scripts.remove(pos);
+        }
+        Some(answer)
+    }
+
+    /// Records one Graph request (never its Authorization header; passwords redacted).
+    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: Option<&Value>) {
+        let mut kept = serde_json::Map::new();
+        for name in ["content-type", "prefer"] {
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                kept.insert(name.into(), json!(v));
+            }
+        }
+        let mut body = body.cloned().unwrap_or(Value::Null);
+        redact_passwords(&mut body);
+        let entry = json!({"method": method.as_str(), "url": uri.to_string(), "headers": kept, "body": body});
+        if let Ok(mut r) = self.recorded.lock() {
+            if r.len() >= MAX_RECORDED {
+                r.pop_front();
+            }
+            r.push_back(entry);
+        }
+    }
+}
+
+/// Replaces `passwordProfile.password` values anywhere in a body by `"<redacted>"`.
+fn redact_passwords(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, inner) in o.iter_mut() {
+                if k == "passwordProfile"
+                    && let Some(p) = inner.get_mut("password")
+                    && p.is_string()
+                {
+                    *p = json!("<redacted>");
+                }
+                redact_passwords(inner);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_passwords),
+        _ => {}
     }
 }
 
@@ -308,6 +394,8 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator> {
         token_key,
         throttle: Mutex::new((config.throttle.clone(), HashMap::new())),
         faults: Mutex::new(Faults { rng: SplitMix(config.faults.seed), config: config.faults.clone() }),
+        recorded: Mutex::new(VecDeque::new()),
+        scripted: Mutex::new(Vec::new()),
         config,
     });
     let router = Router::new()
@@ -319,6 +407,8 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator> {
         .route("/_emulator/groups", post(admin_seed_groups))
         .route("/_emulator/admin-roles", post(admin_roles))
         .route("/_emulator/faults", post(admin_set_faults).get(admin_get_faults))
+        .route("/_emulator/requests", get(admin_get_requests).delete(admin_clear_requests))
+        .route("/_emulator/responses", post(admin_add_responses).delete(admin_clear_responses))
         .with_state(app.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -509,6 +599,10 @@ fn unavailable() -> GraphResponse {
 
 /// One Graph request with throttling and injected 503s applied to writes.
 async fn guarded(app: &App, req: &Request) -> GraphResponse {
+    if let Some(r) = app.scripted_answer(req) {
+        tracing::debug!(method = %req.method, path = %req.path, status = r.status, "scripted answer");
+        return r;
+    }
     if req.is_write() {
         if let Err(wait) = app.admit_write(&req.app_id) {
             tracing::debug!(app_id = %req.app_id, wait, "write throttled");
@@ -551,6 +645,7 @@ async fn graph_entry(
             }
         }
     };
+    app.record(&method, &uri, &headers, body_json.as_ref());
     let mut req = Request::from_url(method.as_str(), &uri.to_string(), body_json, &app_id);
     req.prefer = headers.get("prefer").and_then(|v| v.to_str().ok()).map(str::to_string);
     let resp = if req.method == "POST" && req.path == "/$batch" {
@@ -858,6 +953,49 @@ async fn admin_set_faults(State(app): State<Arc<App>>, body: Bytes) -> Response 
         g.1.clear();
     }
     admin_get_faults(State(app)).await
+}
+
+/// `GET /_emulator/requests`: `{"value": [{"method", "url", "headers", "body"}]}`, the Graph
+/// requests received (oldest first, at most 1,000), with `content-type` and `prefer` as the only
+/// headers kept and `passwordProfile.password` values redacted.
+async fn admin_get_requests(State(app): State<Arc<App>>) -> Response {
+    let value: Vec<Value> = app.recorded.lock().map(|r| r.iter().cloned().collect()).unwrap_or_default();
+    axum::Json(json!({"value": value})).into_response()
+}
+
+/// `DELETE /_emulator/requests`: forgets the recorded requests.
+async fn admin_clear_requests(State(app): State<Arc<App>>) -> Response {
+    if let Ok(mut r) = app.recorded.lock() {
+        r.clear();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /_emulator/responses`: adds scripted answers (an object or an array of
+/// `{"method", "path", "status", "headers", "body", "times"}`, `times` defaulting to 1).
+async fn admin_add_responses(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let parsed = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(a)) => a.into_iter().map(serde_json::from_value::<Scripted>).collect(),
+        Ok(v) => serde_json::from_value::<Scripted>(v).map(|s| vec![s]),
+        Err(e) => Err(e),
+    };
+    match parsed {
+        Ok(list) => {
+            if let Ok(mut s) = app.scripted.lock() {
+                s.extend(list);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => admin_error(StatusCode::BAD_REQUEST, format!("invalid scripted answer: {e}")),
+    }
+}
+
+/// `DELETE /_emulator/responses`: drops the scripted answers not yet used.
+async fn admin_clear_responses(State(app): State<Arc<App>>) -> Response {
+    if let Ok(mut s) = app.scripted.lock() {
+        s.clear();
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `GET /_emulator/faults`: the faults and write budget in force.

@@ -756,4 +756,87 @@ fn demo_says_when_its_port_is_taken_and_removes_nothing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("there is no demo in"), "{}", text(&out.stderr));
+
+/// The Graph emulator in this process, seeded with one cloud user that carries Bob Brown's
+/// ImmutableID (his objectGUID in examples/corp-export.ldif) and one cloud-only admin.
+async fn seeded_tenant() -> syncctl_graph_emulator::RunningEmulator {
+    let emu = syncctl_graph_emulator::start(syncctl_graph_emulator::EmulatorConfig {
+        tenant: "contoso.onmicrosoft.com".into(),
+        verified_domains: vec!["corp.example.com".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let users = serde_json::json!([
+        {"id": "c-bob", "userPrincipalName": "bob@contoso.onmicrosoft.com", "displayName": "Bob Brown",
+         "mailNickname": "bob", "onPremisesImmutableId": "ereqQZPd6EWGInenCSXd4A=="},
+        {"id": "c-admin", "userPrincipalName": "admin@contoso.onmicrosoft.com", "displayName": "Admin",
+         "mailNickname": "admin"}
+    ]);
+    let r = reqwest::Client::new()
+        .post(format!("{}/_emulator/users", emu.base_url()))
+        .json(&users)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    emu
+}
+
+/// A config with the shipped AD export and a Graph connector to the emulator.
+fn cloud_env(emu: &syncctl_graph_emulator::RunningEmulator) -> Env {
+    let config = format!(
+        r#"
+[store]
+path = "sync.db"
+
+[[connectors]]
+name = "corp-ad"
+type = "ldif"
+path = "corp-export.ldif"
+flavor = "ad"
+
+[[connectors]]
+name = "cloud"
+type = "graph"
+tenant = "contoso.onmicrosoft.com"
+client_id = "{}"
+client_secret_file = "graph.secret"
+authority = "{}"
+graph_url = "{}"
+"#,
+        syncctl_graph_emulator::DEFAULT_CLIENT_ID,
+        emu.base_url(),
+        emu.graph_url()
+    );
+    let env = Env::new(&config);
+    std::fs::write(env.path("graph.secret"), syncctl_graph_emulator::DEFAULT_CLIENT_SECRET).unwrap();
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/corp-export.ldif");
+    std::fs::copy(sample, env.path("corp-export.ldif")).unwrap();
+    env
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assess_reads_the_tenant_through_the_configured_graph_connector() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let out = tokio::task::spawn_blocking(move || {
+        let out = env.cmd().args(["--json", "assess"]).output().unwrap();
+        drop(env);
+        out
+    })
+    .await
+    .unwrap();
+    // Exit 2: the sample has blockers. The report must come from the live tenant.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audit = &report["anchors"];
+    assert_eq!(audit["compared_with_tenant"], true, "{audit:#}");
+    assert_eq!(audit["hard_match"], 1, "Bob's ImmutableID is in the tenant: {audit:#}");
+    assert!(report["tenant"].is_object(), "{:#}", report["tenant"]);
+    // The cloud connector is the tenant, not a source.
+    let sources: Vec<&str> =
+        report["sources"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["corp-ad"]);
+    emu.stop().await.unwrap();
 }

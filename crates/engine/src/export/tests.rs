@@ -86,7 +86,13 @@ impl World {
         let id = store.ensure_connector("cloud", "cloud-test", 1).await.unwrap();
         Self {
             store,
-            cloud: SyncConnector { id, name: "cloud".into(), kind: "cloud-test".into(), target: true },
+            cloud: SyncConnector {
+                id,
+                name: "cloud".into(),
+                kind: "cloud-test".into(),
+                target: true,
+                export_attributes: Default::default(),
+            },
         }
     }
 

@@ -30,12 +30,19 @@ impl World {
         Self {
             store,
             rules,
-            ad: SyncConnector { id: ad_id, name: "corp-ad".into(), kind: "ldap-ad".into(), target: false },
+            ad: SyncConnector {
+                id: ad_id,
+                name: "corp-ad".into(),
+                kind: "ldap-ad".into(),
+                target: false,
+                export_attributes: Default::default(),
+            },
             cloud: SyncConnector {
                 id: cloud_id,
                 name: "cloud".into(),
                 kind: "cloud-test".into(),
                 target: true,
+                export_attributes: Default::default(),
             },
         }
     }
@@ -516,7 +523,13 @@ async fn precedence_decides_an_attribute_between_two_sources() {
     );
     let w = World::with_rules(rules).await;
     let hr_id = w.store.ensure_connector("hr", "ldif", 1).await.unwrap();
-    let hr = SyncConnector { id: hr_id, name: "hr".into(), kind: "ldif".into(), target: false };
+    let hr = SyncConnector {
+        id: hr_id,
+        name: "hr".into(),
+        kind: "ldif".into(),
+        target: false,
+        export_attributes: Default::default(),
+    };
     w.write(
         &w.ad,
         vec![ad_user(
@@ -1157,4 +1170,100 @@ async fn a_domain_verified_later_brings_the_real_upn_back_through_a_full_sync() 
     assert!(ad.notes.iter().any(|n| n.contains("verified domains changed")), "{:?}", ad.notes);
     let pending = w.pending().await;
     assert_eq!(new_value(&pending[0], "userPrincipalName"), Some(&text(&["dee@fabrikam.com"])));
+}
+
+#[tokio::test]
+async fn attributes_and_object_types_the_target_cannot_write_are_never_staged_and_said_so() {
+    let mut w = World::new().await;
+    w.cloud.export_attributes = [
+        (
+            "user".to_owned(),
+            ["userPrincipalName", "onPremisesImmutableId", "displayName", "accountEnabled", "mailNickname"]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        ("contact".to_owned(), Vec::new()),
+    ]
+    .into_iter()
+    .collect();
+    let mut contact = ad_user(2, "Ext Partner", "OU=Contacts", "unused@corp.example.com", &[]);
+    contact.object_class = "contact".into();
+    contact.attributes.insert("mail", text(&["partner@fabrikam.com"]));
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(
+                1,
+                "Alice Anders",
+                "OU=Staff",
+                "alice@corp.example.com",
+                &[
+                    ("proxyAddresses", text(&["SMTP:alice@corp.example.com"])),
+                    ("department", text(&["Sales"])),
+                ],
+            ),
+            contact,
+        ],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "the contact is not provisioned: {pending:#?}");
+    let names: Vec<&str> = pending[0].changes.iter().map(|c| c.attribute.as_str()).collect();
+    assert!(names.contains(&"userPrincipalName") && names.contains(&"displayName"), "{names:?}");
+    assert!(!names.contains(&"proxyAddresses") && !names.contains(&"department"), "{names:?}");
+    let notes = ad.notes.join("\n");
+    assert!(
+        notes.contains("`cloud` cannot write")
+            && notes.contains("proxyAddresses")
+            && notes.contains("department"),
+        "{notes}"
+    );
+    assert!(notes.contains("`cloud` cannot write contact objects"), "{notes}");
+}
+
+#[tokio::test]
+async fn an_object_another_engine_synchronizes_is_joined_reported_and_left_alone() {
+    let w = World::new().await;
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[
+                ("onPremisesImmutableId", text(&[&b64(1)])),
+                ("onPremisesSyncEnabled", AttrValues::Boolean(vec![true])),
+                ("displayName", text(&["Alice (old name)"])),
+            ],
+        )],
+        &[],
+    )
+    .await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!((ad.counts.joined, ad.counts.errors, ad.status.as_str()), (1, 0, "success"), "{ad:?}");
+    let pending = w.pending().await;
+    assert!(pending.is_empty(), "no change is sent to an object another engine masters: {pending:#?}");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    assert_eq!(shown.len(), 1, "{errors:?}");
+    assert_eq!(shown[0].0, "synchronized-by-another-engine");
+    assert!(shown[0].1.contains("CN=c1") && shown[0].1.contains("onPremisesSyncEnabled"), "{}", shown[0].1);
+    // Directory synchronization turned off for the tenant: the next sync takes the object over.
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[("onPremisesImmutableId", text(&[&b64(1)])), ("displayName", text(&["Alice (old name)"]))],
+        )],
+        &[],
+    )
+    .await;
+    let (_, cloud) = w.cycle().await;
+    assert_eq!(cloud.counts.errors, 0);
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(new_value(&pending[0], "displayName"), Some(&text(&["Alice Anders"])));
 }

@@ -30,10 +30,16 @@ pub async fn sync_connectors(plan: &Plan, store: &Store) -> Result<Vec<SyncConne
     let mut out = Vec::with_capacity(plan.connectors.len());
     for spec in &plan.connectors {
         let built = spec.build().map_err(Failure::usage)?;
-        let target = built.connector.capabilities().export;
+        let caps = built.connector.capabilities();
         let now = syncctl_core::Clock::now_ms(&SystemClock);
         let id = store.ensure_connector(&spec.name, built.kind, now).await?;
-        out.push(SyncConnector { id, name: spec.name.clone(), kind: built.kind.to_owned(), target });
+        out.push(SyncConnector {
+            id,
+            name: spec.name.clone(),
+            kind: built.kind.to_owned(),
+            target: caps.export,
+            export_attributes: caps.export_attributes,
+        });
     }
     out.sort_by_key(|c| c.target);
     Ok(out)
