@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use syncctl_assess::tenant::TenantSnapshot;
 use syncctl_assess::{AssessOptions, Report};
 use syncctl_graph_emulator::{EmulatorConfig, EmulatorError, RunningEmulator};
-use syncctl_store::{ExportOperation, LinkHow, PendingExport, RunError, Severity, Store};
+use syncctl_store::{CsLookup, ExportOperation, LinkHow, PendingExport, RunError, Severity, Store};
 
 use super::cycle::{CycleOutcome, run_cycle};
 use crate::cli::DemoArgs;
@@ -598,9 +598,42 @@ struct CloudObject {
 /// A per-object warning or error of the demo's runs.
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The latest run that reported it.
     run_id: i64,
+    /// Every run that reported it, in order.
+    runs: Vec<i64>,
     profile: String,
     error: RunError,
+    /// The directory object it is about, when its anchor names one (the warnings of one
+    /// object's sync name it by UPN, which two objects may share).
+    source_dn: Option<String>,
+}
+
+impl Entry {
+    /// The object: its directory DN, else as the run named it.
+    fn object(&self) -> String {
+        self.source_dn
+            .clone()
+            .or_else(|| self.error.dn.clone())
+            .or_else(|| self.error.anchor.clone())
+            .unwrap_or_default()
+    }
+
+    /// The message, starting with the directory DN rather than the UPN when it is known.
+    fn message(&self) -> String {
+        match (&self.source_dn, &self.error.dn) {
+            (Some(dn), Some(who)) => match self.error.message.strip_prefix(&format!("{who}: ")) {
+                Some(rest) => format!("{dn}: {rest}"),
+                None => self.error.message.clone(),
+            },
+            _ => self.error.message.clone(),
+        }
+    }
+
+    fn runs(&self) -> String {
+        let list: Vec<String> = self.runs.iter().map(i64::to_string).collect();
+        format!("{} {}", if list.len() == 1 { "run" } else { "runs" }, list.join(", "))
+    }
 }
 
 /// A pending export, as the report shows it.
@@ -654,7 +687,22 @@ impl Facts {
                     facts.ad_sync_run = Some(run.id);
                 }
                 for e in store.run_errors(run.id).await? {
-                    let entry = Entry { run_id: run.id, profile: run.profile.clone(), error: e };
+                    let source_dn = match &e.anchor {
+                        Some(a) => store
+                            .find_cs_objects(&CsLookup::ImmutableId(a.clone()))
+                            .await?
+                            .into_iter()
+                            .find(|o| o.connector == AD_CONNECTOR)
+                            .map(|o| o.dn),
+                        None => None,
+                    };
+                    let entry = Entry {
+                        run_id: run.id,
+                        runs: vec![run.id],
+                        profile: run.profile.clone(),
+                        error: e,
+                        source_dn,
+                    };
                     match entry.error.level {
                         Severity::Warning if s.step == "sync" => facts.warnings.push(entry),
                         Severity::Warning => {}
@@ -789,20 +837,20 @@ impl Facts {
             self.warnings.iter().filter(|w| w.error.kind == "upn-rewritten").collect();
         let set_aside: Vec<&Entry> =
             self.warnings.iter().filter(|w| w.error.kind == "duplicate-attribute-set-aside").collect();
-        let _ = writeln!(s, "\nUPNs rewritten: {}", rewritten.len());
+        let _ = writeln!(s, "\nUPNs rewritten: {} (warnings of the sync runs)", rewritten.len());
         for w in &rewritten {
-            let _ = writeln!(s, "  {} (run {})", w.error.message, w.run_id);
+            let _ = writeln!(s, "  {} ({})", w.message(), w.runs());
         }
         let _ = writeln!(s, "Duplicate values set aside: {}", set_aside.len());
         for w in &set_aside {
-            let _ = writeln!(s, "  {} (run {})", w.error.message, w.run_id);
+            let _ = writeln!(s, "  {} ({})", w.message(), w.runs());
         }
         for w in self
             .warnings
             .iter()
             .filter(|w| w.error.kind != "upn-rewritten" && w.error.kind != "duplicate-attribute-set-aside")
         {
-            let _ = writeln!(s, "Warning {}: {} (run {})", w.error.kind, w.error.message, w.run_id);
+            let _ = writeln!(s, "Warning {}: {} ({})", w.error.kind, w.message(), w.runs());
         }
         if !self.errors.is_empty() {
             let _ = writeln!(
@@ -811,8 +859,7 @@ impl Facts {
                 self.errors.len()
             );
             for e in &self.errors {
-                let object = e.error.dn.clone().or_else(|| e.error.anchor.clone()).unwrap_or_default();
-                let _ = writeln!(s, "  {:<30} {object} ({}, run {})", e.error.kind, e.profile, e.run_id);
+                let _ = writeln!(s, "  {:<30} {} ({}, {})", e.error.kind, e.object(), e.profile, e.runs());
             }
         }
         // Readiness.
@@ -888,8 +935,9 @@ impl Facts {
                 .collect()
         };
         let entry = |e: &Entry| {
-            json!({"run_id": e.run_id, "profile": e.profile, "level": e.error.level.as_str(), "kind": e.error.kind,
-                   "dn": e.error.dn, "anchor": e.error.anchor, "message": e.error.message})
+            json!({"run_id": e.run_id, "runs": e.runs, "profile": e.profile, "level": e.error.level.as_str(),
+                   "kind": e.error.kind, "object": e.object(), "dn": e.error.dn, "anchor": e.error.anchor,
+                   "message": e.error.message})
         };
         json!({
             "provisioned": {
@@ -932,12 +980,16 @@ fn first_words(message: &str) -> String {
     if short.len() < message.len() { format!("{short}...") } else { short }
 }
 
-/// One entry per (kind, object): the latest run's.
+/// One entry per (kind, object): the latest run's, with every run that reported it.
 fn latest_per_object(entries: Vec<Entry>) -> Vec<Entry> {
     let mut by: BTreeMap<(String, String), Entry> = BTreeMap::new();
-    for e in entries {
-        let key =
-            (e.error.kind.clone(), e.error.dn.clone().or_else(|| e.error.anchor.clone()).unwrap_or_default());
+    for mut e in entries {
+        let key = (e.error.kind.clone(), e.error.anchor.clone().unwrap_or_else(|| e.object()));
+        if let Some(earlier) = by.remove(&key) {
+            let mut runs = earlier.runs;
+            runs.extend(e.runs);
+            e.runs = runs;
+        }
         by.insert(key, e);
     }
     let mut out: Vec<Entry> = by.into_values().collect();
