@@ -68,10 +68,12 @@ pub enum Command {
                             read or a report could not be written."
     )]
     Assess(AssessArgs),
-    /// The demo on embedded defaults, no server needed: a sample directory (LDIF) -> the
-    /// metaverse -> a Microsoft Graph emulator started in this process; a full cycle, then a
-    /// day-2 delta cycle whose deletes the deletion threshold holds; then what happened and what
-    /// to run next.
+    /// The demo on embedded defaults, no server needed: a sample directory -> the metaverse ->
+    /// a Graph emulator in this process; two cycles, what happened, what to run next.
+    ///
+    /// A full cycle, then a day-2 delta cycle (a department removed, one user renamed) whose
+    /// deletes the deletion threshold holds; then the report, read from run history and the
+    /// metaverse, and the commands to run next.
     #[command(
         after_help = "Exit codes: 0 the demo ran through, 2 a step failed, 3 usage error (such as the \
                             port being taken)."

@@ -661,8 +661,6 @@ struct Facts {
     pending: Vec<Pending>,
     /// Held deletes and their token, per target.
     held: Vec<(String, Vec<String>, String)>,
-    /// The day-1 sync run of the directory (for `runs --errors`).
-    ad_sync_run: Option<i64>,
 }
 
 impl Facts {
@@ -682,9 +680,6 @@ impl Facts {
                         c.deletes,
                         c.errors,
                     ));
-                }
-                if day == 1 && s.step == "sync" && s.connector == AD_CONNECTOR {
-                    facts.ad_sync_run = Some(run.id);
                 }
                 for e in store.run_errors(run.id).await? {
                     let source_dn = match &e.anchor {
