@@ -44,6 +44,4 @@ cargo build --release -p syncctl
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/syncctl
 [[ -x $BIN ]] || die "the build did not produce $BIN"
 
-# The demo talks plain HTTP to its emulator on 127.0.0.1: never through a proxy.
-export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
 "$BIN" demo "$@"
