@@ -55,6 +55,8 @@ pub struct CycleOutcome {
     pub steps: Vec<Step>,
     /// Pending exports left after it.
     pub pending: usize,
+    /// Of those, exported and waiting for the next import of their target to confirm them.
+    pub awaiting_confirmation: usize,
     /// How many configured connectors take exports.
     pub targets: usize,
     /// Deletes held by the deletion threshold, per target.
@@ -86,7 +88,12 @@ impl CycleOutcome {
                 self.pending
             );
         } else {
-            let _ = writeln!(s, "\n{} pending exports left (syncctl export --preview)", self.pending);
+            let _ = writeln!(
+                s,
+                "\n{} pending exports to send, {} exported and waiting for the next import to confirm them (syncctl export --preview)",
+                self.pending - self.awaiting_confirmation,
+                self.awaiting_confirmation
+            );
         }
         for a in self.approvals() {
             let _ = writeln!(s, "{a}");
@@ -104,7 +111,8 @@ impl CycleOutcome {
                        "run_id": s.run_id, "summary": s.what})
             })
             .collect();
-        json!({"steps": list, "pending_exports": self.pending, "approvals": self.approvals()})
+        json!({"steps": list, "pending_exports": self.pending,
+               "awaiting_confirmation": self.awaiting_confirmation, "approvals": self.approvals()})
     }
 
     /// One line per target with held deletes: how many, and the commands that review and
@@ -209,7 +217,7 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
             status: report.status.clone(),
             run_id: report.run_id,
             what: format!(
-                "{} read, {} projected, {} joined, {} disconnected; exports staged +{} ~{} -{}; !{}",
+                "{} read, {} projected, {} joined, {} disconnected; exports staged +{} ~{} -{}; !{}{}",
                 k.processed,
                 k.projected,
                 k.joined,
@@ -217,7 +225,12 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
                 k.export_adds,
                 k.export_updates,
                 k.export_deletes,
-                k.errors
+                k.errors,
+                if k.warnings > 0 {
+                    format!(" ?{} (syncctl runs --errors {})", k.warnings, report.run_id)
+                } else {
+                    String::new()
+                }
             ),
         });
     }
@@ -259,10 +272,13 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
             ),
         });
     }
-    let pending = store.pending_exports(None).await?.len();
+    let all = store.pending_exports(None).await?;
+    let pending = all.len();
+    let awaiting_confirmation =
+        all.iter().filter(|p| p.status == "exported").count();
     store.close().await;
     let targets = connectors.iter().filter(|c| c.target).count();
-    Ok(CycleOutcome { steps, pending, targets, held, code })
+    Ok(CycleOutcome { steps, pending, awaiting_confirmation, targets, held, code })
 }
 
 /// Keeps the worse of two exit codes.
