@@ -3,6 +3,7 @@
 mod assess;
 mod connectors;
 mod cycle;
+mod demo;
 mod export;
 mod import;
 mod runs;
@@ -28,12 +29,17 @@ pub async fn run(cli: &Cli) -> CmdResult {
         Command::Show(_) => "show",
         Command::Connectors => "connectors",
         Command::Assess(_) => "assess",
+        Command::Demo(_) => "demo",
     };
     let span = info_span!("command", command = name, config = %cli.config.display());
     async {
         // assess can run without a config file (--ldif sources only).
         if let Command::Assess(args) = &cli.command {
             return assess::run(cli, args).await;
+        }
+        // demo writes its own config.
+        if let Command::Demo(args) = &cli.command {
+            return demo::run(args, cli.json).await;
         }
         let plan = config::load(&cli.config).map_err(Failure::usage)?;
         match &cli.command {
@@ -45,6 +51,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
             Command::Show(args) => show::run(&plan, args, cli.json).await,
             Command::Connectors => connectors::run(&plan, cli.json),
             Command::Assess(args) => assess::run(cli, args).await,
+            Command::Demo(args) => demo::run(args, cli.json).await,
         }
     }
     .instrument(span)
