@@ -274,8 +274,7 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
     }
     let all = store.pending_exports(None).await?;
     let pending = all.len();
-    let awaiting_confirmation =
-        all.iter().filter(|p| p.status == "exported").count();
+    let awaiting_confirmation = all.iter().filter(|p| p.status == "exported").count();
     store.close().await;
     let targets = connectors.iter().filter(|c| c.target).count();
     Ok(CycleOutcome { steps, pending, awaiting_confirmation, targets, held, code })
