@@ -8,6 +8,9 @@
 #   3. sources the peers' env.sh (the SYNCCTL_TEST_* addresses and credentials); the end-to-end
 #      tests fail (never skip) when a peer's variables are missing;
 #   4. runs `cargo test --workspace --all-targets` (or `cargo test ARGS...` when given ARGS).
+#      The full-cycle tests (tests/e2e/cloud.rs) need the Samba DC and no other server: each
+#      starts its own Microsoft Graph emulator (crates/graph-emulator) inside the test process,
+#      and runs the syncctl binary this build makes.
 #
 # Usage: bash tests/run.sh                                   everything
 #        bash tests/run.sh -p syncctl-tests --test e2e sample   one test (cargo test ARGS)

@@ -6,6 +6,7 @@
 
 mod ad;
 mod assess;
+mod cloud;
 mod crash;
 mod faults;
 mod html_report;

@@ -133,13 +133,17 @@ pub(crate) struct GraphClient {
 impl GraphClient {
     pub fn new(config: GraphConfig, secret: Secret) -> Result<Self> {
         // Certificate verification stays on (rustls, the system's roots).
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .https_only(false)
             .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(20))
-            .build()
-            .map_err(|e| GraphError::Config(format!("HTTP client: {}", transport(&e))))?;
+            .connect_timeout(Duration::from_secs(20));
+        // A proxy from the environment never applies to a loopback endpoint (the emulator).
+        if crate::config::loopback_url(&config.graph_url) && crate::config::loopback_url(&config.authority) {
+            builder = builder.no_proxy();
+        }
+        let http =
+            builder.build().map_err(|e| GraphError::Config(format!("HTTP client: {}", transport(&e))))?;
         let pacer = Pacer {
             budget: config.write_budget as usize,
             window: Duration::from_secs(config.write_window_seconds),

@@ -148,6 +148,11 @@ fn check_url(key: &str, text: &str) -> Result<()> {
     }
 }
 
+/// True for a URL whose host is a loopback address or `localhost`.
+pub(crate) fn loopback_url(text: &str) -> bool {
+    reqwest::Url::parse(text).is_ok_and(|u| is_loopback(&u))
+}
+
 fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else { return false };
     if host.eq_ignore_ascii_case("localhost") {

@@ -369,9 +369,11 @@ fn threshold_text(t: &DeletionThreshold, present: i64) -> String {
     parts.join(" or ")
 }
 
-/// A token bound to the connector, the exact set of deletes and the run that held them.
+/// A token (80 bits, hex) bound to the connector, the exact set of deletes and the run that
+/// held them, mixed with random bits so that it cannot be derived from them.
 fn approval_token(connector: i64, deletes: &[String], run: RunId) -> String {
     let mut h = blake3::Hasher::new();
+    h.update(uuid::Uuid::new_v4().as_bytes());
     h.update(&connector.to_le_bytes());
     h.update(&run.to_le_bytes());
     for d in deletes {

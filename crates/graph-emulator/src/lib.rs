@@ -12,6 +12,16 @@
 //! rewrite values the way the directory-sync service does (Graph refuses; the engine rewrites).
 //!
 //! Start it in-process with [`start`] and an [`EmulatorConfig`]; stop it with [`RunningEmulator::stop`].
+//!
+//! Admin endpoints (no authentication, loopback only): `POST /_emulator/reset`, `GET
+//! /_emulator/state` (every object, `changeSeq`), `POST /_emulator/users` and `/_emulator/groups`
+//! (seeding), `POST /_emulator/admin-roles`, `GET`/`POST /_emulator/faults`, and `GET
+//! /_emulator/stats` ([`WriteStats`], also [`RunningEmulator::stats`]): what the emulator answered
+//! to writes since this process started or was reset — applied writes by method and path template
+//! (`POST /users`, `PATCH /users/{id}`, `DELETE /groups/{id}/members/{id}/$ref`, ...) and by
+//! method, refusals, 429s (`throttled`), injected 503s (`unavailable`), cut connections
+//! (`dropped`) and scripted answers (`scripted`, counted only there). The stats live in memory: a
+//! restart starts them from zero.
 
 mod graph;
 mod store;
@@ -172,6 +182,52 @@ struct Faults {
     rng: SplitMix,
 }
 
+/// What the emulator answered to writes since it started (or since the last reset): the body
+/// of `GET /_emulator/stats`. Counted per request, sub-requests of `$batch` included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteStats {
+    /// Writes applied (answered 2xx), by method and path template, such as `POST /users`,
+    /// `PATCH /users/{id}`, `DELETE /groups/{id}`, `POST /groups/{id}/members/$ref`.
+    pub writes: std::collections::BTreeMap<String, u64>,
+    /// Writes applied, by method (`POST`, `PATCH`, `DELETE`).
+    pub writes_by_method: std::collections::BTreeMap<String, u64>,
+    /// Writes refused with a 4xx other than 429 (validation, conflict, not found).
+    pub refused: u64,
+    /// Writes answered 429 `TooManyRequests` (throttling).
+    pub throttled: u64,
+    /// Writes answered 503 `serviceNotAvailable` (injected).
+    pub unavailable: u64,
+    /// Writes applied whose connection was then cut (injected; also counted in `writes`).
+    pub dropped: u64,
+    /// Requests (reads too) answered from the script of `POST /_emulator/responses`; they
+    /// are counted only here.
+    pub scripted: u64,
+}
+
+impl WriteStats {
+    /// Applied writes in total.
+    pub fn total_writes(&self) -> u64 {
+        self.writes_by_method.values().sum()
+    }
+}
+
+/// `METHOD /path` with object ids replaced by `{id}`: `PATCH /users/{id}`,
+/// `DELETE /groups/{id}/members/{id}/$ref`.
+fn write_template(method: &str, path: &str) -> String {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let shaped: Vec<&str> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match (i, *s) {
+            (_, "members" | "$ref" | "$batch") => s,
+            (1 | 3, _) => "{id}",
+            _ => s,
+        })
+        .collect();
+    format!("{method} /{}", shaped.join("/"))
+}
+
 pub(crate) struct App {
     store: Store,
     config: EmulatorConfig,
@@ -179,6 +235,7 @@ pub(crate) struct App {
     token_key: [u8; 32],
     throttle: Mutex<(ThrottleConfig, HashMap<String, VecDeque<Instant>>)>,
     faults: Mutex<Faults>,
+    stats: Mutex<WriteStats>,
     /// The last [`MAX_RECORDED`] Graph requests, for `GET /_emulator/requests`.
     recorded: Mutex<VecDeque<Value>>,
     /// Scripted answers (`POST /_emulator/responses`), consumed in order.
@@ -245,6 +302,33 @@ impl App {
         self.faults.lock().map(|f| Duration::from_millis(f.config.delay_ms)).unwrap_or_default()
     }
 
+    /// Counts one answer to a write.
+    fn count_write(&self, req: &Request, status: u16) {
+        let Ok(mut s) = self.stats.lock() else { return };
+        match status {
+            429 => s.throttled += 1,
+            503 => s.unavailable += 1,
+            200..=299 => {
+                *s.writes.entry(write_template(&req.method, &req.path)).or_default() += 1;
+                *s.writes_by_method.entry(req.method.clone()).or_default() += 1;
+            }
+            400..=499 => s.refused += 1,
+            _ => {}
+        }
+    }
+
+    fn count_drop(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.dropped += 1;
+        }
+    }
+
+    fn count_scripted(&self) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.scripted += 1;
+        }
+    }
+
     /// The scripted answer for this request, if one is left (and counts it).
     fn scripted_answer(&self, req: &Request) -> Option<GraphResponse> {
         let mut scripts = self.scripted.lock().ok()?;
@@ -307,6 +391,7 @@ fn redact_passwords(v: &mut Value) {
 /// A running emulator: its base URL and the handle that stops it.
 pub struct RunningEmulator {
     base_url: String,
+    local_addr: SocketAddr,
     app: Arc<App>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -325,6 +410,15 @@ impl RunningEmulator {
     /// The token endpoint of the configured tenant.
     pub fn token_url(&self) -> String {
         format!("{}/{}/oauth2/v2.0/token", self.base_url, self.app.config.tenant)
+    }
+    /// What the emulator answered to writes since it started (or since the last reset), as
+    /// `GET /_emulator/stats` returns it.
+    pub fn stats(&self) -> WriteStats {
+        self.app.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+    /// The address it listens on (to start it again on the same port after [`Self::stop`]).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
     /// Stops serving, waits for open requests (at most 5 s) and closes the state file.
     pub async fn stop(mut self) -> Result<()> {
@@ -394,6 +488,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator> {
         token_key,
         throttle: Mutex::new((config.throttle.clone(), HashMap::new())),
         faults: Mutex::new(Faults { rng: SplitMix(config.faults.seed), config: config.faults.clone() }),
+        stats: Mutex::new(WriteStats::default()),
         recorded: Mutex::new(VecDeque::new()),
         scripted: Mutex::new(Vec::new()),
         config,
@@ -403,6 +498,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator> {
         .route("/v1.0/{*rest}", any(graph_entry))
         .route("/_emulator/reset", post(admin_reset))
         .route("/_emulator/state", get(admin_state))
+        .route("/_emulator/stats", get(admin_stats))
         .route("/_emulator/users", post(admin_seed_users))
         .route("/_emulator/groups", post(admin_seed_groups))
         .route("/_emulator/admin-roles", post(admin_roles))
@@ -419,7 +515,7 @@ pub async fn start(config: EmulatorConfig) -> Result<RunningEmulator> {
             .await
     });
     tracing::info!(%base_url, tenant = %app.config.tenant, "graph emulator listening");
-    Ok(RunningEmulator { base_url, app, shutdown: Some(tx), task })
+    Ok(RunningEmulator { base_url, local_addr: addr, app, shutdown: Some(tx), task })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -597,12 +693,22 @@ fn unavailable() -> GraphResponse {
     r
 }
 
-/// One Graph request with throttling and injected 503s applied to writes.
+/// One Graph request with throttling and injected 503s applied to writes; every answer to a
+/// write is counted in the stats.
 async fn guarded(app: &App, req: &Request) -> GraphResponse {
     if let Some(r) = app.scripted_answer(req) {
         tracing::debug!(method = %req.method, path = %req.path, status = r.status, "scripted answer");
+        app.count_scripted();
         return r;
     }
+    let resp = guarded_inner(app, req).await;
+    if req.is_write() {
+        app.count_write(req, resp.status);
+    }
+    resp
+}
+
+async fn guarded_inner(app: &App, req: &Request) -> GraphResponse {
     if req.is_write() {
         if let Err(wait) = app.admit_write(&req.app_id) {
             tracing::debug!(app_id = %req.app_id, wait, "write throttled");
@@ -655,6 +761,7 @@ async fn graph_entry(
     };
     if req.is_write() && resp.status < 400 && app.roll(|f| f.drop_rate) {
         tracing::debug!(method = %req.method, path = %req.path, "injected dropped connection");
+        app.count_drop();
         return dropped();
     }
     to_response(resp)
@@ -779,6 +886,9 @@ async fn admin_reset(State(app): State<Arc<App>>) -> Response {
             if let Ok(mut t) = app.throttle.lock() {
                 t.1.clear();
             }
+            if let Ok(mut s) = app.stats.lock() {
+                *s = WriteStats::default();
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => db_failure(e),
@@ -816,6 +926,12 @@ async fn admin_state(State(app): State<Arc<App>>) -> Response {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => db_failure(e),
     }
+}
+
+/// `GET /_emulator/stats`: the [`WriteStats`] of this process (not kept across a restart).
+async fn admin_stats(State(app): State<Arc<App>>) -> Response {
+    let stats = app.stats.lock().map(|s| s.clone()).unwrap_or_default();
+    axum::Json(stats).into_response()
 }
 
 fn seed_list(body: &Bytes) -> std::result::Result<Vec<Obj>, String> {

@@ -735,3 +735,84 @@ async fn recorded_requests_and_scripted_answers() {
     assert_eq!(c.get("/domains?$select=id").await.0, 403, "the query does not matter");
     assert_eq!(c.get("/domains").await.0, 200);
 }
+
+/// `GET /_emulator/stats` (an emulator endpoint, no Graph counterpart): applied writes by method
+/// and path template, refusals, 429s, injected 503s and cut connections; reads are not counted;
+/// `$batch` sub-requests count one by one; a reset zeroes them.
+#[tokio::test]
+async fn write_stats_count_every_answer_to_a_write() {
+    let c = Client::new(config()).await;
+    let stats = || async {
+        let r = c.http.get(format!("{}/_emulator/stats", c.emu.base_url())).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.json::<Value>().await.unwrap()
+    };
+    let zero = json!({"writes": {}, "writesByMethod": {}, "refused": 0, "throttled": 0, "unavailable": 0, "dropped": 0, "scripted": 0});
+    assert_eq!(stats().await, zero);
+    let (s, u) = c.post("/users", new_user("s1@contoso.com")).await;
+    assert_eq!(s, 201);
+    let id = u["id"].as_str().unwrap().to_string();
+    let (s, g) = c
+        .post(
+            "/groups",
+            json!({"displayName": "G", "mailEnabled": false, "mailNickname": "g", "securityEnabled": true}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let gid = g["id"].as_str().unwrap().to_string();
+    let member = json!({"@odata.id": format!("{}/directoryObjects/{id}", c.emu.graph_url())});
+    assert_eq!(c.post(&format!("/groups/{gid}/members/$ref"), member).await.0, 204);
+    let (s, _, _) =
+        c.call(reqwest::Method::PATCH, &format!("/users/{id}"), Some(json!({"displayName": "S"}))).await;
+    assert_eq!(s, 204);
+    // Reads are not counted; a refusal is counted as refused, not as a write.
+    assert_eq!(c.get("/users").await.0, 200);
+    assert_eq!(c.post("/users", new_user("s1@contoso.com")).await.0, 400);
+    // Two sub-requests of a batch: one applied, one refused.
+    let (s, _) = c
+        .post(
+            "/$batch",
+            json!({"requests": [
+                {"id": "1", "method": "DELETE", "url": format!("/groups/{gid}/members/{id}/$ref")},
+                {"id": "2", "method": "DELETE", "url": "/users/00000000-0000-0000-0000-000000000000"},
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = c.call(reqwest::Method::DELETE, &format!("/users/{id}"), None).await;
+    assert_eq!(s, 204);
+    // A 503, a 429 and a cut connection.
+    c.admin("faults", json!({"writeErrorRate": 1.0})).await;
+    assert_eq!(c.post("/users", new_user("s2@contoso.com")).await.0, 503);
+    c.admin("faults", json!({"throttle": {"writes": 0, "windowSeconds": 60}})).await;
+    assert_eq!(c.post("/users", new_user("s3@contoso.com")).await.0, 429);
+    c.admin("faults", json!({"dropRate": 1.0, "throttle": {"writes": 100, "windowSeconds": 60}})).await;
+    let r = c.http.post(c.url("/users")).bearer_auth(&c.token).json(&new_user("s4@contoso.com")).send().await;
+    assert!(r.is_err() || r.unwrap().bytes().await.is_err(), "the connection must be cut");
+    // A scripted answer is counted only as scripted, even a 2xx one.
+    c.admin("faults", json!({})).await;
+    c.admin("responses", json!({"method": "POST", "path": "/users", "status": 201, "body": {"id": "x"}}))
+        .await;
+    assert_eq!(c.post("/users", new_user("s5@contoso.com")).await.0, 201);
+    let expected = json!({
+        "writes": {
+            "POST /users": 2,
+            "POST /groups": 1,
+            "POST /groups/{id}/members/$ref": 1,
+            "PATCH /users/{id}": 1,
+            "DELETE /groups/{id}/members/{id}/$ref": 1,
+            "DELETE /users/{id}": 1,
+        },
+        "writesByMethod": {"POST": 4, "PATCH": 1, "DELETE": 2},
+        "refused": 2,
+        "throttled": 1,
+        "unavailable": 1,
+        "dropped": 1,
+        "scripted": 1,
+    });
+    assert_eq!(stats().await, expected);
+    assert_eq!(serde_json::to_value(c.emu.stats()).unwrap(), expected);
+    assert_eq!(c.emu.stats().total_writes(), 7);
+    c.admin("reset", json!({})).await;
+    assert_eq!(stats().await, zero);
+}

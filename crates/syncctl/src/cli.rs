@@ -74,6 +74,33 @@ pub enum Command {
                             read or a report could not be written."
     )]
     Assess(AssessArgs),
+    /// The demo on embedded defaults, no server needed: a sample directory -> the metaverse ->
+    /// a Graph emulator in this process; two cycles, what happened, what to run next.
+    ///
+    /// A full cycle, then a day-2 delta cycle (a department removed, one user renamed) whose
+    /// deletes the deletion threshold holds; then the report, read from run history and the
+    /// metaverse, and the commands to run next.
+    #[command(
+        after_help = "Exit codes: 0 the demo ran through, 2 a step failed, 3 usage error (such as the \
+                            port being taken)."
+    )]
+    Demo(DemoArgs),
+}
+
+/// `syncctl demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo writes its config, database, sample directory and tenant state. A re-run
+    /// starts over: it replaces the files the demo writes there (and nothing else).
+    #[arg(long, default_value = "/tmp/syncctl-demo", value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The loopback port of the Graph emulator (written into the demo's config) [default: 18650].
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Do not run the demo: serve the tenant of the demo already in DIR (its state file, on the
+    /// port its config names) until Ctrl-C, for `syncctl export` and the other commands.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 /// `syncctl assess`.

@@ -28,9 +28,11 @@ fn set_active_bar(bar: Option<ProgressBar>) {
     }
 }
 
-/// Installs the global subscriber. Called once, before anything logs.
-pub fn init(verbose: u8, format: LogFormat) {
+/// Installs the global subscriber. Called once, before anything logs. `quiet`: without `-v`,
+/// only errors (`syncctl demo`, whose report says what the warnings would).
+pub fn init(verbose: u8, format: LogFormat, quiet: bool) {
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn",
         1 => "info",
         2 => "debug",

@@ -36,7 +36,8 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { Code::Usage.status() } else { 0 });
         }
     };
-    logging::init(cli.verbose, cli.log_format);
+    let quiet = matches!(cli.command, cli::Command::Demo(_));
+    logging::init(cli.verbose, cli.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -440,6 +440,354 @@ fn cycle_imports_syncs_and_says_there_is_no_target_yet() {
     assert!(json["steps"][1]["summary"].as_str().unwrap().starts_with("0 read"), "{json}");
 }
 
+// ---------------------------------------------------------------------------------------------
+// `syncctl demo`: the sample directory -> the metaverse -> the Graph emulator, through the real
+// binary. The expected values come from reading the shipped samples (examples/demo/).
+
+const DEMO_DAY1: &str = include_str!("../../../examples/demo/directory.ldif");
+const DEMO_DAY2: &str = include_str!("../../../examples/demo/directory-day2.ldif");
+
+/// One object of a sample LDIF: DN, base64 objectGUID, object type, UPN.
+#[derive(Debug, Clone)]
+struct SampleObject {
+    dn: String,
+    guid: String,
+    class: &'static str,
+    upn: Option<String>,
+}
+
+fn sample_objects(ldif: &str) -> Vec<SampleObject> {
+    ldif.split("\n\n")
+        .filter_map(|record| {
+            let value = |name: &str| {
+                record.lines().find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+            };
+            let dn = value("dn")?;
+            let guid = value("objectGUID:")?;
+            let class = if record.contains("objectClass: user") {
+                "user"
+            } else if record.contains("objectClass: group") {
+                "group"
+            } else {
+                "other"
+            };
+            Some(SampleObject { dn, guid, class, upn: value("userPrincipalName") })
+        })
+        .collect()
+}
+
+/// A loopback port nobody listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn demo_cmd(dir: &std::path::Path, port: u16) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_syncctl"));
+    cmd.env_remove("SYNCCTL_CONFIG").env_remove("RUST_LOG").args([
+        "demo",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ]);
+    cmd
+}
+
+/// `syncctl demo --serve` in the background, killed when dropped.
+struct Serving(std::process::Child);
+
+impl Serving {
+    // A plain thread waiting for a child process: no async runtime to block.
+    #[allow(clippy::disallowed_methods)]
+    fn start(dir: &std::path::Path, port: u16) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncctl"))
+            .env_remove("SYNCCTL_CONFIG")
+            .env_remove("RUST_LOG")
+            .args(["demo", "--dir", dir.to_str().unwrap(), "--serve"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let serving = Serving(child);
+        // Wait until it listens (it exits at once when it cannot).
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return serving;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("`syncctl demo --serve` did not listen on {port}");
+    }
+
+    /// `GET /_emulator/state`: the tenant as the emulator's state file holds it.
+    fn state(&self, port: u16) -> serde_json::Value {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            reqwest::get(format!("http://127.0.0.1:{port}/_emulator/state"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        })
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True when `cloud` is the UPN the cloud gives a directory user with `upn`: the same, or (the
+/// directory-sync rewrites) the same prefix at the initial domain, or a placeholder of it
+/// (`<prefix><4 digits>@<initial domain>`) for a UPN another object holds.
+fn same_user(upn: &str, cloud: &str) -> bool {
+    let prefix = upn.split('@').next().unwrap();
+    let Some(local) = cloud.strip_suffix("@contoso.onmicrosoft.com") else {
+        return upn.eq_ignore_ascii_case(cloud);
+    };
+    local.eq_ignore_ascii_case(prefix)
+        || (local.len() == prefix.len() + 4
+            && local[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && local[prefix.len()..].bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The users of the emulator's state: UPN -> onPremisesImmutableId.
+fn cloud_users(state: &serde_json::Value) -> std::collections::BTreeMap<String, Option<String>> {
+    state["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["userPrincipalName"].as_str().unwrap().to_owned(),
+                u["onPremisesImmutableId"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn demo_runs_a_whole_cycle_into_the_emulator_and_holds_the_deletes() {
+    let day1 = sample_objects(DEMO_DAY1);
+    let day2 = sample_objects(DEMO_DAY2);
+    let users: Vec<&SampleObject> = day1.iter().filter(|o| o.class == "user").collect();
+    let groups: Vec<&SampleObject> = day1.iter().filter(|o| o.class == "group").collect();
+    // What reading the samples says: 15 users and 3 groups; day 2 drops the 6 users of
+    // OU=Sales (more than the demo's deletion threshold of 5) and renames Grace Green.
+    assert_eq!((users.len(), groups.len()), (15, 3));
+    let removed: Vec<&SampleObject> =
+        users.iter().copied().filter(|u| !day2.iter().any(|d| d.guid == u.guid)).collect();
+    assert_eq!(removed.len(), 6);
+    assert!(removed.iter().all(|u| u.dn.contains(",OU=Sales,")));
+    let alice = users.iter().find(|u| u.dn.starts_with("CN=Alice Anders,")).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A first run, then a second one in the same place: it starts over.
+    let first = demo_cmd(dir.path(), port).output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}{}", text(&first.stdout), text(&first.stderr));
+    let out = demo_cmd(dir.path(), port).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &json["report"];
+
+    // Day 1 ran as a full cycle, day 2 as a delta cycle whose export the threshold stopped;
+    // the second demo started over (run ids from 1 again).
+    assert_eq!(json["day1"]["steps"][0]["run_id"], 1, "{json}");
+    assert_eq!(json["day1"]["steps"][0]["profile"], "full-import");
+    let day2_export = json["day2"]["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!(day2_export["status"], "stopped-deletion-threshold-exceeded", "{json}");
+
+    // Provisioned: the 3 groups, and every user but Alice (joined, not created) and any the
+    // report lists as errors (none with the engine's directory-sync rewrites: see the next
+    // test); the Sales users among them, their deletes now held.
+    assert_eq!(report["provisioned"]["groups"], groups.len(), "{report}");
+    assert_eq!(report["provisioned"]["users_held_for_deletion"], removed.len(), "{report}");
+    let not_created = report["errors"].as_array().unwrap().len();
+    assert_eq!(report["provisioned"]["users"], users.len() - 1 - not_created, "{report}");
+    assert_eq!(report["joined"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["joined"][0]["name"], alice.upn.as_deref().unwrap());
+    assert!(report["joined"][0]["detail"].as_str().unwrap().contains(&alice.guid), "{report}");
+    assert_eq!(report["cloud_only"][0]["name"], "admin@contoso.onmicrosoft.com");
+
+    // The held deletes: exactly the removed department's users, with the approval command.
+    let held = &report["held_deletes"][0];
+    let mut names: Vec<&str> =
+        held["deletes"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = removed.iter().map(|u| u.upn.as_deref().unwrap()).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    let token = held["token"].as_str().unwrap();
+    let next: Vec<&str> =
+        json["next"].as_array().unwrap().iter().map(|n| n["command"].as_str().unwrap()).collect();
+    let approve = next.iter().find(|c| c.contains("export --approve-deletes")).unwrap();
+    assert!(approve.ends_with(&format!("export --approve-deletes {token}")), "{approve}");
+    // The rename waits with them (the export writes nothing while the threshold is exceeded).
+    let pending = report["pending_exports"].as_array().unwrap();
+    assert!(
+        pending.iter().any(|p| p["operation"] == "update"
+            && p["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "displayName: Grace Green -> Grace Hopper")),
+        "{report}"
+    );
+    // The readiness findings of the same directory: the two .local UPNs, the shared address,
+    // the shared UPN.
+    let by_rule = report["readiness"]["by_rule"].as_array().unwrap();
+    let count = |rule: &str| by_rule.iter().find(|r| r["rule"] == rule).map(|r| r["count"].clone());
+    assert_eq!(count("upn-suffix-non-routable"), Some(2.into()), "{report}");
+    assert_eq!(count("proxy-duplicate"), Some(2.into()), "{report}");
+    assert_eq!(count("upn-duplicate"), Some(2.into()), "{report}");
+    assert_eq!(report["readiness"]["anchors"]["hard_match"], 1);
+
+    // The text report of the first run says the same, with the approval command.
+    let summary = text(&first.stdout);
+    assert!(summary.contains("6 deletes held for `cloud` by the deletion threshold (5)"), "{summary}");
+    assert!(summary.contains("export --approve-deletes "), "{summary}");
+    assert!(summary.contains("joined instead of created: user alice@corp.example.com"), "{summary}");
+
+    // The client secret: random, in a 0600 file, never printed.
+    let secret = std::fs::read_to_string(dir.path().join("graph-client-secret")).unwrap();
+    assert_eq!(secret.trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("graph-client-secret")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    for o in [&first, &out] {
+        assert!(!text(&o.stdout).contains(secret.trim()) && !text(&o.stderr).contains(secret.trim()));
+    }
+    let config = std::fs::read_to_string(dir.path().join("syncctl.toml")).unwrap();
+    assert!(!config.contains(secret.trim()));
+
+    // The tenant, served again from the demo's state file: every synchronized object carries
+    // the base64 objectGUID of its LDIF entry as onPremisesImmutableId.
+    let serving = Serving::start(dir.path(), port);
+    let state = serving.state(port);
+    let cloud = cloud_users(&state);
+    let mut synced = 0;
+    for (upn, id) in &cloud {
+        let Some(id) = id else { continue };
+        synced += 1;
+        let u =
+            users.iter().find(|u| &u.guid == id).unwrap_or_else(|| panic!("{upn}: {id} is no sample GUID"));
+        assert!(same_user(u.upn.as_deref().unwrap(), upn), "{upn} carries the GUID of {}", u.dn);
+    }
+    assert_eq!(synced, users.len() - not_created, "{state}");
+    for u in &removed {
+        assert_eq!(cloud.get(u.upn.as_deref().unwrap()), Some(&Some(u.guid.clone())), "held, still there");
+    }
+    let group_ids: Vec<&str> = state["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["onPremisesImmutableId"].as_str())
+        .collect();
+    for g in &groups {
+        assert!(group_ids.contains(&g.guid.as_str()), "{} missing: {state}", g.dn);
+    }
+
+    // What the report says to run next works: the approval releases exactly those deletes,
+    // and the rename goes with them.
+    let config_path = dir.path().join("syncctl.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .env_remove("SYNCCTL_CONFIG")
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(&config_path)
+        .args(["export", "--approve-deletes", token])
+        .output()
+        .unwrap();
+    let summary = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{summary}{}", text(&out.stderr));
+    assert!(summary.contains(&format!("approval {token} released the 6 reviewed deletes")), "{summary}");
+    assert!(summary.contains(" 6 deleted"), "{summary}");
+    let state = serving.state(port);
+    let cloud = cloud_users(&state);
+    assert!(removed.iter().all(|u| !cloud.contains_key(u.upn.as_deref().unwrap())), "{state}");
+    let grace = state["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userPrincipalName"] == "grace@corp.example.com");
+    assert_eq!(grace.unwrap()["displayName"], "Grace Hopper");
+}
+
+/// The directory-sync rewrites of the engine, read from the tenant's domains in the Graph
+/// connector space: the two `.local` UPNs at the initial domain, the UPN Heidi Hall's old account
+/// shares set aside as a placeholder; every user provisioned, no error.
+#[test]
+fn demo_rewrites_local_upns_and_sets_duplicate_values_aside() {
+    let day1 = sample_objects(DEMO_DAY1);
+    let users: Vec<&SampleObject> = day1.iter().filter(|o| o.class == "user").collect();
+    let local: Vec<&SampleObject> =
+        users.iter().copied().filter(|u| u.upn.as_deref().unwrap().ends_with("@corp.local")).collect();
+    assert_eq!(local.len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = demo_cmd(dir.path(), port).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = &json["report"];
+    // Every user but the joined one is created, with no error; two UPNs rewritten, one value
+    // set aside (warnings of the sync runs).
+    assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["provisioned"]["users"], users.len() - 1, "{report}");
+    assert_eq!(report["upns_rewritten"].as_array().unwrap().len(), local.len(), "{report}");
+    assert!(!report["values_set_aside"].as_array().unwrap().is_empty(), "{report}");
+
+    // The set-aside value is the UPN Heidi Hall's old account shares with her current one.
+    let set_aside = &report["values_set_aside"];
+    assert_eq!(set_aside.as_array().unwrap().len(), 1, "{report}");
+    let old = users.iter().find(|u| u.dn.starts_with("CN=Heidi Hall (2019),")).unwrap();
+    assert_eq!(set_aside[0]["object"], old.dn.as_str(), "{report}");
+
+    let serving = Serving::start(dir.path(), port);
+    let cloud = cloud_users(&serving.state(port));
+    for u in &local {
+        let upn = u.upn.as_deref().unwrap().replace("@corp.local", "@contoso.onmicrosoft.com");
+        assert_eq!(cloud.get(&upn), Some(&Some(u.guid.clone())), "{upn}: {cloud:?}");
+    }
+    let heidi = users.iter().find(|u| u.dn.starts_with("CN=Heidi Hall,")).unwrap();
+    assert_eq!(cloud.get("heidi@corp.example.com"), Some(&Some(heidi.guid.clone())), "{cloud:?}");
+    let placeholder = cloud.iter().find(|(_, id)| id.as_deref() == Some(old.guid.as_str())).unwrap().0;
+    assert!(
+        placeholder.starts_with("heidi") && placeholder.ends_with("@contoso.onmicrosoft.com"),
+        "{placeholder}"
+    );
+    assert!(same_user("heidi@corp.example.com", placeholder), "{placeholder}");
+}
+
+#[test]
+fn demo_says_when_its_port_is_taken_and_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("syncctl.toml");
+    std::fs::write(&config, "# an earlier demo's config\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let out = demo_cmd(dir.path(), port).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port} is taken")) && err.contains("--port"), "{err}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), "# an earlier demo's config\n");
+    // --serve needs a demo to serve.
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .args(["demo", "--serve", "--dir", empty.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("there is no demo in"), "{}", text(&out.stderr));
+}
+
 /// The Graph emulator in this process, seeded with one cloud user that carries Bob Brown's
 /// ImmutableID (his objectGUID in examples/corp-export.ldif) and one cloud-only admin.
 async fn seeded_tenant() -> syncctl_graph_emulator::RunningEmulator {

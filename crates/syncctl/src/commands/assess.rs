@@ -68,12 +68,8 @@ pub async fn run(cli: &Cli, args: &AssessArgs) -> CmdResult {
         }
     };
     let mail = mail_settings(plan.as_ref(), args);
-    let mut assessor = Assessor::new(AssessOptions { tenant, mail, worst_objects: args.top });
-    for spec in sources {
-        read_source(spec, &mut assessor, cli.json).await?;
-    }
-    let generated_at = output::rfc3339(SystemClock.now_ms());
-    let report = assessor.finish(generated_at, format!("syncctl {}", env!("CARGO_PKG_VERSION")));
+    let options = AssessOptions { tenant, mail, worst_objects: args.top };
+    let report = assess_sources(&sources, options, !cli.json).await?;
     let written = write_files(&report, args)?;
     if cli.json {
         output::print(&format!("{}\n", to_json(&report).map_err(Failure::assess_failed)?))?;
@@ -81,6 +77,21 @@ pub async fn run(cli: &Cli, args: &AssessArgs) -> CmdResult {
         output::print(&summary(&report, &written))?;
     }
     Ok(Code::for_verdict(report.verdict))
+}
+
+/// Reads every source with a full read into one assessor and returns the report.
+/// `progress`: draw a spinner per source on a terminal.
+pub async fn assess_sources(
+    sources: &[&ConnectorPlan],
+    options: AssessOptions,
+    progress: bool,
+) -> Result<Report, Failure> {
+    let mut assessor = Assessor::new(options);
+    for spec in sources {
+        read_source(spec, &mut assessor, progress).await?;
+    }
+    let generated_at = output::rfc3339(SystemClock.now_ms());
+    Ok(assessor.finish(generated_at, format!("syncctl {}", env!("CARGO_PKG_VERSION"))))
 }
 
 fn print_catalogue(json: bool) -> CmdResult {
@@ -242,7 +253,7 @@ pub fn mail_settings_of(mail: &MailConfig) -> MailSettings {
 }
 
 /// Reads one source with a full import into the assessor.
-async fn read_source(spec: &ConnectorPlan, assessor: &mut Assessor, json: bool) -> Result<(), Failure> {
+async fn read_source(spec: &ConnectorPlan, assessor: &mut Assessor, progress: bool) -> Result<(), Failure> {
     let span =
         info_span!("connector", connector = %spec.name, r#type = spec.type_name, endpoint = %spec.endpoint);
     async {
@@ -253,7 +264,7 @@ async fn read_source(spec: &ConnectorPlan, assessor: &mut Assessor, json: bool) 
         let reader = tokio::spawn(async move {
             connector.import(ImportRequest { mode: ImportMode::Full, watermark: None }, tx).await
         });
-        let progress = Progress::new(!json, &format!("reading {}", spec.name));
+        let bar = Progress::new(progress, &format!("reading {}", spec.name));
         let mut objects = 0u64;
         while let Some(batch) = rx.recv().await {
             for change in batch.changes {
@@ -266,9 +277,9 @@ async fn read_source(spec: &ConnectorPlan, assessor: &mut Assessor, json: bool) 
                     ImportChange::Deleted { .. } | ImportChange::Unchanged { .. } => objects -= 1,
                 }
             }
-            syncctl_engine::ImportProgress::advance(&progress, objects, 0);
+            syncctl_engine::ImportProgress::advance(&bar, objects, 0);
         }
-        progress.finish();
+        bar.finish();
         let result =
             reader.await.map_err(|e| Failure::assess_failed(anyhow!("reading {}: {e}", spec.name)))?;
         let summary = result.map_err(|fault| {

@@ -1,6 +1,9 @@
 //! `syncctl cycle [--full]`: import on every connector, then sync, then export, in Entra
 //! Connect's order (import AD, import cloud, sync AD, sync cloud, export cloud), each step a run
-//! in run history, with a progress display and a closing summary.
+//! in run history, then the delivery of the notification mail that is due, with a progress
+//! display and a closing summary.
+//!
+//! [`run_cycle`] is the cycle itself, shared with `syncctl demo`; [`run`] prints its outcome.
 
 use std::fmt::Write as _;
 
@@ -10,6 +13,7 @@ use syncctl_core::{ImportMode, SystemClock};
 use syncctl_engine::{
     DeletionThreshold, ExportOptions, ImportOptions, SyncMode, SyncOptions, run_export, run_import, run_sync,
 };
+use syncctl_store::RunId;
 
 use crate::cli::CycleArgs;
 use crate::config::Plan;
@@ -18,17 +22,152 @@ use crate::logging::Progress;
 use crate::output;
 
 /// One step of the cycle, for the summary.
-struct Step {
-    step: &'static str,
-    connector: String,
-    profile: String,
-    status: String,
-    run_id: i64,
-    what: String,
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// `import`, `sync`, `export` or `mail`.
+    pub step: &'static str,
+    /// The connector.
+    pub connector: String,
+    /// The run profile that ran.
+    pub profile: String,
+    /// The run status.
+    pub status: String,
+    /// The run's id in run history.
+    pub run_id: RunId,
+    /// What it did, in one line.
+    pub what: String,
 }
 
-/// Runs the cycle.
+/// Deletes the deletion threshold held for one target.
+#[derive(Clone, Debug)]
+pub struct HeldDeletes {
+    /// The target connector.
+    pub connector: String,
+    /// What a person recognizes each held delete by.
+    pub deletes: Vec<String>,
+    /// The token that releases exactly these deletes, once.
+    pub token: String,
+}
+
+/// What a cycle did.
+#[derive(Clone, Debug)]
+pub struct CycleOutcome {
+    /// Its steps, in order.
+    pub steps: Vec<Step>,
+    /// Pending exports left after it.
+    pub pending: usize,
+    /// Of those, exported and waiting for the next import of their target to confirm them.
+    pub awaiting_confirmation: usize,
+    /// How many configured connectors take exports.
+    pub targets: usize,
+    /// Deletes held by the deletion threshold, per target.
+    pub held: Vec<HeldDeletes>,
+    /// The worst exit code of its runs.
+    pub code: Code,
+    /// True when notification workflows are configured.
+    pub workflows: bool,
+    /// What bringing the sets in line with the configuration did.
+    pub set_notes: Vec<String>,
+    /// Requests made by set transitions in this cycle.
+    pub requests: i64,
+    /// Messages still queued after the cycle's delivery.
+    pub mail_queued: usize,
+}
+
+impl CycleOutcome {
+    /// The closing summary: one line per step, the pending exports left, the held deletes.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<7} {:<14} {:<13} {:<36} {:<5} WHAT",
+            "STEP", "CONNECTOR", "PROFILE", "STATUS", "RUN"
+        );
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "{:<7} {:<14} {:<13} {:<36} {:<5} {}",
+                st.step, st.connector, st.profile, st.status, st.run_id, st.what
+            );
+        }
+        if self.targets == 0 {
+            let _ = writeln!(
+                s,
+                "\nno configured connector takes exports: {} pending exports (syncctl export --preview)",
+                self.pending
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "\n{} pending exports to send, {} exported and waiting for the next import to confirm them (syncctl export --preview)",
+                self.pending - self.awaiting_confirmation,
+                self.awaiting_confirmation
+            );
+        }
+        for a in self.approvals() {
+            let _ = writeln!(s, "{a}");
+        }
+        if self.workflows {
+            for n in &self.set_notes {
+                let _ = writeln!(s, "sets: {n}");
+            }
+            let _ = writeln!(
+                s,
+                "{} requests made by set transitions (syncctl requests); {} messages queued (syncctl mail list)",
+                self.requests, self.mail_queued
+            );
+        }
+        s
+    }
+
+    /// `{"steps": [...], "pending_exports": N, "approvals": [...]}`.
+    pub fn json(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .steps
+            .iter()
+            .map(|s| {
+                json!({"step": s.step, "connector": s.connector, "profile": s.profile, "status": s.status,
+                       "run_id": s.run_id, "summary": s.what})
+            })
+            .collect();
+        json!({"steps": list, "pending_exports": self.pending,
+               "awaiting_confirmation": self.awaiting_confirmation, "approvals": self.approvals(),
+               "sets": self.set_notes, "requests": self.requests, "mail_queued": self.mail_queued})
+    }
+
+    /// One line per target with held deletes: how many, and the commands that review and
+    /// release them.
+    fn approvals(&self) -> Vec<String> {
+        self.held
+            .iter()
+            .map(|h| {
+                format!(
+                    "{} deletes held for `{}`: review with `syncctl export --preview`, release with `syncctl export --approve-deletes {}`",
+                    h.deletes.len(),
+                    h.connector,
+                    h.token
+                )
+            })
+            .collect()
+    }
+}
+
+/// Runs the cycle and prints its summary.
 pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
+    let outcome = run_cycle(plan, args.full, !json).await?;
+    if json {
+        output::print_json(&outcome.json())?;
+    } else {
+        output::print(&outcome.text())?;
+    }
+    Ok(outcome.code)
+}
+
+/// One whole cycle over every configured connector: import (sources, then targets), sync
+/// (sources, then targets), export to every target; full imports and syncs when `full`, else
+/// delta (falling back to full where a connector has no delta import, watermark or sync mark).
+/// `progress`: draw a spinner per step on a terminal.
+pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleOutcome, Failure> {
     if plan.connectors.is_empty() {
         return Err(Failure::usage(anyhow!("{} configures no connector", plan.source.display())));
     }
@@ -47,8 +186,8 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             .ok_or_else(|| Failure::usage(anyhow!("connector `{}` vanished", c.name)))?;
         let mut built = spec.build().map_err(Failure::usage)?;
         let caps = built.connector.capabilities();
-        let mode = if args.full || !caps.delta_import { ImportMode::Full } else { ImportMode::Delta };
-        let progress = Progress::new(!json, &format!("{mode} of {}", c.name));
+        let mode = if full || !caps.delta_import { ImportMode::Full } else { ImportMode::Delta };
+        let bar = Progress::new(progress, &format!("{mode} of {}", c.name));
         let report = run_import(
             &store,
             built.connector.as_mut(),
@@ -56,10 +195,10 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             mode,
             &ImportOptions::default(),
             &SystemClock,
-            &progress,
+            &bar,
         )
         .await;
-        progress.finish();
+        bar.finish();
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
         if Code::for_run_status(&report.status) == Code::Stopped {
@@ -96,14 +235,14 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
     // 2. Sync, sources first, then targets (each import above held the run lock itself; sync
     // and export hold it together).
     let _lock = store.lock_runs()?;
-    let mode = if args.full { SyncMode::Full } else { SyncMode::Delta };
+    let mode = if full { SyncMode::Full } else { SyncMode::Delta };
     let (hook, set_notes) = super::sync::workflow_hook(plan, &store).await?;
     let options = SyncOptions { error_limit: plan.sync.error_limit, hook, ..SyncOptions::default() };
     let mut sync_runs = Vec::new();
     for c in &connectors {
-        let progress = Progress::new(!json, &format!("{mode} of {}", c.name));
-        let report = run_sync(&store, &rules, c, &connectors, mode, &options, &SystemClock, &progress).await;
-        progress.finish();
+        let bar = Progress::new(progress, &format!("{mode} of {}", c.name));
+        let report = run_sync(&store, &rules, c, &connectors, mode, &options, &SystemClock, &bar).await;
+        bar.finish();
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
         sync_runs.push(report.run_id);
@@ -125,7 +264,7 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             status: report.status.clone(),
             run_id: report.run_id,
             what: format!(
-                "{} read, {} projected, {} joined, {} disconnected; exports staged +{} ~{} -{}; !{}",
+                "{} read, {} projected, {} joined, {} disconnected; exports staged +{} ~{} -{}; !{}{}",
                 k.processed,
                 k.projected,
                 k.joined,
@@ -133,14 +272,19 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
                 k.export_adds,
                 k.export_updates,
                 k.export_deletes,
-                k.errors
+                k.errors,
+                if k.warnings > 0 {
+                    format!(" ?{} (syncctl runs --errors {})", k.warnings, report.run_id)
+                } else {
+                    String::new()
+                }
             ),
         });
     }
 
     let timed = super::sync::time_based_sets(plan, &store).await?;
-    let requests =
-        store.requests_of_runs(&sync_runs).await? + timed.as_ref().map_or(0, |e| e.requests as i64);
+    let requests = store.requests_of_runs(&sync_runs).await?
+        + timed.as_ref().map_or(0, |e| i64::try_from(e.requests).unwrap_or(0));
 
     // 3. Export to every target.
     let export_options = ExportOptions {
@@ -151,7 +295,7 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
         },
         ..ExportOptions::default()
     };
-    let mut approve = Vec::new();
+    let mut held = Vec::new();
     for c in connectors.iter().filter(|c| c.target) {
         let spec = plan
             .connector(&c.name)
@@ -177,11 +321,11 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             ));
         }
         if let Some(t) = &report.approval_token {
-            approve.push(format!(
-                "{} deletes held for `{}`: review with `syncctl export --preview`, release with `syncctl export --approve-deletes {t}`",
-                report.held_deletes.len(),
-                c.name
-            ));
+            held.push(HeldDeletes {
+                connector: c.name.clone(),
+                deletes: report.held_deletes.clone(),
+                token: t.clone(),
+            });
         }
         let k = &report.counts;
         steps.push(Step {
@@ -226,58 +370,24 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
             });
         }
     }
-    let pending = store.pending_exports(None).await?.len();
-    let queued = store.mail_list(Some(syncctl_store::MailStatus::Queued), 100_000).await?.len();
+    let all = store.pending_exports(None).await?;
+    let pending = all.len();
+    let awaiting_confirmation = all.iter().filter(|p| p.status == "exported").count();
+    let mail_queued = store.mail_list(Some(syncctl_store::MailStatus::Queued), 100_000).await?.len();
     store.close().await;
-
     let targets = connectors.iter().filter(|c| c.target).count();
-    if json {
-        let list: Vec<serde_json::Value> = steps
-            .iter()
-            .map(|s| {
-                json!({"step": s.step, "connector": s.connector, "profile": s.profile, "status": s.status,
-                       "run_id": s.run_id, "summary": s.what})
-            })
-            .collect();
-        output::print_json(&json!({"steps": list, "pending_exports": pending, "approvals": approve,
-                                   "sets": set_notes, "requests": requests, "mail_queued": queued}))?;
-    } else {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:<7} {:<14} {:<13} {:<36} {:<5} WHAT",
-            "STEP", "CONNECTOR", "PROFILE", "STATUS", "RUN"
-        );
-        for st in &steps {
-            let _ = writeln!(
-                s,
-                "{:<7} {:<14} {:<13} {:<36} {:<5} {}",
-                st.step, st.connector, st.profile, st.status, st.run_id, st.what
-            );
-        }
-        if targets == 0 {
-            let _ = writeln!(
-                s,
-                "\nno configured connector takes exports: {pending} pending exports (syncctl export --preview)"
-            );
-        } else {
-            let _ = writeln!(s, "\n{pending} pending exports left (syncctl export --preview)");
-        }
-        for a in &approve {
-            let _ = writeln!(s, "{a}");
-        }
-        if !plan.workflows.is_empty() {
-            for n in &set_notes {
-                let _ = writeln!(s, "sets: {n}");
-            }
-            let _ = writeln!(
-                s,
-                "{requests} requests made by set transitions (syncctl requests); {queued} messages queued (syncctl mail list)"
-            );
-        }
-        output::print(&s)?;
-    }
-    Ok(code)
+    Ok(CycleOutcome {
+        steps,
+        pending,
+        awaiting_confirmation,
+        targets,
+        held,
+        code,
+        workflows: !plan.workflows.is_empty(),
+        set_notes,
+        requests,
+        mail_queued,
+    })
 }
 
 /// Keeps the worse of two exit codes.

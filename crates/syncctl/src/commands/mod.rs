@@ -3,6 +3,7 @@
 mod assess;
 mod connectors;
 mod cycle;
+mod demo;
 mod export;
 mod import;
 mod mail;
@@ -32,12 +33,17 @@ pub async fn run(cli: &Cli) -> CmdResult {
         Command::Assess(_) => "assess",
         Command::Mail(_) => "mail",
         Command::Requests(_) => "requests",
+        Command::Demo(_) => "demo",
     };
     let span = info_span!("command", command = name, config = %cli.config.display());
     async {
         // assess can run without a config file (--ldif sources only).
         if let Command::Assess(args) = &cli.command {
             return assess::run(cli, args).await;
+        }
+        // demo writes its own config.
+        if let Command::Demo(args) = &cli.command {
+            return demo::run(args, cli.json).await;
         }
         let plan = config::load(&cli.config).map_err(Failure::usage)?;
         match &cli.command {
@@ -51,6 +57,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
             Command::Mail(args) => mail::run(&plan, args, cli.json).await,
             Command::Requests(args) => requests::run(&plan, args, cli.json).await,
             Command::Assess(args) => assess::run(cli, args).await,
+            Command::Demo(args) => demo::run(args, cli.json).await,
         }
     }
     .instrument(span)
