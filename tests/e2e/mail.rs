@@ -251,8 +251,9 @@ async fn the_server_stopped_during_delivery_loses_nothing_and_sends_nothing_twic
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Wait (bounded) until two messages are stored, then stop the server under it.
-    for _ in 0..600 {
+    // Wait (bounded: a loaded machine is slow to start) until two messages are stored, then
+    // stop the server under it.
+    for _ in 0..3000 {
         if server.smtp.messages().len() >= 2 {
             break;
         }
@@ -518,7 +519,7 @@ async fn syncctl_killed_between_a_transition_and_its_delivery_delivers_each_mess
     let mut worker = Command::new(env!("CARGO_BIN_EXE_workflow-worker"))
         .arg(s.db())
         .arg(&s.config)
-        .arg("300")
+        .arg("500")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
