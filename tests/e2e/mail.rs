@@ -6,6 +6,7 @@
 //!
 //! The directory is an LDIF export read by the LDIF connector (the same AD objects and default
 //! rules as a live AD read): changing the file and running a cycle moves users between sets.
+//! One test does the same against the Samba AD DC.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -94,13 +95,16 @@ struct Setup {
 
 impl Setup {
     fn new(mail: &str) -> Self {
+        Self::with_connector("name = \"corp\"\ntype = \"ldif\"\npath = \"corp.ldif\"\n", mail)
+    }
+
+    /// The same with another `[[connectors]]` table.
+    fn with_connector(connector: &str, mail: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("syncctl.toml");
         std::fs::write(
             &config,
-            format!(
-                "[store]\npath = \"syncctl.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldif\"\npath = \"corp.ldif\"\n\n{mail}\n{MODEL}"
-            ),
+            format!("[store]\npath = \"syncctl.db\"\n\n[[connectors]]\n{connector}\n{mail}\n{MODEL}"),
         )
         .unwrap();
         Self { dir, config }
@@ -223,6 +227,83 @@ async fn a_user_moved_into_a_department_set_mails_the_user_and_the_manager_once_
     let requests = s.json(&["requests"]);
     let policies: Vec<&str> =
         requests.as_array().unwrap().iter().map(|r| r["policy"].as_str().unwrap()).collect();
+    assert_eq!(policies, ["left-sales", "joined-sales"]);
+}
+
+/// The acceptance test above against Active Directory itself: the Samba AD DC read over LDAPS
+/// by an `ldap` connector scoped to the test's own OU, the user's department changed in AD.
+#[tokio::test]
+async fn in_active_directory_a_user_moved_into_a_department_set_mails_the_user_and_the_manager() {
+    let peer = samba();
+    let smtp = smtp();
+    let mut ldap = admin(&peer).await;
+    let t = unique("ad");
+    let ou = make_ou(&mut ldap, &peer.base, &t).await;
+    // sAMAccountName: at most 20 characters, unique in the domain.
+    let tail: String = t.chars().rev().filter(char::is_ascii_alphanumeric).take(15).collect();
+    let boss_dn = format!("CN=Boss,{ou}");
+    let alice_dn = format!("CN=Alice,{ou}");
+    let (boss_mail, alice_mail) =
+        (format!("boss.{t}@corp.example.com"), format!("alice.{t}@corp.example.com"));
+    add(
+        &mut ldap,
+        &boss_dn,
+        &[
+            ("objectClass", &["user"]),
+            ("sAMAccountName", &[&format!("b{tail}")]),
+            ("displayName", &["The Boss"]),
+            ("mail", &[&boss_mail]),
+        ],
+    )
+    .await;
+    add(
+        &mut ldap,
+        &alice_dn,
+        &[
+            ("objectClass", &["user"]),
+            ("sAMAccountName", &[&format!("a{tail}")]),
+            ("givenName", &["alice"]),
+            ("displayName", &["alice Person"]),
+            ("mail", &[&alice_mail]),
+            ("department", &["Engineering"]),
+            ("manager", &[&boss_dn]),
+        ],
+    )
+    .await;
+    let connector = format!(
+        "name = \"corp\"\ntype = \"ldap\"\nflavor = \"ad\"\nurl = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\n\
+         password_file = \"{}\"\nbase_dn = \"{ou}\"\nobject_types = [\"user\"]\n",
+        peer.ldaps_url,
+        peer.ca.display(),
+        peer.bind_dn,
+        peer.password_file.display()
+    );
+    let s = Setup::with_connector(&connector, &mail_section(&smtp, ""));
+    s.ok(&["cycle"]);
+    assert!(smtp.messages_to(&t).is_empty(), "nobody entered a set");
+
+    replace(&mut ldap, &alice_dn, "department", &["Sales"]).await;
+    s.ok(&["cycle"]);
+    let (to_alice, to_boss) = (smtp.messages_to(&alice_mail), smtp.messages_to(&boss_mail));
+    assert_eq!((to_alice.len(), to_boss.len()), (1, 1), "exactly one mail each");
+    for m in [&to_alice[0], &to_boss[0]] {
+        assert_eq!(m.header("Subject").as_deref(), Some("Welcome to Sales, alice Person"));
+        assert!(m.raw.replace("=\r\n", "").contains("joins the Sales team; manager: The Boss."), "{}", m.raw);
+    }
+
+    replace(&mut ldap, &alice_dn, "department", &["Marketing"]).await;
+    s.ok(&["cycle"]);
+    let to_alice = smtp.messages_to(&alice_mail);
+    assert_eq!(to_alice.len(), 2);
+    assert!(to_alice.iter().any(|m| m.header("Subject").as_deref() == Some("You left Sales, alice")));
+    assert_eq!(smtp.messages_to(&boss_mail).len(), 1);
+    let policies: Vec<String> = s
+        .json(&["requests"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["policy"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(policies, ["left-sales", "joined-sales"]);
 }
 
