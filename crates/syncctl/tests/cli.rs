@@ -1077,3 +1077,17 @@ fn a_run_that_stops_sends_the_operators_a_notice() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(maildir(&env).len(), 2);
 }
+
+#[test]
+fn a_mail_section_kept_for_the_readiness_checks_costs_a_cycle_nothing() {
+    // [mail.smtp] names a password variable that is not set: nothing is due, so nothing reads it.
+    let env = Env::new(
+        "[store]\npath = \"s.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldif\"\npath = \"people.ldif\"\n\n\
+         [mail]\nsender = \"syncctl@corp.example.com\"\n[mail.smtp]\nhost = \"smtp.office365.com\"\n\
+         username = \"svc@corp.example.com\"\npassword_env = \"SYNCCTL_TEST_NO_SUCH_VAR\"\n",
+    );
+    std::fs::write(env.path("people.ldif"), people_ldif("Sales")).unwrap();
+    let out = env.cmd().env_remove("SYNCCTL_TEST_NO_SUCH_VAR").arg("cycle").output().unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(!text(&out.stdout).contains("mail "), "no mail step: {}", text(&out.stdout));
+}

@@ -146,10 +146,15 @@ fn password(smtp: &SmtpConfig) -> Result<Secret, Failure> {
     Ok(Secret::new(value))
 }
 
-/// Delivers what is due, when `[mail]` says where to; `None` without a `[mail]` transport.
+/// Delivers what is due, when `[mail]` says where to; `None` without a `[mail]` transport or
+/// when nothing is due (then the relay's password is not even read: a `[mail]` kept for the
+/// readiness checks alone costs nothing).
 pub async fn deliver_due(plan: &Plan, store: &Store) -> Result<Option<DeliveryReport>, Failure> {
     let Some(mail) = &plan.mail else { return Ok(None) };
     if mail.smtp.is_none() && mail.directory.is_none() {
+        return Ok(None);
+    }
+    if store.mail_due(SystemClock.now_ms(), 1).await?.is_empty() {
         return Ok(None);
     }
     let (transport, policy) = transport(plan)?;
