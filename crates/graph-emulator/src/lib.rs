@@ -48,6 +48,22 @@ use crate::graph::{GraphResponse, Request};
 use crate::store::{Kind, Obj, OpError, Store};
 use crate::util::{SplitMix, unix_now};
 
+/// Waits for Ctrl-C, or SIGTERM where there is one: how a served emulator is told to stop.
+pub async fn wait_for_stop() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Errors of starting, running and stopping the emulator.
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {

@@ -989,13 +989,9 @@ async fn a_upn_in_an_unverified_domain_is_exported_at_the_initial_domain_and_rep
     assert_eq!((run.counts.errors, run.counts.warnings), (0, 1));
 }
 
-#[tokio::test]
-async fn a_cloud_object_holding_the_rewritten_upn_gets_no_write() {
-    // What the second cycle sees after the first exported Carol: the cloud user carries her
-    // ImmutableID and the rewritten UPN. Nothing is to be written back.
-    let w = World::new().await;
-    let mut cloud = contoso_domains();
-    cloud.push(cloud_user(
+/// Carol (`carol@corp.local` in AD) as the first cycle exported her: at the initial domain.
+fn carol_exported() -> CsObject {
+    cloud_user(
         "c1",
         "carol@contoso.onmicrosoft.com",
         &[
@@ -1004,7 +1000,16 @@ async fn a_cloud_object_holding_the_rewritten_upn_gets_no_write() {
             ("accountEnabled", AttrValues::Boolean(vec![true])),
             ("mailNickname", text(&["carol.local"])),
         ],
-    ));
+    )
+}
+
+#[tokio::test]
+async fn a_cloud_object_holding_the_rewritten_upn_gets_no_write() {
+    // What the second cycle sees after the first exported Carol: the cloud user carries her
+    // ImmutableID and the rewritten UPN. Nothing is to be written back.
+    let w = World::new().await;
+    let mut cloud = contoso_domains();
+    cloud.push(carol_exported());
     w.write(&w.cloud, cloud, &[]).await;
     w.write(&w.ad, vec![ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[])], &[]).await;
     let (ad, _) = w.cycle().await;
@@ -1013,21 +1018,7 @@ async fn a_cloud_object_holding_the_rewritten_upn_gets_no_write() {
     assert!(pending.is_empty(), "zero writes expected: {pending:#?}");
     // Without the tenant's domains the same object would be patched back to corp.local.
     let w2 = World::new().await;
-    w2.write(
-        &w2.cloud,
-        vec![cloud_user(
-            "c1",
-            "carol@contoso.onmicrosoft.com",
-            &[
-                ("onPremisesImmutableId", text(&[&b64(1)])),
-                ("displayName", text(&["Carol Local"])),
-                ("accountEnabled", AttrValues::Boolean(vec![true])),
-                ("mailNickname", text(&["carol.local"])),
-            ],
-        )],
-        &[],
-    )
-    .await;
+    w2.write(&w2.cloud, vec![carol_exported()], &[]).await;
     w2.write(&w2.ad, vec![ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[])], &[]).await;
     w2.cycle().await;
     let pending = w2.pending().await;

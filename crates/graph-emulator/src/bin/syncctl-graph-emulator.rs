@@ -87,7 +87,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     println!("{}", running.base_url());
-    wait_for_stop().await;
+    syncctl_graph_emulator::wait_for_stop().await;
     match running.stop().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -95,20 +95,4 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// Ctrl-C, or SIGTERM where there is one.
-async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -545,7 +545,7 @@ async fn serve(dir: &Path, port_arg: Option<u16>, json: bool) -> CmdResult {
             sh(&config_path)
         ))?;
     }
-    wait_for_stop().await;
+    syncctl_graph_emulator::wait_for_stop().await;
     emulator.stop().await.map_err(|e| Failure::stopped(anyhow!("stopping the Graph emulator: {e}")))?;
     Ok(Code::Success)
 }
@@ -560,22 +560,6 @@ fn demo_port(plan: &Plan) -> anyhow::Result<u16> {
     })?;
     url.port()
         .ok_or_else(|| anyhow!("{}: the graph_url {} has no port", plan.source.display(), cloud.endpoint))
-}
-
-/// Ctrl-C, or SIGTERM where there is one.
-async fn wait_for_stop() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 // ---------------------------------------------------------------------------------------------
