@@ -1091,3 +1091,55 @@ fn a_mail_section_kept_for_the_readiness_checks_costs_a_cycle_nothing() {
     assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
     assert!(!text(&out.stdout).contains("mail "), "no mail step: {}", text(&out.stdout));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tripped_deletion_threshold_mails_the_operators_the_approval_command() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}\n[sync]\ndeletion_threshold = 1\n\n[mail]\nsender = \"syncctl@corp.example.com\"\n\
+             directory = \"maildir\"\noperators = [\"ops@corp.example.com\"]\n"
+        ),
+    )
+    .unwrap();
+    let env = tokio::task::spawn_blocking(move || {
+        let out = env.cmd().arg("cycle").output().unwrap();
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        assert!(maildir(&env).is_empty(), "a cycle without a stop tells nobody: {:?}", maildir(&env));
+        // Carol and Frank leave the directory: two deletes, over the threshold of one.
+        let ldif = std::fs::read_to_string(env.path("corp-export.ldif")).unwrap();
+        let kept: Vec<&str> = ldif
+            .split("\n\n")
+            .filter(|e| !e.contains("dn: CN=Carol Space,") && !e.contains("dn: CN=Frank Umlaut,"))
+            .collect();
+        assert_eq!(kept.len() + 2, ldif.split("\n\n").count(), "both entries are in the sample");
+        std::fs::write(env.path("corp-export.ldif"), kept.join("\n\n")).unwrap();
+        let out = env.cmd().arg("cycle").output().unwrap();
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("stopped-deletion-threshold-exceeded"), "{stdout}\n{}", text(&out.stderr));
+        let token = stdout
+            .split("--approve-deletes ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no approval token in {stdout}"))
+            .to_owned();
+        let mails = maildir(&env);
+        assert_eq!(mails.len(), 1, "{mails:?}");
+        assert_eq!(mails[0].0, "ops@corp.example.com");
+        assert!(mails[0].1.contains("cloud"), "{mails:?}");
+        let body = std::fs::read_dir(env.path("maildir/new"))
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .next()
+            .unwrap();
+        assert!(body.contains(&format!("--approve-deletes {token}")), "{body}");
+        env
+    })
+    .await
+    .unwrap();
+    drop(env);
+    emu.stop().await.unwrap();
+}
