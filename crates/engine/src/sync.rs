@@ -437,6 +437,9 @@ struct SyncRun<'a> {
     /// Targets that are cloud tenants (their connector space holds domains): outbound values
     /// get the directory-sync service's UPN rewrite and duplicate attribute resiliency.
     tenants: HashMap<ConnectorId, Arc<Tenant>>,
+    /// Unique values of the object being compared that the directory-sync rewrites just found
+    /// free (target, attribute, lower-case value): the unique check does not look them up again.
+    checked_free: std::collections::HashSet<(ConnectorId, String, String)>,
     /// Pending exports staged in this run (target, key, operation), to count each once.
     staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
     /// The batch hook of the options.
@@ -512,6 +515,7 @@ impl<'a> SyncRun<'a> {
             newly_linked: Vec::new(),
             join_cache: HashMap::new(),
             tenants: HashMap::new(),
+            checked_free: std::collections::HashSet::new(),
             staged: std::collections::HashSet::new(),
             hook: options.hook.clone(),
             out: SyncBatch::default(),
@@ -1673,6 +1677,12 @@ impl<'a> SyncRun<'a> {
             };
             let Some(values) = &c.new else { continue };
             for v in key_texts(values, true) {
+                let checked = (target.id, attribute.to_string(), v);
+                if self.checked_free.contains(&checked) {
+                    claims.push(checked);
+                    continue;
+                }
+                let (_, _, v) = checked;
                 let holders = self.unique_holders(target, object, own, attribute, &v).await?;
                 if holders.is_empty() {
                     claims.push((target.id, attribute.to_string(), v));
@@ -1740,6 +1750,7 @@ impl<'a> SyncRun<'a> {
             let holders = self
                 .unique_holders(target, object, own_id, "userPrincipalName", &value.to_lowercase())
                 .await?;
+            let mut free = holders.is_empty();
             if !holders.is_empty() {
                 let current = own
                     .and_then(|o| o.attributes.get("userPrincipalName"))
@@ -1786,7 +1797,11 @@ impl<'a> SyncRun<'a> {
                         ),
                     );
                     value = p;
+                    free = true;
                 }
+            }
+            if free {
+                self.checked_free.insert((target.id, "userPrincipalName".to_owned(), value.to_lowercase()));
             }
             desired.insert(key, Some(AttrValues::String(vec![value])));
         }
@@ -1799,6 +1814,7 @@ impl<'a> SyncRun<'a> {
                 let holders =
                     self.unique_holders(target, object, own_id, "proxyAddresses", &v.to_lowercase()).await?;
                 if holders.is_empty() {
+                    self.checked_free.insert((target.id, "proxyAddresses".to_owned(), v.to_lowercase()));
                     kept.push(v);
                 } else {
                     self.warn_at(
@@ -1944,6 +1960,7 @@ impl<'a> SyncRun<'a> {
     /// Outbound rules of one target for one MV object (or a deleted one).
     async fn outbound(&mut self, mv: MvId, target: &'a SyncConnector) -> Result<()> {
         self.current_mv = Some(mv);
+        self.checked_free.clear();
         let object = self.mv_object(mv).await?;
         let (deleted_type, links) = match self.deleted_links.get(&mv) {
             Some((t, l)) => (Some(t.clone()), l.clone()),
