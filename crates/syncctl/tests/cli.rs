@@ -1143,3 +1143,41 @@ async fn a_tripped_deletion_threshold_mails_the_operators_the_approval_command()
     drop(env);
     emu.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_test_checks_the_sender_against_the_domains_the_graph_connector_imported() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let with_sender =
+        move |sender: &str| format!("{config}\n[mail]\nsender = \"{sender}\"\ndirectory = \"maildir\"\n");
+    std::fs::write(&env.config, with_sender("syncctl@fabrikam.com")).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let checks = |env: &Env| -> serde_json::Value {
+            let out =
+                env.cmd().args(["--json", "mail", "test", "--to", "ops@corp.example.com"]).output().unwrap();
+            serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)))
+        };
+        let rules = |v: &serde_json::Value| -> Vec<String> {
+            v["checks"].as_array().unwrap().iter().map(|c| c["rule"].as_str().unwrap().to_owned()).collect()
+        };
+        // Before any import nothing says which domains the tenant verified: a routable domain passes.
+        let before = checks(&env);
+        assert_eq!(before["checked_against_tenant_of"], serde_json::Value::Null, "{before:#}");
+        assert!(!rules(&before).contains(&"mail-sender-unverified".to_owned()), "{before:#}");
+        let out = env.cmd().arg("cycle").output().unwrap();
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        // After a cycle the tenant's domains are known: fabrikam.com is not one of them.
+        let after = checks(&env);
+        assert_eq!(after["checked_against_tenant_of"], "cloud", "{after:#}");
+        assert!(rules(&after).contains(&"mail-sender-unverified".to_owned()), "{after:#}");
+        std::fs::write(&env.config, with_sender("syncctl@corp.example.com")).unwrap();
+        let verified = checks(&env);
+        assert!(!rules(&verified).contains(&"mail-sender-unverified".to_owned()), "{verified:#}");
+        assert_eq!(verified["delivered"], true, "{verified:#}");
+    })
+    .await
+    .unwrap();
+    emu.stop().await.unwrap();
+}

@@ -397,10 +397,50 @@ async fn show(store: &Store, id: i64, json: bool) -> CmdResult {
 }
 
 /// The notification-mail findings of `assess` for `[mail]` (sender and relay rules).
-fn mail_findings(mail: &MailConfig) -> Vec<(String, String, String)> {
+/// The tenant's domains as the last import of a configured Graph connector stored them (no
+/// request is made): what the sender's domain is checked against.
+async fn stored_tenant(
+    plan: &Plan,
+    store: &Store,
+) -> Result<Option<(String, syncctl_assess::tenant::TenantSnapshot)>, Failure> {
+    use syncctl_core::AttrValues;
+    for c in plan.connectors.iter().filter(|c| c.type_name == "graph") {
+        let Some(id) = store.connector_id(&c.name).await? else { continue };
+        let domains = store.cs_domains(id).await?;
+        if domains.is_empty() {
+            continue;
+        }
+        let flag = |o: &syncctl_store::SyncCsObject, name: &str| matches!(o.attributes.get(name), Some(AttrValues::Boolean(v)) if v.first() == Some(&true));
+        let tenant = syncctl_assess::tenant::TenantSnapshot {
+            domains: domains
+                .iter()
+                .map(|o| syncctl_assess::tenant::TenantDomain {
+                    name: o.anchor.to_lowercase(),
+                    verified: flag(o, "isVerified"),
+                    initial: flag(o, "isInitial"),
+                    default: flag(o, "isDefault"),
+                    authentication: o
+                        .attributes
+                        .first_text("authenticationType")
+                        .unwrap_or("Managed")
+                        .to_owned(),
+                })
+                .collect(),
+            objects: Vec::new(),
+        };
+        return Ok(Some((c.name.clone(), tenant)));
+    }
+    Ok(None)
+}
+
+fn mail_findings(
+    mail: &MailConfig,
+    tenant: Option<syncctl_assess::tenant::TenantSnapshot>,
+) -> Vec<(String, String, String)> {
     let settings = super::assess::mail_settings_of(mail);
     let assessor = syncctl_assess::Assessor::new(syncctl_assess::AssessOptions {
         mail: Some(settings),
+        tenant,
         ..Default::default()
     });
     assessor
@@ -418,7 +458,9 @@ async fn test(plan: &Plan, store: &Store, args: &MailTestArgs, json: bool) -> Cm
         Ok(syncctl_workflow::Recipient::Address(a)) => a,
         _ => return Err(Failure::usage(anyhow!("--to `{}` is not a mail address", args.to))),
     };
-    let findings = mail_findings(mail);
+    let tenant = stored_tenant(plan, store).await?;
+    let checked_against = tenant.as_ref().map(|(name, _)| name.clone());
+    let findings = mail_findings(mail, tenant.map(|(_, t)| t));
     let (transport, _) = transport(plan)?;
     let _lock = store.lock_runs()?;
     let now = SystemClock.now_ms();
@@ -468,16 +510,28 @@ async fn test(plan: &Plan, store: &Store, args: &MailTestArgs, json: bool) -> Cm
             "error": error.as_ref().map(|e| e.to_string()),
             "hint": error.as_ref().map(|e| e.hint()),
             "checks": findings.iter().map(|(sev, rule, msg)| json!({"severity": sev, "rule": rule, "message": msg})).collect::<Vec<_>>(),
+            "checked_against_tenant_of": checked_against,
             "transcript": transcript,
         }))?;
     } else {
         let mut s = String::new();
         if findings.is_empty() {
-            let _ = writeln!(
-                s,
-                "sender check: {} passes the relay rules that can be checked offline",
-                mail.sender
-            );
+            match &checked_against {
+                Some(c) => {
+                    let _ = writeln!(
+                        s,
+                        "sender check: {} is in a verified domain of the tenant (as `{c}` last imported it) and passes the relay rules",
+                        mail.sender
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "sender check: {} passes the relay rules that can be checked offline (no Graph connector has imported the tenant's domains: run a cycle to check the domain is verified)",
+                        mail.sender
+                    );
+                }
+            }
         }
         for (sev, rule, msg) in &findings {
             let _ = writeln!(s, "sender check: {sev} {rule}: {msg}");
