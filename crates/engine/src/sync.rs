@@ -1992,9 +1992,11 @@ impl<'a> SyncRun<'a> {
             }
         }
         let Some(object) = object.filter(|_| !rules.is_empty()) else {
-            // Out of scope or deleted: deprovision what this engine provisioned, disconnect the
-            // rest. What to do is the `deprovision` of the first outbound rule (by precedence)
-            // for this object type; without a rule, disconnect.
+            // Out of scope or deleted: deprovision the target object, as Entra Connect does for
+            // every object joined to the cloud (provisioned, or matched and stamped with this
+            // object's anchor). What to do is the `deprovision` of the first outbound rule (by
+            // precedence) for this object type; without a rule, disconnect. An object another
+            // engine masters is disconnected and reported, never deleted.
             let object_type =
                 self.mv.get(&mv).and_then(|o| o.as_ref().map(|o| o.object_type.clone())).or(deleted_type);
             let deprovision_delete = object_type
@@ -2007,9 +2009,25 @@ impl<'a> SyncRun<'a> {
             self.unsend_add(target, mv, &add_key, existing.get(&add_key), deprovision_delete).await?;
             if let Some(l) = link {
                 let cs_key = format!("cs:{}", l.cs_id);
-                let delete = l.how == LinkHow::Provisioned && deprovision_delete;
+                let cs = self.cs_object(l.cs_id).await?;
+                let elsewhere = cs.as_ref().is_some_and(synchronized_elsewhere);
+                if deprovision_delete && elsewhere {
+                    self.warn_at(
+                        None,
+                        cs.as_ref().map(|c| c.dn.clone()),
+                        "synchronized-by-another-engine",
+                        format!(
+                            "{} in `{}` is synchronized from on-premises by another engine (onPremisesSyncEnabled): \
+                             its source is gone, it is disconnected, not deleted",
+                            cs.as_ref().map_or("-", |c| c.dn.as_str()),
+                            target.name
+                        ),
+                    );
+                }
+                let delete = deprovision_delete
+                    && matches!(l.how, LinkHow::Provisioned | LinkHow::Joined)
+                    && !elsewhere;
                 if delete {
-                    let cs = self.cs_object(l.cs_id).await?;
                     let export = PendingExport {
                         id: 0,
                         connector_id: target.id,

@@ -421,7 +421,7 @@ async fn group_membership_refers_to_metaverse_objects_whatever_the_order() {
 }
 
 #[tokio::test]
-async fn a_deleted_source_deletes_the_metaverse_object_and_only_provisioned_targets() {
+async fn a_deleted_source_deletes_the_metaverse_object_and_its_joined_target_and_withdraws_the_add() {
     let w = World::new().await;
     w.write(
         &w.ad,
@@ -446,8 +446,10 @@ async fn a_deleted_source_deletes_the_metaverse_object_and_only_provisioned_targ
     assert_eq!(ad.counts.mv_deleted, 2, "{ad:?}");
     assert!(w.store.mv_ids().await.unwrap().is_empty());
     let pending = w.pending().await;
-    // Bob's add is withdrawn; Alice's joined (not provisioned) cloud object is disconnected, not deleted.
-    assert!(pending.is_empty(), "{pending:#?}");
+    // Bob's add is withdrawn; Alice's cloud object, joined by her ImmutableID, is deleted as
+    // Entra Connect deletes every object it synchronizes.
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!((pending[0].operation, pending[0].display.as_str()), (ExportOperation::Delete, "CN=c1"));
 }
 
 #[tokio::test]
@@ -1362,4 +1364,36 @@ async fn a_failing_batch_hook_stops_the_run_before_the_batch_is_written() {
     // Without the failure the next run does the batch.
     let r = w.sync(&w.ad, SyncMode::Delta).await;
     assert_eq!((r.counts.processed, r.counts.projected), (1, 1));
+}
+
+#[tokio::test]
+async fn an_object_another_engine_synchronizes_is_not_deleted_when_its_source_goes() {
+    let w = World::new().await;
+    w.write(
+        &w.cloud,
+        vec![cloud_user(
+            "c1",
+            "alice@corp.example.com",
+            &[
+                ("onPremisesImmutableId", text(&[&b64(1)])),
+                ("onPremisesSyncEnabled", AttrValues::Boolean(vec![true])),
+            ],
+        )],
+        &[],
+    )
+    .await;
+    w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    w.write(&w.ad, vec![], &[&b64(1)]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.counts.mv_deleted, 1, "{ad:?}");
+    let pending = w.pending().await;
+    assert!(pending.is_empty(), "never a delete of an object another engine masters: {pending:#?}");
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert!(
+        warnings(&errors)
+            .iter()
+            .any(|(k, m)| *k == "synchronized-by-another-engine" && m.contains("not deleted")),
+        "{errors:?}"
+    );
 }
