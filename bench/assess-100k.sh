@@ -3,8 +3,9 @@
 #
 # Usage: bench/assess-100k.sh [COUNT]        (default 100000 objects)
 #
-# Generates the export once with bench/gen_ad_ldif.py (fixed seed: 90% users with the AD
-# attributes syncctl reads and about 4% of them with a defect, 8% groups, 2% contacts), builds
+# Generates the export once with bench/gen_bench.py (fixed seed, the SYNCBENCH AD export:
+# 85% users with the AD attributes syncctl reads and about 4% of them with a defect, 10% groups,
+# 5% contacts), builds
 # syncctl in release mode, then runs, three times each: the terminal summary alone, and every
 # output at once (--json to /dev/null, --csv, --html, --fix-ldif). Prints a Markdown table of the
 # best wall-clock time and the peak RSS (/usr/bin/time).
@@ -16,11 +17,13 @@ WORK=${SYNCCTL_BENCH_DIR:-/tmp/syncctl-bench}
 mkdir -p "$WORK"
 command -v /usr/bin/time >/dev/null 2>&1 || { apt-get install -y --no-install-recommends time >/dev/null; }
 
-EXPORT=$WORK/ad-$COUNT.ldif
-if [ ! -s "$EXPORT" ]; then
-  echo "generating $EXPORT ..." >&2
-  python3 bench/gen_ad_ldif.py "$COUNT" > "$EXPORT.tmp" && mv "$EXPORT.tmp" "$EXPORT"
+DATA=$WORK/data-$COUNT-seed42
+if [ ! -s "$DATA/manifest.json" ]; then
+  echo "generating $DATA ..." >&2
+  rm -rf "$DATA.tmp"
+  /usr/bin/python3 bench/gen_bench.py "$COUNT" "$DATA.tmp" && mv "$DATA.tmp" "$DATA"
 fi
+EXPORT=$DATA/ad.ldif
 cargo build --release -p syncctl >&2
 BIN=$ROOT/target/release/syncctl
 

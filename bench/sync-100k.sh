@@ -4,8 +4,8 @@
 #
 # Usage: bench/sync-100k.sh [COUNT]          (default 100000 objects)
 #
-# Generates the export once with bench/gen_ad_ldif.py (fixed seed: 90% users, 8% groups with
-# members, 2% contacts), builds syncctl in release mode, then in one fresh database:
+# Generates the export once with bench/gen_bench.py (fixed seed, the SYNCBENCH AD export: 85% users,
+# 10% groups with members, 5% contacts), builds syncctl in release mode, then in one fresh database:
 #   1. a full import, then a full sync into the empty metaverse (every object projected);
 #   2. a second full sync with nothing changed (what a rule change costs: every object read,
 #      recomputed and compared);
@@ -21,11 +21,13 @@ WORK=${SYNCCTL_BENCH_DIR:-/tmp/syncctl-bench}
 mkdir -p "$WORK"
 command -v /usr/bin/time >/dev/null 2>&1 || { apt-get install -y --no-install-recommends time >/dev/null; }
 
-EXPORT=$WORK/ad-$COUNT.ldif
-if [ ! -s "$EXPORT" ]; then
-  echo "generating $EXPORT ..." >&2
-  python3 bench/gen_ad_ldif.py "$COUNT" > "$EXPORT.tmp" && mv "$EXPORT.tmp" "$EXPORT"
+DATA=$WORK/data-$COUNT-seed42
+if [ ! -s "$DATA/manifest.json" ]; then
+  echo "generating $DATA ..." >&2
+  rm -rf "$DATA.tmp"
+  /usr/bin/python3 bench/gen_bench.py "$COUNT" "$DATA.tmp" && mv "$DATA.tmp" "$DATA"
 fi
+EXPORT=$DATA/ad.ldif
 cargo build --release -p syncctl >&2
 BIN=$ROOT/target/release/syncctl
 
@@ -67,7 +69,7 @@ out, user, n = [], 0, 0
 for line in open(path, encoding="utf-8"):
     if line.startswith("title: "):
         user += 1
-        if user % 90 == 0:  # 1% of all objects (users are 90% of them)
+        if user % 85 == 0:  # 1% of all objects (users are 85% of them)
             line = "title: Changed %d\n" % user
             n += 1
     out.append(line)

@@ -19,6 +19,7 @@
 #   SYNCCTL_SLAPD_PORT       plain LDAP port (default 3389; Samba owns 389)
 #   SYNCCTL_SLAPD_LDAPS_PORT LDAPS port (default 3636)
 #   SYNCCTL_SLAPD_DEBUG      slapd -d level written to $D/log/slapd.log (default 0; e.g. stats)
+#   SYNCCTL_SLAPD_MAXSIZE    mdb maxsize of the directory in bytes (default 4 GiB)
 #
 # The base entries are dc=example,dc=com, ou=People, ou=Groups and ou=Disabled. The schema
 # ad-compat.schema (next to this script) adds objectGUID (octet string) and the auxiliary
@@ -43,7 +44,7 @@ STOP_TIMEOUT=30
 SUFFIX=dc=example,dc=com
 ROOT_DN=cn=admin,$SUFFIX
 ROOT_PW='Passw0rd!Ldap'
-MAXSIZE=4294967296 # 4 GiB (the mdb default of 10 MiB is too small for bulk loads)
+MAXSIZE=${SYNCCTL_SLAPD_MAXSIZE:-4294967296} # 4 GiB (the mdb default of 10 MiB is too small for bulk loads)
 
 CONF=$D/slapd.conf
 PIDFILE=$D/run/slapd.pid
