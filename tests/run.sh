@@ -68,4 +68,6 @@ if [[ $# -gt 0 ]]; then
     cargo test "$@"
 else
     cargo test --workspace --all-targets
+    # The benchmark's own tooling: a deterministic generator and an oracle check that can fail.
+    bash "$ROOT/bench/test-bench.sh"
 fi
