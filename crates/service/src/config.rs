@@ -1,0 +1,162 @@
+//! The `[service]` table: [`RawService`] as written, [`ServiceSettings`] validated.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Result, ServiceError};
+
+/// Where the service listens unless `[service] listen` says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8650";
+
+/// `[service]` as written. Every key is optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// Time between delta cycles (`"30m"`, `"1h 30m"`, `"45s"`). Default `"30m"`.
+    pub interval: Option<String>,
+    /// The HTTP address. Default `127.0.0.1:8650`.
+    pub listen: Option<String>,
+    /// The environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// The file whose first line is the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// How long run history is kept. Default `"7d"`.
+    pub retention: Option<String>,
+    /// A full cycle runs when no delta import completed for this long. Default `"7d"`.
+    pub full_after: Option<String>,
+}
+
+/// Where the bearer token is read from (never the config file itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    /// An environment variable.
+    Env(String),
+    /// A file's first line.
+    File(PathBuf),
+}
+
+impl TokenSource {
+    /// Reads the token. The error names the variable or file, never the value.
+    pub fn read(&self) -> Result<String> {
+        let (text, what) = match self {
+            Self::Env(name) => (std::env::var(name).ok(), format!("environment variable {name}")),
+            Self::File(p) => (std::fs::read_to_string(p).ok(), format!("file {}", p.display())),
+        };
+        let token =
+            text.as_deref().and_then(|t| t.lines().next()).map(str::trim).unwrap_or_default().to_owned();
+        if token.is_empty() {
+            return Err(ServiceError::Config { key: "token", detail: format!("the {what} holds no token") });
+        }
+        Ok(token)
+    }
+}
+
+/// The validated `[service]` settings.
+#[derive(Clone, Debug)]
+pub struct ServiceSettings {
+    /// Time between delta cycles.
+    pub interval: Duration,
+    /// The HTTP address.
+    pub listen: SocketAddr,
+    /// The bearer token's source; required when `listen` is not loopback.
+    pub token: Option<TokenSource>,
+    /// Run-history retention.
+    pub retention: Duration,
+    /// A full cycle runs when no delta import completed for this long.
+    pub full_after: Duration,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30 * 60),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8650)),
+            token: None,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            full_after: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+fn duration(key: &'static str, v: Option<&str>, default: Duration) -> Result<Duration> {
+    let Some(v) = v else { return Ok(default) };
+    let d = humantime::parse_duration(v).map_err(|e| ServiceError::Config {
+        key,
+        detail: format!("`{v}` is not a duration such as \"30m\" or \"1h 30m\": {e}"),
+    })?;
+    if d.is_zero() {
+        return Err(ServiceError::Config { key, detail: "must be longer than zero".into() });
+    }
+    Ok(d)
+}
+
+impl ServiceSettings {
+    /// Validates `raw`; relative `token_file` paths resolve against `base`.
+    pub fn from_raw(raw: &RawService, base: &Path) -> Result<Self> {
+        let d = Self::default();
+        let listen: SocketAddr = match &raw.listen {
+            None => d.listen,
+            Some(l) => l.parse().map_err(|e| ServiceError::Config {
+                key: "listen",
+                detail: format!("`{l}` is not an address such as 127.0.0.1:8650: {e}"),
+            })?,
+        };
+        let token = match (&raw.token_env, &raw.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(ServiceError::Config {
+                    key: "token_env",
+                    detail: "token_env and token_file exclude each other".into(),
+                });
+            }
+            (Some(e), None) => Some(TokenSource::Env(e.clone())),
+            (None, Some(f)) => {
+                Some(TokenSource::File(if f.is_absolute() { f.clone() } else { base.join(f) }))
+            }
+            (None, None) => None,
+        };
+        if !listen.ip().is_loopback() && token.is_none() {
+            return Err(ServiceError::Config {
+                key: "listen",
+                detail: format!(
+                    "{listen} is reachable beyond this machine: set token_env or token_file so that every request needs the token"
+                ),
+            });
+        }
+        Ok(Self {
+            interval: duration("interval", raw.interval.as_deref(), d.interval)?,
+            listen,
+            token,
+            retention: duration("retention", raw.retention.as_deref(), d.retention)?,
+            full_after: duration("full_after", raw.full_after.as_deref(), d.full_after)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let s = ServiceSettings::from_raw(&RawService::default(), Path::new("/etc")).unwrap();
+        assert_eq!(s.interval, Duration::from_secs(1800));
+        assert!(s.listen.ip().is_loopback());
+        let raw = RawService { listen: Some("0.0.0.0:8650".into()), ..RawService::default() };
+        let e = ServiceSettings::from_raw(&raw, Path::new("/etc")).unwrap_err().to_string();
+        assert!(e.contains("token"), "{e}");
+        let raw = RawService {
+            listen: Some("0.0.0.0:8650".into()),
+            token_file: Some("tok".into()),
+            interval: Some("90s".into()),
+            ..RawService::default()
+        };
+        let s = ServiceSettings::from_raw(&raw, Path::new("/etc")).unwrap();
+        assert_eq!(s.token, Some(TokenSource::File("/etc/tok".into())));
+        assert_eq!(s.interval, Duration::from_secs(90));
+        let raw = RawService { interval: Some("often".into()), ..RawService::default() };
+        assert!(ServiceSettings::from_raw(&raw, Path::new("/")).is_err());
+    }
+}
