@@ -1349,3 +1349,84 @@ async fn serve_exports_changes_on_its_own_holds_one_instance_per_database_and_st
     drop(env);
     emu.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_beyond_loopback_needs_the_token_and_staging_mode_exports_nothing() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let port = free_port();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    // Without a token, an address beyond loopback is refused.
+    std::fs::write(&env.config, format!("{config}\n[service]\nlisten = \"0.0.0.0:{port}\"\n")).unwrap();
+    let out = env.cmd().args(["serve", "--once"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("token_env or token_file"), "{}", text(&out.stderr));
+
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}\n[sync]\nstaging = true\n\n[service]\ninterval = \"1h\"\nlisten = \"0.0.0.0:{port}\"\n\
+             token_env = \"SYNCCTL_TEST_SERVE_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let secret = "t0ken-that-must-not-be-logged";
+    let log = env.path("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .current_dir(env.dir.path())
+        .env_remove("RUST_LOG")
+        .env("SYNCCTL_TEST_SERVE_TOKEN", secret)
+        .arg("--config")
+        .arg(&env.config)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // Every route needs the token, health included.
+    let code = poll(120, "an answer", || async {
+        client.get(format!("{base}/healthz")).send().await.ok().map(|r| r.status().as_u16())
+    })
+    .await;
+    assert_eq!(code, 401);
+    for path in ["/", "/metrics", "/api/status"] {
+        let r = client.get(format!("{base}{path}")).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+    }
+    let r = client.post(format!("{base}/api/pause")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client.get(format!("{base}/healthz")).bearer_auth(secret).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The CLI reads the same variable.
+    let status = poll(120, "the first cycle", || async {
+        let st: serde_json::Value = client
+            .get(format!("{base}/api/status"))
+            .bearer_auth(secret)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        st["service"]["last_cycle"].is_object().then_some(st)
+    })
+    .await;
+    let cli = env.cmd().env("SYNCCTL_TEST_SERVE_TOKEN", secret).args(["serve", "status"]).output().unwrap();
+    assert!(cli.status.success(), "{}", text(&cli.stderr));
+    assert!(text(&cli.stdout).contains("pending exports"), "{}", text(&cli.stdout));
+    let cli = env.cmd().env_remove("SYNCCTL_TEST_SERVE_TOKEN").args(["serve", "status"]).output().unwrap();
+    assert!(!cli.status.success());
+    // Staging mode: the cycle ran, the tenant is untouched and the exports wait.
+    let users = tenant_users(&emu).await;
+    assert_eq!(users.len(), 2, "staging mode wrote to the tenant: {users:#?}\n{status:#}");
+    assert!(status["pending_exports"].as_array().is_some_and(|p| !p.is_empty()), "{status:#}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(secret), "the token is in the log: {logged}");
+    assert!(logged.contains("a cycle starts"), "the service logs its cycles: {logged}");
+    drop(env);
+    emu.stop().await.unwrap();
+}
