@@ -17,6 +17,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8650";
 pub struct RawService {
     /// Time between delta cycles (`"30m"`, `"1h 30m"`, `"45s"`). Default `"30m"`.
     pub interval: Option<String>,
+    /// A cron expression instead of `interval` (UTC; seconds first: `"0 */30 * * * *"`).
+    pub schedule: Option<String>,
     /// The HTTP address. Default `127.0.0.1:8650`.
     pub listen: Option<String>,
     /// The environment variable holding the bearer token.
@@ -57,8 +59,10 @@ impl TokenSource {
 /// The validated `[service]` settings.
 #[derive(Clone, Debug)]
 pub struct ServiceSettings {
-    /// Time between delta cycles.
+    /// Time between delta cycles (unless `schedule`).
     pub interval: Duration,
+    /// The cron schedule of delta cycles, when one replaces `interval`.
+    pub schedule: Option<cron::Schedule>,
     /// The HTTP address.
     pub listen: SocketAddr,
     /// The bearer token's source; required when `listen` is not loopback.
@@ -73,6 +77,7 @@ impl Default for ServiceSettings {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(30 * 60),
+            schedule: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8650)),
             token: None,
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -125,13 +130,50 @@ impl ServiceSettings {
                 ),
             });
         }
+        let schedule = match (&raw.schedule, &raw.interval) {
+            (Some(_), Some(_)) => {
+                return Err(ServiceError::Config {
+                    key: "schedule",
+                    detail: "schedule and interval exclude each other".into(),
+                });
+            }
+            (Some(c), None) => Some(c.parse::<cron::Schedule>().map_err(|e| ServiceError::Config {
+                key: "schedule",
+                detail: format!(
+                    "`{c}` is not a cron expression (seconds first, in UTC, such as \"0 */30 * * * *\"): {e}"
+                ),
+            })?),
+            (None, _) => None,
+        };
         Ok(Self {
+            schedule,
             interval: duration("interval", raw.interval.as_deref(), d.interval)?,
             listen,
             token,
             retention: duration("retention", raw.retention.as_deref(), d.retention)?,
             full_after: duration("full_after", raw.full_after.as_deref(), d.full_after)?,
         })
+    }
+}
+
+impl ServiceSettings {
+    /// How long after `now_ms` (ms since epoch) the next scheduled cycle is due.
+    pub fn next_after(&self, now_ms: i64) -> Duration {
+        let Some(schedule) = &self.schedule else { return self.interval };
+        let Some(now) = chrono::DateTime::from_timestamp_millis(now_ms) else { return self.interval };
+        match schedule.after(&now).next() {
+            Some(next) => Duration::from_millis(u64::try_from((next - now).num_milliseconds()).unwrap_or(0)),
+            // A schedule with no future time (a past year): never again.
+            None => Duration::from_secs(100 * 365 * 24 * 3600),
+        }
+    }
+
+    /// The schedule in words, for the start message.
+    pub fn describe(&self) -> String {
+        match &self.schedule {
+            Some(s) => format!("on the cron schedule `{s}` (UTC)"),
+            None => format!("every {}", humantime::format_duration(self.interval)),
+        }
     }
 }
 
@@ -158,5 +200,25 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(90));
         let raw = RawService { interval: Some("often".into()), ..RawService::default() };
         assert!(ServiceSettings::from_raw(&raw, Path::new("/")).is_err());
+        let raw = RawService { schedule: Some("every now and then".into()), ..RawService::default() };
+        assert!(ServiceSettings::from_raw(&raw, Path::new("/")).is_err());
+        let raw = RawService {
+            schedule: Some("0 */30 * * * *".into()),
+            interval: Some("1h".into()),
+            ..RawService::default()
+        };
+        assert!(ServiceSettings::from_raw(&raw, Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn the_next_cycle_follows_the_interval_or_the_cron_schedule() {
+        let s = ServiceSettings::default();
+        assert_eq!(s.next_after(0), Duration::from_secs(1800));
+        let raw = RawService { schedule: Some("0 */30 * * * *".into()), ..RawService::default() };
+        let s = ServiceSettings::from_raw(&raw, Path::new("/")).unwrap();
+        // 00:10:00 UTC -> 00:30:00 UTC; 00:30:00 -> 01:00:00.
+        assert_eq!(s.next_after(600_000), Duration::from_secs(1200));
+        assert_eq!(s.next_after(1_800_000), Duration::from_secs(1800));
+        assert!(s.describe().contains("cron"));
     }
 }

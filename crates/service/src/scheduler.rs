@@ -212,7 +212,7 @@ impl Scheduler {
                 () = tokio::time::sleep_until(due) => true,
                 () = self.control.wake.notified() => false,
             };
-            due = tokio::time::Instant::now() + self.settings.interval;
+            due = tokio::time::Instant::now() + self.settings.next_after(wall_ms());
             if scheduled && self.control.is_paused() && !once {
                 tracing::info!("the service is paused: the scheduled cycle is skipped");
                 continue;

@@ -82,11 +82,11 @@ async fn serve(plan: &Plan, once: bool) -> CmdResult {
         .with_context(|| format!("cannot listen on {} ([service] listen)", settings.listen))
         .map_err(Failure::stopped)?;
     tracing::info!(
-        "syncctl serve: pid {}, lock {}, listening on http://{}, a cycle every {}",
+        "syncctl serve: pid {}, lock {}, listening on http://{}, a cycle {}",
         std::process::id(),
         lock.path().display(),
         settings.listen,
-        humantime::format_duration(settings.interval)
+        settings.describe()
     );
     eprintln!("syncctl serve: listening on http://{} (pid {})", settings.listen, std::process::id());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
