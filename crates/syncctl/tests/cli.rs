@@ -1378,7 +1378,7 @@ async fn serve_beyond_loopback_needs_the_token_and_staging_mode_exports_nothing(
         .env("SYNCCTL_TEST_SERVE_TOKEN", secret)
         .arg("--config")
         .arg(&env.config)
-        .arg("serve")
+        .args(["--log-format", "json", "serve"])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -1427,6 +1427,11 @@ async fn serve_beyond_loopback_needs_the_token_and_staging_mode_exports_nothing(
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains(secret), "the token is in the log: {logged}");
     assert!(logged.contains("a cycle starts"), "the service logs its cycles: {logged}");
+    for line in logged.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
     drop(env);
     emu.stop().await.unwrap();
 }

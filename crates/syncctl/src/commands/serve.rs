@@ -88,7 +88,6 @@ async fn serve(plan: &Plan, once: bool) -> CmdResult {
         settings.listen,
         settings.describe()
     );
-    eprintln!("syncctl serve: listening on http://{} (pid {})", settings.listen, std::process::id());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state =
         http::AppState { store: store.clone(), control: control.clone(), metrics: metrics.clone(), token };
@@ -118,7 +117,7 @@ async fn serve(plan: &Plan, once: bool) -> CmdResult {
     store.close().await;
     drop(lock);
     result.map_err(|e| Failure::stopped(anyhow!(e)))?;
-    eprintln!("syncctl serve: stopped");
+    tracing::info!("syncctl serve stopped");
     Ok(Code::Success)
 }
 
