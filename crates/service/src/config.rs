@@ -29,6 +29,9 @@ pub struct RawService {
     pub retention: Option<String>,
     /// A full cycle runs when no delta import completed for this long. Default `"7d"`.
     pub full_after: Option<String>,
+    /// On SIGTERM or SIGINT, how long a running cycle may go on before it is abandoned
+    /// (`"0s"`: at once). Default `"10s"`.
+    pub stop_grace: Option<String>,
 }
 
 /// Where the bearer token is read from (never the config file itself).
@@ -71,6 +74,8 @@ pub struct ServiceSettings {
     pub retention: Duration,
     /// A full cycle runs when no delta import completed for this long.
     pub full_after: Duration,
+    /// How long a running cycle may go on after a stop signal.
+    pub stop_grace: Duration,
 }
 
 impl Default for ServiceSettings {
@@ -82,6 +87,7 @@ impl Default for ServiceSettings {
             token: None,
             retention: Duration::from_secs(7 * 24 * 3600),
             full_after: Duration::from_secs(7 * 24 * 3600),
+            stop_grace: Duration::from_secs(10),
         }
     }
 }
@@ -152,6 +158,10 @@ impl ServiceSettings {
             token,
             retention: duration("retention", raw.retention.as_deref(), d.retention)?,
             full_after: duration("full_after", raw.full_after.as_deref(), d.full_after)?,
+            stop_grace: match raw.stop_grace.as_deref() {
+                Some(v) if humantime::parse_duration(v).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
+                v => duration("stop_grace", v, d.stop_grace)?,
+            },
         })
     }
 }

@@ -190,9 +190,9 @@ impl Scheduler {
     }
 
     /// Runs cycles until `shutdown` completes (or after one cycle when `once`). A cycle that is
-    /// running when `shutdown` completes is abandoned: every batch the engine writes is one
-    /// transaction, its run is closed as interrupted at the next start, and the next cycle
-    /// picks up from the stored watermarks.
+    /// running when `shutdown` completes has `stop_grace` to end; then it is abandoned: every
+    /// batch the engine writes is one transaction, its run is closed as interrupted at the next
+    /// start, and the next cycle picks up from the stored watermarks.
     pub async fn run<R: CycleRunner>(
         &self,
         runner: &R,
@@ -226,13 +226,26 @@ impl Scheduler {
             });
             tracing::info!(full, "a cycle starts");
             let clock = tokio::time::Instant::now();
+            let cycle = runner.run_cycle(full);
+            tokio::pin!(cycle);
+            let mut stopping = false;
             let outcome = tokio::select! {
+                r = &mut cycle => r,
                 () = &mut shutdown => {
-                    tracing::warn!("stopping: the running cycle is abandoned; the next start resumes from the stored watermarks");
+                    stopping = true;
                     self.control.update(|s| s.state = ServiceState::Stopping);
-                    break;
+                    let grace = self.settings.stop_grace;
+                    tracing::info!("stopping: the running cycle has {} to end", humantime::format_duration(grace));
+                    match tokio::time::timeout(grace, &mut cycle).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            tracing::warn!(
+                                "stopping: the running cycle is abandoned; the next start resumes from the stored watermarks"
+                            );
+                            break;
+                        }
+                    }
                 }
-                r = runner.run_cycle(full) => r,
             };
             let seconds = clock.elapsed().as_secs_f64();
             let ended = wall_ms();
@@ -273,7 +286,7 @@ impl Scheduler {
                 s.cycles += 1;
                 s.last_cycle = Some(LastCycle { started_ms: started, ended_ms: ended, full, ok, summary });
             });
-            if once {
+            if once || stopping {
                 break;
             }
         }
@@ -319,6 +332,26 @@ mod tests {
         // Paused: the first scheduled cycle is skipped, then shutdown ends the loop.
         s.run(&r, false, tokio::time::sleep(Duration::from_millis(50))).await.unwrap();
         assert!(r.0.borrow().is_empty());
+    }
+
+    struct Slow;
+    impl CycleRunner for Slow {
+        async fn run_cycle(&self, _full: bool) -> std::result::Result<CycleReport, String> {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(CycleReport { runs: vec![], ok: true, summary: "slow".into() })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_lets_the_cycle_end_within_the_grace_or_abandons_it() {
+        for (grace, cycles) in [(Duration::from_secs(60), 1), (Duration::ZERO, 0)] {
+            let store = Store::open_in_memory().await.unwrap();
+            let control = Control::new(1);
+            let settings = ServiceSettings { stop_grace: grace, ..ServiceSettings::default() };
+            let s = Scheduler::new(settings, store, control.clone(), Arc::new(Metrics::new()));
+            s.run(&Slow, false, tokio::time::sleep(Duration::from_millis(20))).await.unwrap();
+            assert_eq!(control.status().cycles, cycles, "grace {grace:?}");
+        }
     }
 
     #[tokio::test]

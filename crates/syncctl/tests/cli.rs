@@ -1213,7 +1213,9 @@ async fn serve_exports_changes_on_its_own_holds_one_instance_per_database_and_st
     let config = std::fs::read_to_string(&env.config).unwrap();
     std::fs::write(
         &env.config,
-        format!("{config}\n[service]\ninterval = \"1s\"\nlisten = \"127.0.0.1:{port}\"\n"),
+        format!(
+            "{config}\n[service]\ninterval = \"1s\"\nstop_grace = \"0s\"\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     )
     .unwrap();
 
@@ -1287,7 +1289,7 @@ async fn serve_exports_changes_on_its_own_holds_one_instance_per_database_and_st
     })
     .await;
 
-    // SIGTERM while a slowed-down cycle runs: exit 0.
+    // SIGTERM while a slowed-down cycle runs (no grace: it is abandoned): exit 0.
     let r = reqwest::Client::new()
         .post(format!("{}/_emulator/faults", emu.base_url()))
         .json(&serde_json::json!({"delayMs": 300}))
