@@ -1,6 +1,7 @@
 //! `syncctl serve` against the Samba AD DC (LDAPS, the test's own OU), the Graph emulator and
 //! the SMTP server: a department changed in AD is exported to the tenant and notified by mail
-//! with no command typed, once, and SIGTERM stops the service with exit 0.
+//! with no command typed, once; the status page shows it in headless Chromium (a screenshot is
+//! left in `target/test-artifacts/serve-status.png`); SIGTERM stops the service with exit 0.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -151,6 +152,34 @@ async fn serve_exports_and_notifies_a_change_made_in_active_directory_with_no_co
     poll(120, "two more cycles", &log, || status(now + 2)).await;
     assert_eq!((smtp.messages_to(&alice_mail).len(), smtp.messages_to(&boss_mail).len()), (1, 1));
     assert!(cloud_user(&emu_url, &alice_upn).await.is_some());
+
+    // The status page in headless Chromium: the runs, the outbox with the two messages, no
+    // dead letter, no deletion hold; a screenshot is kept for a human to look at.
+    let url = format!("http://127.0.0.1:{port}/");
+    let png = test_artifacts_dir().join("serve-status.png");
+    let (dom, png) = tokio::task::spawn_blocking(move || {
+        let dom = chromium_dump_dom(&url);
+        chromium_screenshot(&url, &png, 1280, 1600);
+        (dom, png)
+    })
+    .await
+    .unwrap();
+    let section = |id: &str| -> String {
+        let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in {dom}"));
+        let rest = &dom[start..];
+        rest[..rest.find("</table>").or_else(|| rest.find("</p>")).unwrap()].to_owned()
+    };
+    let state = section("state");
+    assert!(state.contains("state: <b>idle</b>") || state.contains("state: <b>running</b>"), "{state}");
+    let runs = section("runs");
+    for needle in ["<td>corp</td>", "<td>cloud</td>", "<td>export</td>", "<td>success</td>"] {
+        assert!(runs.contains(needle), "{needle} in {runs}");
+    }
+    let outbox = section("outbox");
+    assert!(outbox.contains("<td>delivered</td><td>2</td>"), "{outbox}");
+    assert!(section("dead-letters").contains("none"), "{dom}");
+    assert!(section("holds").contains("none"), "{dom}");
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
 
     let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(term.success());
