@@ -9,7 +9,7 @@
 #   (idempotent: each run starts over in DIR, default /tmp/syncctl-demo; the emulator listens
 #   on 127.0.0.1:PORT, default 18650). Any arguments go to `syncctl demo` (./demo.sh --help).
 #
-# Needs: a Rust toolchain >= 1.88 (cargo on PATH or in ~/.cargo/bin) and a C compiler (SQLite
+# Needs: a Rust toolchain >= 1.89 (cargo on PATH or in ~/.cargo/bin) and a C compiler (SQLite
 # and ring build C code; installed with apt-get when missing and run as root). Nothing else:
 # no directory server, no network beyond crates.io for the build.
 #
@@ -30,11 +30,11 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
     PATH=$HOME/.cargo/bin:$PATH
 fi
 command -v cargo >/dev/null 2>&1 ||
-    die "cargo not found: install a Rust toolchain >= 1.88 (rustup, https://rustup.rs), then run ./demo.sh again"
+    die "cargo not found: install a Rust toolchain >= 1.89 (rustup, https://rustup.rs), then run ./demo.sh again"
 rust_version=$(rustc --version | awk '{print $2}')
 IFS=. read -r rust_major rust_minor _ <<<"$rust_version"
-if ((rust_major < 1 || (rust_major == 1 && rust_minor < 88))); then
-    die "rustc $rust_version is too old: syncctl needs Rust >= 1.88 (edition 2024, let chains); try 'rustup update'"
+if ((rust_major < 1 || (rust_major == 1 && rust_minor < 89))); then
+    die "rustc $rust_version is too old: syncctl needs Rust >= 1.89 (edition 2024, let chains, File::try_lock); try 'rustup update'"
 fi
 command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
 

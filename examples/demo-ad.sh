@@ -7,7 +7,7 @@
 # Usage: bash examples/demo-ad.sh   (from anywhere; as root, on Debian 12; idempotent, run it as
 #        often as you like). ./demo.sh is the demo with no server at all (`syncctl demo`).
 #
-# Needs: root (Samba binds 389/636 and is installed with apt-get), a Rust toolchain >= 1.88
+# Needs: root (Samba binds 389/636 and is installed with apt-get), a Rust toolchain >= 1.89
 # (cargo on PATH or in ~/.cargo/bin). Everything else comes from Debian's packages and crates.io.
 #
 # Environment:
@@ -43,11 +43,11 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
     PATH=$HOME/.cargo/bin:$PATH
 fi
 command -v cargo >/dev/null 2>&1 ||
-    die "cargo not found: install a Rust toolchain >= 1.88 (rustup, https://rustup.rs), then run examples/demo-ad.sh again"
+    die "cargo not found: install a Rust toolchain >= 1.89 (rustup, https://rustup.rs), then run examples/demo-ad.sh again"
 rust_version=$(rustc --version | awk '{print $2}')
 IFS=. read -r rust_major rust_minor _ <<<"$rust_version"
-if ((rust_major < 1 || (rust_major == 1 && rust_minor < 88))); then
-    die "rustc $rust_version is too old: syncctl needs Rust >= 1.88 (edition 2024, let chains); try 'rustup update'"
+if ((rust_major < 1 || (rust_major == 1 && rust_minor < 89))); then
+    die "rustc $rust_version is too old: syncctl needs Rust >= 1.89 (edition 2024, let chains, File::try_lock); try 'rustup update'"
 fi
 command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
 

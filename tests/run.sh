@@ -15,7 +15,7 @@
 # Usage: bash tests/run.sh                                   everything
 #        bash tests/run.sh -p syncctl-tests --test e2e sample   one test (cargo test ARGS)
 #
-# Needs root (Samba binds 389/636, packages come from apt-get) and a Rust toolchain >= 1.88,
+# Needs root (Samba binds 389/636, packages come from apt-get) and a Rust toolchain >= 1.89,
 # which is assumed to be installed (this script does not install Rust).
 #
 # Environment:
@@ -34,7 +34,7 @@ PEER_NAME=tests
 if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
     PATH=$HOME/.cargo/bin:$PATH
 fi
-command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain >= 1.88 first"
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install a Rust toolchain >= 1.89 first"
 # SQLite (bundled) and ring are built from C.
 command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
 

@@ -50,7 +50,7 @@ fn export(token: &str, people: &[Person<'_>]) -> String {
     s
 }
 
-const MODEL: &str = r#"
+pub(crate) const MODEL: &str = r#"
 [[sets]]
 name = "sales"
 object_type = "person"
@@ -152,7 +152,7 @@ impl Setup {
 }
 
 /// `[mail]` for an SMTP server: STARTTLS on its submission port, AUTH, its CA.
-fn mail_section(smtp: &Smtp, extra: &str) -> String {
+pub(crate) fn mail_section(smtp: &Smtp, extra: &str) -> String {
     format!(
         "[mail]\nsender = \"syncctl@corp.example.com\"\n{extra}\n[mail.smtp]\nhost = \"{}\"\nport = {}\nsecurity = \"starttls\"\n\
          username = \"{}\"\npassword_file = \"{}\"\nca_file = \"{}\"\ntimeout_seconds = 10\n",

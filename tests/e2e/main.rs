@@ -13,4 +13,5 @@ mod html_report;
 mod ldif;
 mod mail;
 mod openldap;
+mod serve;
 mod sync;

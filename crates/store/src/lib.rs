@@ -244,4 +244,34 @@ mod tests {
         let _x = m.lock_runs().unwrap();
         let _y = m.lock_runs().unwrap();
     }
+
+    #[tokio::test]
+    async fn retention_removes_old_finished_runs_with_their_errors() {
+        let s = Store::open_in_memory().await.unwrap();
+        let old = s.start_run("delta-import", None, "a", 1_000).await.unwrap();
+        s.add_run_errors(
+            old,
+            &[RunError {
+                level: Severity::Error,
+                anchor: None,
+                dn: None,
+                kind: "k".into(),
+                message: "m".into(),
+            }],
+            1_500,
+        )
+        .await
+        .unwrap();
+        s.finish_run(old, "success", None, 0, "", 2_000).await.unwrap();
+        let new = s.start_run("delta-import", None, "a", 9_000).await.unwrap();
+        s.finish_run(new, "success", None, 0, "", 10_000).await.unwrap();
+        let running = s.start_run("full-import", None, "b", 500).await.unwrap();
+        assert_eq!(s.last_completed("delta-import").await.unwrap(), Some(10_000));
+        assert_eq!(s.prune_runs(5_000).await.unwrap(), 1);
+        assert!(s.run(old).await.unwrap().is_none());
+        assert!(s.run_errors(old).await.unwrap().is_empty());
+        assert!(s.run(new).await.unwrap().is_some());
+        assert!(s.run(running).await.unwrap().is_some(), "a run in progress is kept");
+        assert_eq!(s.last_completed("full-import").await.unwrap(), None);
+    }
 }

@@ -306,6 +306,43 @@ impl Store {
         rows.iter().map(record_from_row).collect()
     }
 
+    /// Deletes the finished runs that ended before `before` (ms since epoch), with their
+    /// per-object errors: run-history retention. Runs still in progress are kept. Returns how
+    /// many runs went.
+    pub async fn prune_runs(&self, before: i64) -> Result<u64> {
+        let q = |e| StoreError::query("prune run history", e);
+        let mut tx = self.pool.begin().await.map_err(q)?;
+        sqlx::query(
+            "DELETE FROM run_errors WHERE run_id IN \
+             (SELECT id FROM runs WHERE ended_at IS NOT NULL AND ended_at < ? AND status <> 'in-progress')",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(q)?;
+        let gone = sqlx::query(
+            "DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ? AND status <> 'in-progress'",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(q)?
+        .rows_affected();
+        tx.commit().await.map_err(q)?;
+        Ok(gone)
+    }
+
+    /// When the latest run of `profile` that did not stop ended (ms since epoch), if any.
+    pub async fn last_completed(&self, profile: &str) -> Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT MAX(ended_at) FROM runs WHERE profile = ? AND status IN ('success', 'completed-with-errors')",
+        )
+        .bind(profile)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("read run history", e))
+    }
+
     /// The per-object errors of one run.
     pub async fn run_errors(&self, run: RunId) -> Result<Vec<RunError>> {
         let rows = sqlx::query(

@@ -85,6 +85,42 @@ pub enum Command {
                             port being taken)."
     )]
     Demo(DemoArgs),
+    /// The long-running service: a delta cycle every `[service] interval` (full when required),
+    /// HTTP health, metrics, status and control on `[service] listen`; or, with a subcommand,
+    /// talk to the service that runs on this config.
+    #[command(
+        after_help = "Exit codes: 0 stopped cleanly (SIGTERM, SIGINT) or request done, 2 the service could \
+                            not start (another one holds the database) or could not be reached, 3 configuration error."
+    )]
+    Serve(ServeArgs),
+}
+
+/// `syncctl serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Run one cycle (delta, or full when required) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Talk to the running service instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<ServeAction>,
+}
+
+/// Requests to a running `syncctl serve`.
+#[derive(Debug, Subcommand)]
+pub enum ServeAction {
+    /// Its state, last cycle, recent runs, pending exports and mail outbox.
+    Status,
+    /// Start a cycle now.
+    RunNow {
+        /// A full cycle.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Skip scheduled cycles until resumed.
+    Pause,
+    /// Run scheduled cycles again.
+    Resume,
 }
 
 /// `syncctl demo`.

@@ -64,6 +64,9 @@ struct RawConfig {
     /// `[[workflows]]`: notification activities.
     #[serde(default)]
     workflows: Vec<WorkflowConfig>,
+    /// `[service]`: the schedule and HTTP face of `syncctl serve`.
+    #[serde(default)]
+    service: syncctl_service::RawService,
 }
 
 /// `[sync]`.
@@ -210,6 +213,8 @@ pub struct Plan {
     pub sync: SyncSettings,
     /// `[[sets]]`, `[[policies]]` and `[[workflows]]`, validated (empty when none).
     pub workflows: Arc<Workflows>,
+    /// `[service]`, validated (defaults when absent).
+    pub service: syncctl_service::ServiceSettings,
 }
 
 impl Plan {
@@ -359,7 +364,17 @@ pub fn parse(text: &str, path: &Path) -> anyhow::Result<Plan> {
             path.display()
         );
     }
-    Ok(Plan { source: path.to_owned(), store_path, connectors, mail, sync, workflows: workflows.shared() })
+    let service = syncctl_service::ServiceSettings::from_raw(&raw.service, base)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Plan {
+        source: path.to_owned(),
+        store_path,
+        connectors,
+        mail,
+        sync,
+        workflows: workflows.shared(),
+        service,
+    })
 }
 
 /// `base/p` for a relative `p`; `p` itself when absolute.

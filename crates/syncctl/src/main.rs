@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         }
     };
     let quiet = matches!(cli.command, cli::Command::Demo(_));
-    logging::init(cli.verbose, cli.log_format, quiet);
+    // The service logs what it does (cycles starting and ending) by default: `info`.
+    let service = matches!(&cli.command, cli::Command::Serve(a) if a.action.is_none());
+    let verbose = if service { cli.verbose.max(1) } else { cli.verbose };
+    logging::init(verbose, cli.log_format, quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

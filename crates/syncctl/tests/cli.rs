@@ -1181,3 +1181,297 @@ async fn mail_test_checks_the_sender_against_the_domains_the_graph_connector_imp
     .unwrap();
     emu.stop().await.unwrap();
 }
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `secs` seconds.
+async fn poll<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {secs}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// One LDIF user entry with a made-up objectGUID from `n`.
+fn extra_user(n: u8, name: &str, upn: &str) -> String {
+    use base64::Engine as _;
+    let guid = base64::engine::general_purpose::STANDARD.encode([n; 16]);
+    format!(
+        "\n\ndn: CN={name},CN=Users,DC=corp,DC=example,DC=com\nobjectClass: top\nobjectClass: person\n\
+         objectClass: organizationalPerson\nobjectClass: user\ncn: {name}\ndisplayName: {name}\n\
+         objectGUID:: {guid}\nuserAccountControl: 512\nsAMAccountName: {}\nuserPrincipalName: {upn}\n",
+        upn.split('@').next().unwrap()
+    )
+}
+
+/// The emulator's users: (UPN, onPremisesImmutableId).
+async fn tenant_users(emu: &syncctl_graph_emulator::RunningEmulator) -> Vec<(String, Option<String>)> {
+    let state: serde_json::Value =
+        reqwest::get(format!("{}/_emulator/state", emu.base_url())).await.unwrap().json().await.unwrap();
+    cloud_users(&state).into_iter().collect()
+}
+
+struct Served {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+fn start_serve(env: &Env, log: &str) -> Served {
+    let log = env.path(log);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .current_dir(env.dir.path())
+        .env_remove("SYNCCTL_CONFIG")
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(&env.config)
+        .arg("serve")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Served { child, log }
+}
+
+async fn get_status(base: &str) -> Option<serde_json::Value> {
+    reqwest::get(format!("{base}/api/status")).await.ok()?.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exports_changes_on_its_own_holds_one_instance_per_database_and_stops_cleanly() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}\n[service]\ninterval = \"1s\"\nstop_grace = \"0s\"\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+
+    // The first service starts, answers and runs its first cycle with no command typed.
+    let mut a = start_serve(&env, "a.log");
+    poll(120, "/healthz", || async {
+        reqwest::get(format!("{base}/healthz")).await.ok().filter(|r| r.status() == 200)
+    })
+    .await;
+    poll(120, "a first cycle", || async {
+        get_status(&base).await.filter(|s| s["service"]["cycles"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+
+    // A second one on the same database refuses, naming the holder.
+    let out = env.cmd().arg("serve").timeout(std::time::Duration::from_secs(60)).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("pid {}", a.child.id())) && err.contains("already runs"), "{err}");
+
+    // A change in the source reaches the tenant by itself.
+    let mut ldif = std::fs::read_to_string(env.path("corp-export.ldif")).unwrap();
+    ldif.push_str(&extra_user(0x5a, "Zed Zulu", "zed@corp.example.com"));
+    std::fs::write(env.path("corp-export.ldif"), &ldif).unwrap();
+    poll(120, "Zed in the tenant", || async {
+        tenant_users(&emu).await.iter().any(|(upn, _)| upn == "zed@corp.example.com").then_some(())
+    })
+    .await;
+
+    // /metrics in the Prometheus text format, read by an independent parser.
+    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let value = |s: &prometheus_parse::Sample| match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        _ => 0.0,
+    };
+    let cycles: f64 = scrape.samples.iter().filter(|s| s.metric == "syncctl_cycles_total").map(value).sum();
+    assert!(cycles >= 1.0, "{metrics}");
+    let adds: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "syncctl_objects_total" && s.labels.get("phase") == Some("export"))
+        .filter(|s| s.labels.get("change") == Some("add"))
+        .map(value)
+        .sum();
+    assert!(adds >= 1.0, "the export of Zed is counted: {metrics}");
+    assert!(scrape.samples.iter().any(|s| s.metric == "syncctl_mail_dead_letters"), "{metrics}");
+
+    // The status page and the control commands.
+    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Recent runs") && page.contains("Pending exports"), "{page}");
+    let out = env.cmd().args(["serve", "pause"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.cmd().args(["--json", "serve", "status"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(st["runs"].as_array().is_some_and(|r| !r.is_empty()), "{st:#}");
+    let out = env.cmd().args(["serve", "resume"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = env.cmd().args(["serve", "run-now"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // kill -9: the lock goes with the process; a new service starts.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let mut b = start_serve(&env, "b.log");
+    poll(120, "the second service", || async {
+        get_status(&base).await.filter(|s| s["service"]["pid"].as_u64() == Some(u64::from(b.child.id())))
+    })
+    .await;
+
+    // SIGTERM while a slowed-down cycle runs (no grace: it is abandoned): exit 0.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", emu.base_url()))
+        .json(&serde_json::json!({"delayMs": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    ldif.push_str(&extra_user(0x59, "Yan Yellow", "yan@corp.example.com"));
+    std::fs::write(env.path("corp-export.ldif"), &ldif).unwrap();
+    poll(120, "a running cycle", || async {
+        get_status(&base).await.filter(|s| s["service"]["state"] == "running")
+    })
+    .await;
+    let killed =
+        std::process::Command::new("kill").args(["-TERM", &b.child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let code = poll(60, "the service to stop", || {
+        let r = b.child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    let blog = std::fs::read_to_string(&b.log).unwrap();
+    assert_eq!(code.code(), Some(0), "{blog}");
+
+    // A restart converges: everyone once, nothing doubled.
+    let r = reqwest::Client::new()
+        .post(format!("{}/_emulator/faults", emu.base_url()))
+        .json(&serde_json::json!({"delayMs": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let env = tokio::task::spawn_blocking(move || {
+        for _ in 0..2 {
+            let out = env
+                .cmd()
+                .args(["serve", "--once"])
+                .timeout(std::time::Duration::from_secs(300))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        env
+    })
+    .await
+    .unwrap();
+    let users = tenant_users(&emu).await;
+    for upn in ["zed@corp.example.com", "yan@corp.example.com"] {
+        assert_eq!(users.iter().filter(|(u, _)| u == upn).count(), 1, "{upn} once: {users:#?}");
+    }
+    let mut anchors: Vec<&String> = users.iter().filter_map(|(_, a)| a.as_ref()).collect();
+    let n = anchors.len();
+    anchors.sort();
+    anchors.dedup();
+    assert_eq!(anchors.len(), n, "an ImmutableID on two cloud users: {users:#?}");
+    let out = env.cmd().args(["--json", "export", "--preview"]).output().unwrap();
+    assert!(out.status.code().is_some_and(|c| c <= 1), "{}", text(&out.stderr));
+    let _ = std::fs::remove_file(&a.log);
+    drop(env);
+    emu.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_beyond_loopback_needs_the_token_and_staging_mode_exports_nothing() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let port = free_port();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    // Without a token, an address beyond loopback is refused.
+    std::fs::write(&env.config, format!("{config}\n[service]\nlisten = \"0.0.0.0:{port}\"\n")).unwrap();
+    let out = env.cmd().args(["serve", "--once"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("token_env or token_file"), "{}", text(&out.stderr));
+
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}\n[sync]\nstaging = true\n\n[service]\ninterval = \"1h\"\nlisten = \"0.0.0.0:{port}\"\n\
+             token_env = \"SYNCCTL_TEST_SERVE_TOKEN\"\n"
+        ),
+    )
+    .unwrap();
+    let secret = "t0ken-that-must-not-be-logged";
+    let log = env.path("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_syncctl"))
+        .current_dir(env.dir.path())
+        .env_remove("RUST_LOG")
+        .env("SYNCCTL_TEST_SERVE_TOKEN", secret)
+        .arg("--config")
+        .arg(&env.config)
+        .args(["--log-format", "json", "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // Every route needs the token, health included.
+    let code = poll(120, "an answer", || async {
+        client.get(format!("{base}/healthz")).send().await.ok().map(|r| r.status().as_u16())
+    })
+    .await;
+    assert_eq!(code, 401);
+    for path in ["/", "/metrics", "/api/status"] {
+        let r = client.get(format!("{base}{path}")).bearer_auth("wrong").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+    }
+    let r = client.post(format!("{base}/api/pause")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = client.get(format!("{base}/healthz")).bearer_auth(secret).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // The CLI reads the same variable.
+    let status = poll(120, "the first cycle", || async {
+        let st: serde_json::Value = client
+            .get(format!("{base}/api/status"))
+            .bearer_auth(secret)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        st["service"]["last_cycle"].is_object().then_some(st)
+    })
+    .await;
+    let cli = env.cmd().env("SYNCCTL_TEST_SERVE_TOKEN", secret).args(["serve", "status"]).output().unwrap();
+    assert!(cli.status.success(), "{}", text(&cli.stderr));
+    assert!(text(&cli.stdout).contains("pending exports"), "{}", text(&cli.stdout));
+    let cli = env.cmd().env_remove("SYNCCTL_TEST_SERVE_TOKEN").args(["serve", "status"]).output().unwrap();
+    assert!(!cli.status.success());
+    // Staging mode: the cycle ran, the tenant is untouched and the exports wait.
+    let users = tenant_users(&emu).await;
+    assert_eq!(users.len(), 2, "staging mode wrote to the tenant: {users:#?}\n{status:#}");
+    assert!(status["pending_exports"].as_array().is_some_and(|p| !p.is_empty()), "{status:#}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(!logged.contains(secret), "the token is in the log: {logged}");
+    assert!(logged.contains("a cycle starts"), "the service logs its cycles: {logged}");
+    for line in logged.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+    drop(env);
+    emu.stop().await.unwrap();
+}

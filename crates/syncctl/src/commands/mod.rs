@@ -9,6 +9,7 @@ mod import;
 mod mail;
 mod requests;
 mod runs;
+mod serve;
 mod show;
 mod sync;
 
@@ -34,6 +35,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
         Command::Mail(_) => "mail",
         Command::Requests(_) => "requests",
         Command::Demo(_) => "demo",
+        Command::Serve(_) => "serve",
     };
     let span = info_span!("command", command = name, config = %cli.config.display());
     async {
@@ -58,6 +60,7 @@ pub async fn run(cli: &Cli) -> CmdResult {
             Command::Requests(args) => requests::run(&plan, args, cli.json).await,
             Command::Assess(args) => assess::run(cli, args).await,
             Command::Demo(args) => demo::run(args, cli.json).await,
+            Command::Serve(args) => serve::run(&plan, args, cli.json).await,
         }
     }
     .instrument(span)

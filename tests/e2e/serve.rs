@@ -1,0 +1,193 @@
+//! `syncctl serve` against the Samba AD DC (LDAPS, the test's own OU), the Graph emulator and
+//! the SMTP server: a department changed in AD is exported to the tenant and notified by mail
+//! with no command typed, once; the status page shows it in headless Chromium (a screenshot is
+//! left in `target/test-artifacts/serve-status.png`); SIGTERM stops the service with exit 0.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use syncctl_graph_emulator::EmulatorConfig;
+use syncctl_tests::*;
+
+use crate::mail::{MODEL, mail_section};
+
+/// Polls `f` every 250 ms until it returns `Some`, for at most `secs` seconds.
+async fn poll<T, F, Fut>(secs: u64, what: &str, log: &std::path::Path, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}; the service's log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The tenant's user with this UPN.
+async fn cloud_user(base: &str, upn: &str) -> Option<Value> {
+    let state: Value = reqwest::get(format!("{base}/_emulator/state")).await.ok()?.json().await.ok()?;
+    let users = state["users"].as_array()?.iter().filter(|u| u["userPrincipalName"] == upn).cloned();
+    let users: Vec<Value> = users.collect();
+    assert!(users.len() <= 1, "{upn} twice in the tenant: {users:#?}");
+    users.into_iter().next()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_exports_and_notifies_a_change_made_in_active_directory_with_no_command_typed() {
+    let peer = samba();
+    let smtp = smtp();
+    let mut ldap = admin(&peer).await;
+    let t = unique("sv");
+    let ou = make_ou(&mut ldap, &peer.base, &t).await;
+    let tail: String = t.chars().rev().filter(char::is_ascii_alphanumeric).take(15).collect();
+    let boss_dn = format!("CN=Boss,{ou}");
+    let alice_dn = format!("CN=Alice,{ou}");
+    let (boss_mail, alice_mail) =
+        (format!("boss.{t}@corp.example.com"), format!("alice.{t}@corp.example.com"));
+    let alice_upn = format!("a{tail}@corp.example.com");
+    add(
+        &mut ldap,
+        &boss_dn,
+        &[
+            ("objectClass", &["user"]),
+            ("sAMAccountName", &[&format!("b{tail}")]),
+            ("userPrincipalName", &[&format!("b{tail}@corp.example.com")]),
+            ("displayName", &["The Boss"]),
+            ("mail", &[&boss_mail]),
+        ],
+    )
+    .await;
+    add(
+        &mut ldap,
+        &alice_dn,
+        &[
+            ("objectClass", &["user"]),
+            ("sAMAccountName", &[&format!("a{tail}")]),
+            ("userPrincipalName", &[&alice_upn]),
+            ("givenName", &["alice"]),
+            ("displayName", &["alice Person"]),
+            ("mail", &[&alice_mail]),
+            ("department", &["Engineering"]),
+            ("manager", &[&boss_dn]),
+        ],
+    )
+    .await;
+
+    let emu = syncctl_graph_emulator::start(EmulatorConfig {
+        tenant: "contoso.onmicrosoft.com".into(),
+        verified_domains: vec!["corp.example.com".into()],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let emu_url = emu.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("graph.secret"), syncctl_graph_emulator::DEFAULT_CLIENT_SECRET).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("syncctl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"syncctl.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldap\"\nflavor = \"ad\"\n\
+             url = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{ou}\"\n\
+             object_types = [\"user\"]\n\n[[connectors]]\nname = \"cloud\"\ntype = \"graph\"\n\
+             tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"{}\"\nclient_secret_file = \"graph.secret\"\n\
+             authority = \"{emu_url}\"\ngraph_url = \"{}\"\n\n{}\n{MODEL}\n\n[service]\ninterval = \"1s\"\n\
+             listen = \"127.0.0.1:{port}\"\n",
+            peer.ldaps_url,
+            peer.ca.display(),
+            peer.bind_dn,
+            peer.password_file.display(),
+            syncctl_graph_emulator::DEFAULT_CLIENT_ID,
+            emu.graph_url(),
+            mail_section(&smtp, "")
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(syncctl_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    // The first cycles bring Alice to the tenant; nobody is in the set yet.
+    let alice = poll(180, "Alice in the tenant", &log, || cloud_user(&emu_url, &alice_upn)).await;
+    assert_eq!(alice["department"], "Engineering", "{alice:#}");
+    assert!(smtp.messages_to(&t).is_empty(), "nobody entered a set");
+
+    // AD changes; the service exports it and mails the user and the manager.
+    replace(&mut ldap, &alice_dn, "department", &["Sales"]).await;
+    poll(180, "Alice's new department in the tenant", &log, || async {
+        cloud_user(&emu_url, &alice_upn).await.filter(|u| u["department"] == "Sales")
+    })
+    .await;
+    poll(180, "the welcome mail", &log, || async {
+        (smtp.messages_to(&alice_mail).len() == 1 && smtp.messages_to(&boss_mail).len() == 1).then_some(())
+    })
+    .await;
+
+    // Two more cycles change nothing: no mail twice, no user twice.
+    let status = |n: u64| {
+        let url = format!("http://127.0.0.1:{port}/api/status");
+        async move {
+            let s: Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+            (s["service"]["cycles"].as_u64()? >= n).then_some(s)
+        }
+    };
+    let now = poll(60, "the status", &log, || status(0)).await["service"]["cycles"].as_u64().unwrap();
+    poll(120, "two more cycles", &log, || status(now + 2)).await;
+    assert_eq!((smtp.messages_to(&alice_mail).len(), smtp.messages_to(&boss_mail).len()), (1, 1));
+    assert!(cloud_user(&emu_url, &alice_upn).await.is_some());
+
+    // The status page in headless Chromium: the runs, the outbox with the two messages, no
+    // dead letter, no deletion hold; a screenshot is kept for a human to look at.
+    let url = format!("http://127.0.0.1:{port}/");
+    let png = test_artifacts_dir().join("serve-status.png");
+    let (dom, png) = tokio::task::spawn_blocking(move || {
+        let dom = chromium_dump_dom(&url);
+        chromium_screenshot(&url, &png, 1280, 1600);
+        (dom, png)
+    })
+    .await
+    .unwrap();
+    let section = |id: &str| -> String {
+        let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no #{id} in {dom}"));
+        let rest = &dom[start..];
+        rest[..rest.find("</table>").or_else(|| rest.find("</p>")).unwrap()].to_owned()
+    };
+    let state = section("state");
+    assert!(state.contains("state: <b>idle</b>") || state.contains("state: <b>running</b>"), "{state}");
+    let runs = section("runs");
+    for needle in ["<td>corp</td>", "<td>cloud</td>", "<td>export</td>", "<td>success</td>"] {
+        assert!(runs.contains(needle), "{needle} in {runs}");
+    }
+    let outbox = section("outbox");
+    assert!(outbox.contains("<td>delivered</td><td>2</td>"), "{outbox}");
+    assert!(section("dead-letters").contains("none"), "{dom}");
+    assert!(section("holds").contains("none"), "{dom}");
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
+
+    let term = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let code = poll(60, "the service to stop", &log, || {
+        let r = child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    assert_eq!(code.code(), Some(0), "{}", std::fs::read_to_string(&log).unwrap());
+    emu.stop().await.unwrap();
+}
