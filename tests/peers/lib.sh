@@ -265,6 +265,20 @@ _group_alive() {
     return 1
 }
 
+# stop_peer PIDFILE NAME SIGNAL TIMEOUT_SECONDS : a peer script's `stop`: stop_pidfile, saying
+# how long it took, or that the peer was not running.
+stop_peer() {
+    local pidfile=$1 name=$2 pid t0
+    if pid=$(pid_from_file "$pidfile" "$name"); then
+        t0=$(now_ms)
+        stop_pidfile "$@"
+        log "stopped (pid $pid) in $(elapsed_s "$t0") s"
+    else
+        rm -f "$pidfile"
+        log "not running"
+    fi
+}
+
 # stop_pidfile PIDFILE NAME SIGNAL TIMEOUT_SECONDS : send SIGNAL to the process in PIDFILE,
 # wait up to TIMEOUT for it to exit, then SIGKILL it (and its process group if it leads one).
 stop_pidfile() {

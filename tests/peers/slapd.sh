@@ -268,18 +268,7 @@ cmd_start() {
     print_env
 }
 
-cmd_stop() {
-    local pid
-    if pid=$(running_pid); then
-        local t0
-        t0=$(now_ms)
-        stop_pidfile "$PIDFILE" slapd INT "$STOP_TIMEOUT"
-        log "stopped (pid $pid) in $(elapsed_s "$t0") s"
-    else
-        rm -f "$PIDFILE"
-        log "not running"
-    fi
-}
+cmd_stop() { stop_peer "$PIDFILE" slapd INT "$STOP_TIMEOUT"; }
 
 cmd_status() {
     local pid
