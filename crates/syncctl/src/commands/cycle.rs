@@ -323,10 +323,10 @@ pub async fn run_cycle(
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
         sync_runs.push(report.run_id);
-        if completed(&report.status) && imported.contains(&c.name) && to_record.contains(&c.name) {
-            if let Some(spec) = plan.connector(&c.name) {
-                store.record_settings_fingerprint(&c.name, &spec.fingerprint, SystemClock.now_ms()).await?;
-            }
+        if let Some(spec) = plan.connector(&c.name).filter(|_| {
+            completed(&report.status) && imported.contains(&c.name) && to_record.contains(&c.name)
+        }) {
+            store.record_settings_fingerprint(&c.name, &spec.fingerprint, SystemClock.now_ms()).await?;
         }
         if Code::for_run_status(&report.status) == Code::Stopped {
             notices.push(super::sync::stopped_notice(
