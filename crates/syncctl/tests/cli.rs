@@ -1715,6 +1715,16 @@ async fn serve_shows_the_latest_assess_summary_and_counts_graph_throttling_apart
     })
     .await;
     assert_eq!(status["assess"]["objects"], totals["objects"], "{:#}", status["assess"]);
+    let out = env.cmd().args(["serve", "status"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "latest readiness assessment (serve): {}",
+            report["verdict"].as_str().unwrap()
+        )),
+        "{said}"
+    );
     sigterm_and_wait(&mut b).await;
     let log = std::fs::read_to_string(&b.log).unwrap();
     assert!(log.contains("the readiness assessment is stored"), "{log}");

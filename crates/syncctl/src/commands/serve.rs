@@ -219,6 +219,21 @@ fn human(action: &ServeAction, body: &serde_json::Value) -> String {
             for m in body["mail_outbox"].as_array().into_iter().flatten() {
                 let _ = writeln!(s, "mail {}: {}", m["status"].as_str().unwrap_or(""), m["count"]);
             }
+            let a = &body["assess"];
+            if a.is_null() {
+                s.push_str("no readiness assessment stored yet\n");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "latest readiness assessment ({}): {}, {} objects, {} errors, {} warnings, {} infos",
+                    a["origin"].as_str().unwrap_or(""),
+                    a["verdict"].as_str().unwrap_or(""),
+                    a["objects"],
+                    a["errors"],
+                    a["warnings"],
+                    a["infos"]
+                );
+            }
         }
     }
     s
