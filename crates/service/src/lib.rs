@@ -34,5 +34,6 @@ pub use lock::{InstanceLock, lock_path};
 pub use metrics::Metrics;
 pub use metrics::retry_cause;
 pub use scheduler::{
-    Control, CycleReport, CycleRunner, LastCycle, Scheduler, ServiceState, Status, StepStop, full_required,
+    Control, Critical, CycleReport, CycleRunner, LastCycle, Scheduler, ServiceState, Status, StepStop,
+    full_required,
 };

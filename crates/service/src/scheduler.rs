@@ -1,7 +1,7 @@
 //! The schedule: [`Scheduler`] runs a [`CycleRunner`] every interval, and when [`Control`] says.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,17 +31,43 @@ pub struct CycleReport {
 /// The request to stop a cycle at the end of the step it is running: set by the first
 /// SIGTERM / SIGINT, read by the [`CycleRunner`] before each step (import, sync or export of
 /// one connector, mail delivery). Cheap to clone; every clone is the same request.
+///
+/// It also marks the sections that must not be abandoned halfway ([`StepStop::critical`]): a
+/// mail message between the SMTP server's `250` and the database write that records it would
+/// be sent again by the next start. An abandon waits for such a section to end.
 #[derive(Clone, Debug, Default)]
-pub struct StepStop(Arc<AtomicBool>);
+pub struct StepStop {
+    requested: Arc<AtomicBool>,
+    critical: Arc<AtomicUsize>,
+}
+
+/// Held while a section that must not be abandoned runs (see [`StepStop::critical`]).
+#[derive(Debug)]
+pub struct Critical(Arc<AtomicUsize>);
+
+impl Drop for Critical {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 impl StepStop {
     /// Asks the cycle to stop after the running step.
     pub fn request(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.requested.store(true, Ordering::SeqCst);
     }
     /// True once a stop was asked for: start no other step.
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.requested.load(Ordering::SeqCst)
+    }
+    /// Marks a section that an abandon must let end (keep it short: a few mail messages).
+    pub fn critical(&self) -> Critical {
+        self.critical.fetch_add(1, Ordering::SeqCst);
+        Critical(self.critical.clone())
+    }
+    /// True while such a section runs.
+    pub fn in_critical(&self) -> bool {
+        self.critical.load(Ordering::SeqCst) > 0
     }
 }
 
@@ -305,6 +331,17 @@ impl Scheduler {
                     match abandoned {
                         Ok(r) => r,
                         Err(why) => {
+                            if stop.in_critical() {
+                                tracing::info!(
+                                    "stopping: {why}, but mail is being delivered: the messages in flight are recorded first, so that none goes twice"
+                                );
+                                while stop.in_critical() {
+                                    tokio::select! {
+                                        _ = &mut cycle => break,
+                                        () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                                    }
+                                }
+                            }
                             tracing::warn!(
                                 "stopping: {why}: the running step is abandoned; the next start closes its run as interrupted and resumes from the stored watermarks"
                             );
@@ -550,6 +587,50 @@ mod tests {
         s.run(&r, false, r.started.notified(), std::future::pending()).await.unwrap();
         assert!(r.done.borrow().is_empty());
         assert_eq!(control.status().cycles, 0);
+    }
+
+    /// A mail step: a critical section that ends once `release` is notified, recording it.
+    struct Mailing {
+        started: Notify,
+        release: Notify,
+        recorded: RefCell<bool>,
+    }
+    impl CycleRunner for Mailing {
+        async fn run_cycle(&self, _full: bool, stop: StepStop) -> std::result::Result<CycleReport, String> {
+            let _section = stop.critical();
+            self.started.notify_one();
+            self.release.notified().await;
+            *self.recorded.borrow_mut() = true;
+            drop(_section);
+            // Never ends by itself after the section: only an abandon stops it.
+            std::future::pending::<()>().await;
+            Ok(CycleReport::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abandon_lets_a_mail_in_flight_be_recorded_first() {
+        let store = Store::open_in_memory().await.unwrap();
+        let control = Control::new(1);
+        let settings =
+            ServiceSettings { stop_grace: Duration::from_secs(3600), ..ServiceSettings::default() };
+        let s = scheduler(settings, store, &control);
+        let r = Mailing { started: Notify::new(), release: Notify::new(), recorded: RefCell::new(false) };
+        let stopping = || async {
+            while control.status().state != ServiceState::Stopping {
+                tokio::task::yield_now().await;
+            }
+        };
+        // The first signal comes while the message is in flight, the second at once; the
+        // message is let through only after that (the service is polled first).
+        let release = async {
+            stopping().await;
+            r.release.notify_one();
+        };
+        let (done, ()) = tokio::join!(s.run(&r, false, r.started.notified(), stopping()), release);
+        done.unwrap();
+        assert!(*r.recorded.borrow(), "the abandon waited for the message in flight to be recorded");
+        assert_eq!(control.status().cycles, 0, "and then abandoned the cycle");
     }
 
     struct Assessing(RefCell<u32>);

@@ -432,8 +432,11 @@ pub async fn run_cycle(
     if stopped_after.is_none() {
         stopped_after = halt(&steps);
     }
-    let delivered =
-        if stopped_after.is_some() { Ok(None) } else { super::mail::deliver_due(plan, &store).await };
+    let delivered = if stopped_after.is_some() {
+        Ok(None)
+    } else {
+        super::mail::deliver_due_stoppable(plan, &store, stop).await
+    };
     match delivered {
         Ok(Some(report)) => {
             let failed = report.retrying() + report.dead_lettered() > 0;
