@@ -1725,10 +1725,13 @@ async fn serve_shows_the_latest_assess_summary_and_counts_graph_throttling_apart
         )),
         "{said}"
     );
-    sigterm_and_wait(&mut b).await;
-    let log = std::fs::read_to_string(&b.log).unwrap();
-    assert!(log.contains("the readiness assessment is stored"), "{log}");
+    let log = poll(120, "the log line of the assessment", || {
+        let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+        async move { log.contains("the readiness assessment is stored").then_some(log) }
+    })
+    .await;
     assert!(log.contains("a full cycle was asked for"), "{log}");
+    sigterm_and_wait(&mut b).await;
     drop(env);
     emu.stop().await.unwrap();
 }
