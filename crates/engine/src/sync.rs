@@ -854,6 +854,7 @@ impl<'a> SyncRun<'a> {
         self.prefetch(linked).await?;
         self.prefetch_join_candidates(&objects).await?;
         self.prefetch_inbound(&objects).await?;
+        self.prefetch_candidates().await?;
         let mut last = None;
         let mut processed = Vec::new();
         for o in objects {

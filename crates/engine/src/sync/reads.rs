@@ -307,9 +307,28 @@ impl SyncRun<'_> {
         Ok(())
     }
 
+    /// Before the inbound pass: the metaverse objects the join candidates and the exported
+    /// adds name, with their links and linked objects, in a few queries.
+    pub(super) async fn prefetch_candidates(&mut self) -> Result<()> {
+        let mut ids: BTreeSet<MvId> = self.join_cache.values().flatten().copied().collect();
+        ids.extend(self.reads.created.values().flatten().copied());
+        self.prefetch(ids).await
+    }
+
     /// Before recomputing these MV objects: the connector-space objects their linked objects
     /// refer to (a manager, a group's members), and the links of those.
     pub(super) async fn prefetch_references(&mut self, mvs: &[MvId]) -> Result<()> {
+        let missing: Vec<CsId> = mvs
+            .iter()
+            .flat_map(|mv| self.links_mv.get(mv).into_iter().flatten())
+            .map(|l| l.cs_id)
+            .filter(|c| !self.cs.contains_key(c))
+            .collect();
+        if !missing.is_empty() {
+            for (id, o) in self.store.cs_by_ids(&missing).await? {
+                self.cs.insert(id, o);
+            }
+        }
         let mut wanted: BTreeMap<ConnectorId, BTreeSet<String>> = BTreeMap::new();
         for mv in mvs {
             for link in self.links_mv.get(mv).into_iter().flatten() {
