@@ -24,6 +24,8 @@ pub(crate) enum OpError {
     NotFound,
     #[error("already a member")]
     AlreadyMember,
+    #[error("the referenced object {0} does not exist")]
+    MissingRef(String),
 }
 
 /// Object kinds kept in the `objects` table.
@@ -76,6 +78,8 @@ const SCHEMA: &[&str] = &[
 /// uniqueness checks and the change log consistent.
 pub(crate) struct Store {
     conn: Mutex<SqliteConnection>,
+    /// The domains, read once (every user write checks its UPN suffix against them).
+    domains: std::sync::Mutex<Option<Vec<Obj>>>,
 }
 
 /// A change of a group's membership inside a delta window: the member and whether it ends up present.
@@ -102,7 +106,7 @@ impl Store {
             .bind(uuid::Uuid::new_v4().simple().to_string())
             .execute(&mut conn)
             .await?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store { conn: Mutex::new(conn), domains: std::sync::Mutex::new(None) })
     }
 
     pub(crate) async fn close(&self) {
@@ -124,6 +128,9 @@ impl Store {
 
     pub(crate) async fn set_domains(&self, domains: &[Obj]) -> Result<(), sqlx::Error> {
         let mut conn = self.conn.lock().await;
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = None;
+        }
         let mut tx = conn.begin().await?;
         sqlx::query("DELETE FROM domains").execute(&mut *tx).await?;
         for d in domains {
@@ -134,13 +141,27 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        // Cleared again once committed: a read that raced the write may have cached the old list.
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = None;
+        }
+        Ok(())
     }
 
     pub(crate) async fn domains(&self) -> Result<Vec<Obj>, sqlx::Error> {
+        if let Ok(cached) = self.domains.lock()
+            && let Some(d) = cached.as_ref()
+        {
+            return Ok(d.clone());
+        }
         let mut conn = self.conn.lock().await;
         let rows = sqlx::query("SELECT data FROM domains ORDER BY id").fetch_all(&mut *conn).await?;
-        Ok(rows.iter().filter_map(|r| parse_obj(r.get("data"))).collect())
+        let list: Vec<Obj> = rows.iter().filter_map(|r| parse_obj(r.get("data"))).collect();
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = Some(list.clone());
+        }
+        Ok(list)
     }
 
     /// Objects of one kind in id order, after `after`, at most `limit`.
@@ -188,53 +209,45 @@ impl Store {
         obj: &Obj,
         unique: &[(String, String)],
     ) -> Result<(), OpError> {
+        self.put_linked(kind, obj, unique, &[]).await
+    }
+
+    /// [`Store::put`] of a group that also adds `members` to it, all or nothing: a member that
+    /// does not exist ([`OpError::MissingRef`]) or is one already ([`OpError::AlreadyMember`])
+    /// refuses the whole write. When the object itself is unchanged only the members are written.
+    pub(crate) async fn put_linked(
+        &self,
+        kind: Kind,
+        obj: &Obj,
+        unique: &[(String, String)],
+        members: &[String],
+    ) -> Result<(), OpError> {
         let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut conn = self.conn.lock().await;
         let mut tx = conn.begin().await?;
-        for (prop, value) in unique {
-            let owner: Option<String> =
-                sqlx::query_scalar("SELECT object_id FROM unique_values WHERE prop = ? AND value = ?")
-                    .bind(prop)
-                    .bind(value)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if owner.is_some_and(|o| o != id) {
-                return Err(OpError::Conflict(prop.clone()));
+        let unchanged = !members.is_empty()
+            && get_in(&mut tx, Some(kind), &id).await?.is_some_and(|(_, old)| &old == obj);
+        if !unchanged {
+            put_in(&mut tx, kind, &id, obj, unique).await?;
+        }
+        for m in members {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM objects WHERE id = ?")
+                .bind(m)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if exists.is_none() {
+                return Err(OpError::MissingRef(m.clone()));
             }
-        }
-        let old = get_in(&mut tx, Some(kind), &id).await?;
-        let props = old.map(|(_, o)| {
-            let mut changed: Vec<&str> = obj
-                .iter()
-                .filter(|(k, v)| o.get(*k) != Some(*v))
-                .map(|(k, _)| k.as_str())
-                .chain(o.keys().filter(|k| !obj.contains_key(*k)).map(String::as_str))
-                .collect();
-            changed.sort_unstable();
-            changed.dedup();
-            serde_json::to_string(&changed).unwrap_or_default()
-        });
-        sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(&id).execute(&mut *tx).await?;
-        for (prop, value) in unique {
-            sqlx::query("INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES (?, ?, ?)")
-                .bind(prop)
-                .bind(value)
+            let n = sqlx::query("INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)")
                 .bind(&id)
+                .bind(m)
                 .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")
-            .bind(&id)
-            .bind(kind.as_str())
-            .bind(Value::Object(obj.clone()).to_string())
-            .execute(&mut *tx)
-            .await?;
-        log_change(&mut tx, kind, &id, None).await?;
-        if let Some(p) = props {
-            sqlx::query("UPDATE changes SET props = ? WHERE seq = last_insert_rowid()")
-                .bind(p)
-                .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(OpError::AlreadyMember);
+            }
+            log_change(&mut tx, Kind::Group, &id, Some((m, true))).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -456,6 +469,65 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Writes an object and its unique values after checking them against every other object, and logs
+/// the change (with the changed property names when the object existed).
+async fn put_in(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    id: &str,
+    obj: &Obj,
+    unique: &[(String, String)],
+) -> Result<(), OpError> {
+    let id = id.to_string();
+
+    for (prop, value) in unique {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT object_id FROM unique_values WHERE prop = ? AND value = ?")
+                .bind(prop)
+                .bind(value)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if owner.is_some_and(|o| o != id) {
+            return Err(OpError::Conflict(prop.clone()));
+        }
+    }
+    let old = get_in(conn, Some(kind), &id).await?;
+    let props = old.map(|(_, o)| {
+        let mut changed: Vec<&str> = obj
+            .iter()
+            .filter(|(k, v)| o.get(*k) != Some(*v))
+            .map(|(k, _)| k.as_str())
+            .chain(o.keys().filter(|k| !obj.contains_key(*k)).map(String::as_str))
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        serde_json::to_string(&changed).unwrap_or_default()
+    });
+    sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(&id).execute(&mut *conn).await?;
+    for (prop, value) in unique {
+        sqlx::query("INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES (?, ?, ?)")
+            .bind(prop)
+            .bind(value)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")
+        .bind(&id)
+        .bind(kind.as_str())
+        .bind(Value::Object(obj.clone()).to_string())
+        .execute(&mut *conn)
+        .await?;
+    log_change(conn, kind, &id, None).await?;
+    if let Some(p) = props {
+        sqlx::query("UPDATE changes SET props = ? WHERE seq = last_insert_rowid()")
+            .bind(p)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn get_in(
