@@ -702,7 +702,7 @@ async fn create(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, s
     }
     o.insert("createdDateTime".into(), json!(format!("{}Z", rfc3339(unix_now()))));
     // The group and its bound members in one transaction: a missing member refuses it all.
-    if let Err(e) = app.store.put_linked(kind, &o, &unique_values(kind, &o), &binds).await {
+    if let Err(e) = app.store.put_linked(kind, &o, &unique_values(kind, &o), &binds, true).await {
         return store_err(e, &id);
     }
     tracing::debug!(kind = kind.as_str(), %id, members = binds.len(), "created");
@@ -782,7 +782,7 @@ async fn update(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphR
     // The properties and the members in one transaction: a member that is missing or already
     // there refuses the whole request ("no members are added in a request if an error condition
     // exists", group-post-members).
-    if let Err(e) = app.store.put_linked(kind, &o, &unique_values(kind, &o), &binds).await {
+    if let Err(e) = app.store.put_linked(kind, &o, &unique_values(kind, &o), &binds, false).await {
         return store_err(e, id);
     }
     Ok(GraphResponse::empty(204))

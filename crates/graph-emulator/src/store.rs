@@ -209,45 +209,70 @@ impl Store {
         obj: &Obj,
         unique: &[(String, String)],
     ) -> Result<(), OpError> {
-        self.put_linked(kind, obj, unique, &[]).await
+        self.put_linked(kind, obj, unique, &[], false).await
     }
 
     /// [`Store::put`] of a group that also adds `members` to it, all or nothing: a member that
     /// does not exist ([`OpError::MissingRef`]) or is one already ([`OpError::AlreadyMember`])
     /// refuses the whole write. When the object itself is unchanged only the members are written.
+    /// `new`: the object was just given its id (a create), so there is nothing to replace.
+    ///
+    /// Each statement is a round trip to SQLite's worker thread, so the statements are few and
+    /// take many rows at once (the write path of an export is a few per request).
     pub(crate) async fn put_linked(
         &self,
         kind: Kind,
         obj: &Obj,
         unique: &[(String, String)],
         members: &[String],
+        new: bool,
     ) -> Result<(), OpError> {
         let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut conn = self.conn.lock().await;
         let mut tx = conn.begin().await?;
-        let unchanged = !members.is_empty()
-            && get_in(&mut tx, Some(kind), &id).await?.is_some_and(|(_, old)| &old == obj);
+        let old = if new { None } else { get_in(&mut tx, Some(kind), &id).await?.map(|(_, o)| o) };
+        let unchanged = !members.is_empty() && old.as_ref() == Some(obj);
         if !unchanged {
-            put_in(&mut tx, kind, &id, obj, unique).await?;
+            put_in(&mut tx, kind, &id, obj, unique, old.as_ref(), new).await?;
         }
-        for m in members {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM objects WHERE id = ?")
-                .bind(m)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Err(OpError::MissingRef(m.clone()));
+        if !members.is_empty() {
+            let marks = vec!["?"; members.len()].join(", ");
+            let sql = format!("SELECT id FROM objects WHERE id IN ({marks})");
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for m in members {
+                q = q.bind(m);
             }
-            let n = sqlx::query("INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)")
-                .bind(&id)
-                .bind(m)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Err(OpError::AlreadyMember);
+            let found: std::collections::HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+            if let Some(missing) = members.iter().find(|m| !found.contains(*m)) {
+                return Err(OpError::MissingRef(missing.clone()));
             }
-            log_change(&mut tx, Kind::Group, &id, Some((m, true))).await?;
+            if !new {
+                let sql =
+                    format!("SELECT COUNT(*) FROM members WHERE group_id = ? AND member_id IN ({marks})");
+                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(&id);
+                for m in members {
+                    q = q.bind(m);
+                }
+                if q.fetch_one(&mut *tx).await? > 0 {
+                    return Err(OpError::AlreadyMember);
+                }
+            }
+            let rows = vec!["(?, ?)"; members.len()].join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT OR IGNORE INTO members (group_id, member_id) VALUES {rows}"
+            )));
+            for m in members {
+                q = q.bind(&id).bind(m);
+            }
+            q.execute(&mut *tx).await?;
+            let rows = vec!["('group', ?, ?, 1)"; members.len()].join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO changes (kind, object_id, member_id, member_added) VALUES {rows}"
+            )));
+            for m in members {
+                q = q.bind(&id).bind(m);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -472,29 +497,31 @@ impl Store {
 }
 
 /// Writes an object and its unique values after checking them against every other object, and logs
-/// the change (with the changed property names when the object existed).
+/// the change (with the changed property names when the object existed). `old`: the object as it
+/// was; `new`: it did not exist (nothing to replace).
 async fn put_in(
     conn: &mut SqliteConnection,
     kind: Kind,
     id: &str,
     obj: &Obj,
     unique: &[(String, String)],
+    old: Option<&Obj>,
+    new: bool,
 ) -> Result<(), OpError> {
-    let id = id.to_string();
-
-    for (prop, value) in unique {
-        let owner: Option<String> =
-            sqlx::query_scalar("SELECT object_id FROM unique_values WHERE prop = ? AND value = ?")
-                .bind(prop)
-                .bind(value)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if owner.is_some_and(|o| o != id) {
+    if !unique.is_empty() {
+        let pairs = vec!["(prop = ? AND value = ?)"; unique.len()].join(" OR ");
+        let sql = format!("SELECT prop, value FROM unique_values WHERE ({pairs}) AND object_id <> ?");
+        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for (prop, value) in unique {
+            q = q.bind(prop).bind(value);
+        }
+        let taken = q.bind(id).fetch_all(&mut *conn).await?;
+        // The first of the object's values that another object holds.
+        if let Some((prop, _)) = unique.iter().find(|u| taken.contains(u)) {
             return Err(OpError::Conflict(prop.clone()));
         }
     }
-    let old = get_in(conn, Some(kind), &id).await?;
-    let props = old.map(|(_, o)| {
+    let props = old.map(|o| {
         let mut changed: Vec<&str> = obj
             .iter()
             .filter(|(k, v)| o.get(*k) != Some(*v))
@@ -505,28 +532,34 @@ async fn put_in(
         changed.dedup();
         serde_json::to_string(&changed).unwrap_or_default()
     });
-    sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(&id).execute(&mut *conn).await?;
-    for (prop, value) in unique {
-        sqlx::query("INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES (?, ?, ?)")
-            .bind(prop)
-            .bind(value)
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
+    if !new {
+        sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(id).execute(&mut *conn).await?;
     }
+    if !unique.is_empty() {
+        let rows = vec!["(?, ?, ?)"; unique.len()].join(", ");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES {rows}"
+        )));
+        for (prop, value) in unique {
+            q = q.bind(prop).bind(value).bind(id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let data = serde_json::to_string(obj).unwrap_or_default();
     sqlx::query("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")
-        .bind(&id)
+        .bind(id)
         .bind(kind.as_str())
-        .bind(Value::Object(obj.clone()).to_string())
+        .bind(data)
         .execute(&mut *conn)
         .await?;
-    log_change(conn, kind, &id, None).await?;
-    if let Some(p) = props {
-        sqlx::query("UPDATE changes SET props = ? WHERE seq = last_insert_rowid()")
-            .bind(p)
-            .execute(&mut *conn)
-            .await?;
-    }
+    sqlx::query(
+        "INSERT INTO changes (kind, object_id, member_id, member_added, props) VALUES (?, ?, NULL, NULL, ?)",
+    )
+    .bind(kind.as_str())
+    .bind(id)
+    .bind(props)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
