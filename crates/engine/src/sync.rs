@@ -16,6 +16,7 @@
 //! Each batch is written in one transaction with how far the run got, so a run killed at any
 //! point resumes where it stopped and ends in the same state as an uninterrupted one.
 
+mod reads;
 mod tenant;
 mod view;
 
@@ -444,6 +445,10 @@ struct SyncRun<'a> {
     staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
     /// The batch hook of the options.
     hook: Option<Arc<dyn BatchHook>>,
+    /// What the store answered in this batch (see [`reads`]).
+    reads: reads::BatchReads,
+    /// The (target, target key) of every export in `out.pending_writes`.
+    out_keys: std::collections::HashSet<(ConnectorId, String)>,
     out: SyncBatch,
 }
 
@@ -518,11 +523,15 @@ impl<'a> SyncRun<'a> {
             checked_free: std::collections::HashSet::new(),
             staged: std::collections::HashSet::new(),
             hook: options.hook.clone(),
+            reads: reads::BatchReads::default(),
+            out_keys: std::collections::HashSet::new(),
             out: SyncBatch::default(),
         }
     }
 
     fn reset_overlay(&mut self) {
+        self.reads = reads::BatchReads::default();
+        self.out_keys.clear();
         self.join_cache.clear();
         self.cs.clear();
         self.links_cs.clear();
@@ -844,6 +853,7 @@ impl<'a> SyncRun<'a> {
         let linked: Vec<MvId> = self.links_cs.values().flatten().map(|l| l.mv_id).collect();
         self.prefetch(linked).await?;
         self.prefetch_join_candidates(&objects).await?;
+        self.prefetch_inbound(&objects).await?;
         let mut last = None;
         let mut processed = Vec::new();
         for o in objects {
@@ -872,6 +882,7 @@ impl<'a> SyncRun<'a> {
         }
         let dirty: Vec<MvId> = std::mem::take(&mut self.dirty).into_iter().collect();
         self.prefetch(dirty.iter().copied()).await?;
+        self.prefetch_references(&dirty).await?;
         for mv in &dirty {
             self.recompute(*mv).await?;
         }
@@ -882,15 +893,18 @@ impl<'a> SyncRun<'a> {
         // are compared again once every join of the batch is made.
         for _round in 0..3 {
             self.outbound_set = outbound.clone();
+            self.prefetch_outbound(&outbound).await?;
             for mv in std::mem::take(&mut outbound) {
                 for t in self.connectors.iter().filter(|c| c.target) {
                     self.outbound(mv, t).await?;
                 }
             }
             // Objects that now get an add may be what others refer to.
-            for mv in std::mem::take(&mut self.new_adds) {
-                let referrers = self.mv_referrers(mv).await?;
-                self.redo.extend(referrers.into_iter().filter(|r| *r != mv));
+            let added = std::mem::take(&mut self.new_adds);
+            for (mv, referrer) in self.mv_referrers_many(&added).await? {
+                if referrer != mv {
+                    self.redo.insert(referrer);
+                }
             }
             outbound = std::mem::take(&mut self.redo);
             if outbound.is_empty() {
@@ -928,12 +942,7 @@ impl<'a> SyncRun<'a> {
         if !object.present {
             // A delete this engine exported is confirmed by the import that no longer sees it.
             let key = format!("cs:{}", object.id);
-            if self
-                .store
-                .pending_for_targets(object.connector_id, std::slice::from_ref(&key))
-                .await?
-                .contains_key(&key)
-            {
+            if self.pending_of(object.connector_id, std::slice::from_ref(&key)).await?.contains_key(&key) {
                 self.withdraw(object.connector_id, key, true);
             }
         }
@@ -941,16 +950,13 @@ impl<'a> SyncRun<'a> {
         if link.is_none() && self.source.target && object.present {
             // A target object being deprovisioned is not joined again.
             let key = format!("cs:{}", object.id);
-            let pending =
-                self.store.pending_for_targets(object.connector_id, std::slice::from_ref(&key)).await?;
+            let pending = self.pending_of(object.connector_id, std::slice::from_ref(&key)).await?;
             if pending.get(&key).is_some_and(|p| p.operation == ExportOperation::Delete) {
                 return Ok(());
             }
             // The object an exported add created, back in an import: its MV object is compared
             // again (a join confirms the add; out of scope, it is deprovisioned).
-            if let Some(mv) =
-                self.store.pending_add_by_created_anchor(object.connector_id, &object.anchor).await?
-            {
+            if let Some(mv) = self.pending_add_by_created_anchor(object.connector_id, &object.anchor).await? {
                 self.dirty.insert(mv);
             }
             // A target object that appears with a value a staged add claims (the same UPN, say)
@@ -959,9 +965,7 @@ impl<'a> SyncRun<'a> {
                 let Some(values) = object.attributes.get(attribute) else { continue };
                 for v in key_texts(values, true) {
                     let key = key_attribute(attribute, true);
-                    for (holder, mv) in
-                        self.store.pending_unique_holders(object.connector_id, &key, &v).await?
-                    {
+                    for (holder, mv) in self.pending_unique_holders(object.connector_id, &key, &v).await? {
                         if let (true, Some(mv)) = (holder.starts_with("mv:"), mv) {
                             self.dirty.insert(mv);
                         }
@@ -988,7 +992,7 @@ impl<'a> SyncRun<'a> {
                 if !self.full {
                     let changed: Vec<&str> = now.symmetric_difference(&before).map(String::as_str).collect();
                     let ids: Vec<CsId> =
-                        self.store.cs_ids_by_dn(object.connector_id, &changed).await?.into_values().collect();
+                        self.cs_ids_by_dn(object.connector_id, &changed).await?.into_values().collect();
                     self.out.retries_add.extend(ids.iter().map(|c| (object.connector_id, *c)));
                     self.requeue.extend(ids);
                 }
@@ -1112,8 +1116,7 @@ impl<'a> SyncRun<'a> {
                         let add_key = format!("mv:{mv}");
                         let provisioned = self.source.target
                             && self
-                                .store
-                                .pending_for_targets(self.source.id, std::slice::from_ref(&add_key))
+                                .pending_of(self.source.id, std::slice::from_ref(&add_key))
                                 .await?
                                 .get(&add_key)
                                 .is_some_and(|p| p.operation == ExportOperation::Add && sent(p));
@@ -1223,27 +1226,6 @@ impl<'a> SyncRun<'a> {
         Ok(out)
     }
 
-    /// The MV objects whose source objects refer to one of this MV object's source objects.
-    async fn mv_referrers(&mut self, mv: MvId) -> Result<BTreeSet<MvId>> {
-        let links = self.links_of_mv(mv).await?;
-        let mut out = BTreeSet::new();
-        for l in links {
-            if self.connector(l.connector_id).is_none_or(|c| c.target) {
-                continue;
-            }
-            let Some(cs) = self.cs_object(l.cs_id).await? else { continue };
-            let keys = vec![cs.dn_norm.clone(), cs.anchor.to_lowercase()];
-            let ids = self.store.cs_referrer_ids_many(cs.connector_id, &keys).await?;
-            self.load_links(&ids).await?;
-            for id in ids {
-                if let Some(link) = self.link_of_cs(id).await? {
-                    out.insert(link.mv_id);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Removes a link; a metaverse object left without any source connector goes too.
     async fn disconnect(&mut self, link: &MvLink) -> Result<()> {
         self.remove_link(link).await?;
@@ -1278,7 +1260,7 @@ impl<'a> SyncRun<'a> {
     async fn resolve_references(&mut self, connector: ConnectorId, dns: &[String]) -> Result<Vec<String>> {
         let norms: Vec<String> = dns.iter().map(|d| dn_norm(d)).collect();
         let refs: Vec<&str> = norms.iter().map(String::as_str).collect();
-        let ids = self.store.cs_ids_by_dn(connector, &refs).await?;
+        let ids = self.cs_ids_by_dn(connector, &refs).await?;
         self.load_links(&ids.values().copied().collect::<Vec<_>>()).await?;
         let mut out = Vec::new();
         for n in &norms {
@@ -1446,55 +1428,9 @@ impl<'a> SyncRun<'a> {
         object: &MvObject,
         for_add: bool,
     ) -> BTreeMap<String, Option<AttrValues>> {
-        let view = MvView { object };
-        let mut per: BTreeMap<String, (String, Vec<(u32, FlowValue)>)> = BTreeMap::new();
-        let mut failures = Vec::new();
-        for rule in rules {
-            for flow in &rule.flows {
-                if (flow.apply_once && !for_add) || !target.writes(&rule.cs_object_type, &flow.target) {
-                    continue;
-                }
-                match flow.evaluate(&view) {
-                    Ok(v) => per
-                        .entry(flow.target.to_ascii_lowercase())
-                        .or_insert_with(|| (flow.target.clone(), Vec::new()))
-                        .1
-                        .push((rule.precedence, v)),
-                    Err(e) => failures.push(format!("rule `{}`, flow `{}`: {e}", rule.name, flow.target)),
-                }
-            }
-        }
+        let (out, failures) = desired_values(target, rules, object, for_add);
         for f in failures {
             self.error(None, "flow-failed", format!("metaverse object {}: {f}", object.id));
-        }
-        let mut out = BTreeMap::new();
-        for (_, (name, mut list)) in per {
-            list.sort_by_key(|(p, _)| *p);
-            let mut decided: Option<Option<AttrValues>> = None;
-            let mut opinion = false;
-            for (_, v) in list {
-                match v {
-                    FlowValue::Values(values) if !values.is_empty() => {
-                        decided = Some(Some(values));
-                        break;
-                    }
-                    FlowValue::Values(_) | FlowValue::Null => opinion = true,
-                    FlowValue::AuthoritativeNull => {
-                        decided = Some(None);
-                        break;
-                    }
-                    FlowValue::Ignore => {}
-                }
-            }
-            match decided {
-                Some(d) => {
-                    out.insert(name, d);
-                }
-                None if opinion => {
-                    out.insert(name, None);
-                }
-                None => {}
-            }
         }
         out
     }
@@ -1519,10 +1455,9 @@ impl<'a> SyncRun<'a> {
         }
         ids.sort_unstable();
         ids.dedup();
-        let mut reachable: BTreeSet<MvId> =
-            self.store.target_anchors(target.id, &ids).await?.into_keys().collect();
+        let mut reachable: BTreeSet<MvId> = self.target_linked(target.id, &ids).await?;
         let keys: Vec<String> = ids.iter().map(|i| format!("mv:{i}")).collect();
-        for p in self.store.pending_for_targets(target.id, &keys).await?.into_values() {
+        for p in self.pending_of(target.id, &keys).await?.into_values() {
             if p.operation == ExportOperation::Add
                 && let Some(m) = p.mv_id
             {
@@ -1590,11 +1525,9 @@ impl<'a> SyncRun<'a> {
                     let mut mapped = Vec::new();
                     let norms: Vec<String> = refs.iter().map(|d| dn_norm(d)).collect();
                     let by_dn = self
-                        .store
                         .cs_ids_by_dn(target.id, &norms.iter().map(String::as_str).collect::<Vec<_>>())
                         .await?;
                     let by_anchor = self
-                        .store
                         .cs_ids_by_anchor(target.id, &refs.iter().map(String::as_str).collect::<Vec<_>>())
                         .await?;
                     let all: Vec<CsId> = by_dn.values().chain(by_anchor.values()).copied().collect();
@@ -1629,7 +1562,7 @@ impl<'a> SyncRun<'a> {
     ) -> Result<Vec<String>> {
         let key = key_attribute(attribute, true);
         let mut holders = Vec::new();
-        for cs in self.store.cs_join_candidates(target.id, &key, value).await? {
+        for cs in self.cs_join_candidates(target.id, &key, value).await? {
             if Some(cs) == own {
                 continue;
             }
@@ -1642,7 +1575,7 @@ impl<'a> SyncRun<'a> {
                 holders.push(format!("held by {} in `{}`", o.dn, target.name));
             }
         }
-        for (holder_key, holder_mv) in self.store.pending_unique_holders(target.id, &key, value).await? {
+        for (holder_key, holder_mv) in self.pending_unique_holders(target.id, &key, value).await? {
             let withdrawn = self.out.pending_deletes.iter().any(|(c, k)| *c == target.id && *k == holder_key);
             if let Some(m) = holder_mv.filter(|m| *m != object.id)
                 && !withdrawn
@@ -1867,16 +1800,24 @@ impl<'a> SyncRun<'a> {
                     .extend(key_texts(values, true).into_iter().map(|v| (key_attribute(attribute, true), v)));
             }
         }
-        self.out.pending_unique.retain(|(c, k, _, _)| (*c, k.clone()) != key);
+        if self.out_keys.contains(&key) {
+            self.out.pending_unique.retain(|(c, k, _, _)| (*c, k.as_str()) != (key.0, key.1.as_str()));
+            self.out.pending_writes.retain(|p| (p.connector_id, p.target_key()) != key);
+        }
         self.out.pending_unique.push((key.0, key.1.clone(), export.mv_id, pairs));
         self.out.pending_deletes.retain(|k| *k != key);
-        self.out.pending_writes.retain(|p| (p.connector_id, p.target_key()) != key);
         self.out.pending_writes.push(export);
+        self.out_keys.insert(key);
     }
 
     fn withdraw(&mut self, connector: ConnectorId, key: String, existing: bool) {
-        self.out.pending_writes.retain(|p| !(p.connector_id == connector && p.target_key() == key));
-        self.out.pending_unique.retain(|(c, k, _, _)| !(*c == connector && *k == key));
+        let staged = (connector, key);
+        if self.out_keys.remove(&staged) {
+            let (connector, key) = (staged.0, staged.1.as_str());
+            self.out.pending_writes.retain(|p| !(p.connector_id == connector && p.target_key() == key));
+            self.out.pending_unique.retain(|(c, k, _, _)| !(*c == connector && k == key));
+        }
+        let (connector, key) = staged;
         if existing {
             self.counts.exports_withdrawn += 1;
             self.out.pending_deletes.push((connector, key));
@@ -1926,7 +1867,7 @@ impl<'a> SyncRun<'a> {
             // Disconnect: once the created object has come back in an import, the add is done
             // and nothing more is owed to it.
             if let Some(anchor) = &e.created_anchor
-                && !self.store.cs_ids_by_anchor(target.id, &[anchor.as_str()]).await?.is_empty()
+                && !self.cs_ids_by_anchor(target.id, &[anchor.as_str()]).await?.is_empty()
             {
                 self.withdraw(target.id, key.to_owned(), true);
             }
@@ -1972,7 +1913,7 @@ impl<'a> SyncRun<'a> {
         if let Some(l) = &link {
             keys.push(format!("cs:{}", l.cs_id));
         }
-        let existing = self.store.pending_for_targets(target.id, &keys).await?;
+        let existing = self.pending_of(target.id, &keys).await?;
         let mut rules: Vec<&'a OutboundRule> = Vec::new();
         if let Some(o) = &object {
             let view = MvView { object: o };
@@ -2079,7 +2020,7 @@ impl<'a> SyncRun<'a> {
                         let key = key_attribute(attribute, *ci);
                         let mut found = BTreeSet::new();
                         for v in values {
-                            found.extend(self.store.cs_join_candidates(target.id, &key, v).await?);
+                            found.extend(self.cs_join_candidates(target.id, &key, v).await?);
                         }
                         candidates = Some(match candidates {
                             None => found,
@@ -2115,8 +2056,7 @@ impl<'a> SyncRun<'a> {
                             // withdrawn and the object stays provisioned.
                             let one_key = format!("cs:{}", one.id);
                             let deleting = self
-                                .store
-                                .pending_for_targets(target.id, std::slice::from_ref(&one_key))
+                                .pending_of(target.id, std::slice::from_ref(&one_key))
                                 .await?
                                 .get(&one_key)
                                 .is_some_and(|p| p.operation == ExportOperation::Delete);
@@ -2277,6 +2217,64 @@ impl<'a> SyncRun<'a> {
         }
         Ok(())
     }
+}
+
+/// The target attributes the outbound rules want for an MV object (see `SyncRun::desired`), and
+/// the flows that failed.
+fn desired_values(
+    target: &SyncConnector,
+    rules: &[&OutboundRule],
+    object: &MvObject,
+    for_add: bool,
+) -> (BTreeMap<String, Option<AttrValues>>, Vec<String>) {
+    let view = MvView { object };
+    let mut per: BTreeMap<String, (String, Vec<(u32, FlowValue)>)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for rule in rules {
+        for flow in &rule.flows {
+            if (flow.apply_once && !for_add) || !target.writes(&rule.cs_object_type, &flow.target) {
+                continue;
+            }
+            match flow.evaluate(&view) {
+                Ok(v) => per
+                    .entry(flow.target.to_ascii_lowercase())
+                    .or_insert_with(|| (flow.target.clone(), Vec::new()))
+                    .1
+                    .push((rule.precedence, v)),
+                Err(e) => failures.push(format!("rule `{}`, flow `{}`: {e}", rule.name, flow.target)),
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (_, (name, mut list)) in per {
+        list.sort_by_key(|(p, _)| *p);
+        let mut decided: Option<Option<AttrValues>> = None;
+        let mut opinion = false;
+        for (_, v) in list {
+            match v {
+                FlowValue::Values(values) if !values.is_empty() => {
+                    decided = Some(Some(values));
+                    break;
+                }
+                FlowValue::Values(_) | FlowValue::Null => opinion = true,
+                FlowValue::AuthoritativeNull => {
+                    decided = Some(None);
+                    break;
+                }
+                FlowValue::Ignore => {}
+            }
+        }
+        match decided {
+            Some(d) => {
+                out.insert(name, d);
+            }
+            None if opinion => {
+                out.insert(name, None);
+            }
+            None => {}
+        }
+    }
+    (out, failures)
 }
 
 /// True for a target object that another sync engine masters (`onPremisesSyncEnabled`).

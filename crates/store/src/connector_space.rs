@@ -335,9 +335,7 @@ impl Store {
             }
             query.bind(connector).execute(&mut *tx).await.map_err(q)?;
         }
-        for e in errors {
-            crate::runs::insert_error(&mut tx, run, e, now).await?;
-        }
+        crate::runs::insert_errors(&mut tx, run, errors, now).await?;
         crate::runs::add_counts(&mut tx, run, counts).await?;
         if let Some(w) = watermark {
             crate::watermark::put(&mut tx, connector, w, run, now).await?;

@@ -587,6 +587,34 @@ impl Store {
         Ok(out)
     }
 
+    /// [`Store::cs_referrer_ids_many`] that says which key each referrer refers to:
+    /// `(key, cs id)`.
+    pub async fn cs_referrers_by_key(
+        &self,
+        connector: ConnectorId,
+        keys: &[String],
+    ) -> Result<Vec<(String, CsId)>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT DISTINCT r.target_dn_norm, o.id FROM cs_references r JOIN cs_objects o \
+                 ON o.connector_id = r.connector_id AND o.anchor = r.anchor \
+                 WHERE r.connector_id = ? AND r.target_dn_norm IN (SELECT value FROM json_each(?)) \
+                 AND o.state = 'present' ORDER BY o.id",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read references", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read references", e);
+                out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// The links of these CS objects.
     pub async fn links_by_cs(&self, ids: &[CsId]) -> Result<HashMap<CsId, MvLink>> {
         let mut out = HashMap::with_capacity(ids.len());
@@ -705,6 +733,34 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| StoreError::query("read join keys", e))
+    }
+
+    /// [`Store::cs_join_candidates`] for many values of one key attribute, in one query per
+    /// 5,000 values: `(value, cs id)`.
+    pub async fn cs_join_candidates_many(
+        &self,
+        connector: ConnectorId,
+        attribute: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, CsId)>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT value, cs_id FROM cs_join_keys WHERE connector_id = ? AND attribute = ? \
+                 AND value IN (SELECT value FROM json_each(?)) ORDER BY value, cs_id",
+            )
+            .bind(connector)
+            .bind(attribute)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read join keys", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read join keys", e);
+                out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
+            }
+        }
+        Ok(out)
     }
 
     /// How far the join keys of a connector's space are maintained, and for which attributes.
@@ -832,30 +888,55 @@ impl Store {
             &batch.link_deletes,
         )
         .await?;
+        // Withdrawn exports, and the unique values of re-staged ones (inserted again below).
+        let mut unstaged: std::collections::BTreeMap<ConnectorId, Vec<&str>> =
+            std::collections::BTreeMap::new();
         for (connector, key) in &batch.pending_deletes {
-            for sql in [
-                "DELETE FROM pending_exports WHERE connector_id = ? AND target_key = ?",
-                "DELETE FROM pending_unique WHERE connector_id = ? AND target_key = ?",
-            ] {
-                sqlx::query(sql).bind(connector).bind(key).execute(&mut *tx).await.map_err(q)?;
-            }
+            unstaged.entry(*connector).or_default().push(key);
         }
-        for (connector, key, mv, pairs) in &batch.pending_unique {
-            sqlx::query("DELETE FROM pending_unique WHERE connector_id = ? AND target_key = ?")
+        for (connector, keys) in &unstaged {
+            for chunk in keys.chunks(5000) {
+                sqlx::query(
+                    "DELETE FROM pending_exports WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
+                )
                 .bind(connector)
-                .bind(key)
+                .bind(json_list(chunk)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(q)?;
-            for (attribute, value) in pairs {
+            }
+        }
+        for (connector, key, _, _) in &batch.pending_unique {
+            unstaged.entry(*connector).or_default().push(key);
+        }
+        let mut claims: std::collections::BTreeMap<ConnectorId, Vec<serde_json::Value>> =
+            std::collections::BTreeMap::new();
+        for (connector, key, mv, pairs) in &batch.pending_unique {
+            let rows = claims.entry(*connector).or_default();
+            rows.extend(
+                pairs.iter().map(|(attribute, value)| serde_json::json!([attribute, value, key, mv])),
+            );
+        }
+        for (connector, keys) in &unstaged {
+            for chunk in keys.chunks(5000) {
                 sqlx::query(
-                    "INSERT OR IGNORE INTO pending_unique (connector_id, attribute, value, target_key, mv_id) VALUES (?, ?, ?, ?, ?)",
+                    "DELETE FROM pending_unique WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
                 )
                 .bind(connector)
-                .bind(attribute)
-                .bind(value)
-                .bind(key)
-                .bind(mv)
+                .bind(json_list(chunk)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+            }
+        }
+        for (connector, rows) in &claims {
+            for chunk in rows.chunks(5000) {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO pending_unique (connector_id, attribute, value, target_key, mv_id) \
+                     SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?2)",
+                )
+                .bind(connector)
+                .bind(json_list(chunk)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(q)?;
@@ -987,21 +1068,34 @@ impl Store {
             query.execute(&mut *tx).await.map_err(q)?;
         }
         write_cs_keys(&mut tx, &batch.cs_join_keys).await?;
+        let mut groups: std::collections::BTreeMap<ConnectorId, (Vec<CsId>, Vec<serde_json::Value>)> =
+            std::collections::BTreeMap::new();
         for (connector, group, members) in &batch.group_members {
-            sqlx::query("DELETE FROM sync_group_members WHERE connector_id = ? AND group_cs_id = ?")
+            let (ids, rows) = groups.entry(*connector).or_default();
+            ids.push(*group);
+            rows.extend(members.iter().map(|m| serde_json::json!([group, m])));
+        }
+        for (connector, (ids, rows)) in &groups {
+            for chunk in ids.chunks(5000) {
+                sqlx::query(
+                    "DELETE FROM sync_group_members WHERE connector_id = ? AND group_cs_id IN (SELECT value FROM json_each(?))",
+                )
                 .bind(connector)
-                .bind(group)
+                .bind(json_list(chunk)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(q)?;
-            for m in members {
-                sqlx::query("INSERT OR IGNORE INTO sync_group_members (connector_id, group_cs_id, member) VALUES (?, ?, ?)")
-                    .bind(connector)
-                    .bind(group)
-                    .bind(m)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q)?;
+            }
+            for chunk in rows.chunks(5000) {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO sync_group_members (connector_id, group_cs_id, member) \
+                     SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2)",
+                )
+                .bind(connector)
+                .bind(json_list(chunk)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
             }
         }
         let mut clear: std::collections::BTreeMap<ConnectorId, Vec<CsId>> = std::collections::BTreeMap::new();
@@ -1018,17 +1112,16 @@ impl Store {
                     .map_err(q)?;
             }
         }
-        for (connector, cs) in &batch.retries_add {
-            sqlx::query("INSERT OR IGNORE INTO sync_retries (connector_id, cs_id) VALUES (?, ?)")
-                .bind(connector)
-                .bind(cs)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
+        for chunk in batch.retries_add.chunks(5000) {
+            sqlx::query(
+                "INSERT OR IGNORE INTO sync_retries (connector_id, cs_id) SELECT value ->> 0, value ->> 1 FROM json_each(?)",
+            )
+            .bind(json_list(chunk)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(q)?;
         }
-        for e in &batch.errors {
-            crate::runs::insert_error(&mut tx, run, e, now).await?;
-        }
+        crate::runs::insert_errors(&mut tx, run, &batch.errors, now).await?;
         crate::runs::add_counts(&mut tx, run, &batch.counts).await?;
         if !batch.workflow.is_empty() {
             crate::workflow::insert_workflow(&mut tx, &batch.workflow, Some(run), now).await?;
@@ -1183,9 +1276,7 @@ impl Store {
                 .await
                 .map_err(q)?;
         }
-        for e in errors {
-            crate::runs::insert_error(&mut tx, run, e, now).await?;
-        }
+        crate::runs::insert_errors(&mut tx, run, errors, now).await?;
         crate::runs::add_counts(&mut tx, run, counts).await?;
         tx.commit().await.map_err(q)
     }
@@ -1266,6 +1357,63 @@ impl Store {
         for row in rows {
             let get = |e| StoreError::query("read pending unique values", e);
             out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
+        }
+        Ok(out)
+    }
+
+    /// [`Store::pending_unique_holders`] for many values of one attribute, in one query per
+    /// 5,000 values: `(value, target key, mv id)`.
+    pub async fn pending_unique_holders_many(
+        &self,
+        connector: ConnectorId,
+        attribute: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, String, Option<MvId>)>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT value, target_key, mv_id FROM pending_unique WHERE connector_id = ? AND attribute = ? \
+                 AND value IN (SELECT value FROM json_each(?)) ORDER BY value, target_key",
+            )
+            .bind(connector)
+            .bind(attribute)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read pending unique values", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read pending unique values", e);
+                out.push((
+                    row.try_get(0).map_err(get)?,
+                    row.try_get(1).map_err(get)?,
+                    row.try_get(2).map_err(get)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Store::pending_add_by_created_anchor`] for many anchors: anchor -> MV object.
+    pub async fn pending_adds_by_created_anchors(
+        &self,
+        connector: ConnectorId,
+        anchors: &[&str],
+    ) -> Result<HashMap<String, MvId>> {
+        let mut out = HashMap::new();
+        for chunk in anchors.chunks(5000) {
+            let rows = sqlx::query(
+                "SELECT created_anchor, mv_id FROM pending_exports WHERE connector_id = ? AND operation = 'add' \
+                 AND mv_id IS NOT NULL AND created_anchor IN (SELECT value FROM json_each(?))",
+            )
+            .bind(connector)
+            .bind(json_list(chunk)?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| StoreError::query("read pending exports", e))?;
+            for row in rows {
+                let get = |e| StoreError::query("read pending exports", e);
+                out.entry(row.try_get(0).map_err(get)?).or_insert(row.try_get(1).map_err(get)?);
+            }
         }
         Ok(out)
     }

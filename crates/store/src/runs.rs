@@ -120,25 +120,35 @@ pub struct RunRecord {
     pub notes: String,
 }
 
-pub(crate) async fn insert_error(
+pub(crate) async fn insert_errors(
     tx: &mut Transaction<'_, Sqlite>,
     run: RunId,
-    e: &RunError,
+    errors: &[RunError],
     now: i64,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO run_errors (run_id, anchor, dn, kind, message, at, level) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(run)
-    .bind(&e.anchor)
-    .bind(&e.dn)
-    .bind(&e.kind)
-    .bind(&e.message)
-    .bind(now)
-    .bind(e.level.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| StoreError::query("record run error", e))?;
+    // One statement per 2,000 rows: a run that warns about every object costs no round trip each.
+    for chunk in errors.chunks(2000) {
+        let rows: Vec<serde_json::Value> = chunk
+            .iter()
+            .map(|e| serde_json::json!([e.anchor, e.dn, e.kind, e.message, e.level.as_str()]))
+            .collect();
+        let rows = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt {
+            table: "run_errors",
+            key: String::new(),
+            detail: e.to_string(),
+        })?;
+        sqlx::query(
+            "INSERT INTO run_errors (run_id, anchor, dn, kind, message, at, level) \
+             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?2, value ->> 4 \
+             FROM json_each(?3) ORDER BY key",
+        )
+        .bind(run)
+        .bind(now)
+        .bind(rows)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::query("record run error", e))?;
+    }
     Ok(())
 }
 
@@ -261,9 +271,7 @@ impl Store {
     pub async fn add_run_errors(&self, run: RunId, errors: &[RunError], now: i64) -> Result<()> {
         let q = |e| StoreError::query("record run errors", e);
         let mut tx = self.pool.begin().await.map_err(q)?;
-        for e in errors {
-            insert_error(&mut tx, run, e, now).await?;
-        }
+        insert_errors(&mut tx, run, errors, now).await?;
         let count = |l| i64::try_from(errors.iter().filter(|e| e.level == l).count()).unwrap_or(i64::MAX);
         let counts = RunCounts {
             errors: count(Severity::Error),

@@ -1,0 +1,477 @@
+//! The store reads of one sync batch, made in a few set-based queries instead of one query per
+//! object.
+//!
+//! Nothing a batch does reaches the store before the batch is written (its links, metaverse
+//! changes and pending exports live in the overlay of [`SyncRun`] until then), so what the store
+//! answers does not change during a batch: each answer is kept for the rest of the batch, and
+//! before a pass over many objects (inbound, recompute, outbound) the values that pass will look
+//! up are read in one query per kind and attribute. A value the prefetch did not foresee (a
+//! placeholder UPN being tried, say) is read on its own, as before. The caches are dropped with
+//! the overlay when the batch is written.
+//!
+//! Must not: answer from a cache across a store write, or change what any lookup returns.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use syncctl_core::AttrValues;
+use syncctl_store::{ConnectorId, CsId, MvId, PendingExport, SyncCsObject};
+
+use super::view::{MvView, key_attribute, key_texts, parse_mv_ref};
+use super::{SyncConnector, SyncRun, UNIQUE_ATTRIBUTES, desired_values, dn_norm};
+use crate::error::Result;
+
+/// The staged exports claiming a unique value: (target key, mv id).
+type Claims = Vec<(String, Option<MvId>)>;
+
+/// What the store answered in this batch, by question.
+#[derive(Default)]
+pub(super) struct BatchReads {
+    /// Pending exports: (target, target key) -> the export, if any.
+    pending: HashMap<(ConnectorId, String), Option<PendingExport>>,
+    /// Target join keys: (target, key attribute, value) -> CS objects holding it.
+    cs_keys: HashMap<(ConnectorId, String, String), Vec<CsId>>,
+    /// Staged unique values: (target, key attribute, value) -> (target key, mv id) claiming it.
+    unique: HashMap<(ConnectorId, String, String), Claims>,
+    /// Present CS objects by normalized DN: (connector, dn) -> id.
+    by_dn: HashMap<(ConnectorId, String), Option<CsId>>,
+    /// Present CS objects by anchor: (connector, anchor) -> id.
+    by_anchor: HashMap<(ConnectorId, String), Option<CsId>>,
+    /// Exported adds by the anchor of what they created: (target, anchor) -> MV object.
+    created: HashMap<(ConnectorId, String), Option<MvId>>,
+    /// Whether an MV object is linked to a present object of a target: (target, mv) -> linked.
+    target_linked: HashMap<(ConnectorId, MvId), bool>,
+}
+
+impl SyncRun<'_> {
+    /// The pending exports of a target with these target keys.
+    pub(super) async fn pending_of(
+        &mut self,
+        connector: ConnectorId,
+        keys: &[String],
+    ) -> Result<HashMap<String, PendingExport>> {
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| !self.reads.pending.contains_key(&(connector, (*k).clone())))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            let mut found = self.store.pending_for_targets(connector, &missing).await?;
+            for k in missing {
+                let p = found.remove(&k);
+                self.reads.pending.insert((connector, k), p);
+            }
+        }
+        Ok(keys
+            .iter()
+            .filter_map(|k| {
+                let p = self.reads.pending.get(&(connector, k.clone()))?.clone()?;
+                Some((k.clone(), p))
+            })
+            .collect())
+    }
+
+    /// Target CS objects whose join key `key` (see [`key_attribute`]) has `value`.
+    pub(super) async fn cs_join_candidates(
+        &mut self,
+        connector: ConnectorId,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<CsId>> {
+        let k = (connector, key.to_owned(), value.to_owned());
+        if let Some(found) = self.reads.cs_keys.get(&k) {
+            return Ok(found.clone());
+        }
+        let found = self.store.cs_join_candidates(connector, key, value).await?;
+        self.reads.cs_keys.insert(k, found.clone());
+        Ok(found)
+    }
+
+    /// Reads the target join keys of many values of one key attribute.
+    async fn prefetch_cs_keys(
+        &mut self,
+        connector: ConnectorId,
+        key: &str,
+        values: BTreeSet<String>,
+    ) -> Result<()> {
+        let missing: Vec<String> = values
+            .into_iter()
+            .filter(|v| !self.reads.cs_keys.contains_key(&(connector, key.to_owned(), v.clone())))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut found: HashMap<String, Vec<CsId>> = HashMap::new();
+        for (value, cs) in self.store.cs_join_candidates_many(connector, key, &missing).await? {
+            found.entry(value).or_default().push(cs);
+        }
+        for v in missing {
+            let ids = found.remove(&v).unwrap_or_default();
+            self.reads.cs_keys.insert((connector, key.to_owned(), v), ids);
+        }
+        Ok(())
+    }
+
+    /// The staged exports of a target that claim this unique value: `(target key, mv id)`.
+    pub(super) async fn pending_unique_holders(
+        &mut self,
+        connector: ConnectorId,
+        key: &str,
+        value: &str,
+    ) -> Result<Claims> {
+        let k = (connector, key.to_owned(), value.to_owned());
+        if let Some(found) = self.reads.unique.get(&k) {
+            return Ok(found.clone());
+        }
+        let found = self.store.pending_unique_holders(connector, key, value).await?;
+        self.reads.unique.insert(k, found.clone());
+        Ok(found)
+    }
+
+    /// Reads the staged claims and the target holders of many values of one unique attribute.
+    async fn prefetch_unique(
+        &mut self,
+        connector: ConnectorId,
+        key: &str,
+        values: BTreeSet<String>,
+    ) -> Result<()> {
+        let missing: Vec<String> = values
+            .iter()
+            .filter(|v| !self.reads.unique.contains_key(&(connector, key.to_owned(), (*v).clone())))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let mut found: HashMap<String, Claims> = HashMap::new();
+            for (value, target_key, mv) in
+                self.store.pending_unique_holders_many(connector, key, &missing).await?
+            {
+                found.entry(value).or_default().push((target_key, mv));
+            }
+            for v in missing {
+                let holders = found.remove(&v).unwrap_or_default();
+                self.reads.unique.insert((connector, key.to_owned(), v), holders);
+            }
+        }
+        self.prefetch_cs_keys(connector, key, values).await
+    }
+
+    /// Present CS objects of a connector with these normalized DNs: dn -> id.
+    pub(super) async fn cs_ids_by_dn(
+        &mut self,
+        connector: ConnectorId,
+        dns: &[&str],
+    ) -> Result<HashMap<String, CsId>> {
+        let missing: Vec<&str> = dns
+            .iter()
+            .copied()
+            .filter(|d| !self.reads.by_dn.contains_key(&(connector, (*d).to_owned())))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            let mut found = self.store.cs_ids_by_dn(connector, &missing).await?;
+            for d in missing {
+                let id = found.remove(d);
+                self.reads.by_dn.insert((connector, d.to_owned()), id);
+            }
+        }
+        Ok(dns
+            .iter()
+            .filter_map(|d| Some(((*d).to_owned(), (*self.reads.by_dn.get(&(connector, (*d).to_owned()))?)?)))
+            .collect())
+    }
+
+    /// Present CS objects of a connector with these anchors: anchor -> id.
+    pub(super) async fn cs_ids_by_anchor(
+        &mut self,
+        connector: ConnectorId,
+        anchors: &[&str],
+    ) -> Result<HashMap<String, CsId>> {
+        let missing: Vec<&str> = anchors
+            .iter()
+            .copied()
+            .filter(|a| !self.reads.by_anchor.contains_key(&(connector, (*a).to_owned())))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            let mut found = self.store.cs_ids_by_anchor(connector, &missing).await?;
+            for a in missing {
+                let id = found.remove(a);
+                self.reads.by_anchor.insert((connector, a.to_owned()), id);
+            }
+        }
+        Ok(anchors
+            .iter()
+            .filter_map(|a| {
+                Some(((*a).to_owned(), (*self.reads.by_anchor.get(&(connector, (*a).to_owned()))?)?))
+            })
+            .collect())
+    }
+
+    /// The MV object whose exported add created the target object with this anchor.
+    pub(super) async fn pending_add_by_created_anchor(
+        &mut self,
+        connector: ConnectorId,
+        anchor: &str,
+    ) -> Result<Option<MvId>> {
+        let k = (connector, anchor.to_owned());
+        if let Some(found) = self.reads.created.get(&k) {
+            return Ok(*found);
+        }
+        let found = self.store.pending_add_by_created_anchor(connector, anchor).await?;
+        self.reads.created.insert(k, found);
+        Ok(found)
+    }
+
+    /// Of these MV objects, those linked to a present object of the target.
+    pub(super) async fn target_linked(
+        &mut self,
+        connector: ConnectorId,
+        ids: &[MvId],
+    ) -> Result<BTreeSet<MvId>> {
+        let missing: Vec<MvId> = ids
+            .iter()
+            .copied()
+            .filter(|m| !self.reads.target_linked.contains_key(&(connector, *m)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            let found = self.store.target_anchors(connector, &missing).await?;
+            for m in missing {
+                self.reads.target_linked.insert((connector, m), found.contains_key(&m));
+            }
+        }
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|m| self.reads.target_linked.get(&(connector, *m)) == Some(&true))
+            .collect())
+    }
+
+    /// Before the inbound pass over a batch of a target's objects (the confirming import of
+    /// what export created): their pending exports, the adds that created them, and who claims
+    /// their unique values; and the pending adds of the metaverse objects they may join.
+    pub(super) async fn prefetch_inbound(&mut self, objects: &[SyncCsObject]) -> Result<()> {
+        if !self.source.target {
+            return Ok(());
+        }
+        let source = self.source.id;
+        let mut keys: Vec<String> = objects.iter().map(|o| format!("cs:{}", o.id)).collect();
+        let unlinked: Vec<&SyncCsObject> =
+            objects.iter().filter(|o| o.present && matches!(self.links_cs.get(&o.id), Some(None))).collect();
+        let anchors: Vec<&str> = unlinked
+            .iter()
+            .map(|o| o.anchor.as_str())
+            .filter(|a| !self.reads.created.contains_key(&(source, (*a).to_owned())))
+            .collect();
+        if !anchors.is_empty() {
+            let mut found = self.store.pending_adds_by_created_anchors(source, &anchors).await?;
+            for a in anchors {
+                let mv = found.remove(a);
+                self.reads.created.insert((source, a.to_owned()), mv);
+            }
+        }
+        let mut unique: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for o in &unlinked {
+            for attribute in UNIQUE_ATTRIBUTES {
+                if let Some(values) = o.attributes.get(attribute) {
+                    unique.entry(key_attribute(attribute, true)).or_default().extend(key_texts(values, true));
+                }
+            }
+        }
+        for (key, values) in unique {
+            let missing: Vec<String> = values
+                .into_iter()
+                .filter(|v| !self.reads.unique.contains_key(&(source, key.clone(), v.clone())))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let mut found: HashMap<String, Claims> = HashMap::new();
+            for (value, target_key, mv) in
+                self.store.pending_unique_holders_many(source, &key, &missing).await?
+            {
+                found.entry(value).or_default().push((target_key, mv));
+            }
+            for v in missing {
+                let holders = found.remove(&v).unwrap_or_default();
+                self.reads.unique.insert((source, key.clone(), v), holders);
+            }
+        }
+        // The adds of the metaverse objects the join candidates name (a join confirms an add).
+        keys.extend(self.join_cache.values().flatten().map(|m| format!("mv:{m}")));
+        self.pending_of(source, &keys).await?;
+        Ok(())
+    }
+
+    /// Before recomputing these MV objects: the connector-space objects their linked objects
+    /// refer to (a manager, a group's members), and the links of those.
+    pub(super) async fn prefetch_references(&mut self, mvs: &[MvId]) -> Result<()> {
+        let mut wanted: BTreeMap<ConnectorId, BTreeSet<String>> = BTreeMap::new();
+        for mv in mvs {
+            for link in self.links_mv.get(mv).into_iter().flatten() {
+                let Some(cs) = self.cs.get(&link.cs_id).filter(|c| c.present) else { continue };
+                for (_, values) in cs.attributes.iter() {
+                    if let AttrValues::Reference(dns) = values {
+                        wanted.entry(cs.connector_id).or_default().extend(dns.iter().map(|d| dn_norm(d)));
+                    }
+                }
+            }
+        }
+        for (connector, dns) in wanted {
+            let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+            let ids: Vec<CsId> = self.cs_ids_by_dn(connector, &dns).await?.into_values().collect();
+            self.load_links(&ids).await?;
+        }
+        Ok(())
+    }
+
+    /// Before an outbound pass over these MV objects, for every target: their pending exports,
+    /// the target objects their join rules and unique values look up (with the claims staged on
+    /// those values), what their references point to, and the referenced objects of their
+    /// target objects.
+    pub(super) async fn prefetch_outbound(&mut self, mvs: &BTreeSet<MvId>) -> Result<()> {
+        self.prefetch(mvs.iter().copied()).await?;
+        let targets: Vec<&SyncConnector> = self.connectors.iter().filter(|c| c.target).collect();
+        for target in targets {
+            let tenant = self.tenants.get(&target.id).cloned();
+            let mut keys: Vec<String> = Vec::with_capacity(mvs.len() * 2);
+            let mut join: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut unique: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            let mut refs: BTreeSet<MvId> = BTreeSet::new();
+            let mut target_refs: BTreeSet<String> = BTreeSet::new();
+            for mv in mvs {
+                keys.push(format!("mv:{mv}"));
+                let link = self.links_mv.get(mv).and_then(|l| l.iter().find(|l| l.connector_id == target.id));
+                let linked = link.map(|l| l.cs_id);
+                if let Some(cs) = linked {
+                    keys.push(format!("cs:{cs}"));
+                    if let Some(o) = self.cs.get(&cs) {
+                        for (_, values) in o.attributes.iter() {
+                            if let AttrValues::Reference(r) = values {
+                                target_refs.extend(r.iter().cloned());
+                            }
+                        }
+                    }
+                }
+                let Some(Some(object)) = self.mv.get(mv) else { continue };
+                let view = MvView { object };
+                let rules: Vec<_> = self
+                    .rules
+                    .outbound_for(&target.kind, &target.name, &object.object_type)
+                    .filter(|r| r.scope.matches(&view).unwrap_or(false))
+                    .collect();
+                if rules.is_empty() {
+                    continue;
+                }
+                if linked.is_none() {
+                    for rule in &rules {
+                        for group in &rule.join {
+                            if let Ok(Some(sources)) = group.source_values(&view) {
+                                for (attribute, values, ci) in sources {
+                                    join.entry(key_attribute(&attribute, ci)).or_default().extend(values);
+                                }
+                            }
+                        }
+                    }
+                }
+                let (desired, _) = desired_values(target, &rules, object, linked.is_none());
+                for (name, values) in &desired {
+                    let Some(values) = values else { continue };
+                    if let AttrValues::Reference(r) = values {
+                        refs.extend(r.iter().filter_map(|v| parse_mv_ref(v)));
+                    }
+                    let Some(attribute) = UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(name))
+                    else {
+                        continue;
+                    };
+                    let set = unique.entry(key_attribute(attribute, true)).or_default();
+                    for v in key_texts(values, true) {
+                        if let Some(t) = &tenant
+                            && attribute.eq_ignore_ascii_case("userPrincipalName")
+                            && let Some(rewritten) = t.rewrite_upn(&v)
+                        {
+                            set.insert(rewritten.to_lowercase());
+                        }
+                        set.insert(v);
+                    }
+                }
+            }
+            let refs: Vec<MvId> = refs.into_iter().collect();
+            keys.extend(refs.iter().map(|m| format!("mv:{m}")));
+            self.pending_of(target.id, &keys).await?;
+            for (key, values) in join {
+                self.prefetch_cs_keys(target.id, &key, values).await?;
+            }
+            for (key, values) in unique {
+                self.prefetch_unique(target.id, &key, values).await?;
+            }
+            if !target_refs.is_empty() {
+                let norms: Vec<String> = target_refs.iter().map(|d| dn_norm(d)).collect();
+                let by_dn = self
+                    .cs_ids_by_dn(target.id, &norms.iter().map(String::as_str).collect::<Vec<_>>())
+                    .await?;
+                let raw: Vec<&str> = target_refs.iter().map(String::as_str).collect();
+                let by_anchor = self.cs_ids_by_anchor(target.id, &raw).await?;
+                let ids: Vec<CsId> = by_dn.values().chain(by_anchor.values()).copied().collect();
+                self.load_links(&ids).await?;
+            }
+            // The objects referenced that the pass reads to see whether they are in scope: those
+            // neither linked to the target nor staged to be added there.
+            let linked = self.target_linked(target.id, &refs).await?;
+            let unknown: Vec<MvId> = refs
+                .into_iter()
+                .filter(|m| !linked.contains(m) && !self.mv.contains_key(m))
+                .filter(|m| {
+                    !matches!(
+                        self.reads.pending.get(&(target.id, format!("mv:{m}"))),
+                        Some(Some(p)) if p.operation == syncctl_store::ExportOperation::Add
+                    )
+                })
+                .collect();
+            if !unknown.is_empty() {
+                let mut found = self.store.mv_by_ids(&unknown).await?;
+                for m in unknown {
+                    let o = found.remove(&m);
+                    self.mv.insert(m, o);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The MV objects whose source objects refer to (list, name as manager) each of these MV
+    /// objects' source objects: `(referenced, referrer)`, in one query per connector.
+    pub(super) async fn mv_referrers_many(&mut self, mvs: &[MvId]) -> Result<Vec<(MvId, MvId)>> {
+        self.prefetch(mvs.iter().copied()).await?;
+        let mut wanted: BTreeMap<ConnectorId, HashMap<String, BTreeSet<MvId>>> = BTreeMap::new();
+        for mv in mvs {
+            for l in self.links_of_mv(*mv).await? {
+                if self.connector(l.connector_id).is_none_or(|c| c.target) {
+                    continue;
+                }
+                let Some(cs) = self.cs_object(l.cs_id).await? else { continue };
+                let keys = wanted.entry(cs.connector_id).or_default();
+                keys.entry(cs.dn_norm.clone()).or_default().insert(*mv);
+                keys.entry(cs.anchor.to_lowercase()).or_default().insert(*mv);
+            }
+        }
+        let mut out = Vec::new();
+        for (connector, keys) in wanted {
+            let list: Vec<String> = keys.keys().cloned().collect();
+            let pairs = self.store.cs_referrers_by_key(connector, &list).await?;
+            let ids: Vec<CsId> = pairs.iter().map(|(_, id)| *id).collect();
+            self.load_links(&ids).await?;
+            for (key, id) in pairs {
+                let Some(referrer) = self.link_of_cs(id).await?.map(|l| l.mv_id) else { continue };
+                for mv in keys.get(&key).into_iter().flatten() {
+                    out.push((*mv, referrer));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
