@@ -474,11 +474,8 @@ impl GraphClient {
                 .filter(|s| s.done.is_none() && !s.busy && s.ready_at > now)
                 .map(|s| s.ready_at)
                 .min();
-            let wake = match (budget_at, next_ready) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (Some(a), None) => Some(a),
-                (None, b) => b,
-            };
+            // Held by the budget: writes are ready, and may go when it frees.
+            let wake = budget_at.or(next_ready);
             if flight.is_empty() {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at).await,
