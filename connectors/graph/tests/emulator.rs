@@ -1180,3 +1180,35 @@ async fn contract_group_created_with_members_bound() {
     assert_eq!(sizes, vec![12, 45]);
     emu.stop().await.unwrap();
 }
+
+/// The pacer set to the emulator's own budget (Graph's rule: each request in a `$batch` is one
+/// write, in a sliding window) keeps every write under it: the export needs several windows and
+/// is never answered 429, with several batches in flight. A pacer that started a write's window
+/// when it was sent (before Graph counts it) would run ahead of Graph's window and be refused.
+/// Source: <https://learn.microsoft.com/en-us/graph/throttling> (batch requests are evaluated
+/// against the limits one by one).
+#[tokio::test]
+async fn pacer_at_the_budget_gets_no_429() {
+    let emu = emulator(EmulatorConfig {
+        throttle: syncctl_graph_emulator::ThrottleConfig { writes: 15, window_seconds: 1 },
+        ..Default::default()
+    })
+    .await;
+    let mut config = GraphConfig::new("contoso.onmicrosoft.com", DEFAULT_CLIENT_ID);
+    config.client_secret_env = Some("UNUSED_IN_TESTS".into());
+    config.authority = emu.base_url().to_owned();
+    config.graph_url = emu.graph_url();
+    config.write_budget = 15;
+    config.write_window_seconds = 1;
+    config.concurrent_batches = 4;
+    let mut c = GraphConnector::with_secret("cloud", config, Secret::new(DEFAULT_CLIENT_SECRET)).unwrap();
+    let items: Vec<ExportItem> =
+        (0..50).map(|i| user_add(i, &format!("p{i}@contoso.onmicrosoft.com"), None)).collect();
+    let out = c.export(items).await.unwrap();
+    assert!(out.iter().all(|o| o.result.is_ok() && o.notes.is_empty()), "{out:?}");
+    let stats = emu.stats();
+    assert_eq!(stats.throttled, 0, "{stats:?}");
+    assert_eq!(c.counters().throttled, 0);
+    assert_eq!(stats.writes.get("POST /users"), Some(&50));
+    emu.stop().await.unwrap();
+}
