@@ -32,6 +32,9 @@ pub struct RawService {
     /// On SIGTERM or SIGINT, how long a running cycle may go on before it is abandoned
     /// (`"0s"`: at once). Default `"10s"`.
     pub stop_grace: Option<String>,
+    /// The readiness assessment runs after each full cycle and when the latest one is older
+    /// than this (`"0s"`: never). Default `"1d"`.
+    pub assess_every: Option<String>,
 }
 
 /// Where the bearer token is read from (never the config file itself).
@@ -74,8 +77,11 @@ pub struct ServiceSettings {
     pub retention: Duration,
     /// A full cycle runs when no delta import completed for this long.
     pub full_after: Duration,
-    /// How long a running cycle may go on after a stop signal.
+    /// How long the running step may go on after a stop signal.
     pub stop_grace: Duration,
+    /// How old the latest readiness assessment may get before the service runs one (it also
+    /// runs after each full cycle); `None`: the service never runs it.
+    pub assess_every: Option<Duration>,
 }
 
 impl Default for ServiceSettings {
@@ -88,6 +94,7 @@ impl Default for ServiceSettings {
             retention: Duration::from_secs(7 * 24 * 3600),
             full_after: Duration::from_secs(7 * 24 * 3600),
             stop_grace: Duration::from_secs(10),
+            assess_every: Some(Duration::from_secs(24 * 3600)),
         }
     }
 }
@@ -162,6 +169,10 @@ impl ServiceSettings {
                 Some(v) if humantime::parse_duration(v).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
                 v => duration("stop_grace", v, d.stop_grace)?,
             },
+            assess_every: match raw.assess_every.as_deref() {
+                Some(v) if humantime::parse_duration(v).is_ok_and(|d| d.is_zero()) => None,
+                v => Some(duration("assess_every", v, Duration::from_secs(24 * 3600))?),
+            },
         })
     }
 }
@@ -195,7 +206,10 @@ mod tests {
     fn defaults_and_refusals() {
         let s = ServiceSettings::from_raw(&RawService::default(), Path::new("/etc")).unwrap();
         assert_eq!(s.interval, Duration::from_secs(1800));
+        assert_eq!(s.assess_every, Some(Duration::from_secs(86_400)));
         assert!(s.listen.ip().is_loopback());
+        let raw = RawService { assess_every: Some("0s".into()), ..RawService::default() };
+        assert_eq!(ServiceSettings::from_raw(&raw, Path::new("/")).unwrap().assess_every, None);
         let raw = RawService { listen: Some("0.0.0.0:8650".into()), ..RawService::default() };
         let e = ServiceSettings::from_raw(&raw, Path::new("/etc")).unwrap_err().to_string();
         assert!(e.contains("token"), "{e}");

@@ -6,7 +6,7 @@
 //! | `/readyz` | GET | 200 when the database answers, 503 otherwise |
 //! | `/metrics` | GET | Prometheus text format |
 //! | `/` | GET | the status page (HTML) |
-//! | `/api/status` | GET | status, recent runs, pending exports, mail outbox (JSON) |
+//! | `/api/status` | GET | status, recent runs, pending exports, mail outbox, the latest assess summary (JSON) |
 //! | `/api/run-now` | POST | start a cycle now (`?full=true` for a full one) |
 //! | `/api/pause`, `/api/resume` | POST | skip scheduled cycles, or run them again |
 //!
@@ -129,8 +129,10 @@ async fn status_json(s: &AppState) -> crate::Result<serde_json::Value> {
         .into_iter()
         .map(|m| json!({"id": m.id, "to": m.recipient, "subject": m.subject, "error": m.last_reply}))
         .collect();
+    let assess = s.store.latest_assess_summary().await?;
     Ok(json!({
         "service": s.control.status(),
+        "assess": assess,
         "runs": runs,
         "pending_exports": pending,
         "deletion_holds": holds,
@@ -220,6 +222,24 @@ async fn status_page(State(s): State<AppState>) -> Response {
         esc(&st(g(&svc, "cycles")))
     );
     if let Some(last) = svc.get("last_cycle").filter(|l| !l.is_null()) {
+        let reasons: Vec<String> = g(last, "reasons")
+            .as_array()
+            .map(|a| a.iter().map(|r| format!("<li>{}</li>", esc(&st(r)))).collect())
+            .unwrap_or_default();
+        if !reasons.is_empty() {
+            let _ = write!(
+                out,
+                "<h2>Why the last cycle ran in full</h2><ul id=\"full-reasons\">{}</ul>",
+                reasons.join("")
+            );
+        }
+        if let Some(step) = g(last, "stopped_after").as_str() {
+            let _ = write!(
+                out,
+                "<p id=\"stopped-after\">the last cycle stopped after the step {} (stop signal)</p>",
+                esc(step)
+            );
+        }
         let _ =
             write!(out, "<h2>Last cycle</h2><pre id=\"last-cycle\">{}</pre>", esc(&st(g(last, "summary"))));
     }
@@ -263,8 +283,56 @@ async fn status_page(State(s): State<AppState>) -> Response {
         .map(|m| vec![st(g(m, "id")), st(g(m, "to")), st(g(m, "subject")), st(g(m, "error"))])
         .collect();
     table(&mut out, "dead-letters", "Dead letters", &["id", "to", "subject", "error"], &rows);
+    assess_section(&mut out, g(&v, "assess"));
     out.push_str("</body></html>\n");
     Html(out).into_response()
+}
+
+/// The latest readiness assessment: when, by whom, over how many objects, the verdict, the
+/// findings by severity and by rule.
+fn assess_section(out: &mut String, a: &serde_json::Value) {
+    out.push_str("<h2>Latest readiness assessment</h2>");
+    if a.is_null() {
+        out.push_str(
+            "<p id=\"assess\">none yet: the service runs one after each full cycle and at least daily (`[service] assess_every`), and `syncctl assess` stores one</p>",
+        );
+        return;
+    }
+    let n = |k: &str| g(a, k).as_u64().unwrap_or(0);
+    let at = g(a, "at").as_i64().and_then(chrono::DateTime::from_timestamp_millis);
+    let when = at.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+    let sources: Vec<String> = g(a, "sources")
+        .as_array()
+        .map(|s| s.iter().filter_map(|x| x.as_str()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let _ = write!(
+        out,
+        "<p id=\"assess\">verdict <b>{}</b>, {} at {} over {} objects of {}: <b>{}</b> errors, <b>{}</b> warnings, <b>{}</b> infos</p>",
+        esc(g(a, "verdict").as_str().unwrap_or("")),
+        if g(a, "origin") == "serve" { "run by the service" } else { "run by syncctl assess" },
+        esc(&when),
+        n("objects"),
+        esc(&sources.join(", ")),
+        n("errors"),
+        n("warnings"),
+        n("infos")
+    );
+    let rows: Vec<Vec<String>> = g(a, "by_rule")
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| {
+                    vec![
+                        g(r, "rule").as_str().unwrap_or("").to_owned(),
+                        g(r, "severity").as_str().unwrap_or("").to_owned(),
+                        g(r, "count").to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table(out, "assess-rules", "Findings by rule", &["rule", "severity", "findings"], &rows);
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.

@@ -8,8 +8,9 @@
 //!   service never leaves it stuck.
 //! - [`Scheduler`]: a delta cycle every interval (30 minutes by default), a full cycle when one
 //!   is required (asked for, or no delta import completed for `full_after`, 7 days by
-//!   default), run now / pause / resume from the control API, run-history retention, and a
-//!   clean stop on SIGTERM / SIGINT.
+//!   default), run now / pause / resume from the control API, run-history retention, the
+//!   readiness assessment after full cycles and at least daily, and a clean stop on SIGTERM /
+//!   SIGINT: the running step ends, no other starts ([`StepStop`]); a second signal abandons it.
 //! - [`http`]: the axum server: `/healthz`, `/readyz`, `/metrics` (Prometheus text format,
 //!   [`Metrics`]), the status page and its JSON, and the control endpoints, behind a bearer
 //!   token when bound beyond loopback.
@@ -31,4 +32,8 @@ pub use config::{DEFAULT_LISTEN, RawService, ServiceSettings, TokenSource};
 pub use error::{Result, ServiceError};
 pub use lock::{InstanceLock, lock_path};
 pub use metrics::Metrics;
-pub use scheduler::{Control, CycleReport, CycleRunner, Scheduler, ServiceState, Status, full_required};
+pub use metrics::retry_cause;
+pub use scheduler::{
+    Control, Critical, CycleReport, CycleRunner, LastCycle, Scheduler, ServiceState, Status, StepStop,
+    full_required,
+};

@@ -19,6 +19,7 @@ mod connector_space;
 mod error;
 mod metaverse;
 mod runs;
+mod service;
 mod watermark;
 mod workflow;
 
@@ -37,6 +38,7 @@ pub use metaverse::{
     JoinKeys, LinkHow, MvId, MvLink, MvObject, MvWrite, PendingExport, SyncBatch, SyncCsObject, SyncMark,
 };
 pub use runs::{RunCounts, RunError, RunRecord, RunStatus, Severity};
+pub use service::{AssessSummary, RuleFindings};
 pub use watermark::StoredWatermark;
 pub use workflow::{
     AttemptOutcome, MailAttempt, MailStatus, NewMessage, NewRequest, OutboxMessage, REQUEST_STATUSES,

@@ -39,6 +39,9 @@ pub struct ConnectorPlan {
     pub endpoint: String,
     /// Local files it reads (CA bundle, password file, LDIF file), resolved.
     pub files: Vec<PathBuf>,
+    /// A hash of the settings that decide what it reads and writes (credentials, paging and
+    /// timing left out; see [`fingerprint`]). A change forces a full import and a full sync.
+    pub fingerprint: String,
     factory: Factory,
 }
 
@@ -60,6 +63,36 @@ impl fmt::Debug for ConnectorPlan {
     }
 }
 
+/// Settings left out of a connector's [`fingerprint`]: where a credential is (the secret itself is
+/// never in the settings), and paging and timing, which change how a connector reads, not what.
+pub const UNFINGERPRINTED: &[&str] = &[
+    "password_env",
+    "password_file",
+    "client_secret_env",
+    "client_secret_file",
+    "page_size",
+    "range_size",
+    "timeout_secs",
+    "write_budget",
+    "write_window_seconds",
+];
+
+/// The fingerprint of a connector's settings as written: a BLAKE3 hash (hex, 32 characters) of
+/// its type and every key but the [`UNFINGERPRINTED`] ones, in key order. It holds no secret.
+pub fn fingerprint(type_name: &str, settings: &toml::Table) -> String {
+    let kept: std::collections::BTreeMap<&str, String> = settings
+        .iter()
+        .filter(|(k, _)| !UNFINGERPRINTED.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v.to_string()))
+        .collect();
+    let mut text = format!("type={type_name}\n");
+    for (k, v) in kept {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let hex = blake3::hash(text.as_bytes()).to_hex();
+    hex.as_str().get(..32).unwrap_or(hex.as_str()).to_owned()
+}
+
 /// Reads the settings of a connector of type `type_name` called `name`; relative paths in them
 /// resolve against `base` (the config file's directory).
 pub fn plan(
@@ -68,6 +101,7 @@ pub fn plan(
     settings: toml::Table,
     base: &Path,
 ) -> anyhow::Result<ConnectorPlan> {
+    let fingerprint = fingerprint(type_name, &settings);
     match type_name {
         "ldap" => {
             let mut config: LdapConfig = settings.try_into().map_err(|e| anyhow!("{}", e.message()))?;
@@ -82,7 +116,14 @@ pub fn plan(
                 let kind = connector.kind();
                 Ok(BuiltConnector { connector: Box::new(connector), kind })
             });
-            Ok(ConnectorPlan { name: name.to_owned(), type_name: "ldap", endpoint, files, factory })
+            Ok(ConnectorPlan {
+                name: name.to_owned(),
+                type_name: "ldap",
+                endpoint,
+                files,
+                fingerprint,
+                factory,
+            })
         }
         "ldif" => {
             let mut config: LdifConfig = settings.try_into().map_err(|e| anyhow!("{}", e.message()))?;
@@ -95,7 +136,14 @@ pub fn plan(
                 let kind = connector.kind();
                 Ok(BuiltConnector { connector: Box::new(connector), kind })
             });
-            Ok(ConnectorPlan { name: name.to_owned(), type_name: "ldif", endpoint, files, factory })
+            Ok(ConnectorPlan {
+                name: name.to_owned(),
+                type_name: "ldif",
+                endpoint,
+                files,
+                fingerprint,
+                factory,
+            })
         }
         "graph" => {
             let mut config: GraphConfig = settings.try_into().map_err(|e| anyhow!("{}", e.message()))?;
@@ -110,8 +158,50 @@ pub fn plan(
                     .map_err(|e| anyhow!("connector `{name}`: {e}"))?;
                 Ok(BuiltConnector { connector: Box::new(connector), kind: "graph" })
             });
-            Ok(ConnectorPlan { name: name.to_owned(), type_name: "graph", endpoint, files, factory })
+            Ok(ConnectorPlan {
+                name: name.to_owned(),
+                type_name: "graph",
+                endpoint,
+                files,
+                fingerprint,
+                factory,
+            })
         }
         other => bail!("unknown connector type `{other}` (known types: {})", KNOWN_TYPES.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_follows_what_is_read_not_credentials_or_timing() {
+        let a = fingerprint(
+            "ldap",
+            &table("url = \"ldaps://dc:636\"\nbase_dn = \"DC=corp\"\npassword_file = \"a\""),
+        );
+        // Key order, credentials, paging and timing change nothing.
+        let same = fingerprint(
+            "ldap",
+            &table(
+                "password_env = \"X\"\nbase_dn = \"DC=corp\"\npage_size = 10\ntimeout_secs = 5\nurl = \"ldaps://dc:636\"",
+            ),
+        );
+        assert_eq!(a, same);
+        // The scope, the server or the type do.
+        let scope = fingerprint(
+            "ldap",
+            &table("url = \"ldaps://dc:636\"\nbase_dn = \"DC=corp\"\ninclude_ous = [\"OU=Staff,DC=corp\"]"),
+        );
+        assert_ne!(a, scope);
+        assert_ne!(a, fingerprint("ldap", &table("url = \"ldaps://dc2:636\"\nbase_dn = \"DC=corp\"")));
+        assert_ne!(a, fingerprint("ldif", &table("url = \"ldaps://dc:636\"\nbase_dn = \"DC=corp\"")));
+        assert_eq!(a.len(), 32);
+        assert!(!a.contains("corp"));
     }
 }

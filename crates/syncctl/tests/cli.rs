@@ -791,9 +791,18 @@ fn demo_says_when_its_port_is_taken_and_removes_nothing() {
 /// The Graph emulator in this process, seeded with one cloud user that carries Bob Brown's
 /// ImmutableID (his objectGUID in examples/corp-export.ldif) and one cloud-only admin.
 async fn seeded_tenant() -> syncctl_graph_emulator::RunningEmulator {
+    seeded_tenant_with(Default::default(), Default::default()).await
+}
+
+async fn seeded_tenant_with(
+    throttle: syncctl_graph_emulator::ThrottleConfig,
+    faults: syncctl_graph_emulator::FaultConfig,
+) -> syncctl_graph_emulator::RunningEmulator {
     let emu = syncctl_graph_emulator::start(syncctl_graph_emulator::EmulatorConfig {
         tenant: "contoso.onmicrosoft.com".into(),
         verified_domains: vec!["corp.example.com".into()],
+        throttle,
+        faults,
         ..Default::default()
     })
     .await
@@ -1472,6 +1481,257 @@ async fn serve_beyond_loopback_needs_the_token_and_staging_mode_exports_nothing(
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
         assert!(v["level"].is_string(), "{line}");
     }
+    drop(env);
+    emu.stop().await.unwrap();
+}
+
+/// The profile that ran for `step` of `connector` in a cycle's JSON.
+fn step_profile(cycle: &serde_json::Value, step: &str, connector: &str) -> String {
+    cycle["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == step && s["connector"] == connector)
+        .and_then(|s| s["profile"].as_str())
+        .unwrap_or_else(|| panic!("no {step} of {connector} in {cycle:#}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_connector_setting_forces_one_full_import_and_full_sync_of_that_connector() {
+    let emu = seeded_tenant().await;
+    let env = cloud_env(&emu);
+    let graph_url = emu.graph_url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let cycle = || -> serde_json::Value {
+            let out = env.cmd().args(["--json", "cycle"]).output().unwrap();
+            assert!(out.status.code().is_some_and(|c| c <= 1), "{}", text(&out.stderr));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        // The first cycle records every connector's settings; the second is a plain delta.
+        cycle();
+        let second = cycle();
+        assert_eq!(step_profile(&second, "import", "cloud"), "delta-import", "{second:#}");
+        assert_eq!(step_profile(&second, "sync", "cloud"), "delta-sync");
+        assert_eq!(step_profile(&second, "sync", "corp-ad"), "delta-sync");
+        assert_eq!(second["full_reasons"], serde_json::json!([]));
+
+        // The cloud connector now reaches the same tenant by another name: a settings change.
+        let config = std::fs::read_to_string(&env.config).unwrap();
+        let moved = graph_url.replace("127.0.0.1", "localhost");
+        assert_ne!(moved, graph_url);
+        std::fs::write(&env.config, config.replace(&graph_url, &moved)).unwrap();
+        let third = cycle();
+        assert_eq!(step_profile(&third, "import", "cloud"), "full-import", "{third:#}");
+        assert_eq!(step_profile(&third, "sync", "cloud"), "full-sync");
+        // The other connector is untouched.
+        assert_eq!(step_profile(&third, "sync", "corp-ad"), "delta-sync");
+        let reasons = third["full_reasons"].as_array().unwrap();
+        assert_eq!(reasons.len(), 1, "{third:#}");
+        assert!(
+            reasons[0].as_str().unwrap().contains("connector `cloud`: its settings changed"),
+            "{reasons:?}"
+        );
+
+        // Once done, the new settings are the recorded ones: delta again.
+        let fourth = cycle();
+        assert_eq!(step_profile(&fourth, "import", "cloud"), "delta-import", "{fourth:#}");
+        assert_eq!(step_profile(&fourth, "sync", "cloud"), "delta-sync");
+        assert_eq!(fourth["full_reasons"], serde_json::json!([]));
+
+        // A credential's location is not a setting that changes what is read.
+        let config = std::fs::read_to_string(&env.config).unwrap();
+        std::fs::copy(env.path("graph.secret"), env.path("graph2.secret")).unwrap();
+        std::fs::write(&env.config, config.replace("graph.secret", "graph2.secret")).unwrap();
+        let fifth = cycle();
+        assert_eq!(step_profile(&fifth, "import", "cloud"), "delta-import", "{fifth:#}");
+        assert_eq!(fifth["full_reasons"], serde_json::json!([]));
+        drop(env);
+    })
+    .await
+    .unwrap();
+    emu.stop().await.unwrap();
+}
+
+/// The value of the samples of `metric` whose labels include `labels`, summed.
+fn metric_sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+async fn scrape(base: &str) -> (String, prometheus_parse::Scrape) {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    (text, scrape)
+}
+
+async fn sigterm_and_wait(served: &mut Served) {
+    let term =
+        std::process::Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let code = poll(120, "the service to stop", || {
+        let r = served.child.try_wait().unwrap();
+        async move { r }
+    })
+    .await;
+    assert_eq!(code.code(), Some(0), "{}", std::fs::read_to_string(&served.log).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_shows_the_latest_assess_summary_and_counts_graph_throttling_apart_from_other_retries() {
+    // Hard throttling (10 writes per 2 s) and one write in five refused with 503.
+    let emu = seeded_tenant_with(
+        syncctl_graph_emulator::ThrottleConfig::hard(),
+        syncctl_graph_emulator::FaultConfig { write_error_rate: 0.2, seed: 11, ..Default::default() },
+    )
+    .await;
+    let env = cloud_env(&emu);
+    // No client-side pacing: the emulator's budget is what throttles.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{config}write_budget = 100000\nwrite_window_seconds = 1\n"))
+        .unwrap();
+    // Enough writes to meet the budget: 30 more users.
+    let mut ldif = std::fs::read_to_string(env.path("corp-export.ldif")).unwrap();
+    for n in 0..30u8 {
+        ldif.push_str(&extra_user(0x80 + n, &format!("Load {n}"), &format!("load{n}@corp.example.com")));
+    }
+    std::fs::write(env.path("corp-export.ldif"), ldif).unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Without the database, `syncctl assess` creates none.
+    let (env, out) = tokio::task::spawn_blocking(move || {
+        let out = env.cmd().args(["--json", "assess"]).output().unwrap();
+        (env, out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(!env.path("sync.db").exists(), "assess must not create the database");
+
+    // The service's first cycle exports through the throttling; it runs no assessment
+    // (assess_every = "0s"), so the status page says there is none.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}\n[sync]\ndeletion_threshold = 0\n\n[service]\ninterval = \"1h\"\nassess_every = \"0s\"\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut a = start_serve(&env, "a.log");
+    let status = poll(300, "the first cycle", || async {
+        get_status(&base).await.filter(|s| s["service"]["cycles"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert!(status["assess"].is_null(), "{:#}", status["assess"]);
+    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"assess\">none yet"), "{page}");
+
+    // Throttling, apart from the 503s: every 429 the emulator answered is one throttled
+    // write retried (a 429 on a whole $batch is one per write in it), every 503 one retry for
+    // a server error; no retry is counted twice.
+    let stats = emu.stats();
+    assert!(stats.throttled > 0 && stats.unavailable > 0, "the faults happened: {stats:?}");
+    let (text_, m) = scrape(&base).await;
+    let throttled = metric_sum(&m, "syncctl_graph_throttled_total", &[("connector", "cloud")]);
+    let waited = metric_sum(&m, "syncctl_graph_retry_after_seconds_total", &[("connector", "cloud")]);
+    let server =
+        metric_sum(&m, "syncctl_graph_retries_total", &[("connector", "cloud"), ("cause", "server-error")]);
+    let all_retries = metric_sum(&m, "syncctl_graph_retries_total", &[("connector", "cloud")]);
+    let warnings = metric_sum(&m, "syncctl_export_warnings_total", &[("connector", "cloud")]);
+    assert!(throttled >= stats.throttled as f64, "{throttled} < {} 429s: {text_}", stats.throttled);
+    assert!(waited > 0.0, "Retry-After seconds are counted: {text_}");
+    assert!(server >= stats.unavailable as f64, "{server} < {} 503s: {text_}", stats.unavailable);
+    assert!(throttled + all_retries <= warnings, "every retry is one export warning, counted once: {text_}");
+    assert!(
+        !m.samples
+            .iter()
+            .any(|s| s.metric == "syncctl_graph_retries_total" && s.labels.get("cause") == Some("throttled")),
+        "{text_}"
+    );
+
+    // `syncctl assess` against the configured database stores its summary; the status page,
+    // its JSON and /metrics show it.
+    let (env, out) = tokio::task::spawn_blocking(move || {
+        let out = env.cmd().args(["--json", "assess"]).output().unwrap();
+        (env, out)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let totals = &report["totals"];
+    let status = get_status(&base).await.unwrap();
+    let assess = &status["assess"];
+    assert_eq!(assess["origin"], "assess", "{assess:#}");
+    assert_eq!(assess["verdict"], report["verdict"]);
+    for k in ["objects", "errors", "warnings", "infos"] {
+        assert_eq!(assess[k], totals[k], "{k}: {assess:#} vs {totals:#}");
+    }
+    assert_eq!(assess["sources"], serde_json::json!(["corp-ad"]));
+    let rules: u64 = assess["by_rule"].as_array().unwrap().iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    let findings = totals["errors"].as_u64().unwrap()
+        + totals["warnings"].as_u64().unwrap()
+        + totals["infos"].as_u64().unwrap();
+    assert_eq!(rules, findings, "{assess:#}");
+    let (text_, m) = scrape(&base).await;
+    for (severity, k) in [("error", "errors"), ("warning", "warnings"), ("info", "infos")] {
+        assert_eq!(
+            metric_sum(&m, "syncctl_assess_findings", &[("severity", severity)]),
+            totals[k].as_u64().unwrap() as f64,
+            "{text_}"
+        );
+    }
+    assert_eq!(metric_sum(&m, "syncctl_assess_objects", &[]), totals["objects"].as_u64().unwrap() as f64);
+    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    let first_rule = assess["by_rule"][0]["rule"].as_str().unwrap();
+    assert!(
+        page.contains(&format!("<b>{}</b> errors", totals["errors"]))
+            && page.contains("run by syncctl assess"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("<td>{first_rule}</td>")), "{page}");
+    sigterm_and_wait(&mut a).await;
+
+    // With the default schedule the service assesses after a full cycle by itself.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, config.replace("assess_every = \"0s\"\n", "")).unwrap();
+    let mut b = start_serve(&env, "b.log");
+    poll(120, "the service", || get_status(&base)).await;
+    let out = env.cmd().args(["serve", "run-now", "--full"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = poll(300, "the service's own assessment", || async {
+        get_status(&base).await.filter(|s| s["assess"]["origin"] == "serve")
+    })
+    .await;
+    assert_eq!(status["assess"]["objects"], totals["objects"], "{:#}", status["assess"]);
+    let out = env.cmd().args(["serve", "status"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "latest readiness assessment (serve): {}",
+            report["verdict"].as_str().unwrap()
+        )),
+        "{said}"
+    );
+    let log = poll(120, "the log line of the assessment", || {
+        let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+        async move { log.contains("the readiness assessment is stored").then_some(log) }
+    })
+    .await;
+    assert!(log.contains("a full cycle was asked for"), "{log}");
+    sigterm_and_wait(&mut b).await;
     drop(env);
     emu.stop().await.unwrap();
 }

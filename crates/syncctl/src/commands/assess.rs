@@ -1,6 +1,9 @@
 //! `syncctl assess`: reads every source (configured connectors, LDIF files) with a full read
-//! straight into the assessor (nothing is written to the database), compares with tenant data
-//! when given, and prints the summary or writes the report files.
+//! straight into the assessor (no connector space is written), compares with tenant data
+//! when given, and prints the summary or writes the report files. When configured connectors
+//! are assessed and the configured database exists, the summary (counts by severity and rule)
+//! is stored there for `syncctl serve`'s status page and metrics; [`assess_and_store`] is the
+//! service's scheduled assessment.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -69,7 +72,12 @@ pub async fn run(cli: &Cli, args: &AssessArgs) -> CmdResult {
     };
     let mail = mail_settings(plan.as_ref(), args);
     let options = AssessOptions { tenant, mail, worst_objects: args.top };
+    let configured =
+        sources.iter().filter(|s| plan.as_ref().is_some_and(|p| p.connector(&s.name).is_some())).count();
     let report = assess_sources(&sources, options, !cli.json).await?;
+    if let Some(plan) = plan.as_ref().filter(|p| configured > 0 && p.store_path.exists()) {
+        store_summary(plan, &report, "assess").await?;
+    }
     let written = write_files(&report, args)?;
     if cli.json {
         output::print(&format!("{}\n", to_json(&report).map_err(Failure::assess_failed)?))?;
@@ -77,6 +85,57 @@ pub async fn run(cli: &Cli, args: &AssessArgs) -> CmdResult {
         output::print(&summary(&report, &written))?;
     }
     Ok(Code::for_verdict(report.verdict))
+}
+
+/// The summary of `report` as the database keeps it: counts, never the findings.
+pub fn summary_of(report: &Report, origin: &str, at: i64) -> syncctl_store::AssessSummary {
+    syncctl_store::AssessSummary {
+        at,
+        origin: origin.to_owned(),
+        verdict: report.verdict.as_str().to_owned(),
+        objects: report.totals.objects,
+        errors: report.totals.errors,
+        warnings: report.totals.warnings,
+        infos: report.totals.infos,
+        by_rule: report
+            .by_rule
+            .iter()
+            .map(|r| syncctl_store::RuleFindings {
+                rule: r.rule.to_owned(),
+                severity: r.severity.as_str().to_owned(),
+                count: r.count,
+            })
+            .collect(),
+        sources: report.sources.iter().map(|s| s.name.clone()).collect(),
+    }
+}
+
+async fn store_summary(plan: &Plan, report: &Report, origin: &str) -> Result<(), Failure> {
+    let store = super::open_store(plan).await?;
+    let stored = store.record_assess_summary(&summary_of(report, origin, SystemClock.now_ms())).await;
+    store.close().await;
+    stored.map_err(Failure::stopped)?;
+    info!(origin, verdict = report.verdict.as_str(), "assess summary stored in the database");
+    Ok(())
+}
+
+/// The service's scheduled assessment: every configured source (not the cloud connectors),
+/// compared with the tenant when exactly one cloud connector is configured, with the `[mail]`
+/// checks; its summary stored with origin `serve`. `Ok(false)` when no source is configured.
+pub async fn assess_and_store(plan: &Plan) -> Result<bool, Failure> {
+    let sources: Vec<&ConnectorPlan> = plan.connectors.iter().filter(|c| c.type_name != "graph").collect();
+    if sources.is_empty() {
+        return Ok(false);
+    }
+    let tenant = match cloud_connectors(plan).as_slice() {
+        [cloud] => Some(read_cloud_tenant(cloud, true).await?),
+        _ => None,
+    };
+    let mail = plan.mail.as_ref().map(mail_settings_of);
+    let options = AssessOptions { tenant, mail, worst_objects: 0 };
+    let report = assess_sources(&sources, options, false).await?;
+    store_summary(plan, &report, "serve").await?;
+    Ok(true)
 }
 
 /// Reads every source with a full read into one assessor and returns the report.

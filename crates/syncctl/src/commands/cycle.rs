@@ -5,15 +5,18 @@
 //!
 //! [`run_cycle`] is the cycle itself, shared with `syncctl demo`; [`run`] prints its outcome.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use anyhow::anyhow;
 use serde_json::json;
-use syncctl_core::{ImportMode, SystemClock};
+use syncctl_core::{Clock as _, ImportMode, SystemClock};
 use syncctl_engine::{
     DeletionThreshold, ExportOptions, ImportOptions, SyncMode, SyncOptions, run_export, run_import, run_sync,
 };
 use syncctl_store::RunId;
+
+use syncctl_service::StepStop;
 
 use crate::cli::CycleArgs;
 use crate::config::Plan;
@@ -72,6 +75,12 @@ pub struct CycleOutcome {
     pub requests: i64,
     /// Messages still queued after the cycle's delivery.
     pub mail_queued: usize,
+    /// Why connectors ran a full import and a full sync in a delta cycle (their settings
+    /// changed since their last completed run), one line each.
+    pub reasons: Vec<String>,
+    /// Set when a stop request ended the cycle early: the last step that ran (`import corp`),
+    /// or `none` when it stopped before the first.
+    pub stopped_after: Option<String>,
 }
 
 impl CycleOutcome {
@@ -88,6 +97,15 @@ impl CycleOutcome {
                 s,
                 "{:<7} {:<14} {:<13} {:<36} {:<5} {}",
                 st.step, st.connector, st.profile, st.status, st.run_id, st.what
+            );
+        }
+        for r in &self.reasons {
+            let _ = writeln!(s, "{r}");
+        }
+        if let Some(after) = &self.stopped_after {
+            let _ = writeln!(
+                s,
+                "stopped after the step `{after}` on request (stop signal): the next cycle goes on from there"
             );
         }
         if self.targets == 0 {
@@ -132,7 +150,8 @@ impl CycleOutcome {
             .collect();
         json!({"steps": list, "pending_exports": self.pending,
                "awaiting_confirmation": self.awaiting_confirmation, "approvals": self.approvals(),
-               "sets": self.set_notes, "requests": self.requests, "mail_queued": self.mail_queued})
+               "sets": self.set_notes, "requests": self.requests, "mail_queued": self.mail_queued,
+               "full_reasons": self.reasons, "stopped_after": self.stopped_after})
     }
 
     /// One line per target with held deletes: how many, and the commands that review and
@@ -154,7 +173,7 @@ impl CycleOutcome {
 
 /// Runs the cycle and prints its summary.
 pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
-    let outcome = run_cycle(plan, args.full, !json).await?;
+    let outcome = run_cycle(plan, args.full, !json, &StepStop::default()).await?;
     if json {
         output::print_json(&outcome.json())?;
     } else {
@@ -167,26 +186,77 @@ pub async fn run(plan: &Plan, args: &CycleArgs, json: bool) -> CmdResult {
 /// (sources, then targets), export to every target; full imports and syncs when `full`, else
 /// delta (falling back to full where a connector has no delta import, watermark or sync mark).
 /// `progress`: draw a spinner per step on a terminal.
-pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleOutcome, Failure> {
+///
+/// A connector whose settings fingerprint ([`crate::registry::fingerprint`]) differs from the
+/// one recorded at its last completed full import and sync runs a full import and a full sync
+/// in a delta cycle too (Entra Connect does so after a connector's configuration changes);
+/// the new fingerprint is recorded once both completed. `stop`: checked before each step; once
+/// requested, the cycle ends after the running step ([`CycleOutcome::stopped_after`]).
+pub async fn run_cycle(
+    plan: &Plan,
+    full: bool,
+    progress: bool,
+    stop: &StepStop,
+) -> Result<CycleOutcome, Failure> {
     if plan.connectors.is_empty() {
         return Err(Failure::usage(anyhow!("{} configures no connector", plan.source.display())));
     }
     let rules = super::sync::load_rules(plan)?;
     let store = super::open_store(plan).await?;
+    // Settings fingerprints: a changed one forces a full import and a full sync of that
+    // connector; a missing one (a new connector, or a database from before fingerprints) is
+    // recorded after the connector's first completed import and sync.
+    let mut forced: BTreeSet<String> = BTreeSet::new();
+    let mut to_record: BTreeSet<String> = BTreeSet::new();
+    let mut reasons = Vec::new();
+    for c in &plan.connectors {
+        match store.settings_fingerprint(&c.name).await? {
+            Some(f) if f == c.fingerprint => {}
+            Some(_) => {
+                let reason = format!(
+                    "connector `{}`: its settings changed since its last completed run: full import and full sync",
+                    c.name
+                );
+                tracing::info!("{reason}");
+                reasons.push(reason);
+                forced.insert(c.name.clone());
+                to_record.insert(c.name.clone());
+            }
+            None => {
+                to_record.insert(c.name.clone());
+            }
+        }
+    }
     let connectors = super::sync::sync_connectors(plan, &store).await?;
     let mut steps: Vec<Step> = Vec::new();
     let mut code = Code::Success;
     // Operator notices of runs that stop, queued and delivered with the cycle's mail.
     let mut notices: Vec<(String, String)> = Vec::new();
+    // Connectors whose import completed in this cycle (a full one where forced).
+    let mut imported: BTreeSet<String> = BTreeSet::new();
+    let mut stopped_after: Option<String> = None;
+    let halt = |steps: &[Step]| -> Option<String> {
+        stop.requested().then(|| {
+            steps.last().map_or_else(|| "none".to_owned(), |s| format!("{} {}", s.step, s.connector))
+        })
+    };
 
     // 1. Import, sources first, then targets.
     for c in &connectors {
+        if let Some(after) = halt(&steps) {
+            stopped_after = Some(after);
+            break;
+        }
         let spec = plan
             .connector(&c.name)
             .ok_or_else(|| Failure::usage(anyhow!("connector `{}` vanished", c.name)))?;
         let mut built = spec.build().map_err(Failure::usage)?;
         let caps = built.connector.capabilities();
-        let mode = if full || !caps.delta_import { ImportMode::Full } else { ImportMode::Delta };
+        let mode = if full || forced.contains(&c.name) || !caps.delta_import {
+            ImportMode::Full
+        } else {
+            ImportMode::Delta
+        };
         let bar = Progress::new(progress, &format!("{mode} of {}", c.name));
         let report = run_import(
             &store,
@@ -201,6 +271,9 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
         bar.finish();
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
+        if completed(&report.status) && (mode == ImportMode::Full || !forced.contains(&c.name)) {
+            imported.insert(c.name.clone());
+        }
         if Code::for_run_status(&report.status) == Code::Stopped {
             let mut notes = report.notes.clone();
             notes.extend(report.fault.clone());
@@ -235,17 +308,26 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
     // 2. Sync, sources first, then targets (each import above held the run lock itself; sync
     // and export hold it together).
     let _lock = store.lock_runs()?;
-    let mode = if full { SyncMode::Full } else { SyncMode::Delta };
     let (hook, set_notes) = super::sync::workflow_hook(plan, &store).await?;
     let options = SyncOptions { error_limit: plan.sync.error_limit, hook, ..SyncOptions::default() };
     let mut sync_runs = Vec::new();
-    for c in &connectors {
+    for c in connectors.iter().filter(|_| stopped_after.is_none()) {
+        if let Some(after) = halt(&steps) {
+            stopped_after = Some(after);
+            break;
+        }
+        let mode = if full || forced.contains(&c.name) { SyncMode::Full } else { SyncMode::Delta };
         let bar = Progress::new(progress, &format!("{mode} of {}", c.name));
         let report = run_sync(&store, &rules, c, &connectors, mode, &options, &SystemClock, &bar).await;
         bar.finish();
         let report = report?;
         worst(Code::for_run_status(&report.status), &mut code);
         sync_runs.push(report.run_id);
+        if let Some(spec) = plan.connector(&c.name).filter(|_| {
+            completed(&report.status) && imported.contains(&c.name) && to_record.contains(&c.name)
+        }) {
+            store.record_settings_fingerprint(&c.name, &spec.fingerprint, SystemClock.now_ms()).await?;
+        }
         if Code::for_run_status(&report.status) == Code::Stopped {
             notices.push(super::sync::stopped_notice(
                 plan,
@@ -282,7 +364,8 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
         });
     }
 
-    let timed = super::sync::time_based_sets(plan, &store).await?;
+    let timed =
+        if stopped_after.is_none() { super::sync::time_based_sets(plan, &store).await? } else { None };
     let requests = store.requests_of_runs(&sync_runs).await?
         + timed.as_ref().map_or(0, |e| i64::try_from(e.requests).unwrap_or(0));
 
@@ -296,7 +379,11 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
         ..ExportOptions::default()
     };
     let mut held = Vec::new();
-    for c in connectors.iter().filter(|c| c.target) {
+    for c in connectors.iter().filter(|c| c.target && stopped_after.is_none()) {
+        if let Some(after) = halt(&steps) {
+            stopped_after = Some(after);
+            break;
+        }
         let spec = plan
             .connector(&c.name)
             .ok_or_else(|| Failure::usage(anyhow!("connector `{}` vanished", c.name)))?;
@@ -342,7 +429,15 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
     }
     // 4. Mail: operator notices, then everything due (set-transition mail included).
     super::mail::queue_operator_notices(plan, &store, &notices).await?;
-    match super::mail::deliver_due(plan, &store).await {
+    if stopped_after.is_none() {
+        stopped_after = halt(&steps);
+    }
+    let delivered = if stopped_after.is_some() {
+        Ok(None)
+    } else {
+        super::mail::deliver_due_stoppable(plan, &store, stop).await
+    };
+    match delivered {
         Ok(Some(report)) => {
             let failed = report.retrying() + report.dead_lettered() > 0;
             if failed {
@@ -387,7 +482,14 @@ pub async fn run_cycle(plan: &Plan, full: bool, progress: bool) -> Result<CycleO
         set_notes,
         requests,
         mail_queued,
+        reasons,
+        stopped_after,
     })
+}
+
+/// True for a run that completed (with or without per-object errors).
+fn completed(status: &str) -> bool {
+    status == "success" || status == "completed-with-errors"
 }
 
 /// Keeps the worse of two exit codes.

@@ -190,7 +190,7 @@ async fn scenario(
         "Day 1: a full cycle (syncctl --config {} cycle --full)",
         sh(&dir.join(CONFIG_FILE))
     )))?;
-    let day1 = run_cycle(&plan, true, !json).await?;
+    let day1 = run_cycle(&plan, true, !json, &syncctl_service::StepStop::default()).await?;
     say(day1.text())?;
 
     write(&dir.join(LDIF_FILE), DAY2_LDIF).map_err(Failure::stopped)?;
@@ -198,7 +198,7 @@ async fn scenario(
         "Day 2: the Sales department is gone and Grace Green is now Grace Hopper ({} replaced by {DAY2_FILE}); a delta cycle (syncctl cycle)",
         LDIF_FILE
     )))?;
-    let day2 = run_cycle(&plan, false, !json).await?;
+    let day2 = run_cycle(&plan, false, !json, &syncctl_service::StepStop::default()).await?;
     say(day2.text())?;
     Ok((assessment, day1, day2))
 }

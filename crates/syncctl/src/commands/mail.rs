@@ -146,21 +146,41 @@ fn password(smtp: &SmtpConfig) -> Result<Secret, Failure> {
     Ok(Secret::new(value))
 }
 
+/// Messages delivered between two looks at a stop request, and the most an abandoned
+/// service lets through before it stops (see [`deliver_due_stoppable`]).
+const MAIL_CHUNK: usize = 10;
+
 /// Delivers what is due, when `[mail]` says where to; `None` without a `[mail]` transport or
 /// when nothing is due (then the relay's password is not even read: a `[mail]` kept for the
-/// readiness checks alone costs nothing).
-pub async fn deliver_due(plan: &Plan, store: &Store) -> Result<Option<DeliveryReport>, Failure> {
+/// readiness checks alone costs nothing). For a cycle that may be asked to stop, the messages
+/// due are delivered [`MAIL_CHUNK`] at a time, each chunk a section an abandon lets end (a message between the
+/// server's `250` and the database write would be sent again), and no chunk starts once a stop
+/// was requested (the rest stay queued for the next start).
+pub async fn deliver_due_stoppable(
+    plan: &Plan,
+    store: &Store,
+    stop: &syncctl_service::StepStop,
+) -> Result<Option<DeliveryReport>, Failure> {
     let Some(mail) = &plan.mail else { return Ok(None) };
     if mail.smtp.is_none() && mail.directory.is_none() {
         return Ok(None);
     }
-    if store.mail_due(SystemClock.now_ms(), 1).await?.is_empty() {
+    let due = store.mail_due(SystemClock.now_ms(), 10_000).await?;
+    if due.is_empty() {
         return Ok(None);
     }
     let (transport, policy) = transport(plan)?;
-    let report = syncctl_workflow::deliver_due(store, &transport, &policy, &SystemClock, 10_000)
-        .await
-        .map_err(Failure::stopped)?;
+    let mut report = DeliveryReport::default();
+    for chunk in due.chunks(MAIL_CHUNK) {
+        if stop.requested() {
+            break;
+        }
+        let _in_flight = stop.critical();
+        let r = syncctl_workflow::deliver(store, &transport, &policy, &SystemClock, chunk.to_vec())
+            .await
+            .map_err(Failure::stopped)?;
+        report.results.extend(r.results);
+    }
     Ok(Some(report))
 }
 

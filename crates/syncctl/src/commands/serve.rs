@@ -4,7 +4,7 @@
 
 use anyhow::{Context as _, anyhow};
 use syncctl_service::{
-    Control, CycleReport, CycleRunner, InstanceLock, Metrics, Scheduler, ServiceSettings, http,
+    Control, CycleReport, CycleRunner, InstanceLock, Metrics, Scheduler, ServiceSettings, StepStop, http,
 };
 
 use crate::cli::{ServeAction, ServeArgs};
@@ -12,19 +12,26 @@ use crate::config::Plan;
 use crate::exit::{CmdResult, Code, Failure};
 use crate::output;
 
-/// The cycle the service runs: `syncctl cycle`'s, without progress bars.
+/// The cycle the service runs: `syncctl cycle`'s, without progress bars; the assessment is
+/// `syncctl assess`'s over the configured connectors.
 struct PlanCycle<'a>(&'a Plan);
 
 impl CycleRunner for PlanCycle<'_> {
-    async fn run_cycle(&self, full: bool) -> Result<CycleReport, String> {
-        match super::cycle::run_cycle(self.0, full, false).await {
+    async fn run_cycle(&self, full: bool, stop: StepStop) -> Result<CycleReport, String> {
+        match super::cycle::run_cycle(self.0, full, false, &stop).await {
             Ok(o) => Ok(CycleReport {
                 runs: o.steps.iter().map(|s| s.run_id).filter(|id| *id > 0).collect(),
                 ok: o.code == Code::Success,
                 summary: o.text(),
+                reasons: o.reasons.clone(),
+                stopped_after: o.stopped_after.clone(),
             }),
             Err(f) => Err(format!("{:#}", f.error)),
         }
+    }
+
+    async fn run_assess(&self) -> Result<bool, String> {
+        super::assess::assess_and_store(self.0).await.map_err(|f| format!("{:#}", f.error))
     }
 }
 
@@ -41,26 +48,40 @@ fn started_text() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
+/// Counts SIGTERM and SIGINT into `tx` (1 at the first, 2 at the second), the handlers
+/// installed once so that no signal between the two is lost.
+async fn count_stop_signals(tx: tokio::sync::watch::Sender<u32>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        if let (Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        {
+            for n in 1..=2u32 {
                 tokio::select! {
                     _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+                    _ = int.recv() => {}
                 }
+                announce(n);
+                let _ = tx.send(n);
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+    for n in 1..=2u32 {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        announce(n);
+        let _ = tx.send(n);
+    }
+}
+
+fn announce(n: u32) {
+    if n == 1 {
+        tracing::info!("a stop signal arrived: the running step ends, then the service stops");
+    } else {
+        tracing::info!("a second stop signal arrived: the running step is abandoned");
     }
 }
 
@@ -95,17 +116,21 @@ async fn serve(plan: &Plan, once: bool) -> CmdResult {
     let server = tokio::spawn(http::serve(listener, state, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
-    let signal_tx = stop_tx.clone();
-    let signals = tokio::spawn(async move {
-        stop_signal().await;
-        tracing::info!("a stop signal arrived");
-        let _ = signal_tx.send(true);
-    });
-    let mut sched_stop = stop_rx.clone();
+    // The first signal stops the service after the running step, the second abandons it.
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(0u32);
+    let signals = tokio::spawn(count_stop_signals(signal_tx));
+    let (mut first, mut second) = (signal_rx.clone(), signal_rx);
     let result = Scheduler::new(settings, store.clone(), control, metrics)
-        .run(&PlanCycle(plan), once, async move {
-            let _ = sched_stop.wait_for(|s| *s).await;
-        })
+        .run(
+            &PlanCycle(plan),
+            once,
+            async move {
+                let _ = first.wait_for(|n| *n >= 1).await;
+            },
+            async move {
+                let _ = second.wait_for(|n| *n >= 2).await;
+            },
+        )
         .await;
     let _ = stop_tx.send(true);
     signals.abort();
@@ -193,6 +218,21 @@ fn human(action: &ServeAction, body: &serde_json::Value) -> String {
             let _ = writeln!(s, "{pending} pending exports");
             for m in body["mail_outbox"].as_array().into_iter().flatten() {
                 let _ = writeln!(s, "mail {}: {}", m["status"].as_str().unwrap_or(""), m["count"]);
+            }
+            let a = &body["assess"];
+            if a.is_null() {
+                s.push_str("no readiness assessment stored yet\n");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "latest readiness assessment ({}): {}, {} objects, {} errors, {} warnings, {} infos",
+                    a["origin"].as_str().unwrap_or(""),
+                    a["verdict"].as_str().unwrap_or(""),
+                    a["objects"],
+                    a["errors"],
+                    a["warnings"],
+                    a["infos"]
+                );
             }
         }
     }
