@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::Value;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{GraphConfig, Secret};
@@ -23,30 +24,69 @@ struct Token {
 }
 
 /// Sliding-window pacer of writes.
+///
+/// A write counts from the moment its answer arrived, not from when it was sent: Graph counts it
+/// when it receives it, which is somewhere between the two, so a window that starts at the answer
+/// never ends before Graph's does (a window started at the send would, by the time the request
+/// took to reach Graph, and the next write would be answered 429). Writes in flight hold their
+/// place in the budget until they are answered.
 struct Pacer {
     budget: usize,
     window: Duration,
+    /// When the answers of the counted writes arrived, oldest first.
     sent: VecDeque<Instant>,
+    /// Writes sent and not answered yet.
+    in_flight: usize,
 }
 
 impl Pacer {
-    async fn admit(&mut self) {
+    fn new(budget: usize, window: Duration) -> Self {
+        Pacer { budget: budget.max(1), window, sent: VecDeque::new(), in_flight: 0 }
+    }
+
+    /// Reserves up to `want` writes now. Returns how many were granted and, when that is fewer
+    /// than `want`, when the next one can be (`None`: only after writes in flight are answered).
+    fn reserve(&mut self, want: usize, now: Instant) -> (usize, Option<Instant>) {
+        while self.sent.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.window) {
+            self.sent.pop_front();
+        }
+        let used = self.sent.len() + self.in_flight;
+        let granted = want.min(self.budget.saturating_sub(used));
+        self.in_flight += granted;
+        if granted == want {
+            return (granted, None);
+        }
+        let next = self.sent.front().map(|t| *t + self.window);
+        (granted, next)
+    }
+
+    /// `n` reserved writes were answered (or will never be): they count from `at`.
+    fn settle(&mut self, n: usize, at: Instant) {
+        let n = n.min(self.in_flight);
+        self.in_flight -= n;
+        self.sent.extend(std::iter::repeat_n(at, n));
+    }
+
+    /// Waits until one write may be sent and reserves it (one request at a time: nothing else is
+    /// in flight, so the wait always ends).
+    async fn admit_one(&mut self) {
         loop {
             let now = Instant::now();
-            while self.sent.front().is_some_and(|t| now.duration_since(*t) >= self.window) {
-                self.sent.pop_front();
+            match self.reserve(1, now) {
+                (1, _) => return,
+                (_, Some(at)) => {
+                    tracing::debug!(
+                        wait_ms = at.saturating_duration_since(now).as_millis() as u64,
+                        "write budget reached; pacing"
+                    );
+                    tokio::time::sleep_until(at).await;
+                }
+                // Only a write left in flight by a cancelled call can be in the way: count it now.
+                (_, None) => {
+                    let leftover = self.in_flight;
+                    self.settle(leftover, now);
+                }
             }
-            if self.sent.len() < self.budget {
-                self.sent.push_back(now);
-                return;
-            }
-            let wait = self
-                .sent
-                .front()
-                .map(|t| self.window.saturating_sub(now.duration_since(*t)))
-                .unwrap_or(self.window);
-            tracing::debug!(wait_ms = wait.as_millis() as u64, "write budget reached; pacing");
-            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -107,6 +147,8 @@ struct Slot {
     found: bool,
     done: Option<Result<Answer>>,
     notes: Vec<String>,
+    /// In a batch in flight.
+    busy: bool,
 }
 
 /// Counters for run history.
@@ -144,11 +186,8 @@ impl GraphClient {
         }
         let http =
             builder.build().map_err(|e| GraphError::Config(format!("HTTP client: {}", transport(&e))))?;
-        let pacer = Pacer {
-            budget: config.write_budget as usize,
-            window: Duration::from_secs(config.write_window_seconds),
-            sent: VecDeque::new(),
-        };
+        let pacer =
+            Pacer::new(config.write_budget as usize, Duration::from_secs(config.write_window_seconds));
         Ok(Self { http, config, secret, token: None, pacer, counters: Counters::default() })
     }
 
@@ -224,16 +263,28 @@ impl GraphClient {
         let mut refreshed = false;
         loop {
             if write {
-                self.pacer.admit().await;
+                self.pacer.admit_one().await;
                 self.counters.writes += 1;
             }
-            let token = self.token(false).await?;
+            let token = match self.token(false).await {
+                Ok(t) => t,
+                Err(e) => {
+                    if write {
+                        self.pacer.settle(1, Instant::now());
+                    }
+                    return Err(e);
+                }
+            };
             let mut req = self.http.request(method.clone(), &url).bearer_auth(token);
             if let Some(b) = body {
                 req = req.json(b);
             }
             attempts += 1;
-            let raw = match read(req).await {
+            let answered = read(req).await;
+            if write {
+                self.pacer.settle(1, Instant::now());
+            }
+            let raw = match answered {
                 Ok(raw) => raw,
                 Err(err) => {
                     if idempotent && attempts < MAX_ATTEMPTS {
@@ -295,12 +346,14 @@ impl GraphClient {
         rel.split('?').next().unwrap_or(rel).to_owned()
     }
 
-    /// Sends `writes` through `POST /$batch`, at most [`MAX_BATCH`] per batch, and returns one
-    /// result per write, in order. Each request in a batch goes through the pacer as one write.
-    /// Per request: a 429 waits its own `Retry-After` (from the response's headers in the batch),
-    /// a 5xx is sent again with bounded backoff, a cut connection sends idempotent writes again
-    /// and looks a create up before sending it again ([`Resend`]); other answers are final.
-    /// Every retry and lookup adds a note to that write's result.
+    /// Sends `writes` through `POST /$batch`, at most [`MAX_BATCH`] per batch and up to
+    /// `concurrent_batches` batches in flight, and returns one result per write, in order. Each
+    /// request in a batch goes through the pacer as one write. The caller gives only writes that
+    /// do not depend on each other (Graph runs the requests of a batch, and separate batches, in
+    /// any order). Per request: a 429 waits its own `Retry-After` (from the response's headers in
+    /// the batch), a 5xx is sent again with bounded backoff, a cut connection sends idempotent
+    /// writes again and looks a create up before sending it again ([`Resend`]); other answers are
+    /// final. Every retry and lookup adds a note to that write's result.
     pub async fn write_all(&mut self, writes: Vec<Write>) -> Vec<Written> {
         let start = Instant::now();
         let mut slots: Vec<Slot> = writes
@@ -331,40 +384,126 @@ impl GraphClient {
                     found: false,
                     done: None,
                     notes,
+                    busy: false,
                 }
             })
             .collect();
+        let max_flight = (self.config.concurrent_batches as usize).max(1);
+        // Nothing of an earlier call is in flight any more (a cancelled call leaves its count).
+        let leftover = self.pacer.in_flight;
+        self.pacer.settle(leftover, start);
         let mut refreshed = false;
+        let mut flight: JoinSet<Result<Raw>> = JoinSet::new();
+        // The writes of each batch in flight, and the token it was sent with.
+        let mut batches: HashMap<tokio::task::Id, (Vec<usize>, String)> = HashMap::new();
+        // Where the first write of the next batch is (writes are taken in order, round robin).
+        let mut cursor = 0usize;
         loop {
-            let now = Instant::now();
-            let open: Vec<usize> =
-                slots.iter().enumerate().filter(|(_, s)| s.done.is_none()).map(|(i, _)| i).collect();
-            if open.is_empty() {
+            // Launch batches while there is room in flight, ready writes and budget.
+            let mut budget_at: Option<Instant> = None;
+            while flight.len() < max_flight {
+                let now = Instant::now();
+                let n = slots.len();
+                let mut ready = Vec::with_capacity(MAX_BATCH);
+                for k in 0..n {
+                    let i = (cursor + k) % n;
+                    if slots.get(i).is_some_and(|s| s.done.is_none() && !s.busy && s.ready_at <= now) {
+                        ready.push(i);
+                        if ready.len() == MAX_BATCH {
+                            break;
+                        }
+                    }
+                }
+                if ready.is_empty() {
+                    break;
+                }
+                let mut batch = Vec::with_capacity(ready.len());
+                for i in ready {
+                    let Some(slot) = slots.get_mut(i) else { continue };
+                    if slot.lookup_cause.is_some() && self.look_up(slot).await {
+                        continue;
+                    }
+                    batch.push(i);
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                let (granted, next) = self.pacer.reserve(batch.len(), Instant::now());
+                if granted < batch.len() {
+                    budget_at = next;
+                    tracing::debug!(granted, wanted = batch.len(), "write budget reached; pacing");
+                }
+                batch.truncate(granted);
+                let Some(last) = batch.last() else { break };
+                cursor = last + 1;
+                let token = match self.token(false).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.pacer.settle(batch.len(), Instant::now());
+                        for i in &batch {
+                            if let Some(slot) = slots.get_mut(*i) {
+                                slot.done = Some(Err(e.clone()));
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let mut requests = Vec::with_capacity(batch.len());
+                for (k, i) in batch.iter().enumerate() {
+                    if let Some(slot) = slots.get_mut(*i) {
+                        slot.busy = true;
+                        requests.push(batch_request(k, &slot.write));
+                    }
+                }
+                self.counters.writes += batch.len() as u64;
+                let envelope = serde_json::json!({ "requests": requests });
+                let req = self.http.post(self.url("/$batch")).bearer_auth(&token).json(&envelope);
+                let handle = flight.spawn(read(req));
+                batches.insert(handle.id(), (batch, token));
+                if budget_at.is_some() {
+                    break;
+                }
+            }
+            if flight.is_empty() && slots.iter().all(|s| s.done.is_some()) {
                 break;
             }
-            let ready: Vec<usize> = open
+            // Then wait for an answer, the budget, or the next write whose wait ends.
+            let now = Instant::now();
+            let next_ready = slots
                 .iter()
-                .copied()
-                .filter(|i| slots.get(*i).is_some_and(|s| s.ready_at <= now))
-                .take(MAX_BATCH)
-                .collect();
-            if ready.is_empty() {
-                if let Some(next) = open.iter().filter_map(|i| slots.get(*i)).map(|s| s.ready_at).min() {
-                    tokio::time::sleep_until(next).await;
+                .filter(|s| s.done.is_none() && !s.busy && s.ready_at > now)
+                .map(|s| s.ready_at)
+                .min();
+            // Held by the budget: writes are ready, and may go when it frees.
+            let wake = budget_at.or(next_ready);
+            if flight.is_empty() {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    // Nothing in flight, nothing waiting: whatever is left is ready now.
+                    None => tokio::task::yield_now().await,
                 }
                 continue;
             }
-            let mut batch = Vec::with_capacity(ready.len());
-            for i in ready {
-                let Some(slot) = slots.get_mut(i) else { continue };
-                if slot.lookup_cause.is_some() && self.look_up(slot).await {
-                    continue;
+            let joined = match wake {
+                Some(at) => tokio::select! {
+                    j = flight.join_next_with_id() => j,
+                    _ = tokio::time::sleep_until(at) => continue,
+                },
+                None => flight.join_next_with_id().await,
+            };
+            let Some(joined) = joined else { continue };
+            let (id, sent) = match joined {
+                Ok((id, sent)) => (id, sent),
+                Err(e) => (e.id(), Err(GraphError::Transport(format!("the request task failed: {e}")))),
+            };
+            let Some((batch, token)) = batches.remove(&id) else { continue };
+            self.pacer.settle(batch.len(), Instant::now());
+            for i in &batch {
+                if let Some(slot) = slots.get_mut(*i) {
+                    slot.busy = false;
                 }
-                batch.push(i);
             }
-            if !batch.is_empty() {
-                self.send_batch(&mut slots, &batch, &mut refreshed).await;
-            }
+            self.take_batch(&mut slots, &batch, sent, &token, &mut refreshed).await;
         }
         slots
             .into_iter()
@@ -414,21 +553,16 @@ impl GraphClient {
         }
     }
 
-    /// One `POST /$batch` with the writes of `batch` (indexes into `slots`).
-    async fn send_batch(&mut self, slots: &mut [Slot], batch: &[usize], refreshed: &mut bool) {
-        let mut requests = Vec::with_capacity(batch.len());
-        for (n, i) in batch.iter().enumerate() {
-            let Some(slot) = slots.get(*i) else { continue };
-            self.pacer.admit().await;
-            self.counters.writes += 1;
-            requests.push(batch_request(n, &slot.write));
-        }
-        let envelope = serde_json::json!({ "requests": requests });
-        let url = self.url("/$batch");
-        let sent = match self.token(false).await {
-            Ok(token) => read(self.http.post(&url).bearer_auth(token).json(&envelope)).await,
-            Err(e) => Err(e),
-        };
+    /// Takes the answer of one `POST /$batch` (sent with `token`) into the writes of `batch`
+    /// (indexes into `slots`).
+    async fn take_batch(
+        &mut self,
+        slots: &mut [Slot],
+        batch: &[usize],
+        sent: Result<Raw>,
+        token: &str,
+        refreshed: &mut bool,
+    ) {
         let raw = match sent {
             Ok(raw) => raw,
             Err(err @ GraphError::Transport(_)) => {
@@ -482,6 +616,19 @@ impl GraphClient {
             return;
         }
         let status = raw.status;
+        // Sent with a token that was renewed since (another batch in flight saw the 401 first):
+        // send again with the new one.
+        if status == 401 && self.token.as_ref().is_some_and(|t| t.value != token) {
+            for i in batch {
+                if let Some(slot) = slots.get_mut(*i) {
+                    slot.notes.push(format!(
+                        "{}: 401 on its $batch (access token refused), sent again with the renewed token",
+                        slot.label
+                    ));
+                }
+            }
+            return;
+        }
         if status == 401 && !*refreshed {
             *refreshed = true;
             let renewed = self.token(true).await;
@@ -747,6 +894,25 @@ mod tests {
         assert_eq!(parse_retry_after("100000"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("1e300"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("NaN"), None);
+    }
+
+    /// A write counts from its answer, so the window never ends before Graph's (which counts it
+    /// on arrival); writes in flight hold their place until answered.
+    #[test]
+    fn pacer_counts_writes_from_their_answers() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut p = Pacer::new(3, 5 * s);
+        assert_eq!(p.reserve(2, t0), (2, None));
+        assert_eq!(p.reserve(2, t0), (1, None), "the budget is 3, 2 in flight: one more");
+        assert_eq!(p.reserve(1, t0), (0, None), "all in flight: wait for answers");
+        p.settle(2, t0 + s);
+        p.settle(1, t0 + 2 * s);
+        // Five seconds after the send but not after the answer: still counted.
+        assert_eq!(p.reserve(1, t0 + 5 * s), (0, Some(t0 + 6 * s)));
+        assert_eq!(p.reserve(3, t0 + 6 * s), (2, Some(t0 + 7 * s)));
+        p.settle(2, t0 + 6 * s);
+        assert_eq!(p.reserve(1, t0 + 7 * s), (1, None));
     }
 
     #[test]

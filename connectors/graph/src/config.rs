@@ -46,6 +46,11 @@ pub struct GraphConfig {
     /// Length of the pacer's sliding window, in seconds.
     #[serde(default = "default_write_window")]
     pub write_window_seconds: u64,
+    /// `$batch` requests in flight at once during an export (1 sends them one after another).
+    /// Graph runs the requests of separate batches independently; the pacer still holds the
+    /// writes of all of them to `write_budget`.
+    #[serde(default = "default_concurrent_batches")]
+    pub concurrent_batches: u32,
 }
 
 fn default_authority() -> String {
@@ -66,6 +71,11 @@ fn default_write_budget() -> u32 {
 fn default_write_window() -> u64 {
     150
 }
+fn default_concurrent_batches() -> u32 {
+    4
+}
+/// Most `$batch` requests a client keeps in flight.
+pub const MAX_CONCURRENT_BATCHES: u32 = 16;
 
 impl GraphConfig {
     /// Settings with defaults for everything but the identity of the app.
@@ -81,6 +91,7 @@ impl GraphConfig {
             page_size: default_page_size(),
             write_budget: default_write_budget(),
             write_window_seconds: default_write_window(),
+            concurrent_batches: default_concurrent_batches(),
         }
     }
 
@@ -110,6 +121,12 @@ impl GraphConfig {
         }
         if self.write_budget == 0 || self.write_window_seconds == 0 {
             return bad("`write_budget` and `write_window_seconds` must be positive".into());
+        }
+        if self.concurrent_batches == 0 || self.concurrent_batches > MAX_CONCURRENT_BATCHES {
+            return bad(format!(
+                "`concurrent_batches` must be 1..={MAX_CONCURRENT_BATCHES}, not {}",
+                self.concurrent_batches
+            ));
         }
         Ok(())
     }

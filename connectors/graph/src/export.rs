@@ -1,13 +1,18 @@
 //! Export: pending exports to Graph writes, sent through `$batch`.
 //!
 //! One call to [`export_all`] sends its writes in two rounds of `POST /$batch` (at most 20
-//! requests each): first the creates (`POST /users`, `POST /groups`), then everything else (one
-//! `PATCH` per object with every changed attribute, member changes through `$ref`, `DELETE`s).
-//! Nothing in the second round depends on a create of the same round, so no `dependsOn` is needed.
-//! Each item gets one outcome: an update or delete succeeds only if all its requests do; an add
-//! succeeds once its create does (its object exists and its anchor must reach the engine, or the
-//! engine would create it again), and a failed member change of a new group is noted on it and
-//! exported again after the next import shows the group without that member.
+//! requests each, several batches in flight): first the creates (`POST /users`, `POST /groups`
+//! with up to 20 of its members bound by `members@odata.bind`), then everything else (one `PATCH`
+//! per object with every changed attribute, member adds as `PATCH` with up to 20
+//! `members@odata.bind`, member removes through `$ref`, `DELETE`s). Nothing in the second round
+//! depends on a request of the same round, so no `dependsOn` is needed, and Graph may run them in
+//! any order. A group create refused over a member it bound is sent again without its members,
+//! which then go in the second round. Each item gets one outcome: an update or delete succeeds only
+//! if all its requests do; an add succeeds once its create does (its object exists and its anchor
+//! must reach the engine, or the engine would create it again), and a failed member change of a new
+//! group is noted on it and exported again after the next import shows the group without that
+//! member. A member add refused with "already exist" is taken as done (Graph adds none of a
+//! request's members then; the next import shows any still missing, and they are exported again).
 
 use std::collections::BTreeSet;
 
@@ -200,6 +205,8 @@ struct Item<'a> {
     failure: Option<ExportFailure>,
     /// The object an add created (or found), and whether it was created in this call.
     created: Option<(String, bool)>,
+    /// The members a group's create bound with `members@odata.bind` (empty when none were).
+    bound: Vec<String>,
     /// Why member changes of a created group failed (the add still succeeds).
     member_failures: Vec<String>,
     notes: Vec<String>,
@@ -230,6 +237,7 @@ pub(crate) async fn export_all(client: &mut GraphClient, items: &[ExportItem]) -
                 body,
                 failure: None,
                 created: None,
+                bound: Vec::new(),
                 member_failures: Vec::new(),
                 notes: Vec::new(),
             };
@@ -257,14 +265,49 @@ pub(crate) async fn export_all(client: &mut GraphClient, items: &[ExportItem]) -
     let mut owners = Vec::new();
     for (n, st) in states.iter_mut().enumerate() {
         if st.failure.is_none() && st.item.kind == ExportKind::Add {
-            writes.push(create_write(st));
+            let base = client.config().graph_url.trim_end_matches('/').to_owned();
+            writes.push(create_write(st, true));
+            if let Some(Value::Object(body)) = writes.last_mut().and_then(|w| w.body.as_mut())
+                && !st.bound.is_empty()
+            {
+                let refs: Vec<Value> = st.bound.iter().map(|id| json!(member_url(&base, id))).collect();
+                body.insert(MEMBERS_BIND.into(), Value::Array(refs));
+            }
             owners.push(n);
         }
     }
     let results = client.write_all(writes).await;
+    let mut unbound = Vec::new();
     for (n, written) in owners.into_iter().zip(results) {
         if let Some(st) = states.get_mut(n) {
+            // A group whose create was refused over one of the members it bound (Graph refuses the
+            // whole request, "no members are added in a request if an error condition exists"):
+            // created again without them; its members then go one request at a time.
+            if !st.bound.is_empty() && refused_over_a_reference(&written) {
+                st.notes.extend(written.notes);
+                let refusal = written.result.err().map(|e| e.to_string()).unwrap_or_default();
+                st.notes.push(format!(
+                    "created without its members: the create that bound them was refused ({refusal})"
+                ));
+                st.bound.clear();
+                unbound.push(n);
+                continue;
+            }
             created(st, written);
+        }
+    }
+    if !unbound.is_empty() {
+        let mut writes = Vec::new();
+        for n in &unbound {
+            if let Some(st) = states.get_mut(*n) {
+                writes.push(create_write(st, false));
+            }
+        }
+        let results = client.write_all(writes).await;
+        for (n, written) in unbound.into_iter().zip(results) {
+            if let Some(st) = states.get_mut(n) {
+                created(st, written);
+            }
         }
     }
 
@@ -294,8 +337,16 @@ pub(crate) async fn export_all(client: &mut GraphClient, items: &[ExportItem]) -
 
 /// The create request of an add (a user gets `accountEnabled`, a random `passwordProfile` and a
 /// `mailNickname` when the item has none; a group `securityEnabled`/`mailEnabled`).
-fn create_write(st: &mut Item<'_>) -> Write {
-    let mut body = std::mem::take(&mut st.body);
+fn create_write(st: &mut Item<'_>, bind_members: bool) -> Write {
+    let mut body = st.body.clone();
+    // Up to 20 members are bound at the create itself (one write instead of one per member):
+    // "you can add up to 20 members" in one request, owners included (the connector sets none).
+    // <https://learn.microsoft.com/en-us/graph/api/group-post-groups>
+    st.bound = if bind_members && st.coll == "groups" {
+        wanted_members(st.item).map(|w| w.into_iter().take(MAX_LINKS).collect()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let immutable_id = body
         .get("onPremisesImmutableId")
         .and_then(Value::as_str)
@@ -370,9 +421,13 @@ async fn second_round(client: &mut GraphClient, st: &mut Item<'_>) -> Vec<(Part,
             if coll == "groups"
                 && let Some(wanted) = wanted_members(st.item)
             {
-                // A group created in this call has no members yet; one found has some.
-                let current =
-                    if fresh { Ok(BTreeSet::new()) } else { members(client, &id, &mut st.notes).await };
+                // A group created in this call has the members its create bound; one found
+                // (created by an earlier attempt) has some: read them.
+                let current = if fresh {
+                    Ok(st.bound.iter().cloned().collect())
+                } else {
+                    members(client, &id, &mut st.notes).await
+                };
                 match current {
                     Ok(current) => out.extend(member_writes(client, &id, &current, &wanted)),
                     Err(e) => st.member_failures.push(format!("reading its members: {e}")),
@@ -437,9 +492,11 @@ async fn members(
         .collect())
 }
 
-/// `$ref` adds and removes that make the members of `group` exactly `wanted`.
-/// <https://learn.microsoft.com/en-us/graph/api/group-post-members>,
-/// <https://learn.microsoft.com/en-us/graph/api/group-delete-members>
+/// The member changes that make the members of `group` exactly `wanted`: the adds as `PATCH
+/// /groups/{id}` with up to 20 `members@odata.bind` each, the removes as one `DELETE .../$ref` each
+/// (Graph has no bulk remove).
+/// <https://learn.microsoft.com/en-us/graph/api/group-post-members> (example 2: add multiple
+/// members in a single request), <https://learn.microsoft.com/en-us/graph/api/group-delete-members>
 fn member_writes(
     client: &GraphClient,
     group: &str,
@@ -447,13 +504,15 @@ fn member_writes(
     wanted: &BTreeSet<String>,
 ) -> Vec<(Part, Write)> {
     let base = client.config().graph_url.trim_end_matches('/').to_owned();
-    let adds = wanted.difference(current).map(|id| {
+    let to_add: Vec<&String> = wanted.difference(current).collect();
+    let adds = to_add.chunks(MAX_LINKS).map(|ids| {
+        let refs: Vec<Value> = ids.iter().map(|id| json!(member_url(&base, id))).collect();
         (
             Part::MemberAdd,
             Write {
-                method: Method::POST,
-                path: format!("/groups/{group}/members/$ref"),
-                body: Some(json!({"@odata.id": format!("{base}/directoryObjects/{id}")})),
+                method: Method::PATCH,
+                path: format!("/groups/{group}"),
+                body: Some(json!({ MEMBERS_BIND: refs })),
                 resend: Resend::Idempotent,
             },
         )
@@ -470,6 +529,32 @@ fn member_writes(
         )
     });
     adds.chain(removes).collect()
+}
+
+/// Most links (members and owners) one request may add: "up to 20".
+/// <https://learn.microsoft.com/en-us/graph/api/group-post-members>
+const MAX_LINKS: usize = 20;
+
+/// The property that binds members in a create or an update.
+const MEMBERS_BIND: &str = "members@odata.bind";
+
+/// How a member is referred to in `members@odata.bind`.
+fn member_url(base: &str, id: &str) -> String {
+    format!("{base}/directoryObjects/{id}")
+}
+
+/// True when a create was refused over an object it refers to (400 or 404 naming a reference,
+/// not a conflict or a validation of its own properties).
+fn refused_over_a_reference(written: &Written) -> bool {
+    match &written.result {
+        Err(GraphError::Http { status: 404, .. }) => true,
+        Err(GraphError::Http { status: 400, message, detail, .. }) => {
+            let m = message.to_ascii_lowercase();
+            detail.as_deref() != Some("ObjectConflict")
+                && (m.contains("reference") || m.contains("link") || m.contains("does not exist"))
+        }
+        _ => false,
+    }
 }
 
 /// Takes the result of a second-round write into its item.

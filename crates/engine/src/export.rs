@@ -52,13 +52,14 @@ pub struct ExportOptions {
     pub threshold: DeletionThreshold,
     /// The approval token of a reviewed set of deletes.
     pub approve_deletes: Option<String>,
-    /// Items per call to the connector.
+    /// Items per call to the connector (the Graph connector keeps several `$batch` requests of
+    /// one call in flight, so a call needs enough items to fill them).
     pub chunk: usize,
 }
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        Self { staging: false, threshold: DeletionThreshold::default(), approve_deletes: None, chunk: 100 }
+        Self { staging: false, threshold: DeletionThreshold::default(), approve_deletes: None, chunk: 1000 }
     }
 }
 
@@ -417,24 +418,30 @@ fn export_order(pending: &[PendingExport]) -> (Vec<usize>, Vec<Vec<String>>) {
             }
         }
     }
-    // Kahn's algorithm, always taking the lowest ready index: referenced objects first, the
-    // pending order otherwise.
+    // Kahn's algorithm in waves: everything that refers to no pending add first, in pending
+    // order, then what refers only to those, and so on. Referenced objects come first, and an
+    // object never lands between its references and other independent objects, so the chunks
+    // the export hands the connector break only between waves, not at every referring object.
     let mut indegree: Vec<usize> =
         nodes.iter().map(|n| graph.neighbors_directed(*n, petgraph::Incoming).count()).collect();
     let mut ready: BTreeSet<usize> = (0..pending.len()).filter(|i| indegree.get(*i) == Some(&0)).collect();
     let mut order = Vec::with_capacity(pending.len());
-    while let Some(i) = ready.pop_first() {
-        order.push(i);
-        let Some(n) = nodes.get(i) else { continue };
-        for next in graph.neighbors_directed(*n, petgraph::Outgoing) {
-            let j = next.index();
-            if let Some(d) = indegree.get_mut(j) {
-                *d = d.saturating_sub(1);
-                if *d == 0 {
-                    ready.insert(j);
+    while !ready.is_empty() {
+        let mut next_wave = BTreeSet::new();
+        for i in std::mem::take(&mut ready) {
+            order.push(i);
+            let Some(n) = nodes.get(i) else { continue };
+            for next in graph.neighbors_directed(*n, petgraph::Outgoing) {
+                let j = next.index();
+                if let Some(d) = indegree.get_mut(j) {
+                    *d = d.saturating_sub(1);
+                    if *d == 0 {
+                        next_wave.insert(j);
+                    }
                 }
             }
         }
+        ready = next_wave;
     }
     // What is left is in a cycle or behind one: report the cycles, export the rest in order.
     let mut cycles = Vec::new();

@@ -500,7 +500,8 @@ fn check_writable(kind: Kind, body: &Obj) -> Option<GraphResponse> {
         Kind::Group => GROUP_WRITABLE,
     };
     for k in body.keys() {
-        if k.starts_with('@') || writable.contains(&k.as_str()) {
+        if k.starts_with('@') || writable.contains(&k.as_str()) || (kind == Kind::Group && k == MEMBERS_BIND)
+        {
             continue;
         }
         return Some(if matches!(k.as_str(), "proxyAddresses" | "onPremisesSyncEnabled" | "id" | "mail") {
@@ -510,6 +511,51 @@ fn check_writable(kind: Kind, body: &Obj) -> Option<GraphResponse> {
         });
     }
     None
+}
+
+/// The property that adds members to a group in its create or in an update.
+const MEMBERS_BIND: &str = "members@odata.bind";
+
+/// Most links (members and owners together) one request may add. "When using the API to add
+/// multiple members in one request, you can add up to only 20 members"
+/// (<https://learn.microsoft.com/en-us/graph/api/group-post-members>, example 2), and the same
+/// limit holds for `members@odata.bind` and `owners@odata.bind` in a create
+/// (<https://learn.microsoft.com/en-us/graph/api/group-post-groups>, example 2).
+pub(crate) const MAX_LINKS: usize = 20;
+
+/// The member ids of a group write's `members@odata.bind` (an empty list when there is none), or
+/// Graph's refusal. Each value is a URL ending in the object id
+/// (`https://graph.microsoft.com/v1.0/directoryObjects/{id}`, `.../users/{id}`).
+fn member_binds(body: &Obj) -> Result<Vec<String>, GraphResponse> {
+    let Some(v) = body.get(MEMBERS_BIND) else { return Ok(Vec::new()) };
+    let Some(list) = v.as_array() else {
+        return Err(bad_request(&format!(
+            "Invalid value for property '{MEMBERS_BIND}': an array of URLs is expected."
+        )));
+    };
+    let links = list.len() + body.get("owners@odata.bind").and_then(Value::as_array).map_or(0, Vec::len);
+    if links > MAX_LINKS {
+        // The message Graph gives (reported in microsoftgraph/microsoft-graph-docs#6016).
+        return Err(bad_request(&format!("A resource cannot contain more than {MAX_LINKS} link changes.")));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for item in list {
+        let id = item
+            .as_str()
+            .map(|u| u.trim_end_matches('/'))
+            .and_then(|u| u.rsplit('/').next())
+            .filter(|id| !id.is_empty() && !id.contains(['(', ')', '\'', '?', '$']));
+        match id {
+            Some(id) if !out.iter().any(|o| o == id) => out.push(id.to_string()),
+            Some(_) => {}
+            None => {
+                return Err(bad_request(&format!(
+                    "Invalid value for property '{MEMBERS_BIND}': every value must be the URL of a directory object."
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The UPN refusal for a domain that is not verified in the tenant.
@@ -582,6 +628,7 @@ fn store_err(e: OpError, id: &str) -> Result<GraphResponse, sqlx::Error> {
         OpError::Db(e) => Err(e),
         OpError::Conflict(p) => Ok(conflict(p.split(':').next().unwrap_or(&p))),
         OpError::NotFound => Ok(not_found(id)),
+        OpError::MissingRef(member) => Ok(not_found(&member)),
         OpError::AlreadyMember => Ok(bad_request(
             "One or more added object references already exist for the following modified properties: 'members'.",
         )),
@@ -612,11 +659,15 @@ async fn create(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, s
             )));
         }
     }
+    let binds = match member_binds(body) {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
     let mut o = Obj::new();
     let id = uuid::Uuid::new_v4().to_string();
     o.insert("id".into(), json!(id));
     for (k, v) in body {
-        if k.starts_with('@') || k == "passwordProfile" {
+        if k.contains('@') || k == "passwordProfile" {
             continue;
         }
         o.insert(k.clone(), v.clone());
@@ -650,10 +701,11 @@ async fn create(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, s
         }
     }
     o.insert("createdDateTime".into(), json!(format!("{}Z", rfc3339(unix_now()))));
-    if let Err(e) = app.store.put(kind, &o, &unique_values(kind, &o)).await {
+    // The group and its bound members in one transaction: a missing member refuses it all.
+    if let Err(e) = app.store.put_linked(kind, &o, &unique_values(kind, &o), &binds, true).await {
         return store_err(e, &id);
     }
-    tracing::debug!(kind = kind.as_str(), %id, "created");
+    tracing::debug!(kind = kind.as_str(), %id, members = binds.len(), "created");
     let mut p = o.clone();
     p.insert("@odata.context".into(), json!(format!("{}/$entity", context(app, kind, None))));
     let mut r = GraphResponse::json(201, Value::Object(p));
@@ -716,14 +768,21 @@ async fn update(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphR
             }
         }
     }
+    let binds = match member_binds(body) {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
     for (k, v) in body {
-        if k.starts_with('@') || k == "passwordProfile" {
+        if k.contains('@') || k == "passwordProfile" {
             continue;
         }
         o.insert(k.clone(), v.clone());
     }
     derive_addresses(&mut o);
-    if let Err(e) = app.store.put(kind, &o, &unique_values(kind, &o)).await {
+    // The properties and the members in one transaction: a member that is missing or already
+    // there refuses the whole request ("no members are added in a request if an error condition
+    // exists", group-post-members).
+    if let Err(e) = app.store.put_linked(kind, &o, &unique_values(kind, &o), &binds, false).await {
         return store_err(e, id);
     }
     Ok(GraphResponse::empty(204))

@@ -24,6 +24,8 @@ pub(crate) enum OpError {
     NotFound,
     #[error("already a member")]
     AlreadyMember,
+    #[error("the referenced object {0} does not exist")]
+    MissingRef(String),
 }
 
 /// Object kinds kept in the `objects` table.
@@ -76,6 +78,8 @@ const SCHEMA: &[&str] = &[
 /// uniqueness checks and the change log consistent.
 pub(crate) struct Store {
     conn: Mutex<SqliteConnection>,
+    /// The domains, read once (every user write checks its UPN suffix against them).
+    domains: std::sync::Mutex<Option<Vec<Obj>>>,
 }
 
 /// A change of a group's membership inside a delta window: the member and whether it ends up present.
@@ -102,7 +106,7 @@ impl Store {
             .bind(uuid::Uuid::new_v4().simple().to_string())
             .execute(&mut conn)
             .await?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store { conn: Mutex::new(conn), domains: std::sync::Mutex::new(None) })
     }
 
     pub(crate) async fn close(&self) {
@@ -124,6 +128,9 @@ impl Store {
 
     pub(crate) async fn set_domains(&self, domains: &[Obj]) -> Result<(), sqlx::Error> {
         let mut conn = self.conn.lock().await;
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = None;
+        }
         let mut tx = conn.begin().await?;
         sqlx::query("DELETE FROM domains").execute(&mut *tx).await?;
         for d in domains {
@@ -134,13 +141,27 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await
+        tx.commit().await?;
+        // Cleared again once committed: a read that raced the write may have cached the old list.
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = None;
+        }
+        Ok(())
     }
 
     pub(crate) async fn domains(&self) -> Result<Vec<Obj>, sqlx::Error> {
+        if let Ok(cached) = self.domains.lock()
+            && let Some(d) = cached.as_ref()
+        {
+            return Ok(d.clone());
+        }
         let mut conn = self.conn.lock().await;
         let rows = sqlx::query("SELECT data FROM domains ORDER BY id").fetch_all(&mut *conn).await?;
-        Ok(rows.iter().filter_map(|r| parse_obj(r.get("data"))).collect())
+        let list: Vec<Obj> = rows.iter().filter_map(|r| parse_obj(r.get("data"))).collect();
+        if let Ok(mut cached) = self.domains.lock() {
+            *cached = Some(list.clone());
+        }
+        Ok(list)
     }
 
     /// Objects of one kind in id order, after `after`, at most `limit`.
@@ -188,53 +209,70 @@ impl Store {
         obj: &Obj,
         unique: &[(String, String)],
     ) -> Result<(), OpError> {
+        self.put_linked(kind, obj, unique, &[], false).await
+    }
+
+    /// [`Store::put`] of a group that also adds `members` to it, all or nothing: a member that
+    /// does not exist ([`OpError::MissingRef`]) or is one already ([`OpError::AlreadyMember`])
+    /// refuses the whole write. When the object itself is unchanged only the members are written.
+    /// `new`: the object was just given its id (a create), so there is nothing to replace.
+    ///
+    /// Each statement is a round trip to SQLite's worker thread, so the statements are few and
+    /// take many rows at once (the write path of an export is a few per request).
+    pub(crate) async fn put_linked(
+        &self,
+        kind: Kind,
+        obj: &Obj,
+        unique: &[(String, String)],
+        members: &[String],
+        new: bool,
+    ) -> Result<(), OpError> {
         let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut conn = self.conn.lock().await;
         let mut tx = conn.begin().await?;
-        for (prop, value) in unique {
-            let owner: Option<String> =
-                sqlx::query_scalar("SELECT object_id FROM unique_values WHERE prop = ? AND value = ?")
-                    .bind(prop)
-                    .bind(value)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if owner.is_some_and(|o| o != id) {
-                return Err(OpError::Conflict(prop.clone()));
+        let old = if new { None } else { get_in(&mut tx, Some(kind), &id).await?.map(|(_, o)| o) };
+        let unchanged = !members.is_empty() && old.as_ref() == Some(obj);
+        if !unchanged {
+            put_in(&mut tx, kind, &id, obj, unique, old.as_ref(), new).await?;
+        }
+        if !members.is_empty() {
+            let marks = vec!["?"; members.len()].join(", ");
+            let sql = format!("SELECT id FROM objects WHERE id IN ({marks})");
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+            for m in members {
+                q = q.bind(m);
             }
-        }
-        let old = get_in(&mut tx, Some(kind), &id).await?;
-        let props = old.map(|(_, o)| {
-            let mut changed: Vec<&str> = obj
-                .iter()
-                .filter(|(k, v)| o.get(*k) != Some(*v))
-                .map(|(k, _)| k.as_str())
-                .chain(o.keys().filter(|k| !obj.contains_key(*k)).map(String::as_str))
-                .collect();
-            changed.sort_unstable();
-            changed.dedup();
-            serde_json::to_string(&changed).unwrap_or_default()
-        });
-        sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(&id).execute(&mut *tx).await?;
-        for (prop, value) in unique {
-            sqlx::query("INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES (?, ?, ?)")
-                .bind(prop)
-                .bind(value)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")
-            .bind(&id)
-            .bind(kind.as_str())
-            .bind(Value::Object(obj.clone()).to_string())
-            .execute(&mut *tx)
-            .await?;
-        log_change(&mut tx, kind, &id, None).await?;
-        if let Some(p) = props {
-            sqlx::query("UPDATE changes SET props = ? WHERE seq = last_insert_rowid()")
-                .bind(p)
-                .execute(&mut *tx)
-                .await?;
+            let found: std::collections::HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+            if let Some(missing) = members.iter().find(|m| !found.contains(*m)) {
+                return Err(OpError::MissingRef(missing.clone()));
+            }
+            if !new {
+                let sql =
+                    format!("SELECT COUNT(*) FROM members WHERE group_id = ? AND member_id IN ({marks})");
+                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(&id);
+                for m in members {
+                    q = q.bind(m);
+                }
+                if q.fetch_one(&mut *tx).await? > 0 {
+                    return Err(OpError::AlreadyMember);
+                }
+            }
+            let rows = vec!["(?, ?)"; members.len()].join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT OR IGNORE INTO members (group_id, member_id) VALUES {rows}"
+            )));
+            for m in members {
+                q = q.bind(&id).bind(m);
+            }
+            q.execute(&mut *tx).await?;
+            let rows = vec!["('group', ?, ?, 1)"; members.len()].join(", ");
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO changes (kind, object_id, member_id, member_added) VALUES {rows}"
+            )));
+            for m in members {
+                q = q.bind(&id).bind(m);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -456,6 +494,73 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Writes an object and its unique values after checking them against every other object, and logs
+/// the change (with the changed property names when the object existed). `old`: the object as it
+/// was; `new`: it did not exist (nothing to replace).
+async fn put_in(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    id: &str,
+    obj: &Obj,
+    unique: &[(String, String)],
+    old: Option<&Obj>,
+    new: bool,
+) -> Result<(), OpError> {
+    if !unique.is_empty() {
+        let pairs = vec!["(prop = ? AND value = ?)"; unique.len()].join(" OR ");
+        let sql = format!("SELECT prop, value FROM unique_values WHERE ({pairs}) AND object_id <> ?");
+        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for (prop, value) in unique {
+            q = q.bind(prop).bind(value);
+        }
+        let taken = q.bind(id).fetch_all(&mut *conn).await?;
+        // The first of the object's values that another object holds.
+        if let Some((prop, _)) = unique.iter().find(|u| taken.contains(u)) {
+            return Err(OpError::Conflict(prop.clone()));
+        }
+    }
+    let props = old.map(|o| {
+        let mut changed: Vec<&str> = obj
+            .iter()
+            .filter(|(k, v)| o.get(*k) != Some(*v))
+            .map(|(k, _)| k.as_str())
+            .chain(o.keys().filter(|k| !obj.contains_key(*k)).map(String::as_str))
+            .collect();
+        changed.sort_unstable();
+        changed.dedup();
+        serde_json::to_string(&changed).unwrap_or_default()
+    });
+    if !new {
+        sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(id).execute(&mut *conn).await?;
+    }
+    if !unique.is_empty() {
+        let rows = vec!["(?, ?, ?)"; unique.len()].join(", ");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES {rows}"
+        )));
+        for (prop, value) in unique {
+            q = q.bind(prop).bind(value).bind(id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let data = serde_json::to_string(obj).unwrap_or_default();
+    sqlx::query("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(data)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO changes (kind, object_id, member_id, member_added, props) VALUES (?, ?, NULL, NULL, ?)",
+    )
+    .bind(kind.as_str())
+    .bind(id)
+    .bind(props)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn get_in(

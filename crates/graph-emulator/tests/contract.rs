@@ -816,3 +816,126 @@ async fn write_stats_count_every_answer_to_a_write() {
     c.admin("reset", json!({})).await;
     assert_eq!(stats().await, zero);
 }
+
+/// A group created with its members bound by `members@odata.bind` (at most 20 links per request):
+/// 201, the members are there at once, and the create is one write. More than 20 links, or a member
+/// that does not exist, refuse the whole create (no group, no member): 400
+/// `Request_BadRequest` ("A resource cannot contain more than 20 link changes") and 404
+/// `Request_ResourceNotFound`. Sources: <https://learn.microsoft.com/en-us/graph/api/group-post-groups?view=graph-rest-1.0>
+/// (example 2, "create a group with owners and members"; up to 20 relationships in one request),
+/// <https://learn.microsoft.com/en-us/graph/api/group-post-members?view=graph-rest-1.0>,
+/// <https://learn.microsoft.com/en-us/graph/errors>
+#[tokio::test]
+async fn contract_group_create_with_members_bind() {
+    let c = Client::new(config()).await;
+    let mut ids = Vec::new();
+    for i in 0..21 {
+        let (s, u) = c.post("/users", new_user(&format!("cb{i}@contoso.com"))).await;
+        assert_eq!(s, 201);
+        ids.push(u["id"].as_str().unwrap().to_string());
+    }
+    let url = |id: &str| format!("https://graph.microsoft.com/v1.0/directoryObjects/{id}");
+    let group = |nick: &str, members: &[String]| {
+        json!({"displayName": nick, "mailEnabled": false, "mailNickname": nick, "securityEnabled": true,
+               "members@odata.bind": members.iter().map(|m| url(m)).collect::<Vec<_>>()})
+    };
+    let before = c.emu.stats().total_writes();
+    let (s, g) = c.post("/groups", group("twenty", &ids[..20])).await;
+    assert_eq!(s, 201, "{g}");
+    assert!(g.get("members@odata.bind").is_none(), "the binding is not a property of the group");
+    let gid = g["id"].as_str().unwrap().to_string();
+    let (_, m) = c.get(&format!("/groups/{gid}/members?$select=id")).await;
+    let mut got: Vec<&str> =
+        m["value"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = ids[..20].iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    let stats = c.emu.stats();
+    assert_eq!(stats.total_writes() - before, 1, "a create with its members is one write");
+    assert_eq!(stats.writes.get("POST /groups"), Some(&1));
+    assert_eq!(stats.writes.get("POST /groups/{id}/members/$ref"), None);
+    // The group's delta shows it with its members.
+    let (_, d) = c.get("/groups/delta?$select=displayName,members").await;
+    let entry = d["value"].as_array().unwrap().iter().find(|v| v["id"] == gid.as_str()).unwrap().clone();
+    assert_eq!(entry["members@delta"].as_array().unwrap().len(), 20);
+
+    // 21 links: refused as a whole.
+    let (s, e) = c.post("/groups", group("toomany", &ids)).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("Request_BadRequest")));
+    assert!(e["error"]["message"].as_str().unwrap().contains("more than 20"), "{e}");
+    // A member that does not exist: refused as a whole, nothing created.
+    let ghost = "00000000-0000-0000-0000-0000000000aa".to_string();
+    let (s, e) = c.post("/groups", group("ghost", &[ids[0].clone(), ghost.clone()])).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (404, Some("Request_ResourceNotFound")));
+    assert!(e["error"]["message"].as_str().unwrap().contains(&ghost));
+    let (_, all) = c.get("/groups?$select=displayName").await;
+    assert_eq!(all["value"].as_array().unwrap().len(), 1, "{all}");
+    // A user has no members to bind.
+    let mut u = new_user("cbx@contoso.com");
+    u["members@odata.bind"] = json!([url(&ids[0])]);
+    assert_eq!(c.post("/users", u).await.0, 400);
+}
+
+/// Members added in an update: `PATCH /groups/{id}` with up to 20 `members@odata.bind`, 204, one
+/// write; all or nothing: a member already there gives 400 "One or more added object references
+/// already exist", a missing one 404, more than 20 links 400, and none of the request's members is
+/// added then. Source: <https://learn.microsoft.com/en-us/graph/api/group-post-members?view=graph-rest-1.0>
+/// (example 2, "add multiple members to a group in a single request")
+#[tokio::test]
+async fn contract_group_patch_members_bind() {
+    let c = Client::new(config()).await;
+    let mut ids = Vec::new();
+    for i in 0..22 {
+        let (_, u) = c.post("/users", new_user(&format!("pb{i}@contoso.com"))).await;
+        ids.push(u["id"].as_str().unwrap().to_string());
+    }
+    let (s, g) = c
+        .post(
+            "/groups",
+            json!({"displayName": "P", "mailEnabled": false, "mailNickname": "p", "securityEnabled": true}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let gid = g["id"].as_str().unwrap().to_string();
+    let bind = |members: &[String]| {
+        json!({"members@odata.bind": members.iter()
+            .map(|m| format!("https://graph.microsoft.com/v1.0/directoryObjects/{m}")).collect::<Vec<_>>()})
+    };
+    let gpath = format!("/groups/{gid}");
+    let patch = |body: Value| c.call(reqwest::Method::PATCH, &gpath, Some(body));
+    let count = || async {
+        c.get(&format!("/groups/{gid}/members?$select=id")).await.1["value"].as_array().unwrap().len()
+    };
+    let (_, d0) = c.get("/groups/delta?$select=displayName,members").await;
+    let link = d0["@odata.deltaLink"].as_str().unwrap().to_string();
+    let before = c.emu.stats();
+    let (s, _, _) = patch(bind(&ids[..20])).await;
+    assert_eq!(s, 204);
+    assert_eq!(count().await, 20);
+    let after = c.emu.stats();
+    assert_eq!(after.total_writes() - before.total_writes(), 1);
+    assert_eq!(after.writes.get("PATCH /groups/{id}"), Some(&1));
+    // The delta reports the added members and no changed property.
+    let (_, d) = c.get(&link).await;
+    assert_eq!(d["value"][0]["members@delta"].as_array().unwrap().len(), 20);
+    // One already a member: refused, the new one is not added either.
+    let (s, _, e) = patch(bind(&[ids[20].clone(), ids[0].clone()])).await;
+    assert_eq!(s, 400);
+    assert!(e["error"]["message"].as_str().unwrap().contains("already exist"), "{e}");
+    assert_eq!(count().await, 20);
+    // A missing one: 404, nothing added.
+    let (s, _, _) = patch(bind(&[ids[20].clone(), "00000000-0000-0000-0000-0000000000ab".into()])).await;
+    assert_eq!(s, 404);
+    assert_eq!(count().await, 20);
+    // 21 links: 400.
+    let (s, _, e) = patch(bind(&ids[1..22])).await;
+    assert_eq!(s, 400);
+    assert!(e["error"]["message"].as_str().unwrap().contains("more than 20"), "{e}");
+    // Properties and members together.
+    let mut body = bind(&ids[20..22]);
+    body["description"] = json!("both");
+    assert_eq!(patch(body).await.0, 204);
+    assert_eq!(count().await, 22);
+    assert_eq!(c.get(&format!("/groups/{gid}")).await.1["description"], "both");
+}
