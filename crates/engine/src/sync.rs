@@ -1213,10 +1213,10 @@ impl<'a> SyncRun<'a> {
     /// The MV objects linked to objects of the same connector that refer to `object`, by DN or
     /// (targets that refer by id) by anchor.
     async fn referrers(&mut self, object: &SyncCsObject) -> Result<BTreeSet<MvId>> {
-        let mut ids = self.store.cs_referrer_ids(object.connector_id, &object.dn_norm).await?;
+        let mut ids = self.cs_referrer_ids(object.connector_id, &object.dn_norm).await?;
         let anchor = object.anchor.to_lowercase();
         if anchor != object.dn_norm {
-            ids.extend(self.store.cs_referrer_ids(object.connector_id, &anchor).await?);
+            ids.extend(self.cs_referrer_ids(object.connector_id, &anchor).await?);
         }
         let mut out = BTreeSet::new();
         for cs in ids {

@@ -40,6 +40,8 @@ pub(super) struct BatchReads {
     created: HashMap<(ConnectorId, String), Option<MvId>>,
     /// Whether an MV object is linked to a present object of a target: (target, mv) -> linked.
     target_linked: HashMap<(ConnectorId, MvId), bool>,
+    /// Objects referring to a DN or anchor: (connector, key) -> CS objects.
+    referrers: HashMap<(ConnectorId, String), Vec<CsId>>,
 }
 
 impl SyncRun<'_> {
@@ -422,9 +424,16 @@ impl SyncRun<'_> {
             let refs: Vec<MvId> = refs.into_iter().collect();
             keys.extend(refs.iter().map(|m| format!("mv:{m}")));
             self.pending_of(target.id, &keys).await?;
+            let mut candidates: BTreeSet<CsId> = BTreeSet::new();
             for (key, values) in join {
-                self.prefetch_cs_keys(target.id, &key, values).await?;
+                self.prefetch_cs_keys(target.id, &key, values.clone()).await?;
+                for v in values {
+                    if let Some(ids) = self.reads.cs_keys.get(&(target.id, key.clone(), v)) {
+                        candidates.extend(ids.iter().copied());
+                    }
+                }
             }
+            self.prefetch_join_targets(target.id, candidates).await?;
             for (key, values) in unique {
                 self.prefetch_unique(target.id, &key, values).await?;
             }
@@ -492,5 +501,71 @@ impl SyncRun<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The target objects an outbound join may link, with what a join reads of them: the
+    /// objects, their links and pending exports, what refers to them, and what they refer to.
+    async fn prefetch_join_targets(&mut self, target: ConnectorId, candidates: BTreeSet<CsId>) -> Result<()> {
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<CsId> = candidates.into_iter().collect();
+        let missing: Vec<CsId> = ids.iter().copied().filter(|c| !self.cs.contains_key(c)).collect();
+        if !missing.is_empty() {
+            for (id, o) in self.store.cs_by_ids(&missing).await? {
+                self.cs.insert(id, o);
+            }
+        }
+        self.load_links(&ids).await?;
+        let keys: Vec<String> = ids.iter().map(|c| format!("cs:{c}")).collect();
+        self.pending_of(target, &keys).await?;
+        let mut lookups: BTreeSet<String> = BTreeSet::new();
+        let mut refs: BTreeSet<String> = BTreeSet::new();
+        for id in &ids {
+            let Some(o) = self.cs.get(id) else { continue };
+            lookups.insert(o.dn_norm.clone());
+            lookups.insert(o.anchor.to_lowercase());
+            for (_, values) in o.attributes.iter() {
+                if let AttrValues::Reference(r) = values {
+                    refs.extend(r.iter().cloned());
+                }
+            }
+        }
+        let lookups: Vec<String> = lookups
+            .into_iter()
+            .filter(|k| !self.reads.referrers.contains_key(&(target, k.clone())))
+            .collect();
+        if !lookups.is_empty() {
+            let mut found: HashMap<String, Vec<CsId>> = HashMap::new();
+            for (key, id) in self.store.cs_referrers_by_key(target, &lookups).await? {
+                found.entry(key).or_default().push(id);
+            }
+            let all: Vec<CsId> = found.values().flatten().copied().collect();
+            self.load_links(&all).await?;
+            for k in lookups {
+                let ids = found.remove(&k).unwrap_or_default();
+                self.reads.referrers.insert((target, k), ids);
+            }
+        }
+        if !refs.is_empty() {
+            let norms: Vec<String> = refs.iter().map(|d| dn_norm(d)).collect();
+            let by_dn =
+                self.cs_ids_by_dn(target, &norms.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+            let raw: Vec<&str> = refs.iter().map(String::as_str).collect();
+            let by_anchor = self.cs_ids_by_anchor(target, &raw).await?;
+            let linked: Vec<CsId> = by_dn.values().chain(by_anchor.values()).copied().collect();
+            self.load_links(&linked).await?;
+        }
+        Ok(())
+    }
+
+    /// The CS objects of a connector that refer to this key (a normalized DN or an anchor).
+    pub(super) async fn cs_referrer_ids(&mut self, connector: ConnectorId, key: &str) -> Result<Vec<CsId>> {
+        if let Some(found) = self.reads.referrers.get(&(connector, key.to_owned())) {
+            return Ok(found.clone());
+        }
+        let found = self.store.cs_referrer_ids(connector, key).await?;
+        self.reads.referrers.insert((connector, key.to_owned()), found.clone());
+        Ok(found)
     }
 }
