@@ -70,6 +70,10 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS members_member ON members (member_id)",
     "CREATE TABLE IF NOT EXISTS changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, object_id TEXT NOT NULL, member_id TEXT, member_added INTEGER, props TEXT)",
     "CREATE INDEX IF NOT EXISTS changes_kind ON changes (kind, seq)",
+    // A delta round's pages walk the changed objects in id order: without this index each page
+    // re-read and re-sorted the whole window (quadratic in the objects changed: 195 s for the
+    // confirming import of 95,000 new objects).
+    "CREATE INDEX IF NOT EXISTS changes_object ON changes (kind, object_id, seq)",
     "CREATE TABLE IF NOT EXISTS domains (id TEXT PRIMARY KEY, data TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS admin_roles (role TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (role, user_id))",
 ];

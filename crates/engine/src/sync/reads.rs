@@ -23,6 +23,13 @@ use crate::error::Result;
 /// The staged exports claiming a unique value: (target key, mv id).
 type Claims = Vec<(String, Option<MvId>)>;
 
+/// How [`SyncRun::cs_ids_by`] finds connector-space objects.
+#[derive(Clone, Copy)]
+enum Lookup {
+    Dn,
+    Anchor,
+}
+
 /// What the store answered in this batch, by question.
 #[derive(Default)]
 pub(super) struct BatchReads {
@@ -164,24 +171,7 @@ impl SyncRun<'_> {
         connector: ConnectorId,
         dns: &[&str],
     ) -> Result<HashMap<String, CsId>> {
-        let missing: Vec<&str> = dns
-            .iter()
-            .copied()
-            .filter(|d| !self.reads.by_dn.contains_key(&(connector, (*d).to_owned())))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if !missing.is_empty() {
-            let mut found = self.store.cs_ids_by_dn(connector, &missing).await?;
-            for d in missing {
-                let id = found.remove(d);
-                self.reads.by_dn.insert((connector, d.to_owned()), id);
-            }
-        }
-        Ok(dns
-            .iter()
-            .filter_map(|d| Some(((*d).to_owned(), (*self.reads.by_dn.get(&(connector, (*d).to_owned()))?)?)))
-            .collect())
+        self.cs_ids_by(Lookup::Dn, connector, dns).await
     }
 
     /// Present CS objects of a connector with these anchors: anchor -> id.
@@ -190,25 +180,48 @@ impl SyncRun<'_> {
         connector: ConnectorId,
         anchors: &[&str],
     ) -> Result<HashMap<String, CsId>> {
-        let missing: Vec<&str> = anchors
+        self.cs_ids_by(Lookup::Anchor, connector, anchors).await
+    }
+
+    /// Present CS objects of a connector by DN or anchor, the store asked only for what this
+    /// batch has not asked yet.
+    async fn cs_ids_by(
+        &mut self,
+        by: Lookup,
+        connector: ConnectorId,
+        keys: &[&str],
+    ) -> Result<HashMap<String, CsId>> {
+        let known = match by {
+            Lookup::Dn => &self.reads.by_dn,
+            Lookup::Anchor => &self.reads.by_anchor,
+        };
+        let missing: Vec<&str> = keys
             .iter()
             .copied()
-            .filter(|a| !self.reads.by_anchor.contains_key(&(connector, (*a).to_owned())))
+            .filter(|k| !known.contains_key(&(connector, (*k).to_owned())))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         if !missing.is_empty() {
-            let mut found = self.store.cs_ids_by_anchor(connector, &missing).await?;
-            for a in missing {
-                let id = found.remove(a);
-                self.reads.by_anchor.insert((connector, a.to_owned()), id);
+            let mut found = match by {
+                Lookup::Dn => self.store.cs_ids_by_dn(connector, &missing).await?,
+                Lookup::Anchor => self.store.cs_ids_by_anchor(connector, &missing).await?,
+            };
+            let known = match by {
+                Lookup::Dn => &mut self.reads.by_dn,
+                Lookup::Anchor => &mut self.reads.by_anchor,
+            };
+            for k in missing {
+                known.insert((connector, k.to_owned()), found.remove(k));
             }
         }
-        Ok(anchors
+        let known = match by {
+            Lookup::Dn => &self.reads.by_dn,
+            Lookup::Anchor => &self.reads.by_anchor,
+        };
+        Ok(keys
             .iter()
-            .filter_map(|a| {
-                Some(((*a).to_owned(), (*self.reads.by_anchor.get(&(connector, (*a).to_owned()))?)?))
-            })
+            .filter_map(|k| Some(((*k).to_owned(), (*known.get(&(connector, (*k).to_owned()))?)?)))
             .collect())
     }
 
