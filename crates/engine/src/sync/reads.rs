@@ -145,24 +145,36 @@ impl SyncRun<'_> {
         key: &str,
         values: BTreeSet<String>,
     ) -> Result<()> {
+        self.prefetch_claims(connector, key, &values).await?;
+        self.prefetch_cs_keys(connector, key, values).await
+    }
+
+    /// Reads the staged claims on many values of one unique attribute.
+    async fn prefetch_claims(
+        &mut self,
+        connector: ConnectorId,
+        key: &str,
+        values: &BTreeSet<String>,
+    ) -> Result<()> {
         let missing: Vec<String> = values
             .iter()
             .filter(|v| !self.reads.unique.contains_key(&(connector, key.to_owned(), (*v).clone())))
             .cloned()
             .collect();
-        if !missing.is_empty() {
-            let mut found: HashMap<String, Claims> = HashMap::new();
-            for (value, target_key, mv) in
-                self.store.pending_unique_holders_many(connector, key, &missing).await?
-            {
-                found.entry(value).or_default().push((target_key, mv));
-            }
-            for v in missing {
-                let holders = found.remove(&v).unwrap_or_default();
-                self.reads.unique.insert((connector, key.to_owned(), v), holders);
-            }
+        if missing.is_empty() {
+            return Ok(());
         }
-        self.prefetch_cs_keys(connector, key, values).await
+        let mut found: HashMap<String, Claims> = HashMap::new();
+        for (value, target_key, mv) in
+            self.store.pending_unique_holders_many(connector, key, &missing).await?
+        {
+            found.entry(value).or_default().push((target_key, mv));
+        }
+        for v in missing {
+            let holders = found.remove(&v).unwrap_or_default();
+            self.reads.unique.insert((connector, key.to_owned(), v), holders);
+        }
+        Ok(())
     }
 
     /// Present CS objects of a connector with these normalized DNs: dn -> id.
@@ -298,23 +310,7 @@ impl SyncRun<'_> {
             }
         }
         for (key, values) in unique {
-            let missing: Vec<String> = values
-                .into_iter()
-                .filter(|v| !self.reads.unique.contains_key(&(source, key.clone(), v.clone())))
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let mut found: HashMap<String, Claims> = HashMap::new();
-            for (value, target_key, mv) in
-                self.store.pending_unique_holders_many(source, &key, &missing).await?
-            {
-                found.entry(value).or_default().push((target_key, mv));
-            }
-            for v in missing {
-                let holders = found.remove(&v).unwrap_or_default();
-                self.reads.unique.insert((source, key.clone(), v), holders);
-            }
+            self.prefetch_claims(source, &key, &values).await?;
         }
         // The adds of the metaverse objects the join candidates name (a join confirms an add).
         keys.extend(self.join_cache.values().flatten().map(|m| format!("mv:{m}")));
