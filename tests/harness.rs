@@ -176,6 +176,15 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{t}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
+/// The last `max` characters of [`unique`] (all of it when shorter), for attributes with a length
+/// limit such as sAMAccountName. The counter and the clock's low digits are at the end, so tails
+/// stay distinct within a test process; a short PID or clock value gives a shorter string, never a
+/// panic.
+pub fn unique_tail(prefix: &str, max: usize) -> String {
+    let u = unique(prefix);
+    u[u.len().saturating_sub(max)..].to_string()
+}
+
 /// An administrator session over LDAPS, verified against the peer's CA.
 pub async fn admin(peer: &Peer) -> Ldap {
     let pem = std::fs::read(&peer.ca).unwrap();
@@ -565,8 +574,7 @@ pub async fn load_ad_sample(
                 v = String::from_utf8(v).unwrap().replace(&users_dn, ou).into_bytes();
             }
             if k == "sAMAccountName" {
-                let u = unique("");
-                v = format!("{}{}", String::from_utf8(v).unwrap(), &u[u.len() - 8..]).into_bytes();
+                v = format!("{}{}", String::from_utf8(v).unwrap(), unique_tail("", 8)).into_bytes();
             }
             if k == "userPrincipalName" && !upn_tag.is_empty() {
                 v = String::from_utf8(v).unwrap().replacen('@', &format!("{upn_tag}@"), 1).into_bytes();

@@ -6,9 +6,8 @@ use syncctl_tests::*;
 
 async fn make_user(ldap: &mut ldap3::Ldap, ou: &str, cn: &str) -> String {
     let dn = format!("CN={cn},{ou}");
-    let sam = unique("u");
-    let sam = &sam[sam.len().saturating_sub(18)..];
-    add(ldap, &dn, &[("objectClass", &["user"]), ("sAMAccountName", &[sam]), ("displayName", &[cn])]).await;
+    let sam = unique_tail("u", 18);
+    add(ldap, &dn, &[("objectClass", &["user"]), ("sAMAccountName", &[&sam]), ("displayName", &[cn])]).await;
     dn
 }
 
@@ -109,13 +108,9 @@ async fn delta_imports_show_exactly_each_change() {
     let u2 = make_user(&mut ldap, &a, "User Two").await;
     let u3 = make_user(&mut ldap, &a, "User Three").await;
     let g = format!("CN=Team,{a}");
-    let gsam = unique("g");
-    add(
-        &mut ldap,
-        &g,
-        &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam[gsam.len() - 15..]]), ("member", &[&u1])],
-    )
-    .await;
+    let gsam = unique_tail("g", 15);
+    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam]), ("member", &[&u1])])
+        .await;
 
     let store = Store::open_in_memory().await.unwrap();
     let config = ad_config(&peer, &root, "");
@@ -208,14 +203,9 @@ async fn paging_and_range_loops_run_with_tiny_pages_and_ranges() {
         users.push(make_user(&mut ldap, &ou, &format!("Pager {i}")).await);
     }
     let g = format!("CN=Big Group,{ou}");
-    let gsam = unique("g");
+    let gsam = unique_tail("g", 15);
     let refs: Vec<&str> = users.iter().map(String::as_str).collect();
-    add(
-        &mut ldap,
-        &g,
-        &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam[gsam.len() - 15..]]), ("member", &refs)],
-    )
-    .await;
+    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam]), ("member", &refs)]).await;
 
     let small = Store::open_in_memory().await.unwrap();
     let config = ad_config(&peer, &ou, "page_size = 2\nrange_size = 3\n");
@@ -272,8 +262,8 @@ async fn without_the_dirsync_right_deltas_poll_usn_changed() {
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
     assert_eq!((r.counts.renames, r.counts.changes()), (1, 1), "{r:?}");
     let g = format!("CN=Polled Group,{ou}");
-    let gsam = unique("g");
-    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam[gsam.len() - 15..]])]).await;
+    let gsam = unique_tail("g", 15);
+    add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam])]).await;
     let r = import(&store, "corp", &config, ImportMode::Delta).await;
     assert_eq!((r.counts.adds, r.counts.changes()), (1, 1), "{r:?}");
     add_value(&mut ldap, &g, "member", &u1).await;
@@ -390,17 +380,9 @@ async fn an_ou_rename_moves_every_object_under_it() {
         let u1 = make_user(&mut ldap, &dept, "Kid One").await;
         make_user(&mut ldap, &dept, "Kid Two").await;
         let g = format!("CN=Parents,{root}");
-        let gsam = unique("g");
-        add(
-            &mut ldap,
-            &g,
-            &[
-                ("objectClass", &["group"]),
-                ("sAMAccountName", &[&gsam[gsam.len() - 15..]]),
-                ("member", &[&u1]),
-            ],
-        )
-        .await;
+        let gsam = unique_tail("g", 15);
+        add(&mut ldap, &g, &[("objectClass", &["group"]), ("sAMAccountName", &[&gsam]), ("member", &[&u1])])
+            .await;
         let mut as_peer = peer.clone();
         if method == "usn" {
             as_peer.bind_dn = svc_dn.clone();

@@ -138,8 +138,7 @@ fn new_value<'a>(p: &'a PendingExport, attribute: &str) -> Option<&'a AttrValues
 async fn first_cycle_provisions_joins_and_soft_matches_then_a_rebuilt_server_writes_nothing() {
     let peer = samba();
     let mut ldap = admin(&peer).await;
-    let tag = unique("");
-    let tag = &tag[tag.len() - 8..];
+    let tag = &unique_tail("", 8);
     let ou = make_ou(&mut ldap, &peer.base, &format!("sync{tag}")).await;
     let upn = |n: &str| format!("{n}.{tag}@corp.example.com");
     let alice = user(&mut ldap, &ou, "Alice Anders", &upn("alice")).await;
@@ -264,8 +263,7 @@ async fn first_cycle_provisions_joins_and_soft_matches_then_a_rebuilt_server_wri
 async fn moving_600_users_out_of_scope_is_held_by_the_threshold_and_released_once_by_the_token() {
     let peer = samba();
     let mut ldap = admin(&peer).await;
-    let tag = unique("");
-    let tag = &tag[tag.len() - 8..];
+    let tag = &unique_tail("", 8);
     let scope = make_ou(&mut ldap, &peer.base, &format!("thr{tag}")).await;
     let staff = make_ou(&mut ldap, &scope, "Staff").await;
     for i in 0..600 {
@@ -388,8 +386,7 @@ async fn snapshot(db: &Path) -> (BTreeMap<String, String>, BTreeSet<String>, BTr
 async fn a_sync_killed_with_sigkill_and_run_again_ends_like_an_uninterrupted_one() {
     let peer = samba();
     let mut ldap = admin(&peer).await;
-    let tag = unique("");
-    let tag = &tag[tag.len() - 8..];
+    let tag = &unique_tail("", 8);
     let ou = make_ou(&mut ldap, &peer.base, &format!("kill{tag}")).await;
     let mut dns = Vec::new();
     for i in 0..60 {
@@ -520,8 +517,7 @@ async fn a_sync_killed_with_sigkill_and_run_again_ends_like_an_uninterrupted_one
 async fn precedence_between_two_sources_decides_an_attribute() {
     let peer = samba();
     let mut ldap = admin(&peer).await;
-    let tag = unique("");
-    let tag = &tag[tag.len() - 8..];
+    let tag = &unique_tail("", 8);
     let ou = make_ou(&mut ldap, &peer.base, &format!("prec{tag}")).await;
     let upn = format!("dana.{tag}@corp.example.com");
     let dana = user(&mut ldap, &ou, "Dana Diaz", &upn).await;
