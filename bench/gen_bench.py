@@ -29,6 +29,10 @@ Every object is a pure function of (seed, kind, index, phase): nothing is held i
 1,000,000 objects take the same few MB as 10,000, and the same seed gives byte-identical files.
 Users in the deleted 1% are never group members nor managers, so the deletes touch nothing else.
 
+From 100,000 objects on (M and L) the directory also carries what large tenants have: one group of
+50,000 members per 100,000 objects (groups 0, 1, ...), and nested groups five levels deep (in each
+run of 50 groups, group 50k+1 has group 50k as a member, 50k+2 has 50k+1, up to 50k+4).
+
 Usage: gen_bench.py (S|M|L|COUNT) OUT_DIR [--seed N] [--suffix DN] [--tenant DOMAIN]
 """
 import argparse
@@ -62,6 +66,10 @@ class Plan:
         self.base = f"ou=bench-{tag},{suffix}"
         # R3b adds count/100 users after the existing ones.
         self.added = count // 100
+        # M and L: 50,000-member groups and 5-level nesting (the benchmark definition)
+        self.big_groups = count // 100_000 if count >= 100_000 else 0
+        self.big_size = min(50_000, self.users * 2 // 3)
+        self.nested = count >= 100_000
 
     # Change sets, by user index: disjoint residues (i % 85 == 1 -> i % 17 == 1, and so on).
     @staticmethod
@@ -118,10 +126,28 @@ class Plan:
         return u
 
     def group(self, g):
+        """Group g: its user members (indexes) and, when nested, the group it contains."""
         r = self.rng("group", g)
         gid = str(uuid.UUID(bytes=r.randbytes(16), version=4))
-        members = sorted({self.stable_user(r) for _ in range(r.randrange(5, 16))})
-        return {"g": g, "uuid": gid, "cn": f"group{g:06d}", "members": members}
+        if g < self.big_groups:
+            # big_size distinct users that no change set deletes (a 2.5% margin covers the 1/85
+            # deleted ones)
+            pool = r.sample(range(self.users), self.big_size + self.big_size // 40)
+            members = sorted([j for j in pool if not self.r3b_deleted(j)][: self.big_size])
+        else:
+            members = sorted({self.stable_user(r) for _ in range(r.randrange(5, 16))})
+        inner = g - 1 if self.nested and g % 50 in (1, 2, 3, 4) and g - 1 >= self.big_groups else None
+        return {"g": g, "uuid": gid, "cn": f"group{g:06d}", "members": members, "group_member": inner}
+
+    def group_uuid(self, g):
+        return str(uuid.UUID(bytes=self.rng("group", g).randbytes(16), version=4))
+
+    def group_dn(self, g):
+        return f"cn=group{g:06d},ou=groups,{self.base}"
+
+    def member_count(self, g):
+        gr = self.group(g)
+        return len(gr["members"]) + (gr["group_member"] is not None)
 
     def user_uuid(self, i):
         return str(uuid.UUID(bytes=self.rng("user", i).randbytes(16), version=4))
@@ -169,6 +195,8 @@ def write_openldap(p, path):
             out = [f"dn: cn={gr['cn']},ou=groups,{p.base}", "objectClass: groupOfNames",
                    f"entryUUID: {gr['uuid']}", f"cn: {gr['cn']}"]
             out += [f"member: {p.user_dn(m)}" for m in gr["members"]]
+            if gr["group_member"] is not None:
+                out.append(f"member: {p.group_dn(gr['group_member'])}")
             w("\n".join(out) + "\n\n")
         for c in range(p.contacts):
             r = p.rng("contact", c)
@@ -236,6 +264,8 @@ def write_ad(p, path):
             ldif_line(out, "groupType", "-2147483646")
             for m in gr["members"]:
                 ldif_line(out, "member", f"CN=u{m:07d},OU=People,OU=bench,{AD_BASE}")
+            if gr["group_member"] is not None:
+                ldif_line(out, "member", f"CN=group{gr['group_member']:06d},OU=Groups,OU=bench,{AD_BASE}")
             w("\n".join(out) + "\n\n")
         for c in range(p.contacts):
             r = p.rng("contact", c)
@@ -287,8 +317,10 @@ def write_oracle(p, phase, path):
         f.write('{"groups": [\n')
         for g in range(p.groups):
             gr = p.group(g)
-            o = {"displayName": gr["cn"], "onPremisesImmutableId": gr["uuid"],
-                 "members": sorted(p.user_uuid(m) for m in gr["members"])}
+            members = [p.user_uuid(m) for m in gr["members"]]
+            if gr["group_member"] is not None:
+                members.append(p.group_uuid(gr["group_member"]))
+            o = {"displayName": gr["cn"], "onPremisesImmutableId": gr["uuid"], "members": sorted(members)}
             f.write(("" if g == 0 else ",\n") + dump(o))
         f.write('\n],\n"users": [\n')
         first = True
@@ -325,18 +357,24 @@ def main():
     for phase, name in ((0, "oracle-base.json"), (1, "oracle-r3.json"), (2, "oracle-r3b.json")):
         write_oracle(p, phase, o(name))
     with_manager = sum(1 for i in range(p.users) if 0 < i and i % 10)
+    member_counts = [p.member_count(g) for g in range(p.groups)]
+    # Graph binds at most 20 members in one request: a group of n > 20 members costs its POST
+    # (with 20) and one PATCH per further 20.
+    member_patches = sum((n - 20 + 19) // 20 for n in member_counts if n > 20)
     manifest = {
         "generator": "bench/gen_bench.py", "seed": a.seed, "count": count, "tag": tag,
         "base": p.base, "tenant": a.tenant, "verified_domains": [VERIFIED],
         "users": p.users, "groups": p.groups, "contacts": p.contacts,
         "users_with_manager": with_manager,
+        "group_members": sum(member_counts), "largest_group": max(member_counts, default=0),
+        "big_groups": p.big_groups, "nested_groups": sum(1 for g in range(p.groups) if p.group(g)["group_member"] is not None),
         "changes": {"r3_modified": r3, "r3b_added": added, "r3b_deleted": deleted, "r3b_modified": modified},
-        # The fewest Graph writes that reach the oracle: one POST per object (a group's members
-        # bound at creation with members@odata.bind, at most 20 per request, which holds here),
+        # The fewest Graph writes that reach the oracle: one POST per object (a group's first 20
+        # members bound at creation with members@odata.bind), one PATCH per further 20 members,
         # one PATCH per modified user, one DELETE per deleted one. (Managers are not in the
         # oracle: each would cost one more write, PUT /users/{id}/manager/$ref.)
         "minimum_writes": {
-            "R1": p.users + p.groups,
+            "R1": p.users + p.groups + member_patches,
             "R2": 0, "R3": r3, "R3b": added + deleted + modified, "R4": 0,
         },
     }
