@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
 
 use crate::App;
 use crate::store::{Kind, Obj, OpError};
@@ -958,20 +959,24 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
     let mut value = Vec::new();
     let last: Option<String>;
     let more: bool;
+    // Each page reads its objects, their changed properties and their members in a few queries,
+    // not a few per object (a 100,000-object round made 300,000 queries).
     if state.i {
         let objs = app.store.list(kind, state.a.as_deref(), page + 1).await?;
         more = objs.len() as i64 > page;
         let objs: Vec<Obj> = objs.into_iter().take(page as usize).collect();
         last = objs.last().and_then(|o| o.get("id")).and_then(Value::as_str).map(str::to_string);
+        let ids: Vec<String> =
+            objs.iter().filter_map(|o| o.get("id").and_then(Value::as_str).map(str::to_string)).collect();
+        let mut members = if with_members { app.store.member_ids_many(&ids).await? } else { HashMap::new() };
         for o in &objs {
             let mut p = project(kind, o, select.as_deref());
             if let (true, Some(id)) = (with_members, o.get("id").and_then(Value::as_str)) {
-                let ms: Vec<Value> = app
-                    .store
-                    .members(id)
-                    .await?
+                let ms: Vec<Value> = members
+                    .remove(id)
+                    .unwrap_or_default()
                     .into_iter()
-                    .map(|(k, m)| json!({"@odata.type": k.odata_type(), "id": m.get("id")}))
+                    .map(|(k, m)| json!({"@odata.type": k.odata_type(), "id": m}))
                     .collect();
                 p.insert("members@delta".into(), Value::Array(ms));
             }
@@ -982,44 +987,61 @@ async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sq
         more = ids.len() as i64 > page;
         let ids: Vec<String> = ids.into_iter().take(page as usize).collect();
         last = ids.last().cloned();
+        let mut objects = app.store.get_many(&ids).await?;
+        // `Prefer: return=minimal`: an updated object carries only the properties that changed
+        // in this round (within `$select`); a created one comes whole.
+        // <https://learn.microsoft.com/en-us/graph/delta-query-overview>
+        let mut changed = if minimal {
+            app.store.changed_props_many(kind, &ids, state.s, state.m).await?
+        } else {
+            HashMap::new()
+        };
+        let mut member_changes = if with_members {
+            app.store.member_changes_many(&ids, state.s, state.m).await?
+        } else {
+            HashMap::new()
+        };
+        let member_ids: Vec<String> = member_changes
+            .values()
+            .flatten()
+            .map(|c| c.member_id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let member_kinds =
+            if member_ids.is_empty() { HashMap::new() } else { app.store.kinds_of(&member_ids).await? };
         for id in &ids {
-            match app.store.get(Some(kind), id).await? {
+            match objects.remove(id).filter(|(k, _)| *k == kind) {
                 None => value.push(json!({"id": id, "@removed": {"reason": "changed"}})),
                 Some((_, o)) => {
-                    // `Prefer: return=minimal`: an updated object carries only the properties that
-                    // changed in this round (within `$select`); a created one comes whole.
-                    // <https://learn.microsoft.com/en-us/graph/delta-query-overview>
-                    let minimal_props = if minimal {
-                        app.store.changed_props(kind, id, state.s, state.m).await?.map(|changed| {
-                            changed
-                                .into_iter()
-                                .filter(|c| {
-                                    select
-                                        .as_ref()
-                                        .is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(c)))
-                                })
-                                .collect::<Vec<String>>()
-                        })
-                    } else {
-                        None
-                    };
+                    let minimal_props = changed.remove(id).flatten().map(|changed| {
+                        changed
+                            .into_iter()
+                            .filter(|c| {
+                                select.as_ref().is_none_or(|s| s.iter().any(|x| x.eq_ignore_ascii_case(c)))
+                            })
+                            .collect::<Vec<String>>()
+                    });
                     let mut p = match &minimal_props {
                         Some(props) => project(kind, &o, Some(props)),
                         None => project(kind, &o, select.as_deref()),
                     };
                     if with_members {
-                        let mut ms = Vec::new();
-                        for c in app.store.member_changes(id, state.s, state.m).await? {
-                            let t = match app.store.get(None, &c.member_id).await? {
-                                Some((k, _)) => k.odata_type(),
-                                None => "#microsoft.graph.directoryObject",
-                            };
-                            ms.push(if c.added {
-                                json!({"@odata.type": t, "id": c.member_id})
-                            } else {
-                                json!({"@odata.type": t, "id": c.member_id, "@removed": {"reason": "deleted"}})
-                            });
-                        }
+                        let ms: Vec<Value> = member_changes
+                            .remove(id)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|c| {
+                                let t = member_kinds
+                                    .get(&c.member_id)
+                                    .map_or("#microsoft.graph.directoryObject", |k| k.odata_type());
+                                if c.added {
+                                    json!({"@odata.type": t, "id": c.member_id})
+                                } else {
+                                    json!({"@odata.type": t, "id": c.member_id, "@removed": {"reason": "deleted"}})
+                                }
+                            })
+                            .collect();
                         p.insert("members@delta".into(), Value::Array(ms));
                     }
                     value.push(Value::Object(p));

@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Row, SqliteConnection};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use tokio::sync::Mutex;
@@ -282,37 +283,45 @@ impl Store {
         Ok(())
     }
 
-    /// Properties of an object changed in the window `(from, to]`; `None` when the object was created
-    /// there (or its changes are not known property by property).
-    pub(crate) async fn changed_props(
+    /// Properties changed in the window `(from, to]` of each of `ids` (one query for a delta
+    /// page): `None` for an object created there (or whose changes are not known property by
+    /// property), an empty list for one whose only changes were to its members.
+    pub(crate) async fn changed_props_many(
         &self,
         kind: Kind,
-        id: &str,
+        ids: &[String],
         from: i64,
         to: i64,
-    ) -> Result<Option<Vec<String>>, sqlx::Error> {
+    ) -> Result<HashMap<String, Option<Vec<String>>>, sqlx::Error> {
         let mut conn = self.conn.lock().await;
         let rows = sqlx::query(
-            "SELECT props FROM changes WHERE kind = ? AND object_id = ? AND member_id IS NULL \
+            "SELECT object_id, props FROM changes WHERE kind = ? \
+             AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NULL \
              AND seq > ? AND seq <= ? ORDER BY seq",
         )
         .bind(kind.as_str())
-        .bind(id)
+        .bind(json_ids(ids))
         .bind(from)
         .bind(to)
         .fetch_all(&mut *conn)
         .await?;
-        let mut out: Vec<String> = Vec::new();
+        let mut out: HashMap<String, Option<Vec<String>>> =
+            ids.iter().map(|id| (id.clone(), Some(Vec::new()))).collect();
         for r in rows {
+            let id: String = r.get("object_id");
             let props: Option<String> = r.get("props");
-            let Some(list) = props.and_then(|p| serde_json::from_str::<Vec<String>>(&p).ok()) else {
-                return Ok(None);
-            };
-            out.extend(list);
+            let list = props.and_then(|p| serde_json::from_str::<Vec<String>>(&p).ok());
+            let entry = out.entry(id).or_insert_with(|| Some(Vec::new()));
+            match (entry.as_mut(), list) {
+                (Some(have), Some(list)) => have.extend(list),
+                _ => *entry = None,
+            }
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(Some(out))
+        for list in out.values_mut().flatten() {
+            list.sort_unstable();
+            list.dedup();
+        }
+        Ok(out)
     }
 
     /// Deletes an object, its unique values and its memberships (logging the member removals).
@@ -427,32 +436,84 @@ impl Store {
         .await
     }
 
-    /// Net membership changes of one group in the window `(from, to]`.
-    pub(crate) async fn member_changes(
+    /// Net membership changes in the window `(from, to]` of each of `group_ids` (one query for
+    /// a delta page), each group's in member id order.
+    pub(crate) async fn member_changes_many(
         &self,
-        group_id: &str,
+        group_ids: &[String],
         from: i64,
         to: i64,
-    ) -> Result<Vec<MemberChange>, sqlx::Error> {
+    ) -> Result<HashMap<String, Vec<MemberChange>>, sqlx::Error> {
         let mut conn = self.conn.lock().await;
         let rows = sqlx::query(
-            "SELECT member_id, member_added FROM changes WHERE kind = 'group' AND object_id = ? \
-             AND member_id IS NOT NULL AND seq > ? AND seq <= ? ORDER BY seq",
+            "SELECT object_id, member_id, member_added FROM changes WHERE kind = 'group' \
+             AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NOT NULL \
+             AND seq > ? AND seq <= ? ORDER BY seq",
         )
-        .bind(group_id)
+        .bind(json_ids(group_ids))
         .bind(from)
         .bind(to)
         .fetch_all(&mut *conn)
         .await?;
-        let mut out: Vec<MemberChange> = Vec::new();
+        // The last change of each member wins (rows come in change order).
+        let mut last: HashMap<String, BTreeMap<String, bool>> = HashMap::new();
         for r in rows {
-            let member_id: String = r.get("member_id");
             let added: i64 = r.get("member_added");
-            out.retain(|c| c.member_id != member_id);
-            out.push(MemberChange { member_id, added: added != 0 });
+            last.entry(r.get("object_id")).or_default().insert(r.get("member_id"), added != 0);
         }
-        out.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        Ok(last
+            .into_iter()
+            .map(|(g, m)| {
+                (g, m.into_iter().map(|(member_id, added)| MemberChange { member_id, added }).collect())
+            })
+            .collect())
+    }
+
+    /// The members (kind and id) of each of `group_ids`, in member id order (one query for a
+    /// delta page).
+    pub(crate) async fn member_ids_many(
+        &self,
+        group_ids: &[String],
+    ) -> Result<HashMap<String, Vec<(Kind, String)>>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        let rows = sqlx::query(
+            "SELECT m.group_id, m.member_id, o.kind FROM members m JOIN objects o ON o.id = m.member_id \
+             WHERE m.group_id IN (SELECT value FROM json_each(?)) ORDER BY m.group_id, m.member_id",
+        )
+        .bind(json_ids(group_ids))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut out: HashMap<String, Vec<(Kind, String)>> = HashMap::new();
+        for r in rows {
+            if let Some(k) = Kind::from_db(r.get("kind")) {
+                out.entry(r.get("group_id")).or_default().push((k, r.get("member_id")));
+            }
+        }
         Ok(out)
+    }
+
+    /// Objects by id, of any kind (one query for a delta page); ids not found are left out.
+    pub(crate) async fn get_many(&self, ids: &[String]) -> Result<HashMap<String, (Kind, Obj)>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        let rows =
+            sqlx::query("SELECT id, kind, data FROM objects WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json_ids(ids))
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.get("id"), (Kind::from_db(r.get("kind"))?, parse_obj(r.get("data"))?))))
+            .collect())
+    }
+
+    /// The kinds of objects by id (ids not found are left out), without reading their data.
+    pub(crate) async fn kinds_of(&self, ids: &[String]) -> Result<HashMap<String, Kind>, sqlx::Error> {
+        let mut conn = self.conn.lock().await;
+        let rows = sqlx::query("SELECT id, kind FROM objects WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(json_ids(ids))
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows.iter().filter_map(|r| Some((r.get("id"), Kind::from_db(r.get("kind"))?))).collect())
     }
 
     pub(crate) async fn reset(&self) -> Result<(), sqlx::Error> {
@@ -599,6 +660,11 @@ async fn log_change(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// A list of ids as the JSON array that `json_each(?)` walks.
+fn json_ids(ids: &[String]) -> String {
+    Value::Array(ids.iter().map(|i| Value::String(i.clone())).collect()).to_string()
 }
 
 fn parse_obj(s: &str) -> Option<Obj> {
