@@ -127,16 +127,20 @@ head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$SECRET_FILE"
 CLIENT_ID=5ec0be4c-0000-4000-8000-00000000b001
 
 # --- the emulator: start_emulator WRITES WINDOW (state kept in $RUN/tenant.db across restarts)
+# A restart listens on the port of the first start: the delta links syncctl holds name it, and a
+# link to another address would turn R3b's cloud import into a full one.
+EMU_LISTEN=127.0.0.1:0
 start_emulator() {
   if [ -n "$EMU_PID" ]; then kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=; fi
   : > "$RUN/emulator.out"
-  SYNCCTL_EMULATOR_CLIENT_SECRET=$(cat "$SECRET_FILE") RUST_LOG=warn "$EMU_BIN" --listen 127.0.0.1:0 \
+  SYNCCTL_EMULATOR_CLIENT_SECRET=$(cat "$SECRET_FILE") RUST_LOG=warn "$EMU_BIN" --listen "$EMU_LISTEN" \
     --state "$RUN/tenant.db" --tenant "$TENANT" --verified-domain corp.example.com --client-id "$CLIENT_ID" \
     --write-budget "$1" --write-window "$2" > "$RUN/emulator.out" 2> "$RUN/emulator.err" &
   EMU_PID=$!
   for _ in $(seq 100); do [ -s "$RUN/emulator.out" ] && break; sleep 0.1; done
   EMU_URL=$(head -1 "$RUN/emulator.out")
   [ -n "$EMU_URL" ] || { cat "$RUN/emulator.err" >&2; echo "syncbench: the emulator did not start" >&2; exit 1; }
+  EMU_LISTEN=${EMU_URL#http://}
 }
 
 # write_config DB WRITES WINDOW: the syncctl config of a run (source: the OpenLDAP tree; target: the emulator)

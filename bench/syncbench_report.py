@@ -84,13 +84,20 @@ def main():
     ratio = round(imp["wall_s"] / dump["wall_s"], 2) if dump["wall_s"] > 0 else None
     targets = TARGETS.get(a.size, {})
     throttled = by.get("R3b")
-    utilisation = None
+    utilisation = utilisation_cycle = None
+    export_s = lambda r: sum(p["seconds"] or 0 for p in r.get("phases", []) if p["profile"] == "export")
     if throttled and a.throttle:
         w, s = (float(x) for x in a.throttle.split("/"))
-        # Meaningful only when the writes outlast one window; over the whole cycle (import and
-        # sync included), so a lower bound of the export's own utilisation.
+        # Meaningful only when the writes outlast one window. The target is the export's: its
+        # writes over the export phase's time at the budget's rate; the whole cycle's (imports
+        # and syncs included) is a lower bound, shown beside it.
         if throttled["writes"] > w and throttled["wall_s"] > s:
-            utilisation = round(throttled["writes"] / (throttled["wall_s"] * w / s), 3)
+            utilisation_cycle = round(throttled["writes"] / (throttled["wall_s"] * w / s), 3)
+            if export_s(throttled) > s:
+                utilisation = round(throttled["writes"] / (export_s(throttled) * w / s), 3)
+    # R3's target is the time until the pending exports are ready: the cycle less its export.
+    r3 = by.get("R3")
+    r3_ready = round(r3["wall_s"] - export_s(r3), 2) if r3 and r3.get("phases") else None
     result = {
         "benchmark": "SYNCBENCH", "size": a.size, "objects": man["count"], "seed": man["seed"],
         "directory": {k: man[k] for k in ("users", "groups", "contacts", "users_with_manager", "changes")},
@@ -98,7 +105,9 @@ def main():
         "slapadd_seconds": a.load_seconds,
         "dump": {"wall_s": dump["wall_s"]}, "import_full": {k: imp[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "db_mb")},
         "import_to_dump_ratio": ratio,
+        "R3_to_pending_exports_ready_s": r3_ready,
         "throttle": {"writes_per_window": a.throttle, "utilisation_R3b": utilisation,
+                     "utilisation_R3b_whole_cycle": utilisation_cycle,
                      "throttled_429": throttled["throttled_429"] if throttled else None},
         "runs": [r for r in recs if r["run"] in LABELS], "all_records": recs, "targets": targets,
     }
@@ -127,8 +136,11 @@ def main():
         if not r:
             continue
         t = targets.get(rid)
-        met = "" if t is None else ("yes" if r["wall_s"] <= t and (rid != "R2" or r["writes"] == 0) else "**no**")
+        measured = r3_ready if rid == "R3" and r3_ready is not None else r["wall_s"]
+        met = "" if t is None else ("yes" if measured <= t and (rid != "R2" or r["writes"] == 0) else "**no**")
         target = "" if t is None else f"<= {t} s" + (", 0 writes" if rid == "R2" else "")
+        if rid == "R3" and t is not None and r3_ready is not None:
+            target += f" to pending exports ready (here {r3_ready} s)"
         if rid == "R3b":
             target = ">= 95% of the write budget, no 429 storm"
             met = ("n/a: fewer writes than one window" if utilisation is None else
@@ -149,8 +161,9 @@ def main():
         md.append(f"| import / raw dump | {ratio} | | | | | | | |")
     if throttled:
         md += ["", f"R3b throttled at {a.throttle.replace('/', ' writes per ')} s (Graph's 3,000 per 150 s rate), emulator and client pacer alike: "
-               f"{throttled['writes']} writes in {throttled['wall_s']} s, utilisation "
-               f"{'not measurable (fewer writes than one window)' if utilisation is None else f'{utilisation:.0%}'} of the budget over the whole cycle, "
+               f"{throttled['writes']} writes in an export phase of {round(export_s(throttled), 2)} s, utilisation "
+               f"{'not measurable (fewer writes than one window)' if utilisation is None else f'{utilisation:.0%}'} of the budget during the export "
+               f"({'-' if utilisation_cycle is None else f'{utilisation_cycle:.0%}'} over the whole {throttled['wall_s']} s cycle with its imports and syncs), "
                f"{throttled['throttled_429']} answers 429."]
     md += ["", "Where the wall time of each cycle goes (run history: import, sync, export per connector):", ""]
     for rid in ("R1", "R1c", "R2", "R4", "R3", "R3b"):

@@ -53,3 +53,22 @@ if state "$T/a/oracle-base.json" none | $PY bench/oracle_check.py "$T/a/oracle-r
   echo "FAIL: the base tenant passed the R3 oracle" >&2; exit 1
 fi
 echo "ok: oracle check accepts the oracle, refuses one changed title, member, missing or extra object"
+
+# M and L carry 50,000-member groups and five-level nesting; the minimum writes count the
+# member PATCHes past the 20 bound at creation (one per further 20).
+$PY bench/gen_bench.py 100000 "$T/m" --seed 7
+$PY - "$T/m" <<'PY' || { echo "FAIL: the 100,000-object directory lacks its large or nested groups" >&2; exit 1; }
+import json, sys
+d = sys.argv[1]
+m = json.load(open(f"{d}/manifest.json"))
+assert (m["big_groups"], m["largest_group"], m["nested_groups"]) == (1, 50000, 799), m
+patches = 0
+o = json.load(open(f"{d}/oracle-base.json"))
+group_ids = {g["onPremisesImmutableId"] for g in o["groups"]}
+inner = {g["onPremisesImmutableId"]: [x for x in g["members"] if x in group_ids] for g in o["groups"]}
+depth = lambda g: 1 + max((depth(x) for x in inner[g]), default=0)
+assert max(depth(g) for g in inner) == 5, "no chain of five nested groups"
+patches = sum((len(g["members"]) - 1) // 20 for g in o["groups"] if len(g["members"]) > 20)
+assert m["minimum_writes"]["R1"] == m["users"] + m["groups"] + patches, m["minimum_writes"]
+PY
+echo "ok: 100,000 objects carry a 50,000-member group, 5-level nesting, and count its member PATCHes"

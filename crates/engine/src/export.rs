@@ -144,8 +144,9 @@ pub async fn run_export(
             ));
             return finish(store, report, clock).await;
         }
-        // The deletion threshold.
-        let present = store.present_count(target.id).await?;
+        // The deletion threshold (the count of present objects is read only when there are
+        // deletes: it walks the whole connector space, which a delta with none must not do).
+        let present = if deletes.is_empty() { 0 } else { store.present_count(target.id).await? };
         let over_count = options.threshold.count.is_some_and(|c| deletes.len() as u64 > c);
         let over_percent = options.threshold.percent.is_some_and(|p| {
             present > 0 && (deletes.len() as f64) * 100.0 / (present as f64) > p

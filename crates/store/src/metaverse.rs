@@ -456,9 +456,12 @@ impl Store {
     /// The present domain objects (object class `domain`) of a connector: the domains of a
     /// cloud tenant as its connector imports them.
     pub async fn cs_domains(&self, connector: ConnectorId) -> Result<Vec<SyncCsObject>> {
-        // The literal class lets SQLite use the partial index `cs_objects_domains`.
+        // Without `INDEXED BY` SQLite walks the whole connector space in anchor order (the
+        // unique index) rather than read the few rows of the partial index and sort them: 100 ms
+        // of every delta sync at 100,000 objects.
         let sql = format!(
-            "{SELECT_CS} WHERE connector_id = ? AND object_class = 'domain' AND state = 'present' ORDER BY anchor"
+            "{SELECT_CS} INDEXED BY cs_objects_domains WHERE connector_id = ? AND object_class = 'domain' \
+             AND state = 'present' ORDER BY anchor"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(connector)
