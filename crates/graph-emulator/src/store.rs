@@ -100,10 +100,7 @@ impl Store {
                 .filename(p)
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                // A tenant of 100,000 objects is a database of about 200 MB: with SQLite's
-                // default 2 MB page cache most lookups read their pages from the kernel again.
-                .pragma("cache_size", "-262144"),
+                .synchronous(SqliteSynchronous::Normal),
             None => SqliteConnectOptions::from_str("sqlite::memory:")?,
         };
         let mut conn = SqliteConnection::connect_with(&opts).await?;
