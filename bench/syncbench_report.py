@@ -93,9 +93,13 @@ def main():
         # writes over the export phase's time at the budget's rate; the whole cycle's (imports
         # and syncs included) is a lower bound, shown beside it.
         if throttled["writes"] > w and throttled["wall_s"] > s:
-            utilisation_cycle = round(throttled["writes"] / (throttled["wall_s"] * w / s), 3)
+            # The budget of a span of T seconds: every window it touches, the first from its
+            # start (floor(T / s) + 1 windows), so a run that sends the whole budget of each
+            # window it spans is at 100%, not above.
+            budget = lambda t: (int(t // s) + 1) * w
+            utilisation_cycle = round(throttled["writes"] / budget(throttled["wall_s"]), 3)
             if export_s(throttled) > s:
-                utilisation = round(throttled["writes"] / (export_s(throttled) * w / s), 3)
+                utilisation = round(throttled["writes"] / budget(export_s(throttled)), 3)
     # R3's target is the time until the pending exports are ready: the cycle less its export.
     r3 = by.get("R3")
     r3_ready = round(r3["wall_s"] - export_s(r3), 2) if r3 and r3.get("phases") else None
