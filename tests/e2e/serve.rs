@@ -82,37 +82,7 @@ async fn serve_exports_and_notifies_a_change_made_in_active_directory_with_no_co
     )
     .await;
 
-    let emu = syncctl_graph_emulator::start(EmulatorConfig {
-        tenant: "contoso.onmicrosoft.com".into(),
-        verified_domains: vec!["corp.example.com".into()],
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let emu_url = emu.base_url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("graph.secret"), syncctl_graph_emulator::DEFAULT_CLIENT_SECRET).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.path().join("syncctl.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"syncctl.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldap\"\nflavor = \"ad\"\n\
-             url = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{ou}\"\n\
-             object_types = [\"user\"]\n\n[[connectors]]\nname = \"cloud\"\ntype = \"graph\"\n\
-             tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"{}\"\nclient_secret_file = \"graph.secret\"\n\
-             authority = \"{emu_url}\"\ngraph_url = \"{}\"\n\n{}\n{MODEL}\n\n[service]\ninterval = \"1s\"\n\
-             listen = \"127.0.0.1:{port}\"\n",
-            peer.ldaps_url,
-            peer.ca.display(),
-            peer.bind_dn,
-            peer.password_file.display(),
-            syncctl_graph_emulator::DEFAULT_CLIENT_ID,
-            emu.graph_url(),
-            mail_section(&smtp, "")
-        ),
-    )
-    .unwrap();
+    let AdCloudService { emu, emu_url, dir, port, config } = ad_cloud_service(&peer, &ou, &smtp, "").await;
     let log = dir.path().join("serve.log");
     let mut child = Command::new(syncctl_bin())
         .arg("--config")
@@ -288,38 +258,9 @@ async fn serve_on_active_directory_stopped_mid_cycle_resumes_and_converges_with_
         .await;
     }
 
-    let emu = syncctl_graph_emulator::start(EmulatorConfig {
-        tenant: "contoso.onmicrosoft.com".into(),
-        verified_domains: vec!["corp.example.com".into()],
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let emu_url = emu.base_url().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("graph.secret"), syncctl_graph_emulator::DEFAULT_CLIENT_SECRET).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.path().join("syncctl.toml");
     // A long stop grace: the first signal lets the running step end, however slow.
-    std::fs::write(
-        &config,
-        format!(
-            "[store]\npath = \"syncctl.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldap\"\nflavor = \"ad\"\n\
-             url = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{ou}\"\n\
-             object_types = [\"user\"]\n\n[[connectors]]\nname = \"cloud\"\ntype = \"graph\"\n\
-             tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"{}\"\nclient_secret_file = \"graph.secret\"\n\
-             authority = \"{emu_url}\"\ngraph_url = \"{}\"\n\n{}\n{MODEL}\n\n[service]\ninterval = \"1s\"\n\
-             stop_grace = \"10m\"\nassess_every = \"0s\"\nlisten = \"127.0.0.1:{port}\"\n",
-            peer.ldaps_url,
-            peer.ca.display(),
-            peer.bind_dn,
-            peer.password_file.display(),
-            syncctl_graph_emulator::DEFAULT_CLIENT_ID,
-            emu.graph_url(),
-            mail_section(&smtp, "")
-        ),
-    )
-    .unwrap();
+    let AdCloudService { emu, emu_url, dir, port, config } =
+        ad_cloud_service(&peer, &ou, &smtp, "stop_grace = \"10m\"\nassess_every = \"0s\"\n").await;
     let writes = |emu: &syncctl_graph_emulator::RunningEmulator| emu.stats().total_writes();
 
     // Everyone reaches the tenant.
@@ -450,4 +391,51 @@ async fn serve_on_active_directory_stopped_mid_cycle_resumes_and_converges_with_
     signal(&c, "-TERM");
     wait_exit(&mut c, &log_c).await;
     emu.stop().await.unwrap();
+}
+
+/// A Graph emulator and, in a new temporary directory, a syncctl config for `serve`: the AD
+/// connector over `ou` (users), the cloud connector, mail through `smtp`, the mail tests' model,
+/// and a `[service]` section polling every second on a free loopback port, with `service_extra`
+/// lines.
+struct AdCloudService {
+    emu: syncctl_graph_emulator::RunningEmulator,
+    emu_url: String,
+    dir: tempfile::TempDir,
+    port: u16,
+    config: std::path::PathBuf,
+}
+
+async fn ad_cloud_service(peer: &Peer, ou: &str, smtp: &Smtp, service_extra: &str) -> AdCloudService {
+    let emu = syncctl_graph_emulator::start(EmulatorConfig {
+        tenant: "contoso.onmicrosoft.com".into(),
+        verified_domains: vec!["corp.example.com".into()],
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let emu_url = emu.base_url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("graph.secret"), syncctl_graph_emulator::DEFAULT_CLIENT_SECRET).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("syncctl.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\npath = \"syncctl.db\"\n\n[[connectors]]\nname = \"corp\"\ntype = \"ldap\"\nflavor = \"ad\"\n\
+             url = \"{}\"\nca_file = \"{}\"\nbind_dn = \"{}\"\npassword_file = \"{}\"\nbase_dn = \"{ou}\"\n\
+             object_types = [\"user\"]\n\n[[connectors]]\nname = \"cloud\"\ntype = \"graph\"\n\
+             tenant = \"contoso.onmicrosoft.com\"\nclient_id = \"{}\"\nclient_secret_file = \"graph.secret\"\n\
+             authority = \"{emu_url}\"\ngraph_url = \"{}\"\n\n{}\n{MODEL}\n\n[service]\ninterval = \"1s\"\n\
+             {service_extra}listen = \"127.0.0.1:{port}\"\n",
+            peer.ldaps_url,
+            peer.ca.display(),
+            peer.bind_dn,
+            peer.password_file.display(),
+            syncctl_graph_emulator::DEFAULT_CLIENT_ID,
+            emu.graph_url(),
+            mail_section(smtp, "")
+        ),
+    )
+    .unwrap();
+    AdCloudService { emu, emu_url, dir, port, config }
 }
