@@ -30,7 +30,8 @@
 # Each run: wall, user+system CPU and peak RSS (/usr/bin/time), database size, the writes the
 # emulator applied (/_emulator/stats) against the generator's minimum, 429s; after R1, R2, R3
 # and R3b the tenant (/_emulator/state) must equal the generator's oracle, or the benchmark
-# fails. Results: bench/results/<size>-<UTC date>.json and .md, with the machine described.
+# fails. Results: bench/results/<size>-<UTC date>[-N].json and .md (N counts the day's earlier
+# runs: nothing is overwritten), with the machine described.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -55,8 +56,16 @@ case $SIZE in
   *) TAG=$SIZE COUNT=$SIZE ;;
 esac
 
+# The directory and the measuring tools come from apt-get, as the test peers' do (root; a
+# --dry-run only checks).
+if [ "$DRY" = 0 ]; then
+  PEER_NAME=syncbench
+  # shellcheck source=../tests/peers/lib.sh
+  . tests/peers/lib.sh
+  ensure_packages slapd ldap-utils openssl curl time python3
+fi
 for tool in slapadd slapd ldapsearch ldapmodify curl /usr/bin/time cargo "$PY"; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "syncbench: $tool is missing (apt-get install slapd ldap-utils curl time)" >&2; exit 1; }
+  command -v "$tool" >/dev/null 2>&1 || { echo "syncbench: $tool is missing (apt-get install slapd ldap-utils curl time python3)" >&2; exit 1; }
 done
 BENCH=${SYNCCTL_BENCH_DIR:-/tmp/syncctl-bench}
 DATA=$BENCH/data-$TAG-seed$SEED
@@ -277,8 +286,11 @@ $PY bench/syncbench_report.py "$RECORDS" "$DATA/manifest.json" "$OUT" \
   --rustc "$(rustc -V)" --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates connectors schema || echo '+dirty')"
 if [ "$RESULTS" = 1 ]; then
   mkdir -p bench/results
-  cp "$OUT.json" "bench/results/$TAG-$DATE.json"
-  cp "$OUT.md" "bench/results/$TAG-$DATE.md"
-  log "results: bench/results/$TAG-$DATE.{json,md}"
+  # A second run on the same day gets its own name (-2, -3, ...): results are never overwritten.
+  NAME=$TAG-$DATE n=1
+  while [ -e "bench/results/$NAME.json" ] || [ -e "bench/results/$NAME.md" ]; do n=$((n + 1)); NAME=$TAG-$DATE-$n; done
+  cp "$OUT.json" "bench/results/$NAME.json"
+  cp "$OUT.md" "bench/results/$NAME.md"
+  log "results: bench/results/$NAME.{json,md}"
 fi
 cat "$OUT.md"

@@ -401,10 +401,14 @@ struct SyncRun<'a> {
     counts: SyncCounts,
     counted: SyncCounts,
     // The overlay of one batch.
-    cs: HashMap<CsId, SyncCsObject>,
+    /// Shared, not copied: an object is read by every step of its batch.
+    cs: HashMap<CsId, Arc<SyncCsObject>>,
     links_cs: HashMap<CsId, Option<MvLink>>,
+    /// The CS objects `links_cs` has ever linked to each MV object in this batch (an index of
+    /// it: each entry is checked against `links_cs`, which may have moved the link since).
+    links_cs_by_mv: HashMap<MvId, Vec<CsId>>,
     links_mv: HashMap<MvId, Vec<MvLink>>,
-    mv: HashMap<MvId, Option<MvObject>>,
+    mv: HashMap<MvId, Option<Arc<MvObject>>>,
     new_keys: HashMap<(String, String), Vec<MvId>>,
     dirty: BTreeSet<MvId>,
     /// Target links of MV objects deleted in this batch (to deprovision).
@@ -499,6 +503,7 @@ impl<'a> SyncRun<'a> {
             counted: SyncCounts::default(),
             cs: HashMap::new(),
             links_cs: HashMap::new(),
+            links_cs_by_mv: HashMap::new(),
             links_mv: HashMap::new(),
             mv: HashMap::new(),
             new_keys: HashMap::new(),
@@ -535,6 +540,7 @@ impl<'a> SyncRun<'a> {
         self.join_cache.clear();
         self.cs.clear();
         self.links_cs.clear();
+        self.links_cs_by_mv.clear();
         self.links_mv.clear();
         self.mv.clear();
         self.new_keys.clear();
@@ -542,6 +548,14 @@ impl<'a> SyncRun<'a> {
         self.deleted_links.clear();
         let next = std::mem::take(&mut self.dirty_next);
         self.dirty.extend(next);
+    }
+
+    /// Records in the overlay that `cs` is linked to `link`'s MV object (or to none).
+    fn set_link_cs(&mut self, cs: CsId, link: Option<MvLink>) {
+        if let Some(l) = &link {
+            self.links_cs_by_mv.entry(l.mv_id).or_default().push(cs);
+        }
+        self.links_cs.insert(cs, link);
     }
 
     /// The counters added since the last batch, in run-history terms.
@@ -649,7 +663,7 @@ impl<'a> SyncRun<'a> {
         }
         let mut found = self.store.links_by_cs(&missing).await?;
         for cs in missing {
-            self.links_cs.insert(cs, found.remove(&cs));
+            self.set_link_cs(cs, found.remove(&cs));
         }
         Ok(())
     }
@@ -659,7 +673,7 @@ impl<'a> SyncRun<'a> {
             return Ok(l.clone());
         }
         let found = self.store.links_by_cs(&[cs]).await?.remove(&cs);
-        self.links_cs.insert(cs, found.clone());
+        self.set_link_cs(cs, found.clone());
         Ok(found)
     }
 
@@ -680,15 +694,18 @@ impl<'a> SyncRun<'a> {
         for l in stored {
             match self.links_cs.get(&l.cs_id) {
                 None => {
-                    self.links_cs.insert(l.cs_id, Some(l.clone()));
+                    self.set_link_cs(l.cs_id, Some(l.clone()));
                     found.push(l);
                 }
                 Some(Some(current)) if current.mv_id == mv => found.push(current.clone()),
                 Some(_) => {}
             }
         }
-        for l in self.links_cs.values().flatten() {
-            if l.mv_id == mv && !found.iter().any(|f| f.cs_id == l.cs_id) {
+        for cs in self.links_cs_by_mv.get(&mv).into_iter().flatten() {
+            if let Some(Some(l)) = self.links_cs.get(cs)
+                && l.mv_id == mv
+                && !found.iter().any(|f| f.cs_id == l.cs_id)
+            {
                 found.push(l.clone());
             }
         }
@@ -737,7 +754,7 @@ impl<'a> SyncRun<'a> {
         }
         let mut cs_ids = Vec::new();
         for id in &ids {
-            self.mv.insert(*id, objects.remove(id));
+            self.mv.insert(*id, objects.remove(id).map(Arc::new));
             if self.links_mv.contains_key(id) {
                 continue;
             }
@@ -746,14 +763,14 @@ impl<'a> SyncRun<'a> {
             self.links_mv.insert(*id, found);
         }
         for (id, o) in self.store.cs_by_ids(&cs_ids).await? {
-            self.cs.insert(id, o);
+            self.cs.insert(id, Arc::new(o));
         }
         Ok(())
     }
 
     /// The join candidates every unlinked object of the batch will look up, in one query per
     /// join attribute (an expression that fails here fails again, with its error, in `inbound`).
-    async fn prefetch_join_candidates(&mut self, objects: &[SyncCsObject]) -> Result<()> {
+    async fn prefetch_join_candidates(&mut self, objects: &[Arc<SyncCsObject>]) -> Result<()> {
         let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for o in objects.iter().filter(|o| o.present && matches!(self.links_cs.get(&o.id), Some(None))) {
             let view = CsView { object: o, member_of: Vec::new() };
@@ -781,29 +798,29 @@ impl<'a> SyncRun<'a> {
         Ok(())
     }
 
-    async fn mv_object(&mut self, mv: MvId) -> Result<Option<MvObject>> {
+    async fn mv_object(&mut self, mv: MvId) -> Result<Option<Arc<MvObject>>> {
         if let Some(o) = self.mv.get(&mv) {
             return Ok(o.clone());
         }
-        let found = self.store.mv_by_ids(&[mv]).await?.remove(&mv);
+        let found = self.store.mv_by_ids(&[mv]).await?.remove(&mv).map(Arc::new);
         self.mv.insert(mv, found.clone());
         Ok(found)
     }
 
-    async fn cs_object(&mut self, cs: CsId) -> Result<Option<SyncCsObject>> {
+    async fn cs_object(&mut self, cs: CsId) -> Result<Option<Arc<SyncCsObject>>> {
         if let Some(o) = self.cs.get(&cs) {
-            return Ok(Some(o.clone()));
+            return Ok(Some(Arc::clone(o)));
         }
-        let found = self.store.cs_by_ids(&[cs]).await?.remove(&cs);
+        let found = self.store.cs_by_ids(&[cs]).await?.remove(&cs).map(Arc::new);
         if let Some(o) = &found {
-            self.cs.insert(cs, o.clone());
+            self.cs.insert(cs, Arc::clone(o));
         }
         Ok(found)
     }
 
     async fn add_link(&mut self, link: MvLink) -> Result<()> {
         self.links_of_mv(link.mv_id).await?;
-        self.links_cs.insert(link.cs_id, Some(link.clone()));
+        self.set_link_cs(link.cs_id, Some(link.clone()));
         let list = self.links_mv.entry(link.mv_id).or_default();
         list.retain(|l| l.cs_id != link.cs_id);
         list.push(link.clone());
@@ -815,7 +832,7 @@ impl<'a> SyncRun<'a> {
 
     async fn remove_link(&mut self, link: &MvLink) -> Result<()> {
         self.links_of_mv(link.mv_id).await?;
-        self.links_cs.insert(link.cs_id, None);
+        self.set_link_cs(link.cs_id, None);
         if let Some(list) = self.links_mv.get_mut(&link.mv_id) {
             list.retain(|l| l.cs_id != link.cs_id);
         }
@@ -836,7 +853,7 @@ impl<'a> SyncRun<'a> {
     async fn batch(&mut self, objects: Vec<SyncCsObject>) -> Result<Option<i64>> {
         let ids: Vec<CsId> = objects.iter().map(|o| o.id).collect();
         for (cs, link) in self.store.links_by_cs(&ids).await? {
-            self.links_cs.insert(cs, Some(link));
+            self.set_link_cs(cs, Some(link));
         }
         for id in &ids {
             self.links_cs.entry(*id).or_insert(None);
@@ -847,8 +864,9 @@ impl<'a> SyncRun<'a> {
             let first = self.store.allocate_mv_ids(n).await?;
             self.free_ids = (first..first + n).rev().collect();
         }
+        let objects: Vec<Arc<SyncCsObject>> = objects.into_iter().map(Arc::new).collect();
         for o in &objects {
-            self.cs.insert(o.id, o.clone());
+            self.cs.insert(o.id, Arc::clone(o));
         }
         let linked: Vec<MvId> = self.links_cs.values().flatten().map(|l| l.mv_id).collect();
         self.prefetch(linked).await?;
@@ -1099,7 +1117,8 @@ impl<'a> SyncRun<'a> {
                     if let Some(other) =
                         links.iter().find(|l| l.connector_id == self.source.id && l.cs_id != object.id)
                     {
-                        let other_dn = self.cs_object(other.cs_id).await?.map(|o| o.dn).unwrap_or_default();
+                        let other_dn =
+                            self.cs_object(other.cs_id).await?.map(|o| o.dn.clone()).unwrap_or_default();
                         taken.push(format!("metaverse object {id} is already joined to {other_dn}"));
                         continue;
                     }
@@ -1176,14 +1195,14 @@ impl<'a> SyncRun<'a> {
         let now = self.clock.now_ms();
         self.mv.insert(
             id,
-            Some(MvObject {
+            Some(Arc::new(MvObject {
                 id,
                 object_type: rule.mv_object_type.clone(),
                 attributes: Attributes::new(),
                 provenance: BTreeMap::new(),
                 created_at: now,
                 changed_at: now,
-            }),
+            })),
         );
         self.links_mv.insert(id, Vec::new());
         self.add_link(MvLink {
@@ -1239,9 +1258,10 @@ impl<'a> SyncRun<'a> {
         }
         // No source left: the metaverse object is deleted; its target links are deprovisioned.
         for l in &remaining {
-            self.links_cs.insert(l.cs_id, None);
+            self.set_link_cs(l.cs_id, None);
         }
-        let object_type = self.mv_object(link.mv_id).await?.map(|o| o.object_type).unwrap_or_default();
+        let object_type =
+            self.mv_object(link.mv_id).await?.map(|o| o.object_type.clone()).unwrap_or_default();
         // What referred to it must drop the reference.
         if let Some(cs) = self.cs_object(link.cs_id).await? {
             self.referrers_dirty(&cs).await?;
@@ -1278,7 +1298,8 @@ impl<'a> SyncRun<'a> {
     /// Recomputes an MV object's attributes from every linked object (precedence per attribute).
     async fn recompute(&mut self, mv: MvId) -> Result<()> {
         self.current_mv = Some(mv);
-        let Some(mut object) = self.mv_object(mv).await? else { return Ok(()) };
+        let Some(current) = self.mv_object(mv).await? else { return Ok(()) };
+        let object = &*current;
         let is_new = object.attributes.is_empty() && object.provenance.is_empty();
         let links = self.links_of_mv(mv).await?;
         let mut contributions: BTreeMap<String, (String, Vec<Contribution>)> = BTreeMap::new();
@@ -1404,19 +1425,27 @@ impl<'a> SyncRun<'a> {
         if old == attributes && object.provenance == provenance && !is_new {
             return Ok(());
         }
-        if old != attributes {
+        let changed_at = if old != attributes {
             self.counts.mv_updated += 1;
-            object.changed_at = self.clock.now_ms();
-        }
-        object.attributes = attributes;
-        object.provenance = provenance;
+            self.clock.now_ms()
+        } else {
+            object.changed_at
+        };
+        let object = MvObject {
+            id: object.id,
+            object_type: object.object_type.clone(),
+            attributes,
+            provenance,
+            created_at: object.created_at,
+            changed_at,
+        };
         let keys = join_keys(&object.attributes, &self.mv_keys);
         for k in &keys {
             self.new_keys.entry(k.clone()).or_default().push(mv);
         }
         self.out.mv_writes.retain(|w| w.object.id != mv);
         self.out.mv_writes.push(MvWrite { object: object.clone(), join_keys: keys });
-        self.mv.insert(mv, Some(object));
+        self.mv.insert(mv, Some(Arc::new(object)));
         Ok(())
     }
 
@@ -1473,18 +1502,21 @@ impl<'a> SyncRun<'a> {
                 reachable.remove(&m);
             }
         }
-        // What this batch links or stages.
-        for p in &self.out.pending_writes {
-            if p.connector_id == target.id
-                && p.operation == ExportOperation::Add
-                && let Some(m) = p.mv_id
-            {
-                reachable.insert(m);
+        // What this batch links or stages (only the referenced objects matter; the staged adds
+        // are looked through only while one of them is still unreachable).
+        for m in &ids {
+            if self.links_mv.get(m).is_some_and(|links| links.iter().any(|l| l.connector_id == target.id)) {
+                reachable.insert(*m);
             }
         }
-        for (m, links) in &self.links_mv {
-            if links.iter().any(|l| l.connector_id == target.id) {
-                reachable.insert(*m);
+        if ids.iter().any(|m| !reachable.contains(m)) {
+            for p in &self.out.pending_writes {
+                if p.connector_id == target.id
+                    && p.operation == ExportOperation::Add
+                    && let Some(m) = p.mv_id
+                {
+                    reachable.insert(m);
+                }
             }
         }
         // A reference to an object handled later in this pass may become reachable: this object
@@ -1952,7 +1984,7 @@ impl<'a> SyncRun<'a> {
             if let Some(l) = link {
                 let cs_key = format!("cs:{}", l.cs_id);
                 let cs = self.cs_object(l.cs_id).await?;
-                let elsewhere = cs.as_ref().is_some_and(synchronized_elsewhere);
+                let elsewhere = cs.as_deref().is_some_and(synchronized_elsewhere);
                 if deprovision_delete && elsewhere {
                     self.warn_at(
                         None,

@@ -136,7 +136,7 @@ pub(crate) async fn handle(app: &App, req: &Request) -> GraphResponse {
     }
 }
 
-async fn route(app: &App, req: &Request) -> Result<GraphResponse, sqlx::Error> {
+async fn route(app: &App, req: &Request) -> Result<GraphResponse, rusqlite::Error> {
     let segs: Vec<&str> = req.path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let m = req.method.as_str();
     let kind_of = |s: &str| match s {
@@ -186,7 +186,7 @@ fn is_delta(seg: &str) -> bool {
 
 /// `GET /domains`: `{"value": [{"id", "authenticationType", "isDefault", "isInitial", "isVerified", ...}]}`.
 /// <https://learn.microsoft.com/en-us/graph/api/domain-list?view=graph-rest-1.0>
-async fn domains(app: &App, req: &Request) -> Result<GraphResponse, sqlx::Error> {
+async fn domains(app: &App, req: &Request) -> Result<GraphResponse, rusqlite::Error> {
     let select = select_list(req);
     let value: Vec<Value> = app
         .store
@@ -206,7 +206,7 @@ async fn domains(app: &App, req: &Request) -> Result<GraphResponse, sqlx::Error>
 
 /// `GET /directoryRoles?$expand=members`: activated roles, each with its members when expanded.
 /// <https://learn.microsoft.com/en-us/graph/api/directoryrole-list?view=graph-rest-1.0>
-async fn directory_roles(app: &App, req: &Request) -> Result<GraphResponse, sqlx::Error> {
+async fn directory_roles(app: &App, req: &Request) -> Result<GraphResponse, rusqlite::Error> {
     let expand = req.param("$expand").is_some_and(|e| e.split(',').any(|p| p.trim() == "members"));
     let mut value = Vec::new();
     for (role, users) in app.store.admin_roles().await? {
@@ -352,7 +352,7 @@ fn page_size(app: &App, req: &Request) -> Result<i64, GraphResponse> {
 /// `GET /users` and `GET /groups`: `{"@odata.context", "value": [...], "@odata.nextLink"}` with an
 /// opaque `$skiptoken`. <https://learn.microsoft.com/en-us/graph/api/user-list?view=graph-rest-1.0>,
 /// <https://learn.microsoft.com/en-us/graph/paging>
-async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sqlx::Error> {
+async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, rusqlite::Error> {
     let top = match page_size(app, req) {
         Ok(t) => t,
         Err(r) => return Ok(r),
@@ -416,7 +416,7 @@ async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sql
 
 /// `GET /users/{id | userPrincipalName}` and `GET /groups/{id}`.
 /// <https://learn.microsoft.com/en-us/graph/api/user-get?view=graph-rest-1.0>
-async fn get(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphResponse, sqlx::Error> {
+async fn get(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     let select = select_list(req);
     let found = match app.store.get(Some(kind), id).await? {
         None if kind == Kind::User && id.contains('@') => app.store.get_by_upn(id).await?,
@@ -561,7 +561,7 @@ fn member_binds(body: &Obj) -> Result<Vec<String>, GraphResponse> {
 
 /// The UPN refusal for a domain that is not verified in the tenant.
 /// <https://learn.microsoft.com/en-us/graph/api/user-post-users?view=graph-rest-1.0>
-async fn check_upn(app: &App, upn: &str) -> Result<Option<GraphResponse>, sqlx::Error> {
+async fn check_upn(app: &App, upn: &str) -> Result<Option<GraphResponse>, rusqlite::Error> {
     let Some((local, domain)) = upn.rsplit_once('@') else {
         return Ok(Some(bad_request("Property userPrincipalName is invalid.")));
     };
@@ -624,7 +624,7 @@ pub(crate) fn derive_addresses(o: &mut Obj) {
     o.insert("proxyAddresses".into(), json!(addrs));
 }
 
-fn store_err(e: OpError, id: &str) -> Result<GraphResponse, sqlx::Error> {
+fn store_err(e: OpError, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     match e {
         OpError::Db(e) => Err(e),
         OpError::Conflict(p) => Ok(conflict(p.split(':').next().unwrap_or(&p))),
@@ -638,7 +638,7 @@ fn store_err(e: OpError, id: &str) -> Result<GraphResponse, sqlx::Error> {
 
 /// `POST /users` (201 with the created user) and `POST /groups`.
 /// <https://learn.microsoft.com/en-us/graph/api/user-post-users?view=graph-rest-1.0>
-async fn create(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sqlx::Error> {
+async fn create(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, rusqlite::Error> {
     let Some(Value::Object(body)) = &req.body else {
         return Ok(bad_request("Empty Payload. JSON content expected."));
     };
@@ -742,7 +742,7 @@ fn is_synced(o: &Obj) -> bool {
 
 /// `PATCH /users/{id}`: 204 No Content.
 /// <https://learn.microsoft.com/en-us/graph/api/user-update?view=graph-rest-1.0>
-async fn update(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphResponse, sqlx::Error> {
+async fn update(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     let Some(Value::Object(body)) = &req.body else {
         return Ok(bad_request("Empty Payload. JSON content expected."));
     };
@@ -791,7 +791,7 @@ async fn update(app: &App, req: &Request, kind: Kind, id: &str) -> Result<GraphR
 
 /// `DELETE /users/{id}`: 204 No Content.
 /// <https://learn.microsoft.com/en-us/graph/api/user-delete?view=graph-rest-1.0>
-async fn delete(app: &App, kind: Kind, id: &str) -> Result<GraphResponse, sqlx::Error> {
+async fn delete(app: &App, kind: Kind, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     match app.store.get(Some(kind), id).await? {
         None => return Ok(not_found(id)),
         Some((_, o)) if is_synced(&o) => {
@@ -807,7 +807,7 @@ async fn delete(app: &App, kind: Kind, id: &str) -> Result<GraphResponse, sqlx::
 
 /// `GET /groups/{id}/members`: directoryObjects with their `@odata.type`.
 /// <https://learn.microsoft.com/en-us/graph/api/group-list-members?view=graph-rest-1.0>
-async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, sqlx::Error> {
+async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     if app.store.get(Some(Kind::Group), id).await?.is_none() {
         return Ok(not_found(id));
     }
@@ -827,7 +827,7 @@ async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, sq
 
 /// `POST /groups/{id}/members/$ref` with `{"@odata.id": ".../directoryObjects/{id}"}`: 204.
 /// <https://learn.microsoft.com/en-us/graph/api/group-post-members?view=graph-rest-1.0>
-async fn add_member(app: &App, req: &Request, id: &str) -> Result<GraphResponse, sqlx::Error> {
+async fn add_member(app: &App, req: &Request, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     let Some(member) = req
         .body
         .as_ref()
@@ -855,7 +855,7 @@ async fn add_member(app: &App, req: &Request, id: &str) -> Result<GraphResponse,
 
 /// `DELETE /groups/{id}/members/{memberId}/$ref`: 204.
 /// <https://learn.microsoft.com/en-us/graph/api/group-delete-members?view=graph-rest-1.0>
-async fn remove_member(app: &App, id: &str, member: &str) -> Result<GraphResponse, sqlx::Error> {
+async fn remove_member(app: &App, id: &str, member: &str) -> Result<GraphResponse, rusqlite::Error> {
     if let Some((_, g)) = app.store.get(Some(Kind::Group), id).await?
         && is_synced(&g)
     {
@@ -915,7 +915,7 @@ fn sync_state_not_found() -> GraphResponse {
 /// <https://learn.microsoft.com/en-us/graph/api/user-delta?view=graph-rest-1.0>,
 /// <https://learn.microsoft.com/en-us/graph/api/group-delta?view=graph-rest-1.0>,
 /// <https://learn.microsoft.com/en-us/graph/delta-query-users>
-async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, sqlx::Error> {
+async fn delta(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, rusqlite::Error> {
     let epoch = app.store.epoch().await?;
     let max = app.store.max_seq().await?;
     let token = req.param("$deltatoken").or_else(|| req.param("$skiptoken"));

@@ -69,7 +69,7 @@ pub async fn wait_for_stop() {
 pub enum EmulatorError {
     /// The SQLite state could not be opened or written.
     #[error("emulator state: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] rusqlite::Error),
     /// The listener could not be bound or served.
     #[error("emulator listener: {0}")]
     Io(#[from] std::io::Error),
@@ -930,7 +930,7 @@ async fn admin_state(State(app): State<Arc<App>>) -> Response {
             .into_iter()
             .map(|(r, us)| json!({"role": r, "userIds": us}))
             .collect();
-        Ok::<Value, sqlx::Error>(json!({
+        Ok::<Value, rusqlite::Error>(json!({
             "users": users,
             "groups": groups,
             "domains": app.store.domains().await?,

@@ -1,13 +1,15 @@
 //! The emulator's state in SQLite: directory objects as JSON documents, unique values, group members,
 //! domains, admin roles and the change log behind delta tokens. Everything survives a restart.
+//!
+//! SQLite is called in place (rusqlite) under one mutex: an operation is a few statements of
+//! microseconds each, and a hand-off to a database thread per statement cost more than the
+//! statements (most of an export's time went to waking threads).
 
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::{Map, Value};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::str::FromStr;
-use tokio::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::EmulatorError;
 
@@ -18,7 +20,7 @@ pub type Obj = Map<String, Value>;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpError {
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(#[from] rusqlite::Error),
     #[error("another object with the same value for property {0} already exists")]
     Conflict(String),
     #[error("not found")]
@@ -80,9 +82,9 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// The SQLite-backed state. One connection behind a mutex: every operation is serialized, which keeps
-/// uniqueness checks and the change log consistent.
+/// uniqueness checks and the change log consistent. The lock is never held across an `.await`.
 pub(crate) struct Store {
-    conn: Mutex<SqliteConnection>,
+    conn: Mutex<Connection>,
     /// The domains, read once (every user write checks its UPN suffix against them).
     domains: std::sync::Mutex<Option<Vec<Obj>>>,
 }
@@ -95,58 +97,62 @@ pub(crate) struct MemberChange {
 
 impl Store {
     pub(crate) async fn open(path: Option<&Path>) -> Result<Store, EmulatorError> {
-        let opts = match path {
-            Some(p) => SqliteConnectOptions::new()
-                .filename(p)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal),
-            None => SqliteConnectOptions::from_str("sqlite::memory:")?,
+        let conn = match path {
+            Some(p) => {
+                let conn = Connection::open(p)?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn
+            }
+            None => Connection::open_in_memory()?,
         };
-        let mut conn = SqliteConnection::connect_with(&opts).await?;
+        conn.set_prepared_statement_cache_capacity(64);
         for stmt in SCHEMA {
-            sqlx::query(*stmt).execute(&mut conn).await?;
+            conn.execute(stmt, [])?;
         }
-        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)")
-            .bind(uuid::Uuid::new_v4().simple().to_string())
-            .execute(&mut conn)
-            .await?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
+            [uuid::Uuid::new_v4().simple().to_string()],
+        )?;
         Ok(Store { conn: Mutex::new(conn), domains: std::sync::Mutex::new(None) })
     }
 
+    /// The connection. A panic while it was held left no transaction open (a dropped
+    /// transaction rolls back), so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     pub(crate) async fn close(&self) {
-        let mut conn = self.conn.lock().await;
+        let conn = self.lock();
         // Checkpoint so the file alone holds everything; errors here only cost a WAL replay.
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *conn).await;
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
     }
 
     /// The epoch names this state's change log; a reset starts a new one and so expires every token.
-    pub(crate) async fn epoch(&self) -> Result<String, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'").fetch_one(&mut *conn).await
+    pub(crate) async fn epoch(&self) -> Result<String, rusqlite::Error> {
+        self.lock().query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))
     }
 
-    pub(crate) async fn max_seq(&self) -> Result<i64, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes").fetch_one(&mut *conn).await
+    pub(crate) async fn max_seq(&self) -> Result<i64, rusqlite::Error> {
+        self.lock().query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))
     }
 
-    pub(crate) async fn set_domains(&self, domains: &[Obj]) -> Result<(), sqlx::Error> {
-        let mut conn = self.conn.lock().await;
+    pub(crate) async fn set_domains(&self, domains: &[Obj]) -> Result<(), rusqlite::Error> {
+        let mut conn = self.lock();
         if let Ok(mut cached) = self.domains.lock() {
             *cached = None;
         }
-        let mut tx = conn.begin().await?;
-        sqlx::query("DELETE FROM domains").execute(&mut *tx).await?;
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM domains", [])?;
         for d in domains {
             let id = d.get("id").and_then(Value::as_str).unwrap_or_default();
-            sqlx::query("INSERT INTO domains (id, data) VALUES (?, ?)")
-                .bind(id.to_ascii_lowercase())
-                .bind(Value::Object(d.clone()).to_string())
-                .execute(&mut *tx)
-                .await?;
+            tx.execute(
+                "INSERT INTO domains (id, data) VALUES (?, ?)",
+                params![id.to_ascii_lowercase(), Value::Object(d.clone()).to_string()],
+            )?;
         }
-        tx.commit().await?;
+        tx.commit()?;
         // Cleared again once committed: a read that raced the write may have cached the old list.
         if let Ok(mut cached) = self.domains.lock() {
             *cached = None;
@@ -154,15 +160,18 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) async fn domains(&self) -> Result<Vec<Obj>, sqlx::Error> {
+    pub(crate) async fn domains(&self) -> Result<Vec<Obj>, rusqlite::Error> {
         if let Ok(cached) = self.domains.lock()
             && let Some(d) = cached.as_ref()
         {
             return Ok(d.clone());
         }
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query("SELECT data FROM domains ORDER BY id").fetch_all(&mut *conn).await?;
-        let list: Vec<Obj> = rows.iter().filter_map(|r| parse_obj(r.get("data"))).collect();
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT data FROM domains ORDER BY id")?;
+        let list: Vec<Obj> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .filter_map(|d| d.ok().and_then(|d| parse_obj(&d)))
+            .collect();
         if let Ok(mut cached) = self.domains.lock() {
             *cached = Some(list.clone());
         }
@@ -175,33 +184,40 @@ impl Store {
         kind: Kind,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Obj>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query("SELECT data FROM objects WHERE kind = ? AND id > ? ORDER BY id LIMIT ?")
-            .bind(kind.as_str())
-            .bind(after.unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(rows.iter().filter_map(|r| parse_obj(r.get("data"))).collect())
+    ) -> Result<Vec<Obj>, rusqlite::Error> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT data FROM objects WHERE kind = ? AND id > ? ORDER BY id LIMIT ?")?;
+        let rows =
+            stmt.query_map(params![kind.as_str(), after.unwrap_or(""), limit], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for data in rows {
+            if let Some(o) = parse_obj(&data?) {
+                out.push(o);
+            }
+        }
+        Ok(out)
     }
 
-    pub(crate) async fn get(&self, kind: Option<Kind>, id: &str) -> Result<Option<(Kind, Obj)>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        get_in(&mut conn, kind, id).await
+    pub(crate) async fn get(
+        &self,
+        kind: Option<Kind>,
+        id: &str,
+    ) -> Result<Option<(Kind, Obj)>, rusqlite::Error> {
+        get_in(&self.lock(), kind, id)
     }
 
     /// A user by userPrincipalName (case-insensitive).
-    pub(crate) async fn get_by_upn(&self, upn: &str) -> Result<Option<(Kind, Obj)>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let id: Option<String> = sqlx::query_scalar(
-            "SELECT object_id FROM unique_values WHERE prop = 'userPrincipalName' AND value = ?",
-        )
-        .bind(upn.to_lowercase())
-        .fetch_optional(&mut *conn)
-        .await?;
+    pub(crate) async fn get_by_upn(&self, upn: &str) -> Result<Option<(Kind, Obj)>, rusqlite::Error> {
+        let conn = self.lock();
+        let id: Option<String> = conn
+            .prepare_cached(
+                "SELECT object_id FROM unique_values WHERE prop = 'userPrincipalName' AND value = ?",
+            )?
+            .query_row([upn.to_lowercase()], |r| r.get(0))
+            .optional()?;
         match id {
-            Some(id) => get_in(&mut conn, Some(Kind::User), &id).await,
+            Some(id) => get_in(&conn, Some(Kind::User), &id),
             None => Ok(None),
         }
     }
@@ -221,9 +237,6 @@ impl Store {
     /// does not exist ([`OpError::MissingRef`]) or is one already ([`OpError::AlreadyMember`])
     /// refuses the whole write. When the object itself is unchanged only the members are written.
     /// `new`: the object was just given its id (a create), so there is nothing to replace.
-    ///
-    /// Each statement is a round trip to SQLite's worker thread, so the statements are few and
-    /// take many rows at once (the write path of an export is a few per request).
     pub(crate) async fn put_linked(
         &self,
         kind: Kind,
@@ -233,53 +246,44 @@ impl Store {
         new: bool,
     ) -> Result<(), OpError> {
         let id = obj.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-        let mut conn = self.conn.lock().await;
-        let mut tx = conn.begin().await?;
-        let old = if new { None } else { get_in(&mut tx, Some(kind), &id).await?.map(|(_, o)| o) };
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let old = if new { None } else { get_in(&tx, Some(kind), &id)?.map(|(_, o)| o) };
         let unchanged = !members.is_empty() && old.as_ref() == Some(obj);
         if !unchanged {
-            put_in(&mut tx, kind, &id, obj, unique, old.as_ref(), new).await?;
+            put_in(&tx, kind, &id, obj, unique, old.as_ref(), new)?;
         }
         if !members.is_empty() {
-            let marks = vec!["?"; members.len()].join(", ");
-            let sql = format!("SELECT id FROM objects WHERE id IN ({marks})");
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
-            for m in members {
-                q = q.bind(m);
-            }
-            let found: std::collections::HashSet<String> = q.fetch_all(&mut *tx).await?.into_iter().collect();
+            let list = json_ids(members);
+            let found: std::collections::HashSet<String> = tx
+                .prepare_cached("SELECT id FROM objects WHERE id IN (SELECT value FROM json_each(?))")?
+                .query_map([&list], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
             if let Some(missing) = members.iter().find(|m| !found.contains(*m)) {
                 return Err(OpError::MissingRef(missing.clone()));
             }
             if !new {
-                let sql =
-                    format!("SELECT COUNT(*) FROM members WHERE group_id = ? AND member_id IN ({marks})");
-                let mut q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(&id);
-                for m in members {
-                    q = q.bind(m);
-                }
-                if q.fetch_one(&mut *tx).await? > 0 {
+                let already: i64 = tx
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM members WHERE group_id = ? \
+                         AND member_id IN (SELECT value FROM json_each(?))",
+                    )?
+                    .query_row(params![id, list], |r| r.get(0))?;
+                if already > 0 {
                     return Err(OpError::AlreadyMember);
                 }
             }
-            let rows = vec!["(?, ?)"; members.len()].join(", ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT OR IGNORE INTO members (group_id, member_id) VALUES {rows}"
-            )));
-            for m in members {
-                q = q.bind(&id).bind(m);
-            }
-            q.execute(&mut *tx).await?;
-            let rows = vec!["('group', ?, ?, 1)"; members.len()].join(", ");
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO changes (kind, object_id, member_id, member_added) VALUES {rows}"
-            )));
-            for m in members {
-                q = q.bind(&id).bind(m);
-            }
-            q.execute(&mut *tx).await?;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO members (group_id, member_id) SELECT ?, value FROM json_each(?)",
+            )?
+            .execute(params![id, list])?;
+            tx.prepare_cached(
+                "INSERT INTO changes (kind, object_id, member_id, member_added) \
+                 SELECT 'group', ?, value, 1 FROM json_each(?) ORDER BY key",
+            )?
+            .execute(params![id, list])?;
         }
-        tx.commit().await?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -292,24 +296,20 @@ impl Store {
         ids: &[String],
         from: i64,
         to: i64,
-    ) -> Result<HashMap<String, Option<Vec<String>>>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query(
-            "SELECT object_id, props FROM changes WHERE kind = ? \
-             AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NULL \
-             AND seq > ? AND seq <= ? ORDER BY seq",
-        )
-        .bind(kind.as_str())
-        .bind(json_ids(ids))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await?;
+    ) -> Result<HashMap<String, Option<Vec<String>>>, rusqlite::Error> {
+        let rows: Vec<(String, Option<String>)> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT object_id, props FROM changes WHERE kind = ? \
+                 AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NULL \
+                 AND seq > ? AND seq <= ? ORDER BY seq",
+            )?;
+            stmt.query_map(params![kind.as_str(), json_ids(ids), from, to], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
+        };
         let mut out: HashMap<String, Option<Vec<String>>> =
             ids.iter().map(|id| (id.clone(), Some(Vec::new()))).collect();
-        for r in rows {
-            let id: String = r.get("object_id");
-            let props: Option<String> = r.get("props");
+        for (id, props) in rows {
             let list = props.and_then(|p| serde_json::from_str::<Vec<String>>(&p).ok());
             let entry = out.entry(id).or_insert_with(|| Some(Vec::new()));
             match (entry.as_mut(), list) {
@@ -326,91 +326,75 @@ impl Store {
 
     /// Deletes an object, its unique values and its memberships (logging the member removals).
     pub(crate) async fn delete(&self, kind: Kind, id: &str) -> Result<(), OpError> {
-        let mut conn = self.conn.lock().await;
-        let mut tx = conn.begin().await?;
-        let n = sqlx::query("DELETE FROM objects WHERE id = ? AND kind = ?")
-            .bind(id)
-            .bind(kind.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx
+            .prepare_cached("DELETE FROM objects WHERE id = ? AND kind = ?")?
+            .execute(params![id, kind.as_str()])?;
         if n == 0 {
             return Err(OpError::NotFound);
         }
-        sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(id).execute(&mut *tx).await?;
-        let groups: Vec<String> =
-            sqlx::query_scalar("SELECT group_id FROM members WHERE member_id = ? ORDER BY group_id")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
+        tx.prepare_cached("DELETE FROM unique_values WHERE object_id = ?")?.execute([id])?;
+        let groups: Vec<String> = tx
+            .prepare_cached("SELECT group_id FROM members WHERE member_id = ? ORDER BY group_id")?
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         for g in &groups {
-            log_change(&mut tx, Kind::Group, g, Some((id, false))).await?;
+            log_change(&tx, Kind::Group, g, Some((id, false)))?;
         }
-        sqlx::query("DELETE FROM members WHERE member_id = ? OR group_id = ?")
-            .bind(id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM admin_roles WHERE user_id = ?").bind(id).execute(&mut *tx).await?;
-        log_change(&mut tx, kind, id, None).await?;
-        tx.commit().await?;
+        tx.prepare_cached("DELETE FROM members WHERE member_id = ? OR group_id = ?")?
+            .execute(params![id, id])?;
+        tx.prepare_cached("DELETE FROM admin_roles WHERE user_id = ?")?.execute([id])?;
+        log_change(&tx, kind, id, None)?;
+        tx.commit()?;
         Ok(())
     }
 
     pub(crate) async fn add_member(&self, group_id: &str, member_id: &str) -> Result<(), OpError> {
-        let mut conn = self.conn.lock().await;
-        let mut tx = conn.begin().await?;
-        if get_in(&mut tx, Some(Kind::Group), group_id).await?.is_none() {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if get_in(&tx, Some(Kind::Group), group_id)?.is_none() {
             return Err(OpError::NotFound);
         }
-        if get_in(&mut tx, None, member_id).await?.is_none() {
+        if get_in(&tx, None, member_id)?.is_none() {
             return Err(OpError::NotFound);
         }
-        let n = sqlx::query("INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)")
-            .bind(group_id)
-            .bind(member_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = tx
+            .prepare_cached("INSERT OR IGNORE INTO members (group_id, member_id) VALUES (?, ?)")?
+            .execute(params![group_id, member_id])?;
         if n == 0 {
             return Err(OpError::AlreadyMember);
         }
-        log_change(&mut tx, Kind::Group, group_id, Some((member_id, true))).await?;
-        tx.commit().await?;
+        log_change(&tx, Kind::Group, group_id, Some((member_id, true)))?;
+        tx.commit()?;
         Ok(())
     }
 
     pub(crate) async fn remove_member(&self, group_id: &str, member_id: &str) -> Result<(), OpError> {
-        let mut conn = self.conn.lock().await;
-        let mut tx = conn.begin().await?;
-        let n = sqlx::query("DELETE FROM members WHERE group_id = ? AND member_id = ?")
-            .bind(group_id)
-            .bind(member_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let n = tx
+            .prepare_cached("DELETE FROM members WHERE group_id = ? AND member_id = ?")?
+            .execute(params![group_id, member_id])?;
         if n == 0 {
             return Err(OpError::NotFound);
         }
-        log_change(&mut tx, Kind::Group, group_id, Some((member_id, false))).await?;
-        tx.commit().await?;
+        log_change(&tx, Kind::Group, group_id, Some((member_id, false)))?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Members of a group with their kinds, in id order.
-    pub(crate) async fn members(&self, group_id: &str) -> Result<Vec<(Kind, Obj)>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query(
-            "SELECT o.kind, o.data FROM members m JOIN objects o ON o.id = m.member_id \
-             WHERE m.group_id = ? ORDER BY o.id",
-        )
-        .bind(group_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| Some((Kind::from_db(r.get("kind"))?, parse_obj(r.get("data"))?)))
-            .collect())
+    pub(crate) async fn members(&self, group_id: &str) -> Result<Vec<(Kind, Obj)>, rusqlite::Error> {
+        let rows: Vec<(String, String)> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT o.kind, o.data FROM members m JOIN objects o ON o.id = m.member_id \
+                 WHERE m.group_id = ? ORDER BY o.id",
+            )?;
+            stmt.query_map([group_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+        };
+        Ok(rows.iter().filter_map(|(k, d)| Some((Kind::from_db(k)?, parse_obj(d)?))).collect())
     }
 
     /// Ids of objects of `kind` changed in the change-log window `(from, to]`, in id order, after `after`.
@@ -421,19 +405,13 @@ impl Store {
         to: i64,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        sqlx::query_scalar(
+    ) -> Result<Vec<String>, rusqlite::Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT object_id FROM changes WHERE kind = ? AND seq > ? AND seq <= ? \
              AND object_id > ? ORDER BY object_id LIMIT ?",
-        )
-        .bind(kind.as_str())
-        .bind(from)
-        .bind(to)
-        .bind(after.unwrap_or(""))
-        .bind(limit)
-        .fetch_all(&mut *conn)
-        .await
+        )?;
+        stmt.query_map(params![kind.as_str(), from, to, after.unwrap_or(""), limit], |r| r.get(0))?.collect()
     }
 
     /// Net membership changes in the window `(from, to]` of each of `group_ids` (one query for
@@ -443,23 +421,21 @@ impl Store {
         group_ids: &[String],
         from: i64,
         to: i64,
-    ) -> Result<HashMap<String, Vec<MemberChange>>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query(
-            "SELECT object_id, member_id, member_added FROM changes WHERE kind = 'group' \
-             AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NOT NULL \
-             AND seq > ? AND seq <= ? ORDER BY seq",
-        )
-        .bind(json_ids(group_ids))
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await?;
+    ) -> Result<HashMap<String, Vec<MemberChange>>, rusqlite::Error> {
         // The last change of each member wins (rows come in change order).
         let mut last: HashMap<String, BTreeMap<String, bool>> = HashMap::new();
-        for r in rows {
-            let added: i64 = r.get("member_added");
-            last.entry(r.get("object_id")).or_default().insert(r.get("member_id"), added != 0);
+        {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT object_id, member_id, member_added FROM changes WHERE kind = 'group' \
+                 AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NOT NULL \
+                 AND seq > ? AND seq <= ? ORDER BY seq",
+            )?;
+            let mut rows = stmt.query(params![json_ids(group_ids), from, to])?;
+            while let Some(r) = rows.next()? {
+                let added: i64 = r.get(2)?;
+                last.entry(r.get(0)?).or_default().insert(r.get(1)?, added != 0);
+            }
         }
         Ok(last
             .into_iter()
@@ -474,84 +450,90 @@ impl Store {
     pub(crate) async fn member_ids_many(
         &self,
         group_ids: &[String],
-    ) -> Result<HashMap<String, Vec<(Kind, String)>>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query(
+    ) -> Result<HashMap<String, Vec<(Kind, String)>>, rusqlite::Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
             "SELECT m.group_id, m.member_id, o.kind FROM members m JOIN objects o ON o.id = m.member_id \
              WHERE m.group_id IN (SELECT value FROM json_each(?)) ORDER BY m.group_id, m.member_id",
-        )
-        .bind(json_ids(group_ids))
-        .fetch_all(&mut *conn)
-        .await?;
+        )?;
+        let mut rows = stmt.query([json_ids(group_ids)])?;
         let mut out: HashMap<String, Vec<(Kind, String)>> = HashMap::new();
-        for r in rows {
-            if let Some(k) = Kind::from_db(r.get("kind")) {
-                out.entry(r.get("group_id")).or_default().push((k, r.get("member_id")));
+        while let Some(r) = rows.next()? {
+            let kind: String = r.get(2)?;
+            if let Some(k) = Kind::from_db(&kind) {
+                out.entry(r.get(0)?).or_default().push((k, r.get(1)?));
             }
         }
         Ok(out)
     }
 
     /// Objects by id, of any kind (one query for a delta page); ids not found are left out.
-    pub(crate) async fn get_many(&self, ids: &[String]) -> Result<HashMap<String, (Kind, Obj)>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows =
-            sqlx::query("SELECT id, kind, data FROM objects WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(json_ids(ids))
-                .fetch_all(&mut *conn)
-                .await?;
+    pub(crate) async fn get_many(
+        &self,
+        ids: &[String],
+    ) -> Result<HashMap<String, (Kind, Obj)>, rusqlite::Error> {
+        let rows: Vec<(String, String, String)> = {
+            let conn = self.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, kind, data FROM objects WHERE id IN (SELECT value FROM json_each(?))",
+            )?;
+            stmt.query_map([json_ids(ids)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
         Ok(rows
-            .iter()
-            .filter_map(|r| Some((r.get("id"), (Kind::from_db(r.get("kind"))?, parse_obj(r.get("data"))?))))
+            .into_iter()
+            .filter_map(|(id, k, d)| Some((id, (Kind::from_db(&k)?, parse_obj(&d)?))))
             .collect())
     }
 
     /// The kinds of objects by id (ids not found are left out), without reading their data.
-    pub(crate) async fn kinds_of(&self, ids: &[String]) -> Result<HashMap<String, Kind>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query("SELECT id, kind FROM objects WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(json_ids(ids))
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(rows.iter().filter_map(|r| Some((r.get("id"), Kind::from_db(r.get("kind"))?))).collect())
+    pub(crate) async fn kinds_of(&self, ids: &[String]) -> Result<HashMap<String, Kind>, rusqlite::Error> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT id, kind FROM objects WHERE id IN (SELECT value FROM json_each(?))")?;
+        let mut rows = stmt.query([json_ids(ids)])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let kind: String = r.get(1)?;
+            if let Some(k) = Kind::from_db(&kind) {
+                out.insert(r.get(0)?, k);
+            }
+        }
+        Ok(out)
     }
 
-    pub(crate) async fn reset(&self) -> Result<(), sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let mut tx = conn.begin().await?;
+    pub(crate) async fn reset(&self) -> Result<(), rusqlite::Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
         for t in ["objects", "unique_values", "members", "changes", "admin_roles"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}"))).execute(&mut *tx).await?;
+            tx.execute(&format!("DELETE FROM {t}"), [])?;
         }
-        sqlx::query("UPDATE meta SET value = ? WHERE key = 'epoch'")
-            .bind(uuid::Uuid::new_v4().simple().to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+        tx.execute(
+            "UPDATE meta SET value = ? WHERE key = 'epoch'",
+            [uuid::Uuid::new_v4().simple().to_string()],
+        )?;
+        tx.commit()
     }
 
     pub(crate) async fn add_admin_role(&self, role: &str, user_id: &str) -> Result<(), OpError> {
-        let mut conn = self.conn.lock().await;
-        if get_in(&mut conn, Some(Kind::User), user_id).await?.is_none() {
+        let conn = self.lock();
+        if get_in(&conn, Some(Kind::User), user_id)?.is_none() {
             return Err(OpError::NotFound);
         }
-        sqlx::query("INSERT OR IGNORE INTO admin_roles (role, user_id) VALUES (?, ?)")
-            .bind(role)
-            .bind(user_id)
-            .execute(&mut *conn)
-            .await?;
+        conn.prepare_cached("INSERT OR IGNORE INTO admin_roles (role, user_id) VALUES (?, ?)")?
+            .execute(params![role, user_id])?;
         Ok(())
     }
 
     /// (role, user ids) in role order.
-    pub(crate) async fn admin_roles(&self) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
-        let mut conn = self.conn.lock().await;
-        let rows = sqlx::query("SELECT role, user_id FROM admin_roles ORDER BY role, user_id")
-            .fetch_all(&mut *conn)
-            .await?;
+    pub(crate) async fn admin_roles(&self) -> Result<Vec<(String, Vec<String>)>, rusqlite::Error> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT role, user_id FROM admin_roles ORDER BY role, user_id")?;
+        let mut rows = stmt.query([])?;
         let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for r in rows {
-            let role: String = r.get("role");
-            let user: String = r.get("user_id");
+        while let Some(r) = rows.next()? {
+            let role: String = r.get(0)?;
+            let user: String = r.get(1)?;
             match out.last_mut() {
                 Some((last, users)) if *last == role => users.push(user),
                 _ => out.push((role, vec![user])),
@@ -564,8 +546,8 @@ impl Store {
 /// Writes an object and its unique values after checking them against every other object, and logs
 /// the change (with the changed property names when the object existed). `old`: the object as it
 /// was; `new`: it did not exist (nothing to replace).
-async fn put_in(
-    conn: &mut SqliteConnection,
+fn put_in(
+    conn: &Connection,
     kind: Kind,
     id: &str,
     obj: &Obj,
@@ -576,11 +558,11 @@ async fn put_in(
     if !unique.is_empty() {
         let pairs = vec!["(prop = ? AND value = ?)"; unique.len()].join(" OR ");
         let sql = format!("SELECT prop, value FROM unique_values WHERE ({pairs}) AND object_id <> ?");
-        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
-        for (prop, value) in unique {
-            q = q.bind(prop).bind(value);
-        }
-        let taken = q.bind(id).fetch_all(&mut *conn).await?;
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let binds = unique.iter().flat_map(|(p, v)| [p.as_str(), v.as_str()]).chain([id]);
+        let taken: Vec<(String, String)> = stmt
+            .query_map(params_from_iter(binds), |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
         // The first of the object's values that another object holds.
         if let Some((prop, _)) = unique.iter().find(|u| taken.contains(u)) {
             return Err(OpError::Conflict(prop.clone()));
@@ -598,67 +580,48 @@ async fn put_in(
         serde_json::to_string(&changed).unwrap_or_default()
     });
     if !new {
-        sqlx::query("DELETE FROM unique_values WHERE object_id = ?").bind(id).execute(&mut *conn).await?;
+        conn.prepare_cached("DELETE FROM unique_values WHERE object_id = ?")?.execute([id])?;
     }
     if !unique.is_empty() {
         let rows = vec!["(?, ?, ?)"; unique.len()].join(", ");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES {rows}"
-        )));
-        for (prop, value) in unique {
-            q = q.bind(prop).bind(value).bind(id);
-        }
-        q.execute(&mut *conn).await?;
+        let sql = format!("INSERT OR REPLACE INTO unique_values (prop, value, object_id) VALUES {rows}");
+        let binds = unique.iter().flat_map(|(p, v)| [p.as_str(), v.as_str(), id]);
+        conn.prepare_cached(&sql)?.execute(params_from_iter(binds))?;
     }
     let data = serde_json::to_string(obj).unwrap_or_default();
-    sqlx::query("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")
-        .bind(id)
-        .bind(kind.as_str())
-        .bind(data)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
+    conn.prepare_cached("INSERT OR REPLACE INTO objects (id, kind, data) VALUES (?, ?, ?)")?
+        .execute(params![id, kind.as_str(), data])?;
+    conn.prepare_cached(
         "INSERT INTO changes (kind, object_id, member_id, member_added, props) VALUES (?, ?, NULL, NULL, ?)",
-    )
-    .bind(kind.as_str())
-    .bind(id)
-    .bind(props)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(params![kind.as_str(), id, props])?;
     Ok(())
 }
 
-async fn get_in(
-    conn: &mut SqliteConnection,
-    kind: Option<Kind>,
-    id: &str,
-) -> Result<Option<(Kind, Obj)>, sqlx::Error> {
-    let row = sqlx::query("SELECT kind, data FROM objects WHERE id = ?")
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(row.and_then(|r| {
-        let k = Kind::from_db(r.get("kind"))?;
+fn get_in(conn: &Connection, kind: Option<Kind>, id: &str) -> Result<Option<(Kind, Obj)>, rusqlite::Error> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT kind, data FROM objects WHERE id = ?")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(row.and_then(|(k, data)| {
+        let k = Kind::from_db(&k)?;
         if kind.is_some_and(|want| want != k) {
             return None;
         }
-        Some((k, parse_obj(r.get("data"))?))
+        Some((k, parse_obj(&data)?))
     }))
 }
 
-async fn log_change(
-    conn: &mut SqliteConnection,
+fn log_change(
+    conn: &Connection,
     kind: Kind,
     id: &str,
     member: Option<(&str, bool)>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO changes (kind, object_id, member_id, member_added) VALUES (?, ?, ?, ?)")
-        .bind(kind.as_str())
-        .bind(id)
-        .bind(member.map(|m| m.0))
-        .bind(member.map(|m| i64::from(m.1)))
-        .execute(&mut *conn)
-        .await?;
+) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO changes (kind, object_id, member_id, member_added) VALUES (?, ?, ?, ?)",
+    )?
+    .execute(params![kind.as_str(), id, member.map(|m| m.0), member.map(|m| i64::from(m.1))])?;
     Ok(())
 }
 

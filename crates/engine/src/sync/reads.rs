@@ -12,6 +12,7 @@
 //! Must not: answer from a cache across a store write, or change what any lookup returns.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use syncctl_core::AttrValues;
 use syncctl_store::{ConnectorId, CsId, MvId, PendingExport, SyncCsObject};
@@ -281,14 +282,17 @@ impl SyncRun<'_> {
     /// Before the inbound pass over a batch of a target's objects (the confirming import of
     /// what export created): their pending exports, the adds that created them, and who claims
     /// their unique values; and the pending adds of the metaverse objects they may join.
-    pub(super) async fn prefetch_inbound(&mut self, objects: &[SyncCsObject]) -> Result<()> {
+    pub(super) async fn prefetch_inbound(&mut self, objects: &[Arc<SyncCsObject>]) -> Result<()> {
         if !self.source.target {
             return Ok(());
         }
         let source = self.source.id;
         let mut keys: Vec<String> = objects.iter().map(|o| format!("cs:{}", o.id)).collect();
-        let unlinked: Vec<&SyncCsObject> =
-            objects.iter().filter(|o| o.present && matches!(self.links_cs.get(&o.id), Some(None))).collect();
+        let unlinked: Vec<&SyncCsObject> = objects
+            .iter()
+            .map(|o| &**o)
+            .filter(|o| o.present && matches!(self.links_cs.get(&o.id), Some(None)))
+            .collect();
         let anchors: Vec<&str> = unlinked
             .iter()
             .map(|o| o.anchor.as_str())
@@ -337,7 +341,7 @@ impl SyncRun<'_> {
             .collect();
         if !missing.is_empty() {
             for (id, o) in self.store.cs_by_ids(&missing).await? {
-                self.cs.insert(id, o);
+                self.cs.insert(id, Arc::new(o));
             }
         }
         let mut wanted: BTreeMap<ConnectorId, BTreeSet<String>> = BTreeMap::new();
@@ -473,7 +477,7 @@ impl SyncRun<'_> {
                 let mut found = self.store.mv_by_ids(&unknown).await?;
                 for m in unknown {
                     let o = found.remove(&m);
-                    self.mv.insert(m, o);
+                    self.mv.insert(m, o.map(Arc::new));
                 }
             }
         }
@@ -522,7 +526,7 @@ impl SyncRun<'_> {
         let missing: Vec<CsId> = ids.iter().copied().filter(|c| !self.cs.contains_key(c)).collect();
         if !missing.is_empty() {
             for (id, o) in self.store.cs_by_ids(&missing).await? {
-                self.cs.insert(id, o);
+                self.cs.insert(id, Arc::new(o));
             }
         }
         self.load_links(&ids).await?;
