@@ -79,8 +79,7 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16384")
-            .pragma("mmap_size", "17179869184");
+            .pragma("cache_size", "-16384");
         let mut store = Self::connect(options, location, 4).await?;
         store.path = Some(path.to_path_buf());
         Ok(store)
