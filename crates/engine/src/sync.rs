@@ -1408,7 +1408,7 @@ impl<'a> SyncRun<'a> {
                 "metaverse object {mv} ({}): its sourceAnchor would change from {} to {}{}; the ImmutableID of a \
                  synchronized object never changes, so the old value is kept (an object moved between forests keeps \
                  its anchor in mS-DS-ConsistencyGuid)",
-                display_of(&object),
+                display_of(object),
                 before.display_values().join(", "),
                 after.as_deref().unwrap_or("nothing"),
                 from.as_ref().map(|(c, a)| format!(" (from {c}, anchor {a})")).unwrap_or_default()
