@@ -168,10 +168,8 @@ impl Store {
         }
         let conn = self.lock();
         let mut stmt = conn.prepare_cached("SELECT data FROM domains ORDER BY id")?;
-        let list: Vec<Obj> = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .filter_map(|d| d.ok().and_then(|d| parse_obj(&d)))
-            .collect();
+        let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let list: Vec<Obj> = rows.iter().filter_map(|d| parse_obj(d)).collect();
         if let Ok(mut cached) = self.domains.lock() {
             *cached = Some(list.clone());
         }
