@@ -5,7 +5,19 @@
 #   bench/syncbench.sh L            1,000,000           bench/syncbench.sh 1000  a smoke size
 #   bench/syncbench.sh M --dry-run  check the tools and print the plan; load and run nothing
 #
-# Options: --seed N (default 42), --dry-run, --no-results (do not write bench/results/).
+# Options: --seed N (default 42), --dry-run, --no-results (do not write bench/results/),
+#          --stop-after RUN (stop cleanly once RUN is recorded, e.g. R5), --resume (go on with the
+#          runs not yet recorded in $SYNCCTL_BENCH_DIR/run-<size>, on its databases and directory).
+#
+# L takes about three hours on the development machine (R3b alone sends 70,000 writes at 20/s).
+# To measure it in two sittings, keep the state on a disk that lasts, stop after a run and resume:
+#
+#   SYNCCTL_BENCH_DIR=/var/tmp/syncbench bash bench/syncbench.sh L --stop-after R5
+#   SYNCCTL_BENCH_DIR=/var/tmp/syncbench bash bench/syncbench.sh L --resume
+#
+# A run is a checkpoint only once its record is written: a resume refuses a run directory whose
+# last run was interrupted (its databases are mid-run), and one measured with other engine code
+# (crates, connectors, schema); the results name every sitting.
 #
 # It generates the data once per size and seed (bench/gen_bench.py, kept under
 # $SYNCCTL_BENCH_DIR, default /tmp/syncctl-bench), builds syncctl and the Graph emulator in release
@@ -37,14 +49,20 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=/usr/bin/python3
 
-SIZE=${1:?usage: bench/syncbench.sh S|M|L|COUNT [--seed N] [--dry-run] [--no-results]}
+SIZE=${1:?usage: bench/syncbench.sh S|M|L|COUNT [--seed N] [--dry-run] [--no-results] [--stop-after RUN] [--resume]}
 shift
-SEED=42 DRY=0 RESULTS=1
+SEED=42 DRY=0 RESULTS=1 STOP_AFTER= RESUME=0
+RUN_IDS="import R1 R2 R1c R4 R3 R5 R3b R6"
 while [ $# -gt 0 ]; do
   case $1 in
     --seed) SEED=${2:?--seed N}; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --no-results) RESULTS=0; shift ;;
+    --stop-after)
+      STOP_AFTER=${2:?--stop-after RUN}
+      grep -qw -- "$STOP_AFTER" <<<"$RUN_IDS" || { echo "syncbench: --stop-after takes one of: $RUN_IDS" >&2; exit 2; }
+      shift 2 ;;
+    --resume) RESUME=1; shift ;;
     *) echo "syncbench: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -81,7 +99,7 @@ if [ "$DRY" = 1 ]; then
 syncbench $TAG: $COUNT objects, seed $SEED (dry run: nothing generated, loaded or run)
   data      $DATA (bench/gen_bench.py $COUNT, about $((COUNT * 2 / 1000)) MB)
   openldap  own slapd in $SYNCCTL_SLAPD_DIR on 127.0.0.1:$SYNCCTL_SLAPD_PORT, slapadd of openldap.ldif
-  runs      dump, import, R1, R2, R4, R3, R5, R3b (throttled $THROTTLE_WRITES writes / ${THROTTLE_WINDOW}s), R6
+  runs      dump, import, R1, R2, R1c, R4, R3, R5, R3b (throttled $THROTTLE_WRITES writes / ${THROTTLE_WINDOW}s), R6${STOP_AFTER:+ (stopping after $STOP_AFTER)}$([ "$RESUME" = 1 ] && echo " (resuming $RUN)")
   results   bench/results/$TAG-<date>.{json,md}
   disk      $((free_kb / 1024)) MB free under $(dirname "$BENCH")
 PLAN
@@ -91,7 +109,21 @@ PLAN
 fi
 
 log() { printf '[syncbench %s] %s\n' "$(date -u +%T)" "$*" >&2; }
+die() { echo "syncbench: $*" >&2; exit 1; }
 mkdir -p "$BENCH"
+# The engine code the figures belong to: the commit, +dirty when crates, connectors or schema differ from it.
+CODE=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates connectors schema || echo '+dirty')
+RECORDS=$RUN/records.jsonl
+if [ "$RESUME" = 1 ]; then
+  [ -s "$RUN/code" ] && [ -f "$RECORDS" ] || die "--resume: $RUN holds no earlier sitting (no $RUN/code or records.jsonl)"
+  [ ! -s "$RUN/in-progress" ] || die "--resume: run $(cat "$RUN/in-progress") in $RUN was interrupted, so its databases are mid-run and no checkpoint; start over without --resume"
+  SAVED=$(cat "$RUN/code")
+  case $SAVED in
+    *+dirty|'') die "--resume: the earlier sitting ran uncommitted engine code ($SAVED); its code cannot be checked, start over" ;;
+  esac
+  [[ $CODE != *+dirty ]] && git diff --quiet "$SAVED" HEAD -- crates connectors schema 2>/dev/null \
+    || die "--resume: the engine code differs from the earlier sitting's ($SAVED); figures of two builds do not mix, start over"
+fi
 
 # --- data (once per size and seed)
 if [ ! -s "$DATA/manifest.json" ]; then
@@ -109,7 +141,8 @@ cargo build --release -q -p syncctl -p syncctl-graph-emulator
 BIN=$ROOT/target/release/syncctl
 EMU_BIN=$ROOT/target/release/syncctl-graph-emulator
 
-# --- OpenLDAP: a fresh database loaded with slapadd on every run (R3 and R3b change it)
+# --- OpenLDAP: a fresh database loaded with slapadd on every run (R3 and R3b change it); a
+# resume starts slapd on the database the earlier sitting left
 EMU_PID=
 cleanup() {
   if [ -n "$EMU_PID" ]; then kill "$EMU_PID" 2>/dev/null || true; wait "$EMU_PID" 2>/dev/null || true; fi
@@ -117,29 +150,39 @@ cleanup() {
 }
 trap cleanup EXIT
 tests/peers/slapd.sh stop >/dev/null 2>&1
-rm -rf "$SYNCCTL_SLAPD_DIR/data" "$SYNCCTL_SLAPD_DIR/accesslog"
-tests/peers/slapd.sh start >/dev/null 2>&1   # writes the config and the base entries
-tests/peers/slapd.sh stop >/dev/null 2>&1
-log "slapadd of $DATA/openldap.ldif"
-load_start=$(date +%s.%N)
-slapadd -q -w -f "$SYNCCTL_SLAPD_DIR/slapd.conf" -b dc=example,dc=com -l "$DATA/openldap.ldif"
-LOAD_S=$(awk -v a="$load_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+if [ "$RESUME" = 0 ]; then
+  rm -rf "$SYNCCTL_SLAPD_DIR/data" "$SYNCCTL_SLAPD_DIR/accesslog"
+  tests/peers/slapd.sh start >/dev/null 2>&1   # writes the config and the base entries
+  tests/peers/slapd.sh stop >/dev/null 2>&1
+  log "slapadd of $DATA/openldap.ldif"
+  load_start=$(date +%s.%N)
+  slapadd -q -w -f "$SYNCCTL_SLAPD_DIR/slapd.conf" -b dc=example,dc=com -l "$DATA/openldap.ldif"
+  LOAD_S=$(awk -v a="$load_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+else
+  [ -f "$SYNCCTL_SLAPD_DIR/data/data.mdb" ] || die "--resume: no directory database in $SYNCCTL_SLAPD_DIR/data"
+  LOAD_S=$(cat "$RUN/load_seconds" 2>/dev/null || true)
+fi
 eval "$(tests/peers/slapd.sh start 2>/dev/null)"
 LDAP=(-x -H "$SYNCCTL_TEST_SLAPD_URL" -D "$SYNCCTL_TEST_SLAPD_BIND_DN" -y "$SYNCCTL_TEST_SLAPD_PASSWORD_FILE")
 FILTER='(|(objectClass=inetOrgPerson)(objectClass=groupOfNames))'
 
-rm -rf "$RUN" && mkdir -p "$RUN"
-RECORDS=$RUN/records.jsonl
-: > "$RECORDS"
 umask 077
 SECRET_FILE=$RUN/cloud.secret
-head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$SECRET_FILE"
+if [ "$RESUME" = 0 ]; then
+  rm -rf "$RUN" && mkdir -p "$RUN"
+  : > "$RECORDS"
+  echo "$CODE" > "$RUN/code"
+  echo "$LOAD_S" > "$RUN/load_seconds"
+  : > "$RUN/sittings"
+  head -c 24 /dev/urandom | base64 | tr -d '/+=\n' > "$SECRET_FILE"
+fi
+echo "$(date -u +%FT%TZ) $([ "$RESUME" = 1 ] && echo resumed || echo started) on $(hostname) with $CODE" >> "$RUN/sittings"
 CLIENT_ID=5ec0be4c-0000-4000-8000-00000000b001
 
 # --- the emulator: start_emulator WRITES WINDOW (state kept in $RUN/tenant.db across restarts)
 # A restart listens on the port of the first start: the delta links syncctl holds name it, and a
-# link to another address would turn R3b's cloud import into a full one.
-EMU_LISTEN=127.0.0.1:0
+# link to another address would turn R3b's cloud import into a full one (a resume too).
+EMU_LISTEN=$(cat "$RUN/emulator.addr" 2>/dev/null || echo 127.0.0.1:0)
 start_emulator() {
   if [ -n "$EMU_PID" ]; then kill "$EMU_PID"; wait "$EMU_PID" 2>/dev/null || true; EMU_PID=; fi
   : > "$RUN/emulator.out"
@@ -151,6 +194,7 @@ start_emulator() {
   EMU_URL=$(head -1 "$RUN/emulator.out")
   [ -n "$EMU_URL" ] || { cat "$RUN/emulator.err" >&2; echo "syncbench: the emulator did not start" >&2; exit 1; }
   EMU_LISTEN=${EMU_URL#http://}
+  echo "$EMU_LISTEN" > "$RUN/emulator.addr"
 }
 
 # write_config DB WRITES WINDOW: the syncctl config of a run (source: the OpenLDAP tree; target: the emulator)
@@ -242,6 +286,21 @@ PY
   fi
 }
 
+# step RUN: true when RUN (dump, import, R1, ...) is still to measure. A recorded run is skipped
+# (--resume). Until the run is recorded, $RUN/in-progress names it: its state is no checkpoint.
+step() {
+  if grep -q "\"run\": \"$1[0-9]*\"" "$RECORDS"; then log "$1: recorded in an earlier sitting"; return 1; fi
+  echo "$1" > "$RUN/in-progress"
+}
+# done_step RUN: RUN is recorded; stop here when --stop-after names it
+done_step() {
+  : > "$RUN/in-progress"
+  if [ "$STOP_AFTER" = "$1" ]; then
+    log "stopped after $1 as asked; go on with: SYNCCTL_BENCH_DIR=$BENCH bash bench/syncbench.sh $SIZE --seed $SEED --resume"
+    exit 0
+  fi
+}
+
 UNTHROTTLED=1000000000
 start_emulator "$UNTHROTTLED" 1
 METRIC_MIN() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["minimum_writes"][sys.argv[2]])' "$DATA/manifest.json" "$1"; }
@@ -250,32 +309,42 @@ METRIC_MIN() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["mini
 ROUNDS=$((COUNT >= 1000000 ? 1 : 3))
 DB=import.db
 write_config "$DB" "$UNTHROTTLED" 1
-for round in $(seq "$ROUNDS"); do
-  measure "dump$round" - - ldapsearch "${LDAP[@]}" -LLL -E pr=1000/noprompt -b "$BASE" "$FILTER"
+if step dump; then
+  for round in $(seq "$ROUNDS"); do
+    measure "dump$round" - - ldapsearch "${LDAP[@]}" -LLL -E pr=1000/noprompt -b "$BASE" "$FILTER"
+    rm -f "$RUN/$DB"*
+    measure "import$round" - - "$BIN" --config "$RUN/syncctl.toml" import --connector ol --full
+  done
   rm -f "$RUN/$DB"*
-  measure "import$round" - - "$BIN" --config "$RUN/syncctl.toml" import --connector ol --full
-done
+  done_step import
+fi
 
 # --- R1, R2, R4, R3, R5, R3b, R6
 DB=r1.db; write_config "$DB" "$UNTHROTTLED" 1
-measure R1 "$(METRIC_MIN R1)" oracle-base.json "$BIN" --config "$RUN/syncctl.toml" --json cycle --full
+step R1 && { measure R1 "$(METRIC_MIN R1)" oracle-base.json "$BIN" --config "$RUN/syncctl.toml" --json cycle --full; done_step R1; }
 DB=r2.db; write_config "$DB" "$UNTHROTTLED" 1
-measure R2 0 oracle-base.json "$BIN" --config "$RUN/syncctl.toml" --json cycle --full
+step R2 && { measure R2 0 oracle-base.json "$BIN" --config "$RUN/syncctl.toml" --json cycle --full; rm -f "$RUN/$DB"*; done_step R2; }
 # The delta runs go on in R1's database: the engine deletes in the cloud only what it created
 # (an object it joined by hard match in R2 is disconnected, not deleted, when its source goes).
 DB=r1.db; write_config "$DB" "$UNTHROTTLED" 1
-measure R1c 0 oracle-base.json "$BIN" --config "$RUN/syncctl.toml" --json cycle
-measure R4 0 - "$BIN" --config "$RUN/syncctl.toml" --json cycle
-ldapmodify "${LDAP[@]}" -f "$DATA/change-r3.ldif" > /dev/null
-measure R3 "$(METRIC_MIN R3)" oracle-r3.json "$BIN" --config "$RUN/syncctl.toml" --json cycle
-measure R5 0 - "$BIN" --config "$RUN/syncctl.toml" --json sync --full
-start_emulator "$THROTTLE_WRITES" "$THROTTLE_WINDOW"
-write_config "$DB" "$THROTTLE_WRITES" "$THROTTLE_WINDOW"
-ldapmodify "${LDAP[@]}" -e relax -f "$DATA/change-r3b.ldif" > /dev/null
-measure R3b "$(METRIC_MIN R3b)" oracle-r3b.json "$BIN" --config "$RUN/syncctl.toml" --json cycle
+step R1c && { measure R1c 0 oracle-base.json "$BIN" --config "$RUN/syncctl.toml" --json cycle; done_step R1c; }
+step R4 && { measure R4 0 - "$BIN" --config "$RUN/syncctl.toml" --json cycle; done_step R4; }
+if step R3; then
+  ldapmodify "${LDAP[@]}" -f "$DATA/change-r3.ldif" > /dev/null
+  measure R3 "$(METRIC_MIN R3)" oracle-r3.json "$BIN" --config "$RUN/syncctl.toml" --json cycle
+  done_step R3
+fi
+step R5 && { measure R5 0 - "$BIN" --config "$RUN/syncctl.toml" --json sync --full; done_step R5; }
+if step R3b; then
+  start_emulator "$THROTTLE_WRITES" "$THROTTLE_WINDOW"
+  write_config "$DB" "$THROTTLE_WRITES" "$THROTTLE_WINDOW"
+  ldapmodify "${LDAP[@]}" -e relax -f "$DATA/change-r3b.ldif" > /dev/null
+  measure R3b "$(METRIC_MIN R3b)" oracle-r3b.json "$BIN" --config "$RUN/syncctl.toml" --json cycle
+  done_step R3b
+fi
 DB=none
 # assess exits 2 when it finds blockers, which the generated export carries on purpose
-OK_EXIT="0 2" measure R6 - - "$BIN" --json assess --ldif "$DATA/ad.ldif"
+step R6 && { OK_EXIT="0 2" measure R6 - - "$BIN" --json assess --ldif "$DATA/ad.ldif"; done_step R6; }
 
 # --- results
 DATE=$(date -u +%Y-%m-%d)
@@ -283,7 +352,7 @@ OUT=$RUN/result
 $PY bench/syncbench_report.py "$RECORDS" "$DATA/manifest.json" "$OUT" \
   --size "$TAG" --load-seconds "$LOAD_S" --throttle "$THROTTLE_WRITES/$THROTTLE_WINDOW" \
   --slapd "$(slapd -VV 2>&1 | grep -o '[0-9]\+\.[0-9]\+\.[0-9]\+' | head -1)" \
-  --rustc "$(rustc -V)" --commit "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates connectors schema || echo '+dirty')"
+  --rustc "$(rustc -V)" --commit "$CODE" --sittings "$RUN/sittings"
 if [ "$RESULTS" = 1 ]; then
   mkdir -p bench/results
   # A second run on the same day gets its own name (-2, -3, ...): results are never overwritten.

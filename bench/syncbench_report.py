@@ -3,7 +3,10 @@
 the machine described and each figure set against its target (README, Performance).
 
 Usage: syncbench_report.py RECORDS_JSONL MANIFEST_JSON OUT_PREFIX --size S [--load-seconds X]
-       [--throttle W/S] [--slapd VERSION] [--rustc VERSION] [--commit REV]
+       [--throttle W/S] [--slapd VERSION] [--rustc VERSION] [--commit REV] [--sittings FILE]
+
+A benchmark measured in more than one sitting (--stop-after, then --resume) lists them from
+FILE (one line each: when, started or resumed, host, commit).
 """
 import argparse
 import json
@@ -69,14 +72,19 @@ def main():
     ap.add_argument("manifest")
     ap.add_argument("out")
     ap.add_argument("--size", required=True)
-    ap.add_argument("--load-seconds", type=float)
+    # empty when a resumed run directory did not keep it
+    ap.add_argument("--load-seconds", type=lambda v: float(v) if v.strip() else None)
     ap.add_argument("--throttle", default="")
     ap.add_argument("--slapd", default="")
     ap.add_argument("--rustc", default="")
     ap.add_argument("--commit", default="")
+    ap.add_argument("--sittings")
     a = ap.parse_args()
     man = json.load(open(a.manifest, encoding="utf-8"))
     recs = [json.loads(line) for line in open(a.records, encoding="utf-8") if line.strip()]
+    sittings = []
+    if a.sittings:
+        sittings = [line.strip() for line in open(a.sittings, encoding="utf-8") if line.strip()]
     by = {r["run"]: r for r in recs}
     best = lambda prefix: min((r for r in recs if r["run"].startswith(prefix) and r["run"][len(prefix):].isdigit()),
                               key=lambda r: r["wall_s"])
@@ -107,7 +115,7 @@ def main():
         "benchmark": "SYNCBENCH", "size": a.size, "objects": man["count"], "seed": man["seed"],
         "directory": {k: man[k] for k in ("users", "groups", "contacts", "users_with_manager", "changes")},
         "machine": dict(machine(), rustc=a.rustc, openldap=a.slapd), "commit": a.commit,
-        "slapadd_seconds": a.load_seconds,
+        "slapadd_seconds": a.load_seconds, "sittings": sittings,
         "dump": {"wall_s": dump["wall_s"]}, "import_full": {k: imp[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "db_mb")},
         "import_to_dump_ratio": ratio,
         "R3_to_pending_exports_ready_s": r3_ready,
@@ -129,7 +137,11 @@ def main():
         f"{a.rustc}; OpenLDAP {a.slapd} on loopback (plain LDAP); syncctl {a.commit}. "
         f"Load average at the end: {m['loadavg_at_end']}.",
         "",
-        f"Directory loaded with `slapadd` in {a.load_seconds} s. Raw `ldapsearch` paged dump (best of {rounds}): "
+        ("Measured in " + str(len(sittings)) + " sittings, each run whole within one (the state kept on disk "
+         "between them): " + "; ".join(sittings) + ".\n\n" if len(sittings) > 1 else "")
+        + "Directory loaded with `slapadd` in "
+        + (f"{a.load_seconds} s" if a.load_seconds is not None else "a time not recorded")
+        + f". Raw `ldapsearch` paged dump (best of {rounds}): "
         f"{dump['wall_s']} s; `syncctl import --full` into an empty database (best of {rounds}): {imp['wall_s']} s, "
         f"{imp['cpu_s']} s CPU, peak RSS {imp['peak_rss_mb']} MB, database {imp['db_mb']} MB.",
         "",

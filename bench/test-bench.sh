@@ -72,3 +72,27 @@ patches = sum((len(g["members"]) - 1) // 20 for g in o["groups"] if len(g["membe
 assert m["minimum_writes"]["R1"] == m["users"] + m["groups"] + patches, m["minimum_writes"]
 PY
 echo "ok: 100,000 objects carry a 50,000-member group, 5-level nesting, and count its member PATCHes"
+
+# A resume (--resume) goes on only from a checkpoint of the same engine code: it refuses a run
+# directory whose last run was interrupted, one measured with other code or with uncommitted
+# code, and one with no earlier sitting. These refusals come before anything is built or started.
+resume() { # RUN_DIR_SETUP... -> the refusal message (the command must fail)
+  local out
+  if out=$(SYNCCTL_BENCH_DIR="$T/bench" bash bench/syncbench.sh 1000 --resume 2>&1); then
+    echo "FAIL: --resume went on from $1" >&2; exit 1
+  fi
+  grep -q -- "$2" <<<"$out" || { echo "FAIL: --resume from $1 said: $out" >&2; exit 1; }
+}
+R=$T/bench/run-1000
+resume "an empty bench directory" "holds no earlier sitting"
+mkdir -p "$R" && : > "$R/records.jsonl" && git rev-parse --short HEAD > "$R/code" && echo R3b > "$R/in-progress"
+resume "an interrupted R3b" "run R3b in $R was interrupted"
+: > "$R/in-progress"
+git rev-parse --short HEAD > "$R/code" && sed -i 's/$/+dirty/' "$R/code"
+resume "uncommitted code" "ran uncommitted engine code"
+# a commit this checkout does not have (a shallow clone has no other to name)
+echo 0000000 > "$R/code"
+resume "another commit's code" "the engine code differs from the earlier sitting"
+if out=$(bash bench/syncbench.sh 1000 --stop-after R9 2>&1); then echo "FAIL: --stop-after R9 was taken" >&2; exit 1; fi
+grep -q "stop-after takes one of" <<<"$out" || { echo "FAIL: --stop-after R9 said: $out" >&2; exit 1; }
+echo "ok: --resume refuses no sitting, an interrupted run, uncommitted and other engine code; --stop-after checks its run"
