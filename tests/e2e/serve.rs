@@ -325,6 +325,25 @@ async fn serve_on_active_directory_stopped_mid_cycle_resumes_and_converges_with_
         async move { (n > before).then_some(()) }
     })
     .await;
+    // Both signals must find a step still running, however slow this machine: from here every
+    // Graph request waits 20 s, and the signals go once the next cycle's directory import has
+    // finished, while its cloud import (or the export's last requests) wait on the cloud.
+    // (Signalling right after the export's first writes raced the end of the cycle on a loaded
+    // machine: the export and the mail were done before the second signal.)
+    delay(&emu_url, 20_000).await;
+    let corp_imports = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("import{connector=corp") && l.contains("import finished"))
+            .count()
+    };
+    let imported = corp_imports(&log_b);
+    poll(120, "the next cycle's directory import", &log_b, || {
+        let n = corp_imports(&log_b);
+        async move { (n > imported).then_some(()) }
+    })
+    .await;
     signal(&b, "-TERM");
     poll(60, "the first signal to be seen", &log_b, || {
         let seen = std::fs::read_to_string(&log_b).unwrap_or_default().contains("a stop signal arrived");
