@@ -9,7 +9,7 @@
 #          --stop-after RUN (stop cleanly once RUN is recorded, e.g. R5), --resume (go on with the
 #          runs not yet recorded in $SYNCCTL_BENCH_DIR/run-<size>, on its databases and directory).
 #
-# L takes about three hours on the development machine (R3b alone sends 70,000 writes at 20/s).
+# L takes more than three hours on the development machine (R3b alone sends 70,000 writes at 20/s).
 # To measure it in two sittings, keep the state on a disk that lasts, stop after a run and resume:
 #
 #   SYNCCTL_BENCH_DIR=/var/tmp/syncbench bash bench/syncbench.sh L --stop-after R5

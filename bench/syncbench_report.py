@@ -123,6 +123,7 @@ def main():
                      "utilisation_R3b_whole_cycle": utilisation_cycle,
                      "throttled_429": throttled["throttled_429"] if throttled else None},
         "runs": [r for r in recs if r["run"] in LABELS], "all_records": recs, "targets": targets,
+        "not_measured": [r for r in LABELS if r not in by],
     }
     with open(a.out + ".json", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2, sort_keys=True)
@@ -145,6 +146,8 @@ def main():
         f"{dump['wall_s']} s; `syncctl import --full` into an empty database (best of {rounds}): {imp['wall_s']} s, "
         f"{imp['cpu_s']} s CPU, peak RSS {imp['peak_rss_mb']} MB, database {imp['db_mb']} MB.",
         "",
+        *([f"Not measured yet (a sitting stopped before them; `--resume` goes on): "
+            f"{', '.join(r for r in LABELS if r not in by)}.", ""] if any(r not in by for r in LABELS) else []),
         "| run | wall | CPU | peak RSS | database | cloud writes (minimum) | oracle | target | met |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
