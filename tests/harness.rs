@@ -176,13 +176,32 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{t}x{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
-/// The last `max` characters of [`unique`] (all of it when shorter), for attributes with a length
-/// limit such as sAMAccountName. The counter and the clock's low digits are at the end, so tails
-/// stay distinct within a test process; a short PID or clock value gives a shorter string, never a
-/// panic.
+/// A name of at most `max` characters for attributes with a length limit such as
+/// sAMAccountName: `prefix` (when it fits in half of `max`) followed by base-36 digits of a hash of
+/// [`unique`]`(prefix)`. The digits stand for the whole of `unique`, process id included, so two
+/// test processes sharing the one Samba cannot collide the way two tails of the same string did
+/// (the clock's last digits and the per-process counter coincided across processes in CI: a
+/// 1-in-10^4 chance per pair that came up). At least half of `max` is digits: for an 8-character
+/// name with a 3-letter prefix, a collision chance of about 10^-8 per pair.
 pub fn unique_tail(prefix: &str, max: usize) -> String {
+    use std::hash::{Hash, Hasher};
     let u = unique(prefix);
-    u[u.len().saturating_sub(max)..].to_string()
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    u.hash(&mut h);
+    let mut n = h.finish();
+    let keep = if prefix.len() * 2 <= max { prefix } else { "" };
+    let mut out = keep.to_string();
+    while out.len() < max {
+        let d = (n % 36) as u32;
+        out.push(char::from_digit(d, 36).unwrap_or('0'));
+        n /= 36;
+        if n == 0 {
+            // A 64-bit hash gives 12 base-36 digits; longer names take more from a rehash.
+            d.hash(&mut h);
+            n = h.finish();
+        }
+    }
+    out
 }
 
 /// An administrator session over LDAPS, verified against the peer's CA.
@@ -781,5 +800,26 @@ impl Drop for PrivateSmtp {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/smtp.sh");
         let _ =
             std::process::Command::new("bash").arg(script).arg("stop").envs(self.env("starttls", 0)).output();
+    }
+}
+
+#[cfg(test)]
+mod unique_tail_tests {
+    use super::unique_tail;
+    use std::collections::HashSet;
+
+    #[test]
+    fn tails_have_the_asked_length_keep_a_short_prefix_and_do_not_repeat() {
+        let mut seen = HashSet::new();
+        for _ in 0..20_000 {
+            let t = unique_tail("g", 15);
+            assert_eq!(t.len(), 15, "{t}");
+            assert!(t.starts_with('g') && t.chars().all(|c| c.is_ascii_alphanumeric()), "{t}");
+            assert!(seen.insert(t.clone()), "repeated: {t}");
+        }
+        let long = unique_tail("averyverylongprefix", 8);
+        assert_eq!(long.len(), 8);
+        assert!(!long.starts_with("avery"), "a prefix that does not fit is dropped: {long}");
+        assert_eq!(unique_tail("x", 30).len(), 30, "more than one hash's worth of digits");
     }
 }
