@@ -87,7 +87,23 @@ pub(crate) struct Store {
     conn: Mutex<Connection>,
     /// The domains, read once (every user write checks its UPN suffix against them).
     domains: std::sync::Mutex<Option<Vec<Obj>>>,
+    /// The ids changed in the last few delta windows, sorted, so that each page of a round is a
+    /// binary search. See [`Store::changed_ids`].
+    windows: std::sync::Mutex<Vec<ChangeWindow>>,
 }
+
+/// The distinct ids of one kind changed in the change-log window `(from, to]`, in id order. A
+/// window never changes once `to` is reached (sequence numbers only grow and log rows are only
+/// removed by a reset, which also clears these).
+struct ChangeWindow {
+    kind: Kind,
+    from: i64,
+    to: i64,
+    ids: std::sync::Arc<Vec<String>>,
+}
+
+/// How many windows are kept: rounds of users and of groups, for a client or two.
+const KEPT_WINDOWS: usize = 4;
 
 /// A change of a group's membership inside a delta window: the member and whether it ends up present.
 pub(crate) struct MemberChange {
@@ -114,7 +130,11 @@ impl Store {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
             [uuid::Uuid::new_v4().simple().to_string()],
         )?;
-        Ok(Store { conn: Mutex::new(conn), domains: std::sync::Mutex::new(None) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            domains: std::sync::Mutex::new(None),
+            windows: std::sync::Mutex::new(Vec::new()),
+        })
     }
 
     /// The connection. A panic while it was held left no transaction open (a dropped
@@ -297,12 +317,15 @@ impl Store {
     ) -> Result<HashMap<String, Option<Vec<String>>>, rusqlite::Error> {
         let rows: Vec<(String, Option<String>)> = {
             let conn = self.lock();
+            // The page's ids drive the join (CROSS JOIN keeps them outside), each a search of
+            // (kind, object_id, seq): left to itself the planner scanned the whole window by seq
+            // for every page. Rows come back per object, in seq order within it.
             let mut stmt = conn.prepare_cached(
-                "SELECT object_id, props FROM changes WHERE kind = ? \
-                 AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NULL \
-                 AND seq > ? AND seq <= ? ORDER BY seq",
+                "SELECT c.object_id, c.props FROM json_each(?) j CROSS JOIN changes c \
+                 WHERE c.kind = ? AND c.object_id = j.value AND c.member_id IS NULL \
+                 AND c.seq > ? AND c.seq <= ? ORDER BY j.key, c.seq",
             )?;
-            stmt.query_map(params![kind.as_str(), json_ids(ids), from, to], |r| Ok((r.get(0)?, r.get(1)?)))?
+            stmt.query_map(params![json_ids(ids), kind.as_str(), from, to], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?
         };
         let mut out: HashMap<String, Option<Vec<String>>> =
@@ -395,7 +418,14 @@ impl Store {
         Ok(rows.iter().filter_map(|(k, d)| Some((Kind::from_db(k)?, parse_obj(d)?))).collect())
     }
 
-    /// Ids of objects of `kind` changed in the change-log window `(from, to]`, in id order, after `after`.
+    /// Ids of objects of `kind` changed in the change-log window `(from, to]`, in id order, after
+    /// `after`, at most `limit`.
+    ///
+    /// A round's pages all ask about the same window, so its ids are listed once (a range scan of
+    /// `(kind, seq)`, sorted here) and kept; a page is then a binary search. Asked of SQLite page
+    /// by page, the planner walked `(kind, object_id, seq)` from `after` and filtered by seq: cheap
+    /// when the window is most of the log, but a walk of the whole log to answer a round with
+    /// nothing changed (0.1 s on a warm cache at 1,000,000 objects, 12 s on a cold one).
     pub(crate) async fn changed_ids(
         &self,
         kind: Kind,
@@ -404,12 +434,44 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, rusqlite::Error> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT DISTINCT object_id FROM changes WHERE kind = ? AND seq > ? AND seq <= ? \
-             AND object_id > ? ORDER BY object_id LIMIT ?",
-        )?;
-        stmt.query_map(params![kind.as_str(), from, to, after.unwrap_or(""), limit], |r| r.get(0))?.collect()
+        let ids = self.window_ids(kind, from, to)?;
+        let start = match after {
+            Some(a) => ids.partition_point(|id| id.as_str() <= a),
+            None => 0,
+        };
+        let limit = usize::try_from(limit).unwrap_or(0);
+        Ok(ids.iter().skip(start).take(limit).cloned().collect())
+    }
+
+    fn window_ids(
+        &self,
+        kind: Kind,
+        from: i64,
+        to: i64,
+    ) -> Result<std::sync::Arc<Vec<String>>, rusqlite::Error> {
+        let kept = |w: &ChangeWindow| w.kind == kind && w.from == from && w.to == to;
+        if let Ok(windows) = self.windows.lock()
+            && let Some(w) = windows.iter().find(|w| kept(w))
+        {
+            return Ok(w.ids.clone());
+        }
+        let mut ids: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt =
+                conn.prepare_cached("SELECT object_id FROM changes WHERE kind = ? AND seq > ? AND seq <= ?")?;
+            stmt.query_map(params![kind.as_str(), from, to], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        let ids = std::sync::Arc::new(ids);
+        if let Ok(mut windows) = self.windows.lock() {
+            windows.retain(|w| !kept(w));
+            if windows.len() >= KEPT_WINDOWS {
+                windows.remove(0);
+            }
+            windows.push(ChangeWindow { kind, from, to, ids: ids.clone() });
+        }
+        Ok(ids)
     }
 
     /// Net membership changes in the window `(from, to]` of each of `group_ids` (one query for
@@ -424,10 +486,14 @@ impl Store {
         let mut last: HashMap<String, BTreeMap<String, bool>> = HashMap::new();
         {
             let conn = self.lock();
+            // As in `changed_props_many`: one index search per group of the page, not a scan
+            // of the window (a round of 100,000 groups over 1.6 million membership changes took
+            // 347 s with the scan, 31 s so); the last change of a member is the last in seq order
+            // within its group.
             let mut stmt = conn.prepare_cached(
-                "SELECT object_id, member_id, member_added FROM changes WHERE kind = 'group' \
-                 AND object_id IN (SELECT value FROM json_each(?)) AND member_id IS NOT NULL \
-                 AND seq > ? AND seq <= ? ORDER BY seq",
+                "SELECT c.object_id, c.member_id, c.member_added FROM json_each(?) j CROSS JOIN changes c \
+                 WHERE c.kind = 'group' AND c.object_id = j.value AND c.member_id IS NOT NULL \
+                 AND c.seq > ? AND c.seq <= ? ORDER BY j.key, c.seq",
             )?;
             let mut rows = stmt.query(params![json_ids(group_ids), from, to])?;
             while let Some(r) = rows.next()? {
@@ -510,7 +576,12 @@ impl Store {
             "UPDATE meta SET value = ? WHERE key = 'epoch'",
             [uuid::Uuid::new_v4().simple().to_string()],
         )?;
-        tx.commit()
+        tx.commit()?;
+        // Still under the connection's lock, so no window of the old log is listed after this.
+        if let Ok(mut windows) = self.windows.lock() {
+            windows.clear();
+        }
+        Ok(())
     }
 
     pub(crate) async fn add_admin_role(&self, role: &str, user_id: &str) -> Result<(), OpError> {

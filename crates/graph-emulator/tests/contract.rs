@@ -364,6 +364,103 @@ async fn user_delta_pages_and_removed() {
     assert_eq!(c.get(&delta_link).await.0, 400);
 }
 
+/// A delta round pages through the changes up to the moment it started: writes made while its
+/// pages are read come in the next round, not in this one and not lost. The last change of a
+/// membership within a round is the one reported.
+/// Source: <https://learn.microsoft.com/en-us/graph/delta-query-overview>
+#[tokio::test]
+async fn a_delta_round_pages_a_fixed_window_and_later_writes_come_in_the_next_round() {
+    let c = Client::new(EmulatorConfig { delta_page_size: 2, ..config() }).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let (_, u) = c.post("/users", new_user(&format!("w{i}@contoso.com"))).await;
+        ids.push(u["id"].as_str().unwrap().to_string());
+    }
+    let round = |start: String| {
+        let c = &c;
+        async move {
+            let mut url = start;
+            let mut seen = Vec::new();
+            let mut pages = Vec::new();
+            loop {
+                let (s, v) = c.get(&url).await;
+                assert_eq!(s, 200, "{v}");
+                for x in v["value"].as_array().unwrap() {
+                    seen.push(x.clone());
+                }
+                pages.push(url.clone());
+                match v["@odata.nextLink"].as_str() {
+                    Some(n) => url = n.to_string(),
+                    None => return (seen, v["@odata.deltaLink"].as_str().unwrap().to_string(), pages),
+                }
+            }
+        }
+    };
+    let (all, link, _) = round("/users/delta?$select=displayName".into()).await;
+    assert_eq!(all.len(), 5);
+    for (i, id) in ids.iter().enumerate() {
+        let (s, _, _) = c
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/users/{id}"),
+                Some(json!({"displayName": format!("R{i}")})),
+            )
+            .await;
+        assert_eq!(s, 204);
+    }
+    // The first page of the round, then writes, then the rest of the round.
+    let (s, first) = c.get(&link).await;
+    assert_eq!(s, 200);
+    let next = first["@odata.nextLink"].as_str().unwrap().to_string();
+    let (_, late) = c.post("/users", new_user("late@contoso.com")).await;
+    let late = late["id"].as_str().unwrap().to_string();
+    c.call(reqwest::Method::PATCH, &format!("/users/{}", ids[4]), Some(json!({"displayName": "Again"})))
+        .await;
+    let (rest, link2, pages) = round(next).await;
+    let mut got: Vec<Value> = first["value"].as_array().unwrap().clone();
+    got.extend(rest);
+    let mut got_ids: Vec<String> = got.iter().map(|x| x["id"].as_str().unwrap().to_string()).collect();
+    assert!(got_ids.windows(2).all(|w| w[0] < w[1]), "pages in id order, none twice: {got_ids:?}");
+    got_ids.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got_ids, want, "exactly the five changed before the round, in {} pages", pages.len() + 1);
+    assert!(
+        got.iter().all(|x| x["displayName"].as_str().is_some_and(|d| d.starts_with('R') || d == "Again"))
+    );
+    // The next round: the late create and the second rename, nothing else.
+    let (next_round, _, _) = round(link2).await;
+    let mut next_ids: Vec<&str> = next_round.iter().map(|x| x["id"].as_str().unwrap()).collect();
+    next_ids.sort();
+    let mut want: Vec<&str> = vec![late.as_str(), ids[4].as_str()];
+    want.sort();
+    assert_eq!(next_ids, want);
+
+    // Membership: removed, added again, and another added then removed, all in one round.
+    let (_, g) = c
+        .post(
+            "/groups",
+            json!({"displayName": "W", "mailEnabled": false, "mailNickname": "w", "securityEnabled": true}),
+        )
+        .await;
+    let gid = g["id"].as_str().unwrap().to_string();
+    let odata =
+        |id: &str| json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{id}")});
+    assert_eq!(c.post(&format!("/groups/{gid}/members/$ref"), odata(&ids[0])).await.0, 204);
+    let (_, v) = c.get("/groups/delta?$select=displayName,members").await;
+    let glink = v["@odata.deltaLink"].as_str().unwrap().to_string();
+    let del = |m: &str| format!("/groups/{gid}/members/{m}/$ref");
+    assert_eq!(c.call(reqwest::Method::DELETE, &del(&ids[0]), None).await.0, 204);
+    assert_eq!(c.post(&format!("/groups/{gid}/members/$ref"), odata(&ids[0])).await.0, 204);
+    assert_eq!(c.post(&format!("/groups/{gid}/members/$ref"), odata(&ids[1])).await.0, 204);
+    assert_eq!(c.call(reqwest::Method::DELETE, &del(&ids[1]), None).await.0, 204);
+    let (_, v) = c.get(&glink).await;
+    let md = v["value"][0]["members@delta"].as_array().unwrap();
+    assert_eq!(md.len(), 2, "{md:?}");
+    assert!(md.iter().any(|x| x["id"] == ids[0].as_str() && x.get("@removed").is_none()), "{md:?}");
+    assert!(md.iter().any(|x| x["id"] == ids[1].as_str() && x["@removed"]["reason"] == "deleted"), "{md:?}");
+}
+
 /// Groups, members through `$ref` (204; 400 when already a member), and group delta with `members@delta`.
 /// Sources: <https://learn.microsoft.com/en-us/graph/api/group-post-members?view=graph-rest-1.0>,
 /// <https://learn.microsoft.com/en-us/graph/api/group-delta?view=graph-rest-1.0>
