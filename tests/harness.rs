@@ -177,16 +177,17 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// A name of at most `max` characters for attributes with a length limit such as
-/// sAMAccountName: `prefix` (when it fits in half of `max`) followed by base-36 digits of a hash of
-/// [`unique`]`(prefix)`. The digits stand for the whole of `unique`, process id included, so two
+/// sAMAccountName: `prefix` (when it fits in half of `max`) followed by base-36 digits of a hash,
+/// keyed at random, of [`unique`]`(prefix)`. The digits stand for the whole of `unique`, process id included, so two
 /// test processes sharing the one Samba cannot collide the way two tails of the same string did
 /// (the clock's last digits and the per-process counter coincided across processes in CI: a
 /// 1-in-10^4 chance per pair that came up). At least half of `max` is digits: for an 8-character
 /// name with a 3-letter prefix, a collision chance of about 10^-8 per pair.
 pub fn unique_tail(prefix: &str, max: usize) -> String {
-    use std::hash::{Hash, Hasher};
+    use std::hash::{BuildHasher, Hash, Hasher};
     let u = unique(prefix);
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Random keys: test processes in separate containers can share a PID as well as a millisecond.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     u.hash(&mut h);
     let mut n = h.finish();
     let keep = if prefix.len() * 2 <= max { prefix } else { "" };

@@ -114,6 +114,10 @@ const CHANGED_PROPS_SQL: &str = "SELECT c.object_id, c.props FROM json_each(?) j
      WHERE c.kind = ? AND c.object_id = j.value AND c.member_id IS NULL \
      AND c.seq > ? AND c.seq <= ? ORDER BY j.key, c.seq";
 
+/// The ids changed in a window, a range of `changes_kind` (named, as above).
+const WINDOW_IDS_SQL: &str =
+    "SELECT object_id FROM changes INDEXED BY changes_kind WHERE kind = ? AND seq > ? AND seq <= ?";
+
 /// The membership changes of a page of groups in a window, as [`CHANGED_PROPS_SQL`].
 const MEMBER_CHANGES_SQL: &str = "SELECT c.object_id, c.member_id, c.member_added FROM json_each(?) j \
      CROSS JOIN changes c INDEXED BY changes_object \
@@ -439,7 +443,8 @@ impl Store {
     /// `(kind, seq)`, sorted here) and kept; a page is then a binary search. Asked of SQLite page
     /// by page, the planner walked `(kind, object_id, seq)` from `after` and filtered by seq: cheap
     /// when the window is most of the log, but a walk of the whole log to answer a round with
-    /// nothing changed (0.1 s on a warm cache at 1,000,000 objects, 12 s on a cold one).
+    /// nothing changed (0.07 to 0.12 s on a warm cache at 1,000,000 objects; R4 at that size, on a
+    /// cold cache, spent 12 s in its cloud import).
     pub(crate) async fn changed_ids(
         &self,
         kind: Kind,
@@ -448,37 +453,45 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<String>, rusqlite::Error> {
-        let ids = self.window_ids(kind, from, to)?;
+        let limit = usize::try_from(limit).unwrap_or(0);
+        let ids = self.window_ids(kind, from, to, limit)?;
         let start = match after {
             Some(a) => ids.partition_point(|id| id.as_str() <= a),
             None => 0,
         };
-        let limit = usize::try_from(limit).unwrap_or(0);
         Ok(ids.iter().skip(start).take(limit).cloned().collect())
     }
 
+    /// The sorted, distinct ids of the window, listed once per round: a round that fits in one page
+    /// (`limit` ids or fewer) is not kept, a kept one moves to the end on use and the least recently
+    /// used goes first. The listing and its keeping happen under the connection's lock, as a reset
+    /// clears the kept windows under it, so no window of an older log is kept after a reset.
     fn window_ids(
         &self,
         kind: Kind,
         from: i64,
         to: i64,
+        limit: usize,
     ) -> Result<std::sync::Arc<Vec<String>>, rusqlite::Error> {
         let kept = |w: &ChangeWindow| w.kind == kind && w.from == from && w.to == to;
-        if let Ok(windows) = self.windows.lock()
-            && let Some(w) = windows.iter().find(|w| kept(w))
         {
-            return Ok(w.ids.clone());
+            let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(i) = windows.iter().position(kept) {
+                let w = windows.remove(i);
+                let ids = w.ids.clone();
+                windows.push(w);
+                return Ok(ids);
+            }
         }
-        let mut ids: Vec<String> = {
-            let conn = self.lock();
-            let mut stmt =
-                conn.prepare_cached("SELECT object_id FROM changes WHERE kind = ? AND seq > ? AND seq <= ?")?;
-            stmt.query_map(params![kind.as_str(), from, to], |r| r.get(0))?.collect::<Result<_, _>>()?
-        };
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(WINDOW_IDS_SQL)?;
+        let mut ids: Vec<String> =
+            stmt.query_map(params![kind.as_str(), from, to], |r| r.get(0))?.collect::<Result<_, _>>()?;
         ids.sort_unstable();
         ids.dedup();
         let ids = std::sync::Arc::new(ids);
-        if let Ok(mut windows) = self.windows.lock() {
+        if ids.len() > limit {
+            let mut windows = self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             windows.retain(|w| !kept(w));
             if windows.len() >= KEPT_WINDOWS {
                 windows.remove(0);
@@ -587,10 +600,8 @@ impl Store {
             [uuid::Uuid::new_v4().simple().to_string()],
         )?;
         tx.commit()?;
-        // Still under the connection's lock, so no window of the old log is listed after this.
-        if let Ok(mut windows) = self.windows.lock() {
-            windows.clear();
-        }
+        // Still under the connection's lock, which `window_ids` holds while it lists and keeps one.
+        self.windows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         Ok(())
     }
 
@@ -740,7 +751,15 @@ mod tests {
                 p.contains("SEARCH c USING INDEX changes_object (kind=? AND object_id=?"),
                 "{name}:\n{p}"
             );
-            assert!(p.find("SCAN j") < p.find("SEARCH c"), "{name}: the page's ids are the outer loop:\n{p}");
+            let (Some(outer), Some(inner)) = (p.find("SCAN j"), p.find("SEARCH c")) else {
+                panic!("{name}: a step is missing:\n{p}");
+            };
+            assert!(outer < inner, "{name}: the page's ids are the outer loop:\n{p}");
         }
+        let window = plan(&conn, WINDOW_IDS_SQL, params!["user", 0, 10]);
+        assert!(
+            window.contains("SEARCH changes USING INDEX changes_kind (kind=? AND seq>? AND seq<?)"),
+            "{window}"
+        );
     }
 }
