@@ -28,6 +28,22 @@ pub enum StoreError {
         /// What SQLite said.
         source: sqlx::Error,
     },
+    /// The read connection of the database file could not be opened.
+    #[error("cannot open the database {location}: {source}")]
+    OpenReader {
+        /// The file.
+        location: String,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A read on the read connection failed.
+    #[error("database error during {operation}: {source}")]
+    Read {
+        /// What the store was doing.
+        operation: &'static str,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
     /// A stored value could not be read back.
     #[error("corrupt row in {table} ({key}): {detail}")]
     Corrupt {
@@ -62,6 +78,9 @@ impl StoreError {
     }
     pub(crate) fn query(operation: &'static str, source: sqlx::Error) -> Self {
         Self::Query { operation, source }
+    }
+    pub(crate) fn read(operation: &'static str, source: rusqlite::Error) -> Self {
+        Self::Read { operation, source }
     }
 }
 

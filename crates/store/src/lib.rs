@@ -1,6 +1,7 @@
 //! # syncctl-store: the metaverse database
 //!
-//! Owns the SQLite file (through sqlx, WAL mode, one writer) and every table in it: connectors,
+//! Owns the SQLite file (through sqlx, WAL mode, one writer; the sync's bulk reads on a read-only
+//! connection of their own, called in place, see `reader.rs`) and every table in it: connectors,
 //! connector spaces (one [`StoredCsObject`] per anchor), watermarks, run history, the
 //! metaverse ([`MvObject`], [`MvLink`], join keys, [`PendingExport`], [`SyncMark`]), and the
 //! workflow state (set membership, [`RequestRecord`]s, the mail outbox of [`OutboxMessage`]s
@@ -18,6 +19,7 @@
 mod connector_space;
 mod error;
 mod metaverse;
+mod reader;
 mod runs;
 mod service;
 mod watermark;
@@ -57,6 +59,8 @@ pub struct Store {
     location: String,
     /// The database file (`None` in memory), for the run lock beside it.
     path: Option<std::path::PathBuf>,
+    /// The read connection of the file (`None` in memory): see `reader.rs`.
+    reader: Option<std::sync::Arc<reader::Reader>>,
 }
 
 /// Held while a run writes: one run at a time per database. The operating system releases it
@@ -81,6 +85,7 @@ impl Store {
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-16384");
         let mut store = Self::connect(options, location, 4).await?;
+        store.reader = Some(reader::Reader::open(path, &store.location)?);
         store.path = Some(path.to_path_buf());
         Ok(store)
     }
@@ -122,7 +127,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate { location: location.clone(), source: e })?;
-        Ok(Self { pool, location, path: None })
+        Ok(Self { pool, location, path: None, reader: None })
     }
 
     /// Takes the run lock of this database (`<database>.lock`), or says which process holds it.
@@ -173,6 +178,9 @@ impl Store {
 
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
+        if let Some(reader) = &self.reader {
+            reader.close();
+        }
         self.pool.close().await;
     }
 

@@ -10,6 +10,7 @@ use sqlx::Row;
 use syncctl_core::{AttrValues, Attributes};
 
 use crate::error::{Result, StoreError};
+use crate::reader::{Columns, Param};
 use crate::{ConnectorId, RunId, Store};
 
 /// An MV object's row id.
@@ -281,58 +282,62 @@ fn corrupt(table: &'static str, key: impl ToString, detail: impl ToString) -> St
     StoreError::Corrupt { table, key: key.to_string(), detail: detail.to_string() }
 }
 
-fn cs_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SyncCsObject> {
-    let get = |e| StoreError::query("read connector space", e);
-    let id: i64 = row.try_get("id").map_err(get)?;
-    let json: String = row.try_get("attributes").map_err(get)?;
+fn cs_from_row(row: &dyn Columns) -> Result<SyncCsObject> {
+    const OP: &str = "read connector space";
+    let id = row.int(OP, "id")?;
+    let json = row.text(OP, "attributes")?;
     let attributes: Attributes = serde_json::from_str(&json)
         .map_err(|e| corrupt("cs_objects", id, format!("attributes are not valid JSON: {e}")))?;
-    let state: String = row.try_get("state").map_err(get)?;
     Ok(SyncCsObject {
         id,
-        connector_id: row.try_get("connector_id").map_err(get)?,
-        anchor: row.try_get("anchor").map_err(get)?,
-        immutable_id: row.try_get("immutable_id").map_err(get)?,
-        dn: row.try_get("dn").map_err(get)?,
-        dn_norm: row.try_get("dn_norm").map_err(get)?,
-        object_class: row.try_get("object_class").map_err(get)?,
+        connector_id: row.int(OP, "connector_id")?,
+        anchor: row.text(OP, "anchor")?,
+        immutable_id: row.opt_text(OP, "immutable_id")?,
+        dn: row.text(OP, "dn")?,
+        dn_norm: row.text(OP, "dn_norm")?,
+        object_class: row.text(OP, "object_class")?,
         attributes,
-        present: state == "present",
-        change_seq: row.try_get("change_seq").map_err(get)?,
+        present: row.text(OP, "state")? == "present",
+        change_seq: row.int(OP, "change_seq")?,
     })
 }
 
-fn mv_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<MvObject> {
-    let get = |e| StoreError::query("read metaverse", e);
-    let id: i64 = row.try_get("id").map_err(get)?;
-    let json: String = row.try_get("attributes").map_err(get)?;
+const SELECT_MV: &str =
+    "SELECT id, object_type, attributes, provenance, created_at, changed_at FROM mv_objects ";
+
+fn mv_from_row(row: &dyn Columns) -> Result<MvObject> {
+    const OP: &str = "read metaverse";
+    let id = row.int(OP, "id")?;
+    let json = row.text(OP, "attributes")?;
     let attributes: Attributes = serde_json::from_str(&json)
         .map_err(|e| corrupt("mv_objects", id, format!("attributes are not valid JSON: {e}")))?;
-    let prov: String = row.try_get("provenance").map_err(get)?;
+    let prov = row.text(OP, "provenance")?;
     let provenance = serde_json::from_str(&prov)
         .map_err(|e| corrupt("mv_objects", id, format!("provenance is not valid JSON: {e}")))?;
     Ok(MvObject {
         id,
-        object_type: row.try_get("object_type").map_err(get)?,
+        object_type: row.text(OP, "object_type")?,
         attributes,
         provenance,
-        created_at: row.try_get("created_at").map_err(get)?,
-        changed_at: row.try_get("changed_at").map_err(get)?,
+        created_at: row.int(OP, "created_at")?,
+        changed_at: row.int(OP, "changed_at")?,
     })
 }
 
-fn link_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<MvLink> {
-    let get = |e| StoreError::query("read links", e);
-    let cs_id: i64 = row.try_get("cs_id").map_err(get)?;
-    let how: String = row.try_get("how").map_err(get)?;
+const SELECT_LINK: &str = "SELECT cs_id, mv_id, connector_id, rule, how, detail, linked_at FROM mv_links ";
+
+fn link_from_row(row: &dyn Columns) -> Result<MvLink> {
+    const OP: &str = "read links";
+    let cs_id = row.int(OP, "cs_id")?;
+    let how = row.text(OP, "how")?;
     Ok(MvLink {
         cs_id,
-        mv_id: row.try_get("mv_id").map_err(get)?,
-        connector_id: row.try_get("connector_id").map_err(get)?,
-        rule: row.try_get("rule").map_err(get)?,
+        mv_id: row.int(OP, "mv_id")?,
+        connector_id: row.int(OP, "connector_id")?,
+        rule: row.text(OP, "rule")?,
         how: LinkHow::parse(&how).ok_or_else(|| corrupt("mv_links", cs_id, format!("link kind `{how}`")))?,
-        detail: row.try_get("detail").map_err(get)?,
-        linked_at: row.try_get("linked_at").map_err(get)?,
+        detail: row.text(OP, "detail")?,
+        linked_at: row.int(OP, "linked_at")?,
     })
 }
 
@@ -443,14 +448,8 @@ impl Store {
     ) -> Result<Vec<SyncCsObject>> {
         let sql =
             format!("{SELECT_CS} WHERE connector_id = ? AND change_seq > ? ORDER BY change_seq LIMIT ?");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(connector)
-            .bind(after_seq)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read connector space", e))?;
-        rows.iter().map(cs_from_row).collect()
+        let params = [Param::Int(connector), Param::Int(after_seq), Param::Int(limit)];
+        self.select("read connector space", &sql, &params, cs_from_row).await
     }
 
     /// The present domain objects (object class `domain`) of a connector: the domains of a
@@ -463,26 +462,16 @@ impl Store {
             "{SELECT_CS} INDEXED BY cs_objects_domains WHERE connector_id = ? AND object_class = 'domain' \
              AND state = 'present' ORDER BY anchor"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(connector)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read the tenant's domains", e))?;
-        rows.iter().map(cs_from_row).collect()
+        self.select("read the tenant's domains", &sql, &[Param::Int(connector)], cs_from_row).await
     }
 
     /// CS objects by row id.
     pub async fn cs_by_ids(&self, ids: &[CsId]) -> Result<HashMap<CsId, SyncCsObject>> {
+        let sql = format!("{SELECT_CS} WHERE id IN (SELECT value FROM json_each(?))");
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
-            let sql = format!("{SELECT_CS} WHERE id IN (SELECT value FROM json_each(?))");
-            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(json_list(chunk)?)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| StoreError::query("read connector space", e))?;
-            for row in &rows {
-                let o = cs_from_row(row)?;
+            let list = json_list(chunk)?;
+            for o in self.select("read connector space", &sql, &[Param::Text(&list)], cs_from_row).await? {
                 out.insert(o.id, o);
             }
         }
@@ -491,22 +480,18 @@ impl Store {
 
     /// The present CS objects of a connector with these normalized DNs: dn_norm -> id.
     pub async fn cs_ids_by_dn(&self, connector: ConnectorId, dns: &[&str]) -> Result<HashMap<String, CsId>> {
+        // `+connector_id`: the DN index, not the connector's whole range.
+        const SQL: &str = "SELECT dn_norm, id FROM cs_objects WHERE +connector_id = ? AND state = 'present' \
+                           AND dn_norm IN (SELECT value FROM json_each(?))";
+        const OP: &str = "read connector space";
         let mut out = HashMap::with_capacity(dns.len());
         for chunk in dns.chunks(5000) {
-            let rows = sqlx::query(
-                // `+connector_id`: the DN index, not the connector's whole range.
-                "SELECT dn_norm, id FROM cs_objects WHERE +connector_id = ? AND state = 'present' \
-                 AND dn_norm IN (SELECT value FROM json_each(?))",
-            )
-            .bind(connector)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read connector space", e))?;
-            for row in rows {
-                let get = |e| StoreError::query("read connector space", e);
-                out.insert(row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?);
-            }
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            let rows = self
+                .select(OP, SQL, &params, |row| Ok((row.text(OP, "dn_norm")?, row.int(OP, "id")?)))
+                .await?;
+            out.extend(rows);
         }
         Ok(out)
     }
@@ -517,21 +502,17 @@ impl Store {
         connector: ConnectorId,
         anchors: &[&str],
     ) -> Result<HashMap<String, CsId>> {
+        const SQL: &str = "SELECT anchor, id FROM cs_objects WHERE connector_id = ? AND state = 'present' \
+                           AND anchor IN (SELECT value FROM json_each(?))";
+        const OP: &str = "read connector space";
         let mut out = HashMap::with_capacity(anchors.len());
         for chunk in anchors.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT anchor, id FROM cs_objects WHERE connector_id = ? AND state = 'present' \
-                 AND anchor IN (SELECT value FROM json_each(?))",
-            )
-            .bind(connector)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read connector space", e))?;
-            for row in rows {
-                let get = |e| StoreError::query("read connector space", e);
-                out.insert(row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?);
-            }
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            let rows = self
+                .select(OP, SQL, &params, |row| Ok((row.text(OP, "anchor")?, row.int(OP, "id")?)))
+                .await?;
+            out.extend(rows);
         }
         Ok(out)
     }
@@ -620,15 +601,11 @@ impl Store {
 
     /// The links of these CS objects.
     pub async fn links_by_cs(&self, ids: &[CsId]) -> Result<HashMap<CsId, MvLink>> {
+        let sql = format!("{SELECT_LINK} WHERE cs_id IN (SELECT value FROM json_each(?))");
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
-            let rows = sqlx::query("SELECT * FROM mv_links WHERE cs_id IN (SELECT value FROM json_each(?))")
-                .bind(json_list(chunk)?)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| StoreError::query("read links", e))?;
-            for row in &rows {
-                let l = link_from_row(row)?;
+            let list = json_list(chunk)?;
+            for l in self.select("read links", &sql, &[Param::Text(&list)], link_from_row).await? {
                 out.insert(l.cs_id, l);
             }
         }
@@ -637,33 +614,24 @@ impl Store {
 
     /// The links of these MV objects, ordered by MV object and connector.
     pub async fn links_by_mv(&self, ids: &[MvId]) -> Result<Vec<MvLink>> {
+        let sql = format!(
+            "{SELECT_LINK} WHERE mv_id IN (SELECT value FROM json_each(?)) ORDER BY mv_id, connector_id"
+        );
         let mut out = Vec::new();
         for chunk in ids.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT * FROM mv_links WHERE mv_id IN (SELECT value FROM json_each(?)) ORDER BY mv_id, connector_id",
-            )
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read links", e))?;
-            for row in &rows {
-                out.push(link_from_row(row)?);
-            }
+            let list = json_list(chunk)?;
+            out.extend(self.select("read links", &sql, &[Param::Text(&list)], link_from_row).await?);
         }
         Ok(out)
     }
 
     /// MV objects by id.
     pub async fn mv_by_ids(&self, ids: &[MvId]) -> Result<HashMap<MvId, MvObject>> {
+        let sql = format!("{SELECT_MV} WHERE id IN (SELECT value FROM json_each(?))");
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
-            let rows = sqlx::query("SELECT * FROM mv_objects WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(json_list(chunk)?)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| StoreError::query("read metaverse", e))?;
-            for row in &rows {
-                let o = mv_from_row(row)?;
+            let list = json_list(chunk)?;
+            for o in self.select("read metaverse", &sql, &[Param::Text(&list)], mv_from_row).await? {
                 out.insert(o.id, o);
             }
         }
@@ -746,22 +714,17 @@ impl Store {
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<(String, CsId)>> {
+        const SQL: &str = "SELECT value, cs_id FROM cs_join_keys WHERE connector_id = ? AND attribute = ? \
+                           AND value IN (SELECT value FROM json_each(?)) ORDER BY value, cs_id";
+        const OP: &str = "read join keys";
         let mut out = Vec::new();
         for chunk in values.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT value, cs_id FROM cs_join_keys WHERE connector_id = ? AND attribute = ? \
-                 AND value IN (SELECT value FROM json_each(?)) ORDER BY value, cs_id",
-            )
-            .bind(connector)
-            .bind(attribute)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read join keys", e))?;
-            for row in rows {
-                let get = |e| StoreError::query("read join keys", e);
-                out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
-            }
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(attribute), Param::Text(&list)];
+            out.extend(
+                self.select(OP, SQL, &params, |row| Ok((row.text(OP, "value")?, row.int(OP, "cs_id")?)))
+                    .await?,
+            );
         }
         Ok(out)
     }
