@@ -36,14 +36,6 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
-    /// The read connection's thread could not be started, or has stopped.
-    #[error("cannot read the database {location}: {detail}")]
-    ReaderThread {
-        /// The file.
-        location: String,
-        /// What happened.
-        detail: String,
-    },
     /// A read on the read connection failed.
     #[error("database error during {operation}: {source}")]
     Read {

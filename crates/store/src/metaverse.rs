@@ -448,8 +448,8 @@ impl Store {
     ) -> Result<Vec<SyncCsObject>> {
         let sql =
             format!("{SELECT_CS} WHERE connector_id = ? AND change_seq > ? ORDER BY change_seq LIMIT ?");
-        let params = vec![Param::Int(connector), Param::Int(after_seq), Param::Int(limit)];
-        self.select("read connector space", &sql, params, cs_from_row).await
+        let params = [Param::Int(connector), Param::Int(after_seq), Param::Int(limit)];
+        self.select("read connector space", &sql, &params, cs_from_row).await
     }
 
     /// The present domain objects (object class `domain`) of a connector: the domains of a
@@ -462,7 +462,7 @@ impl Store {
             "{SELECT_CS} INDEXED BY cs_objects_domains WHERE connector_id = ? AND object_class = 'domain' \
              AND state = 'present' ORDER BY anchor"
         );
-        self.select("read the tenant's domains", &sql, vec![Param::Int(connector)], cs_from_row).await
+        self.select("read the tenant's domains", &sql, &[Param::Int(connector)], cs_from_row).await
     }
 
     /// CS objects by row id.
@@ -471,7 +471,7 @@ impl Store {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
             let list = json_list(chunk)?;
-            for o in self.select("read connector space", &sql, vec![Param::Text(list)], cs_from_row).await? {
+            for o in self.select("read connector space", &sql, &[Param::Text(&list)], cs_from_row).await? {
                 out.insert(o.id, o);
             }
         }
@@ -487,9 +487,9 @@ impl Store {
         let mut out = HashMap::with_capacity(dns.len());
         for chunk in dns.chunks(5000) {
             let list = json_list(chunk)?;
-            let params = vec![Param::Int(connector), Param::Text(list)];
+            let params = [Param::Int(connector), Param::Text(&list)];
             let rows = self
-                .select(OP, SQL, params, |row| Ok((row.text(OP, "dn_norm")?, row.int(OP, "id")?)))
+                .select(OP, SQL, &params, |row| Ok((row.text(OP, "dn_norm")?, row.int(OP, "id")?)))
                 .await?;
             out.extend(rows);
         }
@@ -508,9 +508,9 @@ impl Store {
         let mut out = HashMap::with_capacity(anchors.len());
         for chunk in anchors.chunks(5000) {
             let list = json_list(chunk)?;
-            let params = vec![Param::Int(connector), Param::Text(list)];
+            let params = [Param::Int(connector), Param::Text(&list)];
             let rows = self
-                .select(OP, SQL, params, |row| Ok((row.text(OP, "anchor")?, row.int(OP, "id")?)))
+                .select(OP, SQL, &params, |row| Ok((row.text(OP, "anchor")?, row.int(OP, "id")?)))
                 .await?;
             out.extend(rows);
         }
@@ -605,7 +605,7 @@ impl Store {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
             let list = json_list(chunk)?;
-            for l in self.select("read links", &sql, vec![Param::Text(list)], link_from_row).await? {
+            for l in self.select("read links", &sql, &[Param::Text(&list)], link_from_row).await? {
                 out.insert(l.cs_id, l);
             }
         }
@@ -620,7 +620,7 @@ impl Store {
         let mut out = Vec::new();
         for chunk in ids.chunks(5000) {
             let list = json_list(chunk)?;
-            out.extend(self.select("read links", &sql, vec![Param::Text(list)], link_from_row).await?);
+            out.extend(self.select("read links", &sql, &[Param::Text(&list)], link_from_row).await?);
         }
         Ok(out)
     }
@@ -631,7 +631,7 @@ impl Store {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
             let list = json_list(chunk)?;
-            for o in self.select("read metaverse", &sql, vec![Param::Text(list)], mv_from_row).await? {
+            for o in self.select("read metaverse", &sql, &[Param::Text(&list)], mv_from_row).await? {
                 out.insert(o.id, o);
             }
         }
@@ -720,9 +720,9 @@ impl Store {
         let mut out = Vec::new();
         for chunk in values.chunks(5000) {
             let list = json_list(chunk)?;
-            let params = vec![Param::Int(connector), Param::Text(attribute.to_owned()), Param::Text(list)];
+            let params = [Param::Int(connector), Param::Text(attribute), Param::Text(&list)];
             out.extend(
-                self.select(OP, SQL, params, |row| Ok((row.text(OP, "value")?, row.int(OP, "cs_id")?)))
+                self.select(OP, SQL, &params, |row| Ok((row.text(OP, "value")?, row.int(OP, "cs_id")?)))
                     .await?,
             );
         }
