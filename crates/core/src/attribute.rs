@@ -52,6 +52,13 @@ impl Ord for AttrName {
         self.key.cmp(&other.key)
     }
 }
+/// Borrowed as its lowercase key: maps keyed by [`AttrName`] are searched with a lowercase `&str`
+/// (equality, order and hash all follow the key, as `str`'s do).
+impl Borrow<str> for AttrName {
+    fn borrow(&self) -> &str {
+        &self.key
+    }
+}
 impl std::hash::Hash for AttrName {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.key.hash(state)
@@ -329,11 +336,11 @@ impl Attributes {
     }
     /// Removes one attribute, returning its values.
     pub fn remove(&mut self, name: &str) -> Option<AttrValues> {
-        self.0.remove(&AttrName::new(name))
+        with_key(name, |key| self.0.remove(key))
     }
     /// The values of one attribute, looked up case-insensitively.
     pub fn get(&self, name: &str) -> Option<&AttrValues> {
-        self.0.get(&AttrName::new(name))
+        with_key(name, |key| self.0.get(key))
     }
     /// The values of one attribute, by [`AttrName`].
     pub fn get_name(&self, name: &AttrName) -> Option<&AttrValues> {
@@ -361,7 +368,7 @@ impl Attributes {
     }
     /// Whether an attribute is present.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains_key(&AttrName::new(name))
+        with_key(name, |key| self.0.contains_key(key))
     }
     /// Sorts and de-duplicates every attribute's values and drops empty attributes, so that equal
     /// content has equal serialization and hash.
@@ -370,6 +377,27 @@ impl Attributes {
         for v in self.0.values_mut() {
             v.normalize();
         }
+    }
+}
+
+/// Calls `f` with the lowercase key of `name`, without allocating for a name already lowercase or
+/// one that fits on the stack (every LDAP attribute name does).
+fn with_key<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    if !name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return f(name);
+    }
+    let mut buffer = [0u8; 64];
+    match buffer.get_mut(..name.len()) {
+        Some(slot) => {
+            slot.copy_from_slice(name.as_bytes());
+            slot.make_ascii_lowercase();
+            // ASCII lowercasing keeps UTF-8 valid.
+            match std::str::from_utf8(slot) {
+                Ok(key) => f(key),
+                Err(_) => f(&name.to_ascii_lowercase()),
+            }
+        }
+        None => f(&name.to_ascii_lowercase()),
     }
 }
 
@@ -390,6 +418,26 @@ mod tests {
         assert_eq!(a.first_text("USERPRINCIPALNAME"), Some("a@x"));
         let (name, _) = a.iter().next().unwrap();
         assert_eq!(name.as_str(), "userPrincipalName");
+    }
+
+    #[test]
+    fn lookups_fold_case_for_short_and_long_names() {
+        let long = format!("x{}Name", "Very".repeat(30));
+        let mut a = Attributes::new();
+        a.insert("givenName", AttrValues::String(vec!["Ann".into()]));
+        a.insert(long.as_str(), AttrValues::String(vec!["v".into()]));
+        a.insert("sn", AttrValues::String(vec!["Lee".into()]));
+        for name in ["givenName", "GIVENNAME", "givenname"] {
+            assert_eq!(a.first_text(name), Some("Ann"), "{name}");
+            assert!(a.contains(name), "{name}");
+        }
+        assert_eq!(a.first_text(&long.to_uppercase()), Some("v"));
+        assert_eq!(a.first_text("SN"), Some("Lee"));
+        assert_eq!(a.get("given"), None);
+        assert!(!a.contains("GIVENNAMES"));
+        assert_eq!(a.remove(&long.to_ascii_uppercase()), Some(AttrValues::String(vec!["v".into()])));
+        assert_eq!(a.remove("Sn"), Some(AttrValues::String(vec!["Lee".into()])));
+        assert_eq!(a.len(), 1);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use syncctl_core::{Anchor, AttrValues, Clock, Connector, ExportItem, ExportKind};
 use syncctl_store::{
-    ExportOperation, ExportResultRow, MvId, PendingExport, RunCounts, RunError, RunId, Severity, Store,
+    CsId, ExportOperation, ExportResultRow, MvId, PendingExport, RunCounts, RunError, RunId, Severity, Store,
+    SyncCsObject,
 };
 use tracing::{Instrument as _, info, info_span, warn};
 
@@ -122,16 +123,19 @@ pub async fn run_export(
         // An exported add or delete waits for the import that confirms it (sending it again
         // would create the object twice, or delete what is already gone); updates go again
         // until an import shows their values.
-        let pending: Vec<PendingExport> = store
-            .pending_exports(Some(target.id))
+        // Only what ordering and the guards need is kept of each export; a chunk's changes are
+        // read when its turn comes.
+        let pending: Vec<Head> = store
+            .pending_exports_each(Some(target.id), |p| {
+                Ok((!(p.operation != ExportOperation::Update && p.status == "exported")).then(|| Head::of(&p)))
+            })
             .await?
             .into_iter()
-            .filter(|p| !(p.operation != ExportOperation::Update && p.status == "exported"))
+            .flatten()
             .collect();
-        let deletes: Vec<&PendingExport> =
-            pending.iter().filter(|p| p.operation == ExportOperation::Delete).collect();
+        let deletes: Vec<&Head> = pending.iter().filter(|p| p.operation == ExportOperation::Delete).collect();
         let delete_keys: Vec<String> = {
-            let mut k: Vec<String> = deletes.iter().map(|p| p.target_key()).collect();
+            let mut k: Vec<String> = deletes.iter().map(|p| p.target_key.clone()).collect();
             k.sort();
             k
         };
@@ -212,16 +216,16 @@ pub async fn run_export(
         }
         let mut anchors = mv_anchors(store, target, &pending).await?;
         let mut position = 0;
-        let ordered: Vec<&PendingExport> = order.iter().filter_map(|i| pending.get(*i)).collect();
+        let ordered: Vec<&Head> = order.iter().filter_map(|i| pending.get(*i)).collect();
         let mut errors: Vec<RunError> = Vec::new();
         while position < ordered.len() {
             // A chunk ends before an item that refers to an object added in the same chunk:
             // the add must be done (and its anchor known) first.
-            let mut chunk: Vec<&PendingExport> = Vec::new();
+            let mut chunk: Vec<&Head> = Vec::new();
             let mut added: BTreeSet<MvId> = BTreeSet::new();
             while let Some(p) = ordered.get(position) {
                 if chunk.len() >= options.chunk.max(1)
-                    || (!chunk.is_empty() && references(p).iter().any(|m| added.contains(m)))
+                    || (!chunk.is_empty() && p.refs.iter().any(|m| added.contains(m)))
                 {
                     break;
                 }
@@ -233,11 +237,16 @@ pub async fn run_export(
                 chunk.push(p);
                 position += 1;
             }
-            let chunk = chunk.as_slice();
+            // The chunk's exports in full, and the target objects they change, in two reads (an
+            // export withdrawn since the list was read is simply not sent).
+            let mut full = store.pending_by_ids(&chunk.iter().map(|h| h.id).collect::<Vec<_>>()).await?;
+            let chunk: Vec<PendingExport> = chunk.iter().filter_map(|h| full.remove(&h.id)).collect();
+            let cs_ids: Vec<CsId> = chunk.iter().filter_map(|p| p.cs_id).collect();
+            let objects = store.cs_by_ids(&cs_ids).await?;
             let mut items = Vec::with_capacity(chunk.len());
             let mut deferred_refs = 0;
-            for p in chunk {
-                let (item, deferred) = item_for(store, p, &anchors).await?;
+            for p in &chunk {
+                let (item, deferred) = item_for(p, &anchors, &objects);
                 deferred_refs += deferred;
                 items.push(item);
             }
@@ -259,7 +268,7 @@ pub async fn run_export(
                     break;
                 }
             };
-            let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, *p)).collect();
+            let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, p)).collect();
             let mut rows = Vec::new();
             let mut batch_counts = RunCounts::default();
             let mut answered = BTreeSet::new();
@@ -385,20 +394,39 @@ fn approval_token(connector: i64, deletes: &[String], run: RunId) -> String {
     h.finalize().to_hex().as_str().chars().take(20).collect()
 }
 
-/// The MV ids a pending export refers to.
-fn references(p: &PendingExport) -> Vec<MvId> {
-    let mut out = Vec::new();
-    for c in &p.changes {
-        if let Some(AttrValues::Reference(v)) = &c.new {
-            out.extend(v.iter().filter_map(|r| parse_mv_ref(r)));
+/// What the export keeps of a pending export until its chunk is sent.
+struct Head {
+    id: i64,
+    mv_id: Option<MvId>,
+    operation: ExportOperation,
+    display: String,
+    target_key: String,
+    /// The MV objects its new values refer to.
+    refs: Vec<MvId>,
+}
+
+impl Head {
+    fn of(p: &PendingExport) -> Self {
+        let mut refs = Vec::new();
+        for c in &p.changes {
+            if let Some(AttrValues::Reference(v)) = &c.new {
+                refs.extend(v.iter().filter_map(|r| parse_mv_ref(r)));
+            }
+        }
+        Self {
+            id: p.id,
+            mv_id: p.mv_id,
+            operation: p.operation,
+            display: p.display.clone(),
+            target_key: p.target_key(),
+            refs,
         }
     }
-    out
 }
 
 /// The export order (indexes into `pending`): every add before what refers to it; deletes
 /// last. Returns the cycles found (the displays of their members).
-fn export_order(pending: &[PendingExport]) -> (Vec<usize>, Vec<Vec<String>>) {
+fn export_order(pending: &[Head]) -> (Vec<usize>, Vec<Vec<String>>) {
     let mut graph: DiGraph<usize, ()> = DiGraph::new();
     let nodes: Vec<NodeIndex> = (0..pending.len()).map(|i| graph.add_node(i)).collect();
     let mut adds: HashMap<MvId, NodeIndex> = HashMap::new();
@@ -411,8 +439,8 @@ fn export_order(pending: &[PendingExport]) -> (Vec<usize>, Vec<Vec<String>>) {
     }
     for (i, p) in pending.iter().enumerate() {
         let Some(me) = nodes.get(i) else { continue };
-        for r in references(p) {
-            if let Some(add) = adds.get(&r)
+        for r in &p.refs {
+            if let Some(add) = adds.get(r)
                 && add != me
             {
                 graph.update_edge(*add, *me, ());
@@ -471,28 +499,25 @@ fn export_order(pending: &[PendingExport]) -> (Vec<usize>, Vec<Vec<String>>) {
 async fn mv_anchors(
     store: &Store,
     target: &SyncConnector,
-    pending: &[PendingExport],
+    pending: &[Head],
 ) -> Result<HashMap<MvId, String>> {
-    let mut ids: Vec<MvId> = pending.iter().flat_map(references).collect();
+    let mut ids: Vec<MvId> = pending.iter().flat_map(|p| p.refs.iter().copied()).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut anchors = store.target_anchors(target.id, &ids).await?;
-    let keys: Vec<String> = ids.iter().map(|i| format!("mv:{i}")).collect();
-    for (_, p) in store.pending_for_targets(target.id, &keys).await? {
-        if let (Some(mv), Some(a)) = (p.mv_id, p.created_anchor) {
-            anchors.entry(mv).or_insert(a);
-        }
+    for (mv, anchor) in store.created_anchors(target.id, &ids).await? {
+        anchors.entry(mv).or_insert(anchor);
     }
     Ok(anchors)
 }
 
 /// The connector's item for a pending export; references resolved to target anchors (those
 /// that cannot be yet are left out and counted).
-async fn item_for(
-    store: &Store,
+fn item_for(
     p: &PendingExport,
     anchors: &HashMap<MvId, String>,
-) -> Result<(ExportItem, usize)> {
+    objects: &HashMap<CsId, SyncCsObject>,
+) -> (ExportItem, usize) {
     let mut deferred = 0;
     let mut attributes = Vec::with_capacity(p.changes.len());
     for c in &p.changes {
@@ -516,8 +541,8 @@ async fn item_for(
     }
     let (anchor, dn) = match p.cs_id {
         Some(cs) => {
-            let o = store.cs_by_ids(&[cs]).await?.remove(&cs);
-            (o.as_ref().and_then(|o| Anchor::new(o.anchor.clone()).ok()), o.map(|o| o.dn))
+            let o = objects.get(&cs);
+            (o.and_then(|o| Anchor::new(o.anchor.clone()).ok()), o.map(|o| o.dn.clone()))
         }
         // The delete of an object this engine created and no import has seen yet.
         None => (p.created_anchor.as_ref().and_then(|a| Anchor::new(a.clone()).ok()), None),
@@ -528,8 +553,8 @@ async fn item_for(
         ExportOperation::Delete => ExportKind::Delete,
     };
     let uncertain = p.status == "exporting";
-    Ok((
+    (
         ExportItem { id: p.id, kind, object_type: p.object_type.clone(), anchor, dn, attributes, uncertain },
         deferred,
-    ))
+    )
 }

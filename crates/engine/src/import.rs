@@ -340,9 +340,7 @@ async fn sweep(
     options: &ImportOptions,
     clock: &dyn Clock,
 ) -> Result<()> {
-    let index = store.load_cs_index(state.cid).await?;
-    let mut gone: Vec<String> =
-        index.into_iter().filter(|(a, e)| e.present && !state.seen.contains(a)).map(|(a, _)| a).collect();
+    let mut gone = store.cs_present_anchors(state.cid, |a| !state.seen.contains(a)).await?;
     gone.sort_unstable();
     for chunk in gone.chunks(options.sweep_batch.max(1)) {
         let mut writes = Vec::with_capacity(chunk.len());

@@ -375,13 +375,14 @@ pub async fn run_sync(
     .await
 }
 
-/// One contribution to an MV attribute.
-struct Contribution {
+/// One contribution to an MV attribute (borrowed from the rules and connectors of the run, the
+/// source object shared: only the winning contribution of each attribute becomes provenance).
+struct Contribution<'a> {
     precedence: u32,
-    rule: String,
-    connector: String,
+    rule: &'a str,
+    connector: &'a str,
     connector_id: ConnectorId,
-    anchor: String,
+    source: Arc<SyncCsObject>,
     apply_once: bool,
     value: FlowValue,
 }
@@ -432,7 +433,7 @@ struct SyncRun<'a> {
     failed_cs: BTreeSet<CsId>,
     failed_mvs: BTreeSet<MvId>,
     /// Unique target values claimed in this run: (target, attribute, lower-case value) -> MV.
-    claimed: HashMap<(ConnectorId, String, String), MvId>,
+    claimed: HashMap<(ConnectorId, &'static str, String), MvId>,
     /// True when a rule's scope needs group memberships.
     uses_member_of: bool,
     /// MV join candidates prefetched for the batch: (key attribute, value) -> MV ids.
@@ -444,7 +445,7 @@ struct SyncRun<'a> {
     tenants: HashMap<ConnectorId, Arc<Tenant>>,
     /// Unique values of the object being compared that the directory-sync rewrites just found
     /// free (target, attribute, lower-case value): the unique check does not look them up again.
-    checked_free: std::collections::HashSet<(ConnectorId, String, String)>,
+    checked_free: std::collections::HashSet<(ConnectorId, &'static str, String)>,
     /// Pending exports staged in this run (target, key, operation), to count each once.
     staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
     /// The batch hook of the options.
@@ -1302,7 +1303,7 @@ impl<'a> SyncRun<'a> {
         let object = &*current;
         let is_new = object.attributes.is_empty() && object.provenance.is_empty();
         let links = self.links_of_mv(mv).await?;
-        let mut contributions: BTreeMap<String, (String, Vec<Contribution>)> = BTreeMap::new();
+        let mut contributions: BTreeMap<String, (String, Vec<Contribution<'a>>)> = BTreeMap::new();
         for link in &links {
             let Some(cs) = self.cs_object(link.cs_id).await? else { continue };
             let Some(connector) = self.connector(link.connector_id) else { continue };
@@ -1343,10 +1344,10 @@ impl<'a> SyncRun<'a> {
                         .1
                         .push(Contribution {
                             precedence: rule.precedence,
-                            rule: rule.name.clone(),
-                            connector: connector.name.clone(),
+                            rule: &rule.name,
+                            connector: &connector.name,
                             connector_id: connector.id,
-                            anchor: cs.anchor.clone(),
+                            source: Arc::clone(&cs),
                             apply_once: flow.apply_once,
                             value,
                         });
@@ -1356,7 +1357,7 @@ impl<'a> SyncRun<'a> {
         let mut attributes = Attributes::new();
         let mut provenance = BTreeMap::new();
         for (_, (name, mut list)) in contributions {
-            list.sort_by(|a, b| a.precedence.cmp(&b.precedence).then_with(|| a.rule.cmp(&b.rule)));
+            list.sort_by(|a, b| a.precedence.cmp(&b.precedence).then_with(|| a.rule.cmp(b.rule)));
             for c in list {
                 if c.apply_once && !is_new {
                     // Apply once: the value set when the object was created stays.
@@ -1384,9 +1385,9 @@ impl<'a> SyncRun<'a> {
                         provenance.insert(
                             name.clone(),
                             AttrProvenance {
-                                rule: c.rule,
-                                connector: c.connector,
-                                anchor: c.anchor,
+                                rule: c.rule.to_owned(),
+                                connector: c.connector.to_owned(),
+                                anchor: c.source.anchor.clone(),
                                 precedence: c.precedence,
                             },
                         );
@@ -1420,12 +1421,17 @@ impl<'a> SyncRun<'a> {
                 None => provenance.remove(SOURCE_ANCHOR),
             };
         }
-        let mut old = object.attributes.clone();
-        old.normalize();
-        if old == attributes && object.provenance == provenance && !is_new {
+        // Stored attributes are normalized already: the copy to normalize is made only when they
+        // differ as stored.
+        let same = object.attributes == attributes || {
+            let mut old = object.attributes.clone();
+            old.normalize();
+            old == attributes
+        };
+        if same && object.provenance == provenance && !is_new {
             return Ok(());
         }
-        let changed_at = if old != attributes {
+        let changed_at = if !same {
             self.counts.mv_updated += 1;
             self.clock.now_ms()
         } else {
@@ -1486,14 +1492,7 @@ impl<'a> SyncRun<'a> {
         ids.sort_unstable();
         ids.dedup();
         let mut reachable: BTreeSet<MvId> = self.target_linked(target.id, &ids).await?;
-        let keys: Vec<String> = ids.iter().map(|i| format!("mv:{i}")).collect();
-        for p in self.pending_of(target.id, &keys).await?.into_values() {
-            if p.operation == ExportOperation::Add
-                && let Some(m) = p.mv_id
-            {
-                reachable.insert(m);
-            }
-        }
+        reachable.extend(self.pending_adds(target.id, &ids).await?);
         // Withdrawn in this batch: not reachable any more, unless linked or staged again below.
         for (c, key) in &self.out.pending_deletes {
             if *c == target.id
@@ -1616,7 +1615,7 @@ impl<'a> SyncRun<'a> {
                 holders.push(format!("already claimed by the pending export of metaverse object {m}"));
             }
         }
-        let claim = (target.id, attribute.to_string(), value.to_owned());
+        let claim = (target.id, attribute, value.to_owned());
         if let Some(other) = self.claimed.get(&claim).filter(|o| **o != object.id) {
             holders.push(format!("already claimed by metaverse object {other} for `{}`", target.name));
         }
@@ -1643,7 +1642,7 @@ impl<'a> SyncRun<'a> {
             };
             let Some(values) = &c.new else { continue };
             for v in key_texts(values, true) {
-                let checked = (target.id, attribute.to_string(), v);
+                let checked = (target.id, *attribute, v);
                 if self.checked_free.contains(&checked) {
                     claims.push(checked);
                     continue;
@@ -1651,7 +1650,7 @@ impl<'a> SyncRun<'a> {
                 let (_, _, v) = checked;
                 let holders = self.unique_holders(target, object, own, attribute, &v).await?;
                 if holders.is_empty() {
-                    claims.push((target.id, attribute.to_string(), v));
+                    claims.push((target.id, *attribute, v));
                 } else {
                     conflicts.extend(holders.into_iter().map(|h| format!("{attribute} {v} is {h}")));
                 }
@@ -1767,7 +1766,7 @@ impl<'a> SyncRun<'a> {
                 }
             }
             if free {
-                self.checked_free.insert((target.id, "userPrincipalName".to_owned(), value.to_lowercase()));
+                self.checked_free.insert((target.id, "userPrincipalName", value.to_lowercase()));
             }
             desired.insert(key, Some(AttrValues::String(vec![value])));
         }
@@ -1780,7 +1779,7 @@ impl<'a> SyncRun<'a> {
                 let holders =
                     self.unique_holders(target, object, own_id, "proxyAddresses", &v.to_lowercase()).await?;
                 if holders.is_empty() {
-                    self.checked_free.insert((target.id, "proxyAddresses".to_owned(), v.to_lowercase()));
+                    self.checked_free.insert((target.id, "proxyAddresses", v.to_lowercase()));
                     kept.push(v);
                 } else {
                     self.warn_at(

@@ -105,11 +105,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn status_json(s: &AppState) -> crate::Result<serde_json::Value> {
     let runs = s.store.runs(None, 30).await?;
-    let pending = s.store.pending_exports(None).await?;
     let mut by: std::collections::BTreeMap<(String, String, String), i64> = std::collections::BTreeMap::new();
-    for p in &pending {
+    for p in s.store.pending_counts().await? {
         let c = s.store.connector_name(p.connector_id).await?.unwrap_or_default();
-        *by.entry((c, p.operation.as_str().to_owned(), p.status.clone())).or_default() += 1;
+        *by.entry((c, p.operation.as_str().to_owned(), p.status)).or_default() += p.count;
     }
     let pending: Vec<_> = by
         .into_iter()

@@ -200,10 +200,9 @@ impl Metrics {
 
     /// The text exposition, with the gauges read from `store` now.
     pub async fn render(&self, store: &Store, paused: bool) -> crate::Result<String> {
-        let pending = store.pending_exports(None).await?;
         let mut by: std::collections::BTreeMap<(i64, String), i64> = std::collections::BTreeMap::new();
-        for p in &pending {
-            *by.entry((p.connector_id, p.status.clone())).or_default() += 1;
+        for c in store.pending_counts().await? {
+            *by.entry((c.connector_id, c.status)).or_default() += c.count;
         }
         self.pending.clear();
         for ((cid, status), n) in by {

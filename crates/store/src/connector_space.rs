@@ -6,6 +6,7 @@ use sqlx::Row;
 use syncctl_core::{Anchor, Attributes, ContentHash, CsObject, Dn, Watermark};
 
 use crate::error::{Result, StoreError};
+use crate::reader::Param;
 use crate::runs::RunCounts;
 use crate::{ConnectorId, RunId, Store};
 
@@ -174,22 +175,40 @@ impl Store {
     /// The whole connector space of one connector as anchor -> (hash, DN, state): what a full
     /// import diffs against.
     pub async fn load_cs_index(&self, connector: ConnectorId) -> Result<HashMap<String, CsIndexEntry>> {
-        let rows =
-            sqlx::query("SELECT anchor, content_hash, dn_norm, state FROM cs_objects WHERE connector_id = ?")
-                .bind(connector)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| StoreError::query("load connector space", e))?;
-        let mut index = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let anchor: String = row.try_get(0).map_err(|e| StoreError::query("load connector space", e))?;
-            let hash: Vec<u8> = row.try_get(1).map_err(|e| StoreError::query("load connector space", e))?;
-            let dn_norm: String = row.try_get(2).map_err(|e| StoreError::query("load connector space", e))?;
-            let state: String = row.try_get(3).map_err(|e| StoreError::query("load connector space", e))?;
-            let hash = hash_from(&hash, &anchor)?;
-            index.insert(anchor, CsIndexEntry { hash, dn_norm, present: state == "present" });
-        }
-        Ok(index)
+        const OP: &str = "load connector space";
+        const SQL: &str =
+            "SELECT anchor, content_hash, dn_norm, state FROM cs_objects WHERE connector_id = ?";
+        let rows = self
+            .select(OP, SQL, &[Param::Int(connector)], |row| {
+                let anchor = row.text(OP, "anchor")?;
+                let hash = hash_from(&row.blob(OP, "content_hash")?, &anchor)?;
+                let entry = CsIndexEntry {
+                    hash,
+                    dn_norm: row.text(OP, "dn_norm")?,
+                    present: row.text(OP, "state")? == "present",
+                };
+                Ok((anchor, entry))
+            })
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The anchors of a connector's present objects that `keep` keeps (what a full import did
+    /// not see, say), without holding the rest.
+    pub async fn cs_present_anchors(
+        &self,
+        connector: ConnectorId,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>> {
+        const OP: &str = "load connector space";
+        const SQL: &str = "SELECT anchor FROM cs_objects WHERE connector_id = ? AND state = 'present'";
+        let rows = self
+            .select(OP, SQL, &[Param::Int(connector)], |row| {
+                let anchor = row.text(OP, "anchor")?;
+                Ok(keep(&anchor).then_some(anchor))
+            })
+            .await?;
+        Ok(rows.into_iter().flatten().collect())
     }
 
     /// The stored objects for some anchors of one connector (what a delta import diffs against).

@@ -37,7 +37,8 @@ pub use connector_space::{CsIndexEntry, CsLookup, CsWrite, StoredCsObject};
 pub use error::{Result, StoreError};
 pub use metaverse::{
     AttrProvenance, AttributeChange, CsId, CsJoinKeys, ExportApproval, ExportOperation, ExportResultRow,
-    JoinKeys, LinkHow, MvId, MvLink, MvObject, MvWrite, PendingExport, SyncBatch, SyncCsObject, SyncMark,
+    JoinKeys, LinkHow, MvId, MvLink, MvObject, MvWrite, PendingCount, PendingExport, SyncBatch, SyncCsObject,
+    SyncMark,
 };
 pub use runs::{RunCounts, RunError, RunRecord, RunStatus, Severity};
 pub use service::{AssessSummary, RuleFindings};

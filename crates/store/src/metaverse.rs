@@ -3,7 +3,7 @@
 //! [`Store::write_sync_batch`] in one transaction together with how far the run got, so a run
 //! killed at any point resumes from the last batch it wrote.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -204,6 +204,19 @@ pub struct PendingExport {
     pub updated_at: i64,
 }
 
+/// The number of pending exports of one connector, operation and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCount {
+    /// The target connector.
+    pub connector_id: ConnectorId,
+    /// Add, update or delete.
+    pub operation: ExportOperation,
+    /// `pending`, `exporting`, `exported` or `failed`.
+    pub status: String,
+    /// How many.
+    pub count: i64,
+}
+
 impl PendingExport {
     /// The key that identifies its target object within the connector.
     pub fn target_key(&self) -> String {
@@ -341,29 +354,32 @@ fn link_from_row(row: &dyn Columns) -> Result<MvLink> {
     })
 }
 
-fn pending_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<PendingExport> {
-    let get = |e| StoreError::query("read pending exports", e);
-    let id: i64 = row.try_get("id").map_err(get)?;
-    let op: String = row.try_get("operation").map_err(get)?;
-    let changes: String = row.try_get("changes").map_err(get)?;
+const SELECT_PENDING: &str = "SELECT id, connector_id, mv_id, cs_id, operation, object_type, display, changes, rule, \
+     status, attempts, last_error, created_anchor, created_at, updated_at FROM pending_exports ";
+
+fn pending_from_row(row: &dyn Columns) -> Result<PendingExport> {
+    const OP: &str = "read pending exports";
+    let id = row.int(OP, "id")?;
+    let op = row.text(OP, "operation")?;
+    let changes = row.text(OP, "changes")?;
     Ok(PendingExport {
         id,
-        connector_id: row.try_get("connector_id").map_err(get)?,
-        mv_id: row.try_get("mv_id").map_err(get)?,
-        cs_id: row.try_get("cs_id").map_err(get)?,
+        connector_id: row.int(OP, "connector_id")?,
+        mv_id: row.opt_int(OP, "mv_id")?,
+        cs_id: row.opt_int(OP, "cs_id")?,
         operation: ExportOperation::parse(&op)
             .ok_or_else(|| corrupt("pending_exports", id, format!("operation `{op}`")))?,
-        object_type: row.try_get("object_type").map_err(get)?,
-        display: row.try_get("display").map_err(get)?,
+        object_type: row.text(OP, "object_type")?,
+        display: row.text(OP, "display")?,
         changes: serde_json::from_str(&changes)
             .map_err(|e| corrupt("pending_exports", id, format!("changes are not valid JSON: {e}")))?,
-        rule: row.try_get("rule").map_err(get)?,
-        status: row.try_get("status").map_err(get)?,
-        attempts: row.try_get("attempts").map_err(get)?,
-        last_error: row.try_get("last_error").map_err(get)?,
-        created_anchor: row.try_get("created_anchor").map_err(get)?,
-        created_at: row.try_get("created_at").map_err(get)?,
-        updated_at: row.try_get("updated_at").map_err(get)?,
+        rule: row.text(OP, "rule")?,
+        status: row.text(OP, "status")?,
+        attempts: row.int(OP, "attempts")?,
+        last_error: row.opt_text(OP, "last_error")?,
+        created_anchor: row.opt_text(OP, "created_anchor")?,
+        created_at: row.int(OP, "created_at")?,
+        updated_at: row.int(OP, "updated_at")?,
     })
 }
 
@@ -801,19 +817,30 @@ impl Store {
         connector: ConnectorId,
         keys: &[String],
     ) -> Result<HashMap<String, PendingExport>> {
+        let sql = format!(
+            "{SELECT_PENDING} WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))"
+        );
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT * FROM pending_exports WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
-            )
-            .bind(connector)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read pending exports", e))?;
-            for row in &rows {
-                let p = pending_from_row(row)?;
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            for p in self.select("read pending exports", &sql, &params, pending_from_row).await? {
                 out.insert(p.target_key(), p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pending exports with these row ids: id -> export (ids no longer pending are absent).
+    pub async fn pending_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, PendingExport>> {
+        let sql = format!("{SELECT_PENDING} WHERE id IN (SELECT value FROM json_each(?))");
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(5000) {
+            let list = json_list(chunk)?;
+            for p in
+                self.select("read pending exports", &sql, &[Param::Text(&list)], pending_from_row).await?
+            {
+                out.insert(p.id, p);
             }
         }
         Ok(out)
@@ -821,25 +848,86 @@ impl Store {
 
     /// Every pending export, or those of one connector, by connector, operation and display.
     pub async fn pending_exports(&self, connector: Option<ConnectorId>) -> Result<Vec<PendingExport>> {
-        let rows = sqlx::query(
-            "SELECT * FROM pending_exports WHERE ?1 IS NULL OR connector_id = ?1 \
-             ORDER BY connector_id, CASE operation WHEN 'add' THEN 0 WHEN 'update' THEN 1 ELSE 2 END, display, id",
-        )
-        .bind(connector)
-        .fetch_all(&self.pool)
+        self.pending_exports_each(connector, Ok).await
+    }
+
+    /// Every pending export (or those of one connector) in the order of [`Self::pending_exports`],
+    /// each reduced by `keep` as it is read: a caller that needs a little of each never holds a
+    /// whole export set (100,000 decoded exports are about half a gigabyte). The rows are read
+    /// in storage order and sorted here, on their keys: an `ORDER BY` would make SQLite's sorter
+    /// hold every row, changes included (about 100 MB at 100,000 exports).
+    pub async fn pending_exports_each<T>(
+        &self,
+        connector: Option<ConnectorId>,
+        keep: impl Fn(PendingExport) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let sql = format!("{SELECT_PENDING} WHERE ?1 IS NULL OR connector_id = ?1");
+        let params = match connector {
+            Some(c) => [Param::Int(c)],
+            None => [Param::Null],
+        };
+        let mut rows = self
+            .select("read pending exports", &sql, &params, |row| {
+                let p = pending_from_row(row)?;
+                let rank = match p.operation {
+                    ExportOperation::Add => 0,
+                    ExportOperation::Update => 1,
+                    ExportOperation::Delete => 2,
+                };
+                let key = (p.connector_id, rank, p.display.clone(), p.id);
+                Ok((key, keep(p)?))
+            })
+            .await?;
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// How many pending exports there are, by connector, operation and status.
+    pub async fn pending_counts(&self) -> Result<Vec<PendingCount>> {
+        const OP: &str = "count pending exports";
+        const SQL: &str = "SELECT connector_id, operation, status, COUNT(*) AS n FROM pending_exports \
+                           GROUP BY connector_id, operation, status ORDER BY connector_id, operation, status";
+        self.select(OP, SQL, &[], |row| {
+            let operation = row.text(OP, "operation")?;
+            Ok(PendingCount {
+                connector_id: row.int(OP, "connector_id")?,
+                operation: ExportOperation::parse(&operation)
+                    .ok_or_else(|| corrupt("pending_exports", "", format!("operation `{operation}`")))?,
+                status: row.text(OP, "status")?,
+                count: row.int(OP, "n")?,
+            })
+        })
         .await
-        .map_err(|e| StoreError::query("read pending exports", e))?;
-        rows.iter().map(pending_from_row).collect()
+    }
+
+    /// The anchors that exported adds of a connector created for these MV objects and that no
+    /// import has confirmed yet: mv id -> anchor.
+    pub async fn created_anchors(
+        &self,
+        connector: ConnectorId,
+        mvs: &[MvId],
+    ) -> Result<HashMap<MvId, String>> {
+        const OP: &str = "read pending exports";
+        const SQL: &str = "SELECT mv_id, created_anchor FROM pending_exports WHERE connector_id = ? \
+                           AND target_key IN (SELECT 'mv:' || value FROM json_each(?)) AND created_anchor IS NOT NULL";
+        let mut out = HashMap::new();
+        for chunk in mvs.chunks(5000) {
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            let rows = self
+                .select(OP, SQL, &params, |row| {
+                    Ok((row.opt_int(OP, "mv_id")?, row.text(OP, "created_anchor")?))
+                })
+                .await?;
+            out.extend(rows.into_iter().filter_map(|(mv, anchor)| Some((mv?, anchor))));
+        }
+        Ok(out)
     }
 
     /// The pending exports that concern one MV object (for `syncctl show`).
     pub async fn pending_for_mv(&self, mv: MvId) -> Result<Vec<PendingExport>> {
-        let rows = sqlx::query("SELECT * FROM pending_exports WHERE mv_id = ? ORDER BY connector_id, id")
-            .bind(mv)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read pending exports", e))?;
-        rows.iter().map(pending_from_row).collect()
+        let sql = format!("{SELECT_PENDING} WHERE mv_id = ? ORDER BY connector_id, id");
+        self.select("read pending exports", &sql, &[Param::Int(mv)], pending_from_row).await
     }
 
     /// Writes one sync batch in one transaction, in multi-row statements (a batch costs a few
@@ -1355,6 +1443,21 @@ impl Store {
                     row.try_get(2).map_err(get)?,
                 ));
             }
+        }
+        Ok(out)
+    }
+
+    /// Of these MV objects, those with a pending add on a connector (whatever its status): what
+    /// a reference to them needs to know, without reading the adds themselves.
+    pub async fn pending_add_mvs(&self, connector: ConnectorId, mvs: &[MvId]) -> Result<BTreeSet<MvId>> {
+        const OP: &str = "read pending exports";
+        const SQL: &str = "SELECT mv_id FROM pending_exports WHERE connector_id = ? AND operation = 'add' \
+                           AND target_key IN (SELECT 'mv:' || value FROM json_each(?)) AND mv_id IS NOT NULL";
+        let mut out = BTreeSet::new();
+        for chunk in mvs.chunks(5000) {
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            out.extend(self.select(OP, SQL, &params, |row| row.int(OP, "mv_id")).await?);
         }
         Ok(out)
     }

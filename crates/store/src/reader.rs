@@ -26,6 +26,7 @@ use crate::error::{Result, StoreError};
 /// A bound parameter of a read.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Param<'a> {
+    Null,
     Int(i64),
     Text(&'a str),
 }
@@ -33,6 +34,7 @@ pub(crate) enum Param<'a> {
 impl rusqlite::ToSql for Param<'_> {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         match self {
+            Self::Null => Ok(rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Null)),
             Self::Int(i) => i.to_sql(),
             Self::Text(t) => t.to_sql(),
         }
@@ -42,18 +44,26 @@ impl rusqlite::ToSql for Param<'_> {
 /// One row of a read, whichever connection it came from.
 pub(crate) trait Columns {
     fn int(&self, operation: &'static str, column: &str) -> Result<i64>;
+    fn opt_int(&self, operation: &'static str, column: &str) -> Result<Option<i64>>;
     fn text(&self, operation: &'static str, column: &str) -> Result<String>;
     fn opt_text(&self, operation: &'static str, column: &str) -> Result<Option<String>>;
+    fn blob(&self, operation: &'static str, column: &str) -> Result<Vec<u8>>;
 }
 
 impl Columns for sqlx::sqlite::SqliteRow {
     fn int(&self, operation: &'static str, column: &str) -> Result<i64> {
         self.try_get(column).map_err(|e| StoreError::query(operation, e))
     }
+    fn opt_int(&self, operation: &'static str, column: &str) -> Result<Option<i64>> {
+        self.try_get(column).map_err(|e| StoreError::query(operation, e))
+    }
     fn text(&self, operation: &'static str, column: &str) -> Result<String> {
         self.try_get(column).map_err(|e| StoreError::query(operation, e))
     }
     fn opt_text(&self, operation: &'static str, column: &str) -> Result<Option<String>> {
+        self.try_get(column).map_err(|e| StoreError::query(operation, e))
+    }
+    fn blob(&self, operation: &'static str, column: &str) -> Result<Vec<u8>> {
         self.try_get(column).map_err(|e| StoreError::query(operation, e))
     }
 }
@@ -62,10 +72,16 @@ impl Columns for rusqlite::Row<'_> {
     fn int(&self, operation: &'static str, column: &str) -> Result<i64> {
         self.get(column).map_err(|e| StoreError::read(operation, e))
     }
+    fn opt_int(&self, operation: &'static str, column: &str) -> Result<Option<i64>> {
+        self.get(column).map_err(|e| StoreError::read(operation, e))
+    }
     fn text(&self, operation: &'static str, column: &str) -> Result<String> {
         self.get(column).map_err(|e| StoreError::read(operation, e))
     }
     fn opt_text(&self, operation: &'static str, column: &str) -> Result<Option<String>> {
+        self.get(column).map_err(|e| StoreError::read(operation, e))
+    }
+    fn blob(&self, operation: &'static str, column: &str) -> Result<Vec<u8>> {
         self.get(column).map_err(|e| StoreError::read(operation, e))
     }
 }
@@ -123,6 +139,7 @@ impl Store {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
         for p in params {
             query = match *p {
+                Param::Null => query.bind(None::<i64>),
                 Param::Int(i) => query.bind(i),
                 Param::Text(t) => query.bind(t),
             };
@@ -243,6 +260,88 @@ mod tests {
         assert_eq!(links, pooled.links_by_cs(&[cs]).await.unwrap());
         assert_eq!(store.links_by_mv(&[7]).await.unwrap(), pooled.links_by_mv(&[7]).await.unwrap());
         assert_eq!(store.links_by_mv(&[7]).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pending_exports_read_alike_on_both_paths_whole_reduced_by_id_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, pooled, c) = file_store(dir.path()).await;
+        let other = store.ensure_connector("cloud", "graph", 1).await.unwrap();
+        let changes = serde_json::to_string(&vec![crate::AttributeChange {
+            attribute: "manager".into(),
+            old: None,
+            new: Some(AttrValues::Reference(vec!["mv:8".into()])),
+        }])
+        .unwrap();
+        // (id, connector, target key, mv, cs, operation, display, status, created anchor)
+        type Row<'a> =
+            (i64, i64, &'a str, Option<i64>, Option<i64>, &'a str, &'a str, &'a str, Option<&'a str>);
+        let rows: [Row<'_>; 4] = [
+            (1, c, "mv:7", Some(7), None, "add", "b@x.com", "exported", Some("anchor-7")),
+            (2, c, "mv:8", Some(8), None, "add", "a@x.com", "pending", None),
+            (3, c, "cs:40", Some(9), Some(40), "delete", "c@x.com", "pending", None),
+            (4, other, "mv:7", Some(7), None, "add", "b@x.com", "failed", None),
+        ];
+        for (id, conn, key, mv, cs, op, display, status, anchor) in rows {
+            sqlx::query(
+                "INSERT INTO pending_exports (id, connector_id, target_key, mv_id, cs_id, operation, object_type, \
+                 display, changes, rule, status, created_anchor, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, 'user', ?, ?, 'out', ?, ?, 5, 6)",
+            )
+            .bind(id)
+            .bind(conn)
+            .bind(key)
+            .bind(mv)
+            .bind(cs)
+            .bind(op)
+            .bind(display)
+            .bind(&changes)
+            .bind(status)
+            .bind(anchor)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        // whole, in list order (connector, adds before deletes, display), on both paths
+        let all = store.pending_exports(None).await.unwrap();
+        assert_eq!(all.iter().map(|p| p.id).collect::<Vec<_>>(), [2, 1, 3, 4]);
+        assert_eq!(all, pooled.pending_exports(None).await.unwrap());
+        assert_eq!(all[0].changes[0].new, Some(AttrValues::Reference(vec!["mv:8".into()])));
+        assert_eq!(
+            (all[2].cs_id, all[2].mv_id, all[1].created_anchor.as_deref()),
+            (Some(40), Some(9), Some("anchor-7"))
+        );
+        let one = store.pending_exports(Some(other)).await.unwrap();
+        assert_eq!(one.iter().map(|p| p.id).collect::<Vec<_>>(), [4]);
+        // reduced as read
+        let displays = store.pending_exports_each(Some(c), |p| Ok(p.display)).await.unwrap();
+        assert_eq!(displays, ["a@x.com", "b@x.com", "c@x.com"]);
+        // by id: what is no longer pending is absent
+        let by_id = store.pending_by_ids(&[3, 1, 99]).await.unwrap();
+        assert_eq!(by_id.keys().copied().collect::<std::collections::BTreeSet<_>>(), [1, 3].into());
+        assert_eq!(by_id, pooled.pending_by_ids(&[3, 1, 99]).await.unwrap());
+        // counted by connector, operation and status
+        let counts = store.pending_counts().await.unwrap();
+        let seen: Vec<(i64, &str, &str, i64)> = counts
+            .iter()
+            .map(|n| (n.connector_id, n.operation.as_str(), n.status.as_str(), n.count))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (c, "add", "exported", 1),
+                (c, "add", "pending", 1),
+                (c, "delete", "pending", 1),
+                (other, "add", "failed", 1)
+            ]
+        );
+        assert_eq!(counts, pooled.pending_counts().await.unwrap());
+        // the anchors exported adds created, of this connector only
+        let created = store.created_anchors(c, &[7, 8, 9]).await.unwrap();
+        assert_eq!(created, [(7, "anchor-7".to_owned())].into());
+        assert!(store.created_anchors(other, &[7]).await.unwrap().is_empty());
+        assert_eq!(created, pooled.created_anchors(c, &[7, 8, 9]).await.unwrap());
+        assert_eq!(store.pending_for_mv(7).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

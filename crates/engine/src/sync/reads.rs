@@ -36,6 +36,9 @@ enum Lookup {
 pub(super) struct BatchReads {
     /// Pending exports: (target, target key) -> the export, if any.
     pending: HashMap<(ConnectorId, String), Option<PendingExport>>,
+    /// Whether an MV object has a pending add on a target: (target, mv) -> staged. What a
+    /// reference to it needs (a group of 50,000 members must not read 50,000 whole adds).
+    pending_add: HashMap<(ConnectorId, MvId), bool>,
     /// Target join keys: (target, key attribute, value) -> CS objects holding it.
     cs_keys: HashMap<(ConnectorId, String, String), Vec<CsId>>,
     /// Staged unique values: (target, key attribute, value) -> (target key, mv id) claiming it.
@@ -79,6 +82,32 @@ impl SyncRun<'_> {
                 let p = self.reads.pending.get(&(connector, k.clone()))?.clone()?;
                 Some((k.clone(), p))
             })
+            .collect())
+    }
+
+    /// Of these MV objects, those the store holds a pending add for on a target.
+    pub(super) async fn pending_adds(
+        &mut self,
+        connector: ConnectorId,
+        ids: &[MvId],
+    ) -> Result<BTreeSet<MvId>> {
+        let missing: Vec<MvId> = ids
+            .iter()
+            .copied()
+            .filter(|m| !self.reads.pending_add.contains_key(&(connector, *m)))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !missing.is_empty() {
+            let found = self.store.pending_add_mvs(connector, &missing).await?;
+            for m in missing {
+                self.reads.pending_add.insert((connector, m), found.contains(&m));
+            }
+        }
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|m| self.reads.pending_add.get(&(connector, *m)) == Some(&true))
             .collect())
     }
 
@@ -435,8 +464,8 @@ impl SyncRun<'_> {
                 }
             }
             let refs: Vec<MvId> = refs.into_iter().collect();
-            keys.extend(refs.iter().map(|m| format!("mv:{m}")));
             self.pending_of(target.id, &keys).await?;
+            self.pending_adds(target.id, &refs).await?;
             let mut candidates: BTreeSet<CsId> = BTreeSet::new();
             for (key, values) in join {
                 self.prefetch_cs_keys(target.id, &key, values.clone()).await?;
@@ -466,12 +495,7 @@ impl SyncRun<'_> {
             let unknown: Vec<MvId> = refs
                 .into_iter()
                 .filter(|m| !linked.contains(m) && !self.mv.contains_key(m))
-                .filter(|m| {
-                    !matches!(
-                        self.reads.pending.get(&(target.id, format!("mv:{m}"))),
-                        Some(Some(p)) if p.operation == syncctl_store::ExportOperation::Add
-                    )
-                })
+                .filter(|m| self.reads.pending_add.get(&(target.id, *m)) != Some(&true))
                 .collect();
             if !unknown.is_empty() {
                 let mut found = self.store.mv_by_ids(&unknown).await?;

@@ -465,9 +465,11 @@ pub async fn run_cycle(
             });
         }
     }
-    let all = store.pending_exports(None).await?;
-    let pending = all.len();
-    let awaiting_confirmation = all.iter().filter(|p| p.status == "exported").count();
+    let counts = store.pending_counts().await?;
+    let pending = usize::try_from(counts.iter().map(|c| c.count).sum::<i64>()).unwrap_or(0);
+    let awaiting_confirmation =
+        usize::try_from(counts.iter().filter(|c| c.status == "exported").map(|c| c.count).sum::<i64>())
+            .unwrap_or(0);
     let mail_queued = store.mail_list(Some(syncctl_store::MailStatus::Queued), 100_000).await?.len();
     store.close().await;
     let targets = connectors.iter().filter(|c| c.target).count();
