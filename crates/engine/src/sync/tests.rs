@@ -296,6 +296,36 @@ async fn two_objects_claiming_one_upn_in_the_target_give_an_error_on_the_second_
 }
 
 #[tokio::test]
+async fn a_upn_claimed_in_an_earlier_batch_of_the_run_is_refused_to_a_later_one() {
+    // Batches of two: Ann One and Cy are written (Ann's add staged with her UPN) before Ann Two
+    // is read, so the claim Ann Two meets is the store's staged export, not the batch's own.
+    let w = World::new().await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Ann One", "OU=Staff", "ann@corp.example.com", &[]),
+            ad_user(3, "Cy", "OU=Staff", "cy@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    w.write(&w.ad, vec![ad_user(2, "Ann Two", "OU=Sales", "ANN@corp.example.com", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.status, "completed-with-errors");
+    let shown: Vec<String> = w.pending().await.into_iter().map(|p| p.display).collect();
+    assert_eq!(shown, ["ann@corp.example.com", "cy@corp.example.com"]);
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("userPrincipalName ann@corp.example.com is already claimed by the pending export of metaverse object"),
+        "{}",
+        errors[0].message
+    );
+}
+
+#[tokio::test]
 async fn a_changed_source_anchor_is_refused_and_recorded() {
     let w = World::new().await;
     w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
