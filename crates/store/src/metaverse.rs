@@ -594,23 +594,19 @@ impl Store {
         connector: ConnectorId,
         keys: &[String],
     ) -> Result<Vec<(String, CsId)>> {
+        const OP: &str = "read references";
+        const SQL: &str = "SELECT DISTINCT r.target_dn_norm AS target, o.id AS id FROM cs_references r JOIN cs_objects o \
+                           ON o.connector_id = r.connector_id AND o.anchor = r.anchor \
+                           WHERE r.connector_id = ? AND r.target_dn_norm IN (SELECT value FROM json_each(?)) \
+                           AND o.state = 'present' ORDER BY o.id";
         let mut out = Vec::new();
         for chunk in keys.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT DISTINCT r.target_dn_norm, o.id FROM cs_references r JOIN cs_objects o \
-                 ON o.connector_id = r.connector_id AND o.anchor = r.anchor \
-                 WHERE r.connector_id = ? AND r.target_dn_norm IN (SELECT value FROM json_each(?)) \
-                 AND o.state = 'present' ORDER BY o.id",
-            )
-            .bind(connector)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read references", e))?;
-            for row in rows {
-                let get = |e| StoreError::query("read references", e);
-                out.push((row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?));
-            }
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            out.extend(
+                self.select(OP, SQL, &params, |row| Ok((row.text(OP, "target")?, row.int(OP, "id")?)))
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -1423,26 +1419,19 @@ impl Store {
         attribute: &str,
         values: &[String],
     ) -> Result<Vec<(String, String, Option<MvId>)>> {
+        const OP: &str = "read pending unique values";
+        const SQL: &str = "SELECT value, target_key, mv_id FROM pending_unique WHERE connector_id = ? AND attribute = ? \
+                           AND value IN (SELECT value FROM json_each(?)) ORDER BY value, target_key";
         let mut out = Vec::new();
         for chunk in values.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT value, target_key, mv_id FROM pending_unique WHERE connector_id = ? AND attribute = ? \
-                 AND value IN (SELECT value FROM json_each(?)) ORDER BY value, target_key",
-            )
-            .bind(connector)
-            .bind(attribute)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read pending unique values", e))?;
-            for row in rows {
-                let get = |e| StoreError::query("read pending unique values", e);
-                out.push((
-                    row.try_get(0).map_err(get)?,
-                    row.try_get(1).map_err(get)?,
-                    row.try_get(2).map_err(get)?,
-                ));
-            }
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(attribute), Param::Text(&list)];
+            out.extend(
+                self.select(OP, SQL, &params, |row| {
+                    Ok((row.text(OP, "value")?, row.text(OP, "target_key")?, row.opt_int(OP, "mv_id")?))
+                })
+                .await?,
+            );
         }
         Ok(out)
     }
@@ -1543,21 +1532,17 @@ impl Store {
         connector: ConnectorId,
         mv_ids: &[MvId],
     ) -> Result<HashMap<MvId, String>> {
+        const OP: &str = "read links";
+        const SQL: &str = "SELECT l.mv_id AS mv_id, o.anchor AS anchor FROM mv_links l JOIN cs_objects o ON o.id = l.cs_id \
+                           WHERE l.connector_id = ? AND o.state = 'present' AND l.mv_id IN (SELECT value FROM json_each(?))";
         let mut out = HashMap::new();
         for chunk in mv_ids.chunks(5000) {
-            let rows = sqlx::query(
-                "SELECT l.mv_id, o.anchor FROM mv_links l JOIN cs_objects o ON o.id = l.cs_id \
-                 WHERE l.connector_id = ? AND o.state = 'present' AND l.mv_id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(connector)
-            .bind(json_list(chunk)?)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| StoreError::query("read links", e))?;
-            for row in rows {
-                let get = |e| StoreError::query("read links", e);
-                out.insert(row.try_get(0).map_err(get)?, row.try_get(1).map_err(get)?);
-            }
+            let list = json_list(chunk)?;
+            let params = [Param::Int(connector), Param::Text(&list)];
+            out.extend(
+                self.select(OP, SQL, &params, |row| Ok((row.int(OP, "mv_id")?, row.text(OP, "anchor")?)))
+                    .await?,
+            );
         }
         Ok(out)
     }

@@ -260,6 +260,9 @@ mod tests {
         assert_eq!(links, pooled.links_by_cs(&[cs]).await.unwrap());
         assert_eq!(store.links_by_mv(&[7]).await.unwrap(), pooled.links_by_mv(&[7]).await.unwrap());
         assert_eq!(store.links_by_mv(&[7]).await.unwrap().len(), 1);
+        let anchors = store.target_anchors(c, &[7, 8]).await.unwrap();
+        assert_eq!(anchors, [(7, "a".to_owned())].into());
+        assert_eq!(anchors, pooled.target_anchors(c, &[7, 8]).await.unwrap());
     }
 
     #[tokio::test]
