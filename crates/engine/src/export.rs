@@ -241,6 +241,9 @@ pub async fn run_export(
             // export withdrawn since the list was read is simply not sent).
             let mut full = store.pending_by_ids(&chunk.iter().map(|h| h.id).collect::<Vec<_>>()).await?;
             let chunk: Vec<PendingExport> = chunk.iter().filter_map(|h| full.remove(&h.id)).collect();
+            if chunk.is_empty() {
+                continue;
+            }
             let cs_ids: Vec<CsId> = chunk.iter().filter_map(|p| p.cs_id).collect();
             let objects = store.cs_by_ids(&cs_ids).await?;
             let mut items = Vec::with_capacity(chunk.len());

@@ -437,6 +437,10 @@ struct SyncRun<'a> {
     /// store's `pending_unique` answers for it (a whole run's claims were half a million
     /// entries at 100,000 objects).
     claimed: HashMap<(ConnectorId, &'static str, String), MvId>,
+    /// Unique values of sent adds whose values changed since (target, attribute, lower-case
+    /// value) -> MV: such an add is not staged again, so the store's staged values still name
+    /// the old ones; these stay claimed for the whole run.
+    held_claims: HashMap<(ConnectorId, &'static str, String), MvId>,
     /// True when a rule's scope needs group memberships.
     uses_member_of: bool,
     /// MV join candidates prefetched for the batch: (key attribute, value) -> MV ids.
@@ -524,6 +528,7 @@ impl<'a> SyncRun<'a> {
             failed_cs: BTreeSet::new(),
             failed_mvs: BTreeSet::new(),
             claimed: HashMap::new(),
+            held_claims: HashMap::new(),
             uses_member_of: rules.inbound.iter().any(|r| r.scope.uses_member_of())
                 || rules.outbound.iter().any(|r| r.scope.uses_member_of()),
             newly_linked: Vec::new(),
@@ -1620,7 +1625,9 @@ impl<'a> SyncRun<'a> {
             }
         }
         let claim = (target.id, attribute, value.to_owned());
-        if let Some(other) = self.claimed.get(&claim).filter(|o| **o != object.id) {
+        if let Some(other) =
+            self.claimed.get(&claim).or_else(|| self.held_claims.get(&claim)).filter(|o| **o != object.id)
+        {
             holders.push(format!("already claimed by metaverse object {other} for `{}`", target.name));
         }
         holders.sort();
@@ -1809,7 +1816,21 @@ impl<'a> SyncRun<'a> {
         {
             // Unchanged: keep its status and attempts. An add already exported waits for the
             // import that confirms it (sending it again would create the object twice); what
-            // changed since is staged as an update then.
+            // changed since is staged as an update then. Its new unique values stay claimed for
+            // the run: the store's staged values are the add's.
+            if e.changes != export.changes
+                && let Some(mv) = export.mv_id
+            {
+                for c in &export.changes {
+                    if let (Some(attribute), Some(values)) =
+                        (UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute)), &c.new)
+                    {
+                        for v in key_texts(values, true) {
+                            self.held_claims.insert((export.connector_id, *attribute, v), mv);
+                        }
+                    }
+                }
+            }
             return;
         }
         if export.operation == ExportOperation::Add

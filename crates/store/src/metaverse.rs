@@ -885,10 +885,16 @@ impl Store {
                            GROUP BY connector_id, operation, status ORDER BY connector_id, operation, status";
         self.select(OP, SQL, &[], |row| {
             let operation = row.text(OP, "operation")?;
+            let connector_id = row.int(OP, "connector_id")?;
             Ok(PendingCount {
-                connector_id: row.int(OP, "connector_id")?,
-                operation: ExportOperation::parse(&operation)
-                    .ok_or_else(|| corrupt("pending_exports", "", format!("operation `{operation}`")))?,
+                connector_id,
+                operation: ExportOperation::parse(&operation).ok_or_else(|| {
+                    corrupt(
+                        "pending_exports",
+                        format!("connector {connector_id}"),
+                        format!("operation `{operation}`"),
+                    )
+                })?,
                 status: row.text(OP, "status")?,
                 count: row.int(OP, "n")?,
             })

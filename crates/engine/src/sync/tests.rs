@@ -326,6 +326,40 @@ async fn a_upn_claimed_in_an_earlier_batch_of_the_run_is_refused_to_a_later_one(
 }
 
 #[tokio::test]
+async fn the_new_upn_of_an_add_already_sent_stays_claimed_for_the_run() {
+    // Ann's add is exported, awaiting its confirming import, when her UPN changes: the add is not
+    // staged again, so the store's staged values still name her old UPN. Dee, read in a later
+    // batch of the same run, must not get the new one.
+    let w = World::new().await;
+    w.write(&w.ad, vec![ad_user(1, "Ann One", "OU=Staff", "ann@corp.example.com", &[])], &[]).await;
+    w.cycle().await;
+    w.export_and_import(false).await;
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(1, "Ann One", "OU=Staff", "annie@corp.example.com", &[]),
+            ad_user(3, "Cy", "OU=Staff", "cy@corp.example.com", &[]),
+        ],
+        &[],
+    )
+    .await;
+    w.write(&w.ad, vec![ad_user(4, "Dee", "OU=Sales", "Annie@corp.example.com", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("userPrincipalName annie@corp.example.com is already claimed by metaverse object"),
+        "{}",
+        errors[0].message
+    );
+    assert!(errors[0].message.starts_with("Annie@corp.example.com"), "{}", errors[0].message);
+    let shown: Vec<String> = w.pending().await.into_iter().map(|p| p.display).collect();
+    assert!(!shown.iter().any(|d| d == "Annie@corp.example.com"), "Dee's add is not staged: {shown:?}");
+}
+
+#[tokio::test]
 async fn a_changed_source_anchor_is_refused_and_recorded() {
     let w = World::new().await;
     w.write(&w.ad, vec![ad_user(1, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[])], &[]).await;
