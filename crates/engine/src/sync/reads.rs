@@ -91,24 +91,14 @@ impl SyncRun<'_> {
         connector: ConnectorId,
         ids: &[MvId],
     ) -> Result<BTreeSet<MvId>> {
-        let missing: Vec<MvId> = ids
-            .iter()
-            .copied()
-            .filter(|m| !self.reads.pending_add.contains_key(&(connector, *m)))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let missing = unasked(&self.reads.pending_add, connector, ids);
         if !missing.is_empty() {
             let found = self.store.pending_add_mvs(connector, &missing).await?;
             for m in missing {
                 self.reads.pending_add.insert((connector, m), found.contains(&m));
             }
         }
-        Ok(ids
-            .iter()
-            .copied()
-            .filter(|m| self.reads.pending_add.get(&(connector, *m)) == Some(&true))
-            .collect())
+        Ok(flagged(&self.reads.pending_add, connector, ids))
     }
 
     /// Target CS objects whose join key `key` (see [`key_attribute`]) has `value`.
@@ -288,24 +278,14 @@ impl SyncRun<'_> {
         connector: ConnectorId,
         ids: &[MvId],
     ) -> Result<BTreeSet<MvId>> {
-        let missing: Vec<MvId> = ids
-            .iter()
-            .copied()
-            .filter(|m| !self.reads.target_linked.contains_key(&(connector, *m)))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let missing = unasked(&self.reads.target_linked, connector, ids);
         if !missing.is_empty() {
             let found = self.store.target_anchors(connector, &missing).await?;
             for m in missing {
                 self.reads.target_linked.insert((connector, m), found.contains_key(&m));
             }
         }
-        Ok(ids
-            .iter()
-            .copied()
-            .filter(|m| self.reads.target_linked.get(&(connector, *m)) == Some(&true))
-            .collect())
+        Ok(flagged(&self.reads.target_linked, connector, ids))
     }
 
     /// Before the inbound pass over a batch of a target's objects (the confirming import of
@@ -605,4 +585,21 @@ impl SyncRun<'_> {
         self.reads.referrers.insert((connector, key.to_owned()), found.clone());
         Ok(found)
     }
+}
+
+/// Of `ids`, those a per-(target, MV object) answer of this batch does not cover yet, sorted and
+/// once each.
+fn unasked(known: &HashMap<(ConnectorId, MvId), bool>, connector: ConnectorId, ids: &[MvId]) -> Vec<MvId> {
+    let missing: BTreeSet<MvId> =
+        ids.iter().copied().filter(|m| !known.contains_key(&(connector, *m))).collect();
+    missing.into_iter().collect()
+}
+
+/// Of `ids`, those the answers of this batch say yes to.
+fn flagged(
+    known: &HashMap<(ConnectorId, MvId), bool>,
+    connector: ConnectorId,
+    ids: &[MvId],
+) -> BTreeSet<MvId> {
+    ids.iter().copied().filter(|m| known.get(&(connector, *m)) == Some(&true)).collect()
 }
