@@ -1646,25 +1646,18 @@ impl<'a> SyncRun<'a> {
     ) -> Result<bool> {
         let mut conflicts = Vec::new();
         let mut claims = Vec::new();
-        for c in changes {
-            let Some(attribute) = UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute))
-            else {
+        for (attribute, v) in unique_values(changes) {
+            let checked = (target.id, attribute, v);
+            if self.checked_free.contains(&checked) {
+                claims.push(checked);
                 continue;
-            };
-            let Some(values) = &c.new else { continue };
-            for v in key_texts(values, true) {
-                let checked = (target.id, *attribute, v);
-                if self.checked_free.contains(&checked) {
-                    claims.push(checked);
-                    continue;
-                }
-                let (_, _, v) = checked;
-                let holders = self.unique_holders(target, object, own, attribute, &v).await?;
-                if holders.is_empty() {
-                    claims.push((target.id, *attribute, v));
-                } else {
-                    conflicts.extend(holders.into_iter().map(|h| format!("{attribute} {v} is {h}")));
-                }
+            }
+            let (_, _, v) = checked;
+            let holders = self.unique_holders(target, object, own, attribute, &v).await?;
+            if holders.is_empty() {
+                claims.push((target.id, attribute, v));
+            } else {
+                conflicts.extend(holders.into_iter().map(|h| format!("{attribute} {v} is {h}")));
             }
         }
         if conflicts.is_empty() {
@@ -1821,14 +1814,8 @@ impl<'a> SyncRun<'a> {
             if e.changes != export.changes
                 && let Some(mv) = export.mv_id
             {
-                for c in &export.changes {
-                    if let (Some(attribute), Some(values)) =
-                        (UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute)), &c.new)
-                    {
-                        for v in key_texts(values, true) {
-                            self.held_claims.insert((export.connector_id, *attribute, v), mv);
-                        }
-                    }
+                for (attribute, v) in unique_values(&export.changes) {
+                    self.held_claims.insert((export.connector_id, attribute, v), mv);
                 }
             }
             return;
@@ -1848,15 +1835,8 @@ impl<'a> SyncRun<'a> {
                 ExportOperation::Delete => self.counts.export_deletes += 1,
             }
         }
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for c in &export.changes {
-            if let (Some(attribute), Some(values)) =
-                (UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute)), &c.new)
-            {
-                pairs
-                    .extend(key_texts(values, true).into_iter().map(|v| (key_attribute(attribute, true), v)));
-            }
-        }
+        let pairs: Vec<(String, String)> =
+            unique_values(&export.changes).into_iter().map(|(a, v)| (key_attribute(a, true), v)).collect();
         if self.out_keys.contains(&key) {
             self.out.pending_unique.retain(|(c, k, _, _)| (*c, k.as_str()) != (key.0, key.1.as_str()));
             self.out.pending_writes.retain(|p| (p.connector_id, p.target_key()) != key);
@@ -2335,6 +2315,20 @@ fn desired_values(
 }
 
 /// True for a target object that another sync engine masters (`onPremisesSyncEnabled`).
+/// The unique values (userPrincipalName, onPremisesImmutableId, proxy addresses) an export's
+/// changes would give its target: (attribute, lower-case value).
+fn unique_values(changes: &[AttributeChange]) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    for c in changes {
+        if let (Some(attribute), Some(values)) =
+            (UNIQUE_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(&c.attribute)), &c.new)
+        {
+            out.extend(key_texts(values, true).into_iter().map(|v| (*attribute, v)));
+        }
+    }
+    out
+}
+
 fn synchronized_elsewhere(cs: &SyncCsObject) -> bool {
     match cs.attributes.get("onPremisesSyncEnabled") {
         Some(AttrValues::Boolean(v)) => v.first().copied().unwrap_or(false),
