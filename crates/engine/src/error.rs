@@ -14,6 +14,14 @@ pub enum EngineError {
         /// What failed.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A task the run handed work to stopped without finishing it (it panicked).
+    #[error("{what} stopped before it finished: {detail}")]
+    Task {
+        /// The work it had.
+        what: &'static str,
+        /// How it stopped.
+        detail: String,
+    },
 }
 
 /// Result alias of this crate.

@@ -376,17 +376,39 @@ async fn import_pass(
         // The receiver lives in this future: when the writer stops early (error limit, store
         // failure) it is dropped, and the connector's next send fails instead of waiting.
         let mut rx = rx;
-        while let Some(batch) = rx.recv().await {
-            apply_batch(store, batch, state, index.as_mut(), clock).await?;
+        let mut inflight = Inflight(None);
+        let mut stop = Stop::No;
+        while let Some(mut batch) = rx.recv().await {
+            if index.is_some() {
+                // A full import writes the pages already waiting in one transaction: each
+                // commit rewrites every index page its inserts touched (random anchors touch
+                // most leaves of their indexes), so five pages a commit write about a fifth
+                // of what five commits do. A delta's batches stay as the connector made them,
+                // and so does a page with an invalid object: the error limit and an
+                // unanchorable object stop the run before the pages after it.
+                while batch.changes.len() < FULL_IMPORT_BATCH
+                    && !batch.changes.iter().any(|c| matches!(c, ImportChange::Invalid(_)))
+                {
+                    let Ok(next) = rx.try_recv() else { break };
+                    batch.changes.extend(next.changes);
+                    if next.watermark.is_some() {
+                        batch.watermark = next.watermark;
+                    }
+                }
+            }
+            apply_batch(store, batch, state, index.as_mut(), clock, &mut inflight).await?;
             progress.advance(state.processed, state.counts.changes() as u64);
             if let Some(message) = &state.unanchorable {
-                return Ok::<Stop, crate::EngineError>(Stop::Unanchorable(message.clone()));
+                stop = Stop::Unanchorable(message.clone());
+                break;
             }
             if state.counts.errors >= options.error_limit {
-                return Ok(Stop::ErrorLimit);
+                stop = Stop::ErrorLimit;
+                break;
             }
         }
-        Ok(Stop::No)
+        inflight.settle().await?;
+        Ok::<Stop, crate::EngineError>(stop)
     };
     let (produced, consumed) = tokio::join!(producer, consumer);
     let stop = consumed?;
@@ -402,6 +424,37 @@ async fn import_pass(
     })
 }
 
+/// How many objects a full import writes in one transaction at most, from the connector's
+/// pages already waiting (see `import_pass`).
+const FULL_IMPORT_BATCH: usize = 5000;
+
+/// The write of the previous batch, committing on another worker while the next batch is
+/// diffed and serialized. It is settled (awaited) before anything reads the store and before the
+/// next batch's write starts, so batches commit in order and every read sees the batches before
+/// it. Dropped unsettled (the import failed or was cancelled), it is aborted: its transaction
+/// rolls back whole, with its watermark.
+struct Inflight(Option<tokio::task::JoinHandle<Result<()>>>);
+
+impl Inflight {
+    async fn settle(&mut self) -> Result<()> {
+        match self.0.take() {
+            None => Ok(()),
+            Some(handle) => handle.await.map_err(|e| crate::EngineError::Task {
+                what: "the write of an import batch",
+                detail: e.to_string(),
+            })?,
+        }
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.0 {
+            handle.abort();
+        }
+    }
+}
+
 /// The state of an anchor as the diff sees it.
 struct Known {
     hash: syncctl_core::ContentHash,
@@ -415,6 +468,7 @@ async fn apply_batch(
     state: &mut RunState,
     index: Option<&mut HashMap<String, CsIndexEntry>>,
     clock: &dyn Clock,
+    inflight: &mut Inflight,
 ) -> Result<()> {
     let delta = index.is_none();
     // What the connector space holds for the anchors of this batch.
@@ -432,6 +486,7 @@ async fn apply_batch(
     let stored = if needs_attrs.is_empty() {
         HashMap::new()
     } else {
+        inflight.settle().await?;
         store.cs_objects_by_anchor(state.cid, &needs_attrs).await?
     };
     let mut pending: BTreeMap<String, Known> = BTreeMap::new();
@@ -606,6 +661,7 @@ async fn apply_batch(
         let fetched = if missing.is_empty() {
             HashMap::new()
         } else {
+            inflight.settle().await?;
             store.cs_objects_by_anchor(state.cid, &missing).await?
         };
         for (anchor, dn, old_norm) in moved {
@@ -631,6 +687,7 @@ async fn apply_batch(
     // group's member values when a member is renamed, without reporting the group). The
     // rewritten referrers go into the same transaction as the batch and its watermark.
     if delta && !renames.is_empty() {
+        inflight.settle().await?;
         for (anchor, object) in referrers_of_renamed(store, state, &renames, &writes).await? {
             let (hash, attributes_json) = object.hash_and_serialize();
             pending.insert(
@@ -643,26 +700,33 @@ async fn apply_batch(
     if increments_failed {
         // Before the batch (and its watermark) commits: a crash in between still owes the full
         // import.
+        inflight.settle().await?;
         store.set_full_import_required(state.cid, true, clock.now_ms()).await?;
         state.force_full = true;
     }
 
     let writes: Vec<CsWrite> = writes.into_values().collect();
-    let started = std::time::Instant::now();
-    let n = writes.len();
     // A batch with an unanchorable object keeps the watermark where it was: the next run reads
     // that object again.
-    let watermark = if state.unanchorable.is_some() { None } else { batch.watermark.as_ref() };
-    store
-        .write_import_batch(state.cid, state.run, writes, &errors, &counts, watermark, clock.now_ms())
-        .await?;
-    tracing::debug!(writes = n, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
+    let watermark = if state.unanchorable.is_some() { None } else { batch.watermark };
+    // The index and the counts move on now: the next batch is diffed against this one while
+    // it commits. Should the write fail, the run fails with it and neither outlives the run.
     if let Some(ix) = index {
         for (anchor, k) in pending {
             ix.insert(anchor, CsIndexEntry { hash: k.hash, dn_norm: k.dn_norm, present: k.present });
         }
     }
     state.counts.add(&counts);
+    inflight.settle().await?;
+    let (store, cid, run, now) = (store.clone(), state.cid, state.run, clock.now_ms());
+    let write = async move {
+        let started = std::time::Instant::now();
+        let n = writes.len();
+        store.write_import_batch(cid, run, writes, &errors, &counts, watermark.as_ref(), now).await?;
+        tracing::debug!(writes = n, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
+        Ok(())
+    };
+    inflight.0 = Some(tokio::spawn(tracing::Instrument::in_current_span(write)));
     Ok(())
 }
 

@@ -315,6 +315,44 @@ fn cs_from_row(row: &dyn Columns) -> Result<SyncCsObject> {
     })
 }
 
+/// The stored form of an MV object's provenance: `[sources, {attribute: index into sources}]`.
+/// Most attributes of an object come from one or two contributions (rule, connector, anchor),
+/// so each contribution is written once instead of once per attribute (a person's provenance
+/// went from about 1.9 KB to about 0.4 KB). Rows written before this form are a JSON object
+/// `{attribute: contribution}` and are still read; they are rewritten compact when the object
+/// next changes.
+fn encode_provenance(provenance: &BTreeMap<String, AttrProvenance>) -> serde_json::Result<String> {
+    let mut sources: Vec<&AttrProvenance> = Vec::new();
+    let mut attributes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (name, p) in provenance {
+        let index = match sources.iter().position(|s| *s == p) {
+            Some(i) => i,
+            None => {
+                sources.push(p);
+                sources.len() - 1
+            }
+        };
+        attributes.insert(name, index);
+    }
+    serde_json::to_string(&(sources, attributes))
+}
+
+/// Reads either stored form (see [`encode_provenance`]).
+fn decode_provenance(text: &str) -> std::result::Result<BTreeMap<String, AttrProvenance>, String> {
+    if !text.trim_start().starts_with('[') {
+        return serde_json::from_str(text).map_err(|e| e.to_string());
+    }
+    let (sources, attributes): (Vec<AttrProvenance>, BTreeMap<String, usize>) =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    attributes
+        .into_iter()
+        .map(|(name, index)| match sources.get(index) {
+            Some(p) => Ok((name, p.clone())),
+            None => Err(format!("attribute {name} names contribution {index} of {}", sources.len())),
+        })
+        .collect()
+}
+
 const SELECT_MV: &str =
     "SELECT id, object_type, attributes, provenance, created_at, changed_at FROM mv_objects ";
 
@@ -325,8 +363,8 @@ fn mv_from_row(row: &dyn Columns) -> Result<MvObject> {
     let attributes: Attributes = serde_json::from_str(&json)
         .map_err(|e| corrupt("mv_objects", id, format!("attributes are not valid JSON: {e}")))?;
     let prov = row.text(OP, "provenance")?;
-    let provenance = serde_json::from_str(&prov)
-        .map_err(|e| corrupt("mv_objects", id, format!("provenance is not valid JSON: {e}")))?;
+    let provenance = decode_provenance(&prov)
+        .map_err(|e| corrupt("mv_objects", id, format!("provenance cannot be read: {e}")))?;
     Ok(MvObject {
         id,
         object_type: row.text(OP, "object_type")?,
@@ -1013,7 +1051,7 @@ impl Store {
         for w in &writes {
             let o = &w.object;
             let (hash, json) = attributes_hash(&o.attributes)?;
-            let prov = serde_json::to_string(&o.provenance).map_err(|e| corrupt("mv_objects", o.id, e))?;
+            let prov = encode_provenance(&o.provenance).map_err(|e| corrupt("mv_objects", o.id, e))?;
             rows.push((o, hash, json, prov));
         }
         for chunk in rows.chunks(1000) {
@@ -1551,5 +1589,68 @@ impl Store {
             );
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contribution(rule: &str, connector: &str, anchor: &str, precedence: u32) -> AttrProvenance {
+        AttrProvenance { rule: rule.into(), connector: connector.into(), anchor: anchor.into(), precedence }
+    }
+
+    #[test]
+    fn provenance_is_written_once_per_contribution_and_read_back_whole() {
+        let ad = contribution("In from AD - User Join", "ad", "g-1", 150);
+        let cloud = contribution("In from AAD - User Join", "cloud", "c-1", 500);
+        let provenance: BTreeMap<String, AttrProvenance> =
+            [("displayName", &ad), ("cloudAnchor", &cloud), ("mail", &ad), ("userPrincipalName", &ad)]
+                .into_iter()
+                .map(|(n, p)| (n.to_owned(), p.clone()))
+                .collect();
+        let text = encode_provenance(&provenance).unwrap();
+        // Written out by hand: two contributions, each once; attributes point at them.
+        assert_eq!(
+            text,
+            r#"[[{"rule":"In from AAD - User Join","connector":"cloud","anchor":"c-1","precedence":500},{"rule":"In from AD - User Join","connector":"ad","anchor":"g-1","precedence":150}],{"cloudAnchor":0,"displayName":1,"mail":1,"userPrincipalName":1}]"#
+        );
+        assert_eq!(decode_provenance(&text).unwrap(), provenance);
+        assert_eq!(
+            decode_provenance(&encode_provenance(&BTreeMap::new()).unwrap()).unwrap(),
+            BTreeMap::new()
+        );
+    }
+
+    #[test]
+    fn provenance_in_the_earlier_form_is_still_read_and_a_bad_index_is_an_error() {
+        let old = r#"{"mail":{"rule":"R","connector":"ad","anchor":"g-1","precedence":150},"sn":{"rule":"S","connector":"hr","anchor":"7","precedence":10}}"#;
+        let read = decode_provenance(old).unwrap();
+        assert_eq!(read.get("mail"), Some(&contribution("R", "ad", "g-1", 150)));
+        assert_eq!(read.get("sn"), Some(&contribution("S", "hr", "7", 10)));
+        assert_eq!(read.len(), 2);
+        assert!(decode_provenance("{}").unwrap().is_empty());
+        let err =
+            decode_provenance(r#"[[{"rule":"R","connector":"ad","anchor":"g","precedence":1}],{"mail":1}]"#)
+                .unwrap_err();
+        assert!(err.contains("mail") && err.contains("contribution 1 of 1"), "{err}");
+        assert!(decode_provenance("[1,").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_mv_row_written_before_the_compact_form_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).await.unwrap();
+        sqlx::query(
+            "INSERT INTO mv_objects (id, object_type, attributes, provenance, content_hash, created_at, changed_at) \
+             VALUES (7, 'person', '{}', ?, x'00', 1, 2)",
+        )
+        .bind(r#"{"mail":{"rule":"R","connector":"ad","anchor":"g-1","precedence":150}}"#)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let mut expected = BTreeMap::new();
+        expected.insert("mail".to_owned(), contribution("R", "ad", "g-1", 150));
+        assert_eq!(store.mv_by_ids(&[7]).await.unwrap()[&7].provenance, expected);
     }
 }

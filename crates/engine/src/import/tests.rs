@@ -519,3 +519,101 @@ async fn an_increment_that_cannot_apply_keeps_the_object_and_owes_a_full_import(
     let r = run(&store, &mut conn, ImportMode::Delta).await;
     assert_eq!(r.profile, ImportMode::Full, "the next import is a full one: {r:?}");
 }
+
+/// Pages of a full import that wait in the queue are written together; what each page says
+/// still lands, in order, and a page with an unanchorable object is not merged with the pages
+/// after it (they are not stored: the run stops first).
+#[tokio::test]
+async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object() {
+    let store = Store::open_in_memory().await.unwrap();
+    let page = |objects: Vec<CsObject>| ImportBatch {
+        changes: objects.into_iter().map(ImportChange::Present).collect(),
+        watermark: None,
+    };
+    let bad = ImportChange::Invalid(ObjectError {
+        anchor: None,
+        dn: "CN=Bad,DC=x".into(),
+        kind: "invalid-anchor".into(),
+        message: "CN=Bad,DC=x: objectGUID must be exactly 16 bytes, got 15".into(),
+    });
+    let summary = || {
+        Ok(ImportSummary {
+            final_watermark: Some(wm("1")),
+            sweep_unseen: true,
+            method: "test".into(),
+            ..Default::default()
+        })
+    };
+    let mut with_bad = page(vec![user("c", "CN=C,DC=x", &[])]);
+    with_bad.changes.push(bad);
+    let mut conn = Scripted::new(vec![
+        Pass {
+            batches: vec![
+                page(vec![user("a", "CN=A,DC=x", &[("mail", "a1@x")]), user("b", "CN=B,DC=x", &[])]),
+                page(vec![user("a", "CN=A,DC=x", &[("mail", "a2@x")])]),
+                page(vec![group("g", &["CN=A,DC=x"])]),
+            ],
+            end: summary(),
+        },
+        Pass {
+            batches: vec![
+                page(vec![user("a", "CN=A,DC=x", &[("mail", "a3@x")])]),
+                with_bad,
+                page(vec![user("d", "CN=D,DC=x", &[])]),
+            ],
+            end: summary(),
+        },
+    ]);
+    let r = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!((r.status.as_str(), r.counts.adds), ("success", 3), "{r:?}");
+    let space = present(&store).await;
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b", "g"]);
+    assert_eq!(space["a"].1.first_text("mail"), Some("a2@x"), "the later page wins");
+
+    let r = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!(r.status, "stopped-invalid-anchor", "{r:?}");
+    let space = present(&store).await;
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b", "c", "g"], "d comes after the bad page");
+    assert_eq!(space["a"].1.first_text("mail"), Some("a3@x"));
+}
+
+/// A delta's batch reads what the batch before it wrote (its writes commit while the next
+/// batch is prepared): an increment to an object added one batch earlier applies to it.
+#[tokio::test]
+async fn a_delta_batch_sees_the_object_the_batch_before_it_added() {
+    let store = Store::open_in_memory().await.unwrap();
+    let mut inc = group("g", &[]);
+    inc.attributes.remove("member");
+    let deltas = BTreeMap::from([(
+        AttrName::new("member"),
+        ValueDelta {
+            add: AttrValues::Reference(vec!["CN=B,DC=x".into()]),
+            remove: AttrValues::Reference(vec![]),
+        },
+    )]);
+    let mut conn = Scripted::new(vec![
+        full(vec![user("a", "CN=A,DC=x", &[])], "1"),
+        Pass {
+            batches: vec![
+                ImportBatch {
+                    changes: vec![ImportChange::Present(group("g", &["CN=A,DC=x"]))],
+                    watermark: Some(wm("2")),
+                },
+                ImportBatch {
+                    changes: vec![ImportChange::Incremental { object: inc, value_deltas: deltas }],
+                    watermark: Some(wm("3")),
+                },
+            ],
+            end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
+        },
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    let r = run(&store, &mut conn, ImportMode::Delta).await;
+    assert_eq!((r.profile, r.counts.adds, r.counts.updates), (ImportMode::Delta, 1, 1), "{r:?}");
+    assert_eq!(
+        present(&store).await["g"].1.get("member"),
+        Some(&AttrValues::Reference(vec!["CN=A,DC=x".into(), "CN=B,DC=x".into()]))
+    );
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("3")));
+}
