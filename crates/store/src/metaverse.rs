@@ -353,6 +353,18 @@ fn decode_provenance(text: &str) -> std::result::Result<BTreeMap<String, AttrPro
         .collect()
 }
 
+/// Withdraws the unique-value claims of these target keys of one connector. `INDEXED BY`:
+/// SQLite 3.51 otherwise walks the connector's whole range of the primary key (every staged
+/// claim) per statement: 37 ms a batch at 400,000 claims, 3.4 s over a sync of 100,000 objects,
+/// growing with the claims.
+const UNSTAGE_CLAIMS: &str = "DELETE FROM pending_unique INDEXED BY pending_unique_target \
+                              WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))";
+
+/// Withdraws the claims of these exported pending exports (by id); `INDEXED BY` as above.
+const DONE_CLAIMS: &str = "DELETE FROM pending_unique INDEXED BY pending_unique_target \
+                           WHERE (connector_id, target_key) IN (SELECT connector_id, target_key \
+                           FROM pending_exports WHERE id IN (SELECT value FROM json_each(?1)))";
+
 const SELECT_MV: &str =
     "SELECT id, object_type, attributes, provenance, created_at, changed_at FROM mv_objects ";
 
@@ -1013,14 +1025,12 @@ impl Store {
         }
         for (connector, keys) in &unstaged {
             for chunk in keys.chunks(5000) {
-                sqlx::query(
-                    "DELETE FROM pending_unique WHERE connector_id = ? AND target_key IN (SELECT value FROM json_each(?))",
-                )
-                .bind(connector)
-                .bind(json_list(chunk)?)
-                .execute(&mut *tx)
-                .await
-                .map_err(q)?;
+                sqlx::query(UNSTAGE_CLAIMS)
+                    .bind(connector)
+                    .bind(json_list(chunk)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q)?;
             }
         }
         for (connector, rows) in &claims {
@@ -1356,14 +1366,7 @@ impl Store {
             .map_err(q)?;
         }
         if !done.is_empty() {
-            sqlx::query(
-                "DELETE FROM pending_unique WHERE (connector_id, target_key) IN \
-                 (SELECT connector_id, target_key FROM pending_exports WHERE id IN (SELECT value FROM json_each(?1)))",
-            )
-            .bind(json_list(done)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(q)?;
+            sqlx::query(DONE_CLAIMS).bind(json_list(done)?).execute(&mut *tx).await.map_err(q)?;
             sqlx::query("DELETE FROM pending_exports WHERE id IN (SELECT value FROM json_each(?))")
                 .bind(json_list(done)?)
                 .execute(&mut *tx)
@@ -1635,6 +1638,28 @@ mod tests {
                 .unwrap_err();
         assert!(err.contains("mail") && err.contains("contribution 1 of 1"), "{err}");
         assert!(decode_provenance("[1,").is_err());
+    }
+
+    /// The claims are withdrawn through their target-key index, not by walking every claim of
+    /// the connector (the plan SQLite 3.51 picks on its own).
+    #[tokio::test]
+    async fn claims_are_withdrawn_through_the_target_key_index() {
+        let store = Store::open_in_memory().await.unwrap();
+        for sql in [UNSTAGE_CLAIMS, DONE_CLAIMS] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                    .bind(1)
+                    .bind("[]")
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap();
+            let first = &plan[0].3;
+            assert!(
+                first.contains("pending_unique")
+                    && first.contains("pending_unique_target (connector_id=? AND target_key=?)"),
+                "{plan:?}"
+            );
+        }
     }
 
     #[tokio::test]
