@@ -365,6 +365,11 @@ const DONE_CLAIMS: &str = "DELETE FROM pending_unique INDEXED BY pending_unique_
                            WHERE (connector_id, target_key) IN (SELECT connector_id, target_key \
                            FROM pending_exports WHERE id IN (SELECT value FROM json_each(?1)))";
 
+/// Present CS objects of a connector by normalized DN. `+connector_id`: the DN index (which
+/// carries the connector and the state, so no row is read), not the connector's whole range.
+const CS_IDS_BY_DN: &str = "SELECT dn_norm, id FROM cs_objects WHERE +connector_id = ? AND state = 'present' \
+                            AND dn_norm IN (SELECT value FROM json_each(?))";
+
 const SELECT_MV: &str =
     "SELECT id, object_type, attributes, provenance, created_at, changed_at FROM mv_objects ";
 
@@ -546,9 +551,7 @@ impl Store {
 
     /// The present CS objects of a connector with these normalized DNs: dn_norm -> id.
     pub async fn cs_ids_by_dn(&self, connector: ConnectorId, dns: &[&str]) -> Result<HashMap<String, CsId>> {
-        // `+connector_id`: the DN index, not the connector's whole range.
-        const SQL: &str = "SELECT dn_norm, id FROM cs_objects WHERE +connector_id = ? AND state = 'present' \
-                           AND dn_norm IN (SELECT value FROM json_each(?))";
+        const SQL: &str = CS_IDS_BY_DN;
         const OP: &str = "read connector space";
         let mut out = HashMap::with_capacity(dns.len());
         for chunk in dns.chunks(5000) {
@@ -1660,6 +1663,20 @@ mod tests {
                 "{plan:?}"
             );
         }
+    }
+
+    /// References resolve by DN from the index alone.
+    #[tokio::test]
+    async fn dn_lookups_read_the_index_only() {
+        let store = Store::open_in_memory().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {CS_IDS_BY_DN}")))
+                .bind(1)
+                .bind("[]")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert!(plan[0].3.contains("USING COVERING INDEX cs_objects_dn (dn_norm=?)"), "{plan:?}");
     }
 
     #[tokio::test]
