@@ -1643,40 +1643,34 @@ mod tests {
         assert!(decode_provenance("[1,").is_err());
     }
 
+    /// The first step of SQLite's plan for `sql` (a connector id and a JSON list bound).
+    async fn first_step(sql: &str) -> String {
+        let store = Store::open_in_memory().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind(1)
+                .bind("[]")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        plan.into_iter().next().map(|step| step.3).unwrap_or_default()
+    }
+
     /// The claims are withdrawn through their target-key index, not by walking every claim of
     /// the connector (the plan SQLite 3.51 picks on its own).
     #[tokio::test]
     async fn claims_are_withdrawn_through_the_target_key_index() {
-        let store = Store::open_in_memory().await.unwrap();
         for sql in [UNSTAGE_CLAIMS, DONE_CLAIMS] {
-            let plan: Vec<(i64, i64, i64, String)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                    .bind(1)
-                    .bind("[]")
-                    .fetch_all(&store.pool)
-                    .await
-                    .unwrap();
-            let first = &plan[0].3;
-            assert!(
-                first.contains("pending_unique")
-                    && first.contains("pending_unique_target (connector_id=? AND target_key=?)"),
-                "{plan:?}"
-            );
+            let step = first_step(sql).await;
+            assert!(step.contains("pending_unique USING COVERING INDEX pending_unique_target (connector_id=? AND target_key=?)"), "{step}");
         }
     }
 
     /// References resolve by DN from the index alone.
     #[tokio::test]
     async fn dn_lookups_read_the_index_only() {
-        let store = Store::open_in_memory().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {CS_IDS_BY_DN}")))
-                .bind(1)
-                .bind("[]")
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
-        assert!(plan[0].3.contains("USING COVERING INDEX cs_objects_dn (dn_norm=?)"), "{plan:?}");
+        let step = first_step(CS_IDS_BY_DN).await;
+        assert!(step.contains("cs_objects USING COVERING INDEX cs_objects_dn (dn_norm=?)"), "{step}");
     }
 
     #[tokio::test]
