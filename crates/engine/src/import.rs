@@ -378,18 +378,31 @@ async fn import_pass(
         let mut rx = rx;
         let mut inflight = Inflight(None);
         let mut stop = Stop::No;
-        while let Some(mut batch) = rx.recv().await {
-            if index.is_some() {
+        // A page taken from the queue that could not join the batch before it.
+        let mut held: Option<ImportBatch> = None;
+        loop {
+            let mut batch = match held.take() {
+                Some(page) => page,
+                None => match rx.recv().await {
+                    Some(page) => page,
+                    None => break,
+                },
+            };
+            if index.is_some() && only_present(&batch) {
                 // A full import writes the pages already waiting in one transaction: each
                 // commit rewrites every index page its inserts touched (random anchors touch
                 // most leaves of their indexes), so five pages a commit write about a fifth
-                // of what five commits do. A delta's batches stay as the connector made them,
-                // and so does a page with an invalid object: the error limit and an
-                // unanchorable object stop the run before the pages after it.
-                while batch.changes.len() < FULL_IMPORT_BATCH
-                    && !batch.changes.iter().any(|c| matches!(c, ImportChange::Invalid(_)))
-                {
+                // of what five commits do. Only pages of whole objects are merged: applied
+                // together they give what they give one after the other. A page with anything
+                // else (an invalid object, a move, an increment, a delete) stays on its own,
+                // so the error limit and an unanchorable object stop the run before the pages
+                // after it, as do a delta's batches, which are never merged.
+                while batch.changes.len() < FULL_IMPORT_BATCH {
                     let Ok(next) = rx.try_recv() else { break };
+                    if !only_present(&next) {
+                        held = Some(next);
+                        break;
+                    }
                     batch.changes.extend(next.changes);
                     if next.watermark.is_some() {
                         batch.watermark = next.watermark;
@@ -424,15 +437,20 @@ async fn import_pass(
     })
 }
 
-/// How many objects a full import writes in one transaction at most, from the connector's
-/// pages already waiting (see `import_pass`).
+/// How many objects a full import gathers into one transaction from the connector's pages
+/// already waiting, before it stops taking more (see `import_pass`).
 const FULL_IMPORT_BATCH: usize = 5000;
+
+/// A page of whole objects only: one that can be merged with its neighbours.
+fn only_present(batch: &ImportBatch) -> bool {
+    batch.changes.iter().all(|c| matches!(c, ImportChange::Present(_)))
+}
 
 /// The write of the previous batch, committing on another worker while the next batch is
 /// diffed and serialized. It is settled (awaited) before anything reads the store and before the
 /// next batch's write starts, so batches commit in order and every read sees the batches before
-/// it. Dropped unsettled (the import failed or was cancelled), it is aborted: its transaction
-/// rolls back whole, with its watermark.
+/// it. Dropped unsettled (the import failed or was cancelled), it is aborted: its batch and
+/// its watermark then land together or not at all (an abort during the commit may still land).
 struct Inflight(Option<tokio::task::JoinHandle<Result<()>>>);
 
 impl Inflight {

@@ -520,9 +520,11 @@ async fn an_increment_that_cannot_apply_keeps_the_object_and_owes_a_full_import(
     assert_eq!(r.profile, ImportMode::Full, "the next import is a full one: {r:?}");
 }
 
-/// Pages of a full import that wait in the queue are written together; what each page says
-/// still lands, in order, and a page with an unanchorable object is not merged with the pages
-/// after it (they are not stored: the run stops first).
+/// Pages of a full import that wait in the queue are written together (within a transaction
+/// the objects get their change sequence in anchor order, so "a" of the second page comes before
+/// "z" of the first only if the two were merged); what each page says still lands, the later page
+/// winning; a page with an unanchorable object is merged with nothing, and the pages after it are
+/// not stored (the run stops first).
 #[tokio::test]
 async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object() {
     let store = Store::open_in_memory().await.unwrap();
@@ -549,8 +551,8 @@ async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object(
     let mut conn = Scripted::new(vec![
         Pass {
             batches: vec![
-                page(vec![user("a", "CN=A,DC=x", &[("mail", "a1@x")]), user("b", "CN=B,DC=x", &[])]),
-                page(vec![user("a", "CN=A,DC=x", &[("mail", "a2@x")])]),
+                page(vec![user("z", "CN=Z,DC=x", &[("mail", "z1@x")]), user("b", "CN=B,DC=x", &[])]),
+                page(vec![user("a", "CN=A,DC=x", &[]), user("z", "CN=Z,DC=x", &[("mail", "z2@x")])]),
                 page(vec![group("g", &["CN=A,DC=x"])]),
             ],
             end: summary(),
@@ -565,16 +567,185 @@ async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object(
         },
     ]);
     let r = run(&store, &mut conn, ImportMode::Full).await;
-    assert_eq!((r.status.as_str(), r.counts.adds), ("success", 3), "{r:?}");
+    assert_eq!((r.status.as_str(), r.counts.adds), ("success", 4), "{r:?}");
     let space = present(&store).await;
-    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b", "g"]);
-    assert_eq!(space["a"].1.first_text("mail"), Some("a2@x"), "the later page wins");
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b", "g", "z"]);
+    assert_eq!(space["z"].1.first_text("mail"), Some("z2@x"), "the later page wins");
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    let order: Vec<String> =
+        store.cs_changed_since(cid, 0, 100).await.unwrap().into_iter().map(|o| o.anchor).collect();
+    assert_eq!(order, ["a", "b", "g", "z"], "one transaction, in anchor order");
 
     let r = run(&store, &mut conn, ImportMode::Full).await;
     assert_eq!(r.status, "stopped-invalid-anchor", "{r:?}");
     let space = present(&store).await;
-    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b", "c", "g"], "d comes after the bad page");
+    assert_eq!(space.keys().collect::<Vec<_>>(), ["a", "b", "c", "g", "z"], "d comes after the bad page");
     assert_eq!(space["a"].1.first_text("mail"), Some("a3@x"));
+}
+
+/// A page of a full import that carries more than whole objects (here an increment to a group
+/// of the page before) is not merged: it applies to what the page before it wrote.
+#[tokio::test]
+async fn a_full_import_page_with_an_increment_applies_after_the_page_before_it() {
+    let store = Store::open_in_memory().await.unwrap();
+    let mut inc = group("g", &[]);
+    inc.attributes.remove("member");
+    let deltas = BTreeMap::from([(
+        AttrName::new("member"),
+        ValueDelta {
+            add: AttrValues::Reference(vec!["CN=B,DC=x".into()]),
+            remove: AttrValues::Reference(vec![]),
+        },
+    )]);
+    let mut conn = Scripted::new(vec![Pass {
+        batches: vec![
+            ImportBatch { changes: vec![ImportChange::Present(group("g", &["CN=A,DC=x"]))], watermark: None },
+            ImportBatch {
+                changes: vec![ImportChange::Incremental { object: inc, value_deltas: deltas }],
+                watermark: None,
+            },
+        ],
+        end: Ok(ImportSummary {
+            final_watermark: Some(wm("1")),
+            sweep_unseen: true,
+            method: "test".into(),
+            ..Default::default()
+        }),
+    }]);
+    let r = run(&store, &mut conn, ImportMode::Full).await;
+    assert_eq!(r.status, "success", "{r:?}");
+    assert_eq!(
+        present(&store).await["g"].1.get("member"),
+        Some(&AttrValues::Reference(vec!["CN=A,DC=x".into(), "CN=B,DC=x".into()]))
+    );
+}
+
+/// The error limit stops a full import whose good pages were merged before the page that
+/// reached it: the page after it is not stored.
+#[tokio::test]
+async fn the_error_limit_stops_a_full_import_before_the_pages_after_it() {
+    let store = Store::open_in_memory().await.unwrap();
+    let page = |objects: Vec<CsObject>| ImportBatch {
+        changes: objects.into_iter().map(ImportChange::Present).collect(),
+        watermark: None,
+    };
+    let bad = |i: usize| {
+        ImportChange::Invalid(ObjectError {
+            anchor: Some(Anchor::new(format!("x{i}")).unwrap()),
+            dn: format!("CN=X{i},DC=x"),
+            kind: "invalid-value".into(),
+            message: "bad".into(),
+        })
+    };
+    let mut conn = Scripted::new(vec![Pass {
+        batches: vec![
+            page(vec![user("a", "CN=A,DC=x", &[])]),
+            page(vec![user("b", "CN=B,DC=x", &[])]),
+            ImportBatch { changes: (0..3).map(bad).collect(), watermark: None },
+            page(vec![user("c", "CN=C,DC=x", &[])]),
+        ],
+        end: Ok(ImportSummary::default()),
+    }]);
+    let options = ImportOptions { error_limit: 3, ..Default::default() };
+    let r =
+        run_import(&store, &mut conn, "test", ImportMode::Full, &options, &FixedClock::new(0), &NoProgress)
+            .await
+            .unwrap();
+    assert_eq!((r.status.as_str(), r.counts.errors), ("stopped-error-limit", 3), "{r:?}");
+    assert_eq!(present(&store).await.keys().collect::<Vec<_>>(), ["a", "b"]);
+}
+
+/// A batch whose write fails ends the run with the store's error; the batches before it are
+/// stored with their watermark, nothing after it is, and the next run starts from there.
+#[tokio::test]
+async fn a_failed_batch_write_stops_the_run_and_keeps_the_batches_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let store = Store::open(&path).await.unwrap();
+    let mut conn = Scripted::new(vec![
+        full(vec![user("a", "CN=A,DC=x", &[])], "1"),
+        Pass {
+            batches: vec![
+                ImportBatch {
+                    changes: vec![ImportChange::Present(user("b", "CN=B,DC=x", &[]))],
+                    watermark: Some(wm("2")),
+                },
+                ImportBatch {
+                    changes: vec![ImportChange::Present(user("rejected", "CN=R,DC=x", &[]))],
+                    watermark: Some(wm("3")),
+                },
+                ImportBatch {
+                    changes: vec![ImportChange::Present(user("c", "CN=C,DC=x", &[]))],
+                    watermark: Some(wm("4")),
+                },
+            ],
+            end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
+        },
+    ]);
+    run(&store, &mut conn, ImportMode::Full).await;
+    // The database refuses one object (as a full disk or a constraint would).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON cs_objects WHEN NEW.anchor = 'rejected' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .unwrap();
+    let err = run_import(
+        &store,
+        &mut conn,
+        "test",
+        ImportMode::Delta,
+        &ImportOptions::default(),
+        &FixedClock::new(0),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("refused by the test"), "{err}");
+    assert_eq!(present(&store).await.keys().collect::<Vec<_>>(), ["a", "b"]);
+    let cid = store.connector_id("scripted").await.unwrap().unwrap();
+    assert_eq!(store.watermark(cid).await.unwrap().unwrap().watermark, Some(wm("2")));
+
+    // The same in a full import whose pages are written one by one (each also lists an unchanged
+    // object, so none is merged, and none reads the store): the failed write is reported, not
+    // overtaken by the next one.
+    let unchanged = || ImportChange::Unchanged { anchor: Anchor::new("a").unwrap(), dn: None };
+    let page = |anchor: &str| ImportBatch {
+        changes: vec![ImportChange::Present(user(anchor, &format!("CN={anchor},DC=x"), &[])), unchanged()],
+        watermark: None,
+    };
+    let mut conn = Scripted::new(vec![Pass {
+        batches: vec![page("d"), page("rejected"), page("e")],
+        end: Ok(ImportSummary {
+            final_watermark: Some(wm("5")),
+            sweep_unseen: true,
+            method: "test".into(),
+            ..Default::default()
+        }),
+    }]);
+    let err = run_import(
+        &store,
+        &mut conn,
+        "test",
+        ImportMode::Full,
+        &ImportOptions::default(),
+        &FixedClock::new(0),
+        &NoProgress,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("refused by the test"), "{err}");
+    assert_eq!(
+        present(&store).await.keys().collect::<Vec<_>>(),
+        ["a", "b", "d"],
+        "nothing swept, e not written"
+    );
+    let w = store.watermark(cid).await.unwrap().unwrap();
+    assert!(w.full_import_required);
+    assert_eq!(w.watermark, Some(wm("2")));
 }
 
 /// A delta's batch reads what the batch before it wrote (its writes commit while the next
