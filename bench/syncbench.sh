@@ -241,9 +241,12 @@ stats() { curl -sf "$EMU_URL/_emulator/stats"; }
 # measure RUN_ID MIN_WRITES ORACLE|- CMD...: runs CMD under /usr/bin/time, appends a JSON record
 measure() {
   local id=$1 min=$2 oracle=$3; shift 3
-  local before after rc=0
+  local before after rc=0 launched
   before=$(stats)
   log "$id: $*"
+  # when the command was launched (ms), for R3's time to pending exports ready: from here to
+  # the end of the cycle's last sync (run history)
+  launched=$(date +%s%3N)
   /usr/bin/time -f '%e %U %S %M' -o "$RUN/$id.time" "$@" > "$RUN/$id.out" 2> "$RUN/$id.err" || rc=$?
   after=$(stats)
   local verdict=null
@@ -258,15 +261,16 @@ measure() {
   fi
   local db=0
   if [ -f "$RUN/$DB" ]; then db=$(du -ck "$RUN/$DB"* | tail -1 | cut -f1); fi
-  $PY - "$id" "$rc" "$min" "$RUN/$id.time" "$before" "$after" "$verdict" "$db" "$*" "$RUN/$id.out" "$RUN/$id.runs.json" >> "$RECORDS" <<'PY'
+  $PY - "$id" "$rc" "$min" "$RUN/$id.time" "$before" "$after" "$verdict" "$db" "$*" "$RUN/$id.out" "$RUN/$id.runs.json" "$launched" >> "$RECORDS" <<'PY'
 import json, sys
-rid, rc, mn, tfile, before, after, verdict, db, cmd, out, runs = sys.argv[1:]
+rid, rc, mn, tfile, before, after, verdict, db, cmd, out, runs, launched = sys.argv[1:]
 phases = []
 try:
     steps = json.load(open(out)).get("steps", [])
     by_id = {r["id"]: r for r in json.load(open(runs))}
     phases = [{"connector": s["connector"], "profile": s["profile"],
-               "seconds": by_id[s["run_id"]]["duration_ms"] / 1000 if s["run_id"] in by_id else None}
+               "seconds": by_id[s["run_id"]]["duration_ms"] / 1000 if s["run_id"] in by_id else None,
+               "ended_at_ms": by_id[s["run_id"]]["ended_at_ms"] if s["run_id"] in by_id else None}
               for s in steps]
 except (ValueError, OSError, AttributeError, KeyError, TypeError):
     pass
@@ -283,6 +287,7 @@ print(json.dumps({
     "throttled_429": key(a, "throttled") - key(b, "throttled"), "refused": key(a, "refused") - key(b, "refused"),
     "writes_by_template": {k: v - b.get("writes", {}).get(k, 0) for k, v in a.get("writes", {}).items() if v != b.get("writes", {}).get(k, 0)},
     "oracle": None if verdict == "null" else json.loads(verdict), "phases": phases,
+    "launched_at_ms": int(launched),
 }, sort_keys=True))
 PY
   if ! grep -qw -- "$rc" <<<"${OK_EXIT:-0}"; then tail -5 "$RUN/$id.err" >&2; echo "syncbench: $id failed (exit $rc)" >&2; exit 1; fi

@@ -108,9 +108,21 @@ def main():
             utilisation_cycle = round(throttled["writes"] / budget(throttled["wall_s"]), 3)
             if export_s(throttled) > s:
                 utilisation = round(throttled["writes"] / budget(export_s(throttled)), 3)
-    # R3's target is the time until the pending exports are ready: the cycle less its export.
+    # R3's target is the time until the pending exports are ready: from the command's launch to
+    # the end of the cycle's last sync (its last batch committed), from run history. Records
+    # without those times (made before they were kept) fall back to the cycle less its export,
+    # which also counts what the process does after the export (closing the database
+    # checkpoints its WAL); both are shown.
     r3 = by.get("R3")
-    r3_ready = round(r3["wall_s"] - export_s(r3), 2) if r3 and r3.get("phases") else None
+    r3_less_export = round(r3["wall_s"] - export_s(r3), 2) if r3 and r3.get("phases") else None
+    def to_ready(r):
+        ends = [p.get("ended_at_ms") for p in r.get("phases", []) if p["profile"] != "export"]
+        if not r.get("launched_at_ms") or not ends or not all(ends):
+            return None
+        return round((max(ends) - r["launched_at_ms"]) / 1000, 2)
+    r3_ready = (to_ready(r3) if r3 else None)
+    if r3_ready is None:
+        r3_ready = r3_less_export
     result = {
         "benchmark": "SYNCBENCH", "size": a.size, "objects": man["count"], "seed": man["seed"],
         "directory": {k: man[k] for k in ("users", "groups", "contacts", "users_with_manager", "changes")},
@@ -119,6 +131,7 @@ def main():
         "dump": {"wall_s": dump["wall_s"]}, "import_full": {k: imp[k] for k in ("wall_s", "cpu_s", "peak_rss_mb", "db_mb")},
         "import_to_dump_ratio": ratio,
         "R3_to_pending_exports_ready_s": r3_ready,
+        "R3_cycle_less_export_s": r3_less_export,
         "throttle": {"writes_per_window": a.throttle, "utilisation_R3b": utilisation,
                      "utilisation_R3b_whole_cycle": utilisation_cycle,
                      "throttled_429": throttled["throttled_429"] if throttled else None},
@@ -160,7 +173,10 @@ def main():
         met = "" if t is None else ("yes" if measured <= t and (rid != "R2" or r["writes"] == 0) else "**no**")
         target = "" if t is None else f"<= {t} s" + (", 0 writes" if rid == "R2" else "")
         if rid == "R3" and t is not None and r3_ready is not None:
-            target += f" to pending exports ready (here {r3_ready} s)"
+            target += f" to pending exports ready (here {r3_ready} s"
+            if r3_less_export is not None and r3_less_export != r3_ready:
+                target += f"; the cycle less its export: {r3_less_export} s"
+            target += ")"
         if rid == "R3b":
             target = ">= 95% of the write budget, no 429 storm"
             met = ("n/a: fewer writes than one window" if utilisation is None else
