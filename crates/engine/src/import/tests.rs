@@ -91,18 +91,31 @@ fn wm(v: &str) -> Watermark {
     }
 }
 
+/// How a scripted full import ends: its final watermark, the unseen swept.
+fn full_end(mark: &str) -> std::result::Result<ImportSummary, ConnectorFault> {
+    Ok(ImportSummary {
+        final_watermark: Some(wm(mark)),
+        sweep_unseen: true,
+        method: "test".into(),
+        ..Default::default()
+    })
+}
+
+/// A run that must fail: its error, as the binary would print it.
+async fn failed_run(store: &Store, c: &mut Scripted, mode: ImportMode) -> String {
+    run_import(store, c, "test", mode, &ImportOptions::default(), &FixedClock::new(0), &NoProgress)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 fn full(objects: Vec<CsObject>, mark: &str) -> Pass {
     Pass {
         batches: vec![ImportBatch {
             changes: objects.into_iter().map(ImportChange::Present).collect(),
             watermark: None,
         }],
-        end: Ok(ImportSummary {
-            final_watermark: Some(wm(mark)),
-            sweep_unseen: true,
-            method: "test".into(),
-            ..Default::default()
-        }),
+        end: full_end(mark),
     }
 }
 
@@ -538,14 +551,6 @@ async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object(
         kind: "invalid-anchor".into(),
         message: "CN=Bad,DC=x: objectGUID must be exactly 16 bytes, got 15".into(),
     });
-    let summary = || {
-        Ok(ImportSummary {
-            final_watermark: Some(wm("1")),
-            sweep_unseen: true,
-            method: "test".into(),
-            ..Default::default()
-        })
-    };
     let mut with_bad = page(vec![user("c", "CN=C,DC=x", &[])]);
     with_bad.changes.push(bad);
     let mut conn = Scripted::new(vec![
@@ -555,7 +560,7 @@ async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object(
                 page(vec![user("a", "CN=A,DC=x", &[]), user("z", "CN=Z,DC=x", &[("mail", "z2@x")])]),
                 page(vec![group("g", &["CN=A,DC=x"])]),
             ],
-            end: summary(),
+            end: full_end("1"),
         },
         Pass {
             batches: vec![
@@ -563,7 +568,7 @@ async fn a_full_import_merges_waiting_pages_but_not_past_an_unanchorable_object(
                 with_bad,
                 page(vec![user("d", "CN=D,DC=x", &[])]),
             ],
-            end: summary(),
+            end: full_end("1"),
         },
     ]);
     let r = run(&store, &mut conn, ImportMode::Full).await;
@@ -605,12 +610,7 @@ async fn a_full_import_page_with_an_increment_applies_after_the_page_before_it()
                 watermark: None,
             },
         ],
-        end: Ok(ImportSummary {
-            final_watermark: Some(wm("1")),
-            sweep_unseen: true,
-            method: "test".into(),
-            ..Default::default()
-        }),
+        end: full_end("1"),
     }]);
     let r = run(&store, &mut conn, ImportMode::Full).await;
     assert_eq!(r.status, "success", "{r:?}");
@@ -691,18 +691,7 @@ async fn a_failed_batch_write_stops_the_run_and_keeps_the_batches_before_it() {
              BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
         )
         .unwrap();
-    let err = run_import(
-        &store,
-        &mut conn,
-        "test",
-        ImportMode::Delta,
-        &ImportOptions::default(),
-        &FixedClock::new(0),
-        &NoProgress,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = failed_run(&store, &mut conn, ImportMode::Delta).await;
     assert!(err.contains("refused by the test"), "{err}");
     assert_eq!(present(&store).await.keys().collect::<Vec<_>>(), ["a", "b"]);
     let cid = store.connector_id("scripted").await.unwrap().unwrap();
@@ -718,25 +707,9 @@ async fn a_failed_batch_write_stops_the_run_and_keeps_the_batches_before_it() {
     };
     let mut conn = Scripted::new(vec![Pass {
         batches: vec![page("d"), page("rejected"), page("e")],
-        end: Ok(ImportSummary {
-            final_watermark: Some(wm("5")),
-            sweep_unseen: true,
-            method: "test".into(),
-            ..Default::default()
-        }),
+        end: full_end("5"),
     }]);
-    let err = run_import(
-        &store,
-        &mut conn,
-        "test",
-        ImportMode::Full,
-        &ImportOptions::default(),
-        &FixedClock::new(0),
-        &NoProgress,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let err = failed_run(&store, &mut conn, ImportMode::Full).await;
     assert!(err.contains("refused by the test"), "{err}");
     assert_eq!(
         present(&store).await.keys().collect::<Vec<_>>(),
