@@ -2314,7 +2314,6 @@ fn desired_values(
     (out, failures)
 }
 
-/// True for a target object that another sync engine masters (`onPremisesSyncEnabled`).
 /// The unique values (userPrincipalName, onPremisesImmutableId, proxy addresses) an export's
 /// changes would give its target: (attribute, lower-case value).
 fn unique_values(changes: &[AttributeChange]) -> Vec<(&'static str, String)> {
@@ -2329,6 +2328,7 @@ fn unique_values(changes: &[AttributeChange]) -> Vec<(&'static str, String)> {
     out
 }
 
+/// True for a target object that another sync engine masters (`onPremisesSyncEnabled`).
 fn synchronized_elsewhere(cs: &SyncCsObject) -> bool {
     match cs.attributes.get("onPremisesSyncEnabled") {
         Some(AttrValues::Boolean(v)) => v.first().copied().unwrap_or(false),
