@@ -128,28 +128,77 @@ fn object_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredCsObject> {
 }
 
 /// Deletes the rows of `table` (a per-anchor side table) for these anchors of a connector.
-async fn delete_anchors(
+/// Brings a per-anchor side table (`cs_references`, `cs_proxy_addresses`) to `pairs` for these
+/// anchors: rows no longer listed are deleted and new ones inserted, while rows that stay are
+/// not touched. Deleting every row of an anchor and inserting it again rewrote a leaf page of
+/// the table and of its value index per row even when nothing changed (a title change rewrote
+/// the object's manager reference and its three proxy addresses).
+async fn replace_anchor_pairs(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     table: &'static str,
+    column: &'static str,
     connector: ConnectorId,
     anchors: &[&str],
+    pairs: &[(&str, String)],
 ) -> Result<()> {
-    for chunk in anchors.chunks(5000) {
-        let mut sql = format!("DELETE FROM {table} WHERE connector_id = ? AND anchor IN (");
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "?" } else { ",?" });
-        }
-        sql.push(')');
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(connector);
-        for a in chunk {
-            query = query.bind(*a);
-        }
-        query.execute(&mut **tx).await.map_err(|e| StoreError::query("write import batch", e))?;
+    let q = |e| StoreError::query("write import batch", e);
+    let json =
+        |e: serde_json::Error| StoreError::Corrupt { table, key: String::new(), detail: e.to_string() };
+    let mut by_anchor: HashMap<&str, Vec<&str>> = HashMap::with_capacity(anchors.len());
+    for (anchor, value) in pairs {
+        by_anchor.entry(*anchor).or_default().push(value.as_str());
     }
+    for chunk in anchors.chunks(2000) {
+        let listed: Vec<(&str, &str)> = chunk
+            .iter()
+            .flat_map(|a| by_anchor.get(a).into_iter().flatten().map(move |v| (*a, *v)))
+            .collect();
+        let anchor_list = serde_json::to_string(chunk).map_err(json)?;
+        let pair_list = serde_json::to_string(&listed).map_err(json)?;
+        sqlx::query(sqlx::AssertSqlSafe(unlisted_pairs_delete(table, column)))
+            .bind(connector)
+            .bind(&anchor_list)
+            .bind(&pair_list)
+            .execute(&mut **tx)
+            .await
+            .map_err(q)?;
+    }
+    insert_anchor_pairs(tx, table, column, connector, pairs).await?;
     Ok(())
 }
 
-/// Inserts `(anchor, value)` rows into a per-anchor side table (duplicates ignored).
+/// Deletes the rows of a side table for the anchors of a JSON list (?2) that a JSON list of
+/// `[anchor, value]` pairs (?3) does not name.
+fn unlisted_pairs_delete(table: &str, column: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE connector_id = ?1 AND anchor IN (SELECT value FROM json_each(?2)) \
+         AND (anchor, {column}) NOT IN (SELECT value ->> 0, value ->> 1 FROM json_each(?3))"
+    )
+}
+
+/// The narrow update of [`Store::write_import_batch`] for `rows` objects: it rewrites an object
+/// stored, present, with the same values in every indexed column (`v` is the batch's `VALUES`:
+/// anchor, attributes, hash, change sequence, immutable id, DN, normalized DN, object class,
+/// UPN, mail; then the change time, the run and the connector are bound).
+fn narrow_update(rows: usize) -> String {
+    let mut sql = String::from(
+        "UPDATE cs_objects SET attributes = v.column2, content_hash = v.column3, changed_at = ?, \
+         change_seq = v.column4, last_run_id = ? FROM (VALUES ",
+    );
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?)" });
+    }
+    sql.push_str(
+        ") AS v WHERE cs_objects.connector_id = ? AND cs_objects.anchor = v.column1 \
+         AND cs_objects.state = 'present' AND cs_objects.immutable_id IS v.column5 AND cs_objects.dn = v.column6 \
+         AND cs_objects.dn_norm = v.column7 AND cs_objects.object_class = v.column8 \
+         AND cs_objects.upn IS v.column9 AND cs_objects.mail IS v.column10",
+    );
+    sql
+}
+
+/// Inserts `(anchor, value)` rows into a per-anchor side table (rows already there are left
+/// as they are).
 async fn insert_anchor_pairs(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     table: &'static str,
@@ -295,6 +344,30 @@ impl Store {
                 CsWrite::Delete { anchor } => deletes.push((anchor.as_str(), seq)),
             }
         }
+        // An update that leaves every indexed column as it was (a title changed, say) rewrites
+        // the row and its change-sequence entry only: an upsert assigns every column, and SQLite
+        // rewrites the entry of each index over an assigned column, changed or not (seven pages
+        // an object instead of two). What this matches, the upsert below leaves alone. Only a
+        // batch with updates (objects the diff found stored, present, under the same DN) can
+        // match: a batch of adds skips the probes.
+        let narrow = if counts.updates > 0 { upserts.as_slice() } else { &[] };
+        for chunk in narrow.chunks(1000) {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(narrow_update(chunk.len()))).bind(now).bind(run);
+            for (object, hash, attrs, seq) in chunk {
+                query = query
+                    .bind(object.anchor.as_str())
+                    .bind(*attrs)
+                    .bind(hash.0.as_slice())
+                    .bind(*seq)
+                    .bind(object.immutable_id.map(|i| i.to_base64()))
+                    .bind(object.dn.as_str())
+                    .bind(object.dn.normalized())
+                    .bind(object.object_class.as_str())
+                    .bind(object.attributes.first_text("userPrincipalName").map(str::to_lowercase))
+                    .bind(object.attributes.first_text("mail").map(str::to_lowercase));
+            }
+            query.bind(connector).execute(&mut *tx).await.map_err(q)?;
+        }
         // 14 parameters a row; SQLite allows 32,766 per statement.
         for chunk in upserts.chunks(1000) {
             let mut sql = String::from(
@@ -313,7 +386,8 @@ impl Store {
                  dn = excluded.dn, dn_norm = excluded.dn_norm, object_class = excluded.object_class, \
                  attributes = excluded.attributes, content_hash = excluded.content_hash, state = 'present', \
                  upn = excluded.upn, mail = excluded.mail, changed_at = excluded.changed_at, \
-                 change_seq = excluded.change_seq, last_run_id = excluded.last_run_id",
+                 change_seq = excluded.change_seq, last_run_id = excluded.last_run_id \
+                 WHERE cs_objects.change_seq IS NOT excluded.change_seq",
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (object, hash, attrs, seq) in chunk {
@@ -336,10 +410,9 @@ impl Store {
             query.execute(&mut *tx).await.map_err(q)?;
         }
         let anchors: Vec<&str> = writes.iter().map(CsWrite::anchor).collect();
-        delete_anchors(&mut tx, "cs_proxy_addresses", connector, &anchors).await?;
-        delete_anchors(&mut tx, "cs_references", connector, &anchors).await?;
-        insert_anchor_pairs(&mut tx, "cs_references", "target_dn_norm", connector, &references).await?;
-        insert_anchor_pairs(&mut tx, "cs_proxy_addresses", "address", connector, &proxies).await?;
+        replace_anchor_pairs(&mut tx, "cs_references", "target_dn_norm", connector, &anchors, &references)
+            .await?;
+        replace_anchor_pairs(&mut tx, "cs_proxy_addresses", "address", connector, &anchors, &proxies).await?;
         for chunk in deletes.chunks(5000) {
             let mut sql = String::from(
                 "UPDATE cs_objects SET state = 'deleted', changed_at = ?, change_seq = d.column2, last_run_id = ? FROM (VALUES ",
@@ -487,6 +560,162 @@ mod tests {
         assert!(objects["a-anchor"].change_seq > found[0].change_seq);
         let r = store.run(run).await.unwrap().unwrap();
         assert_eq!((r.counts.adds, r.counts.deletes), (2, 1));
+        store.check_integrity().await.unwrap();
+    }
+
+    /// The narrow update finds each object through the (connector, anchor) index, and the side
+    /// tables' stale rows are found through their anchor: no scan of a table.
+    #[tokio::test]
+    async fn the_narrow_update_and_the_side_table_deletes_search_by_anchor() {
+        let store = Store::open_in_memory().await.unwrap();
+        let plan = |sql: String| {
+            let pool = store.pool.clone();
+            async move {
+                let steps: Vec<(i64, i64, i64, String)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                steps.into_iter().map(|s| s.3).collect::<Vec<_>>().join("; ")
+            }
+        };
+        let update = plan(narrow_update(2)).await;
+        assert!(
+            update.contains(
+                "SEARCH cs_objects USING INDEX sqlite_autoindex_cs_objects_1 (connector_id=? AND anchor=?)"
+            ),
+            "{update}"
+        );
+        assert!(!update.contains("SCAN cs_objects"), "{update}");
+        let refs = plan(unlisted_pairs_delete("cs_references", "target_dn_norm")).await;
+        assert!(
+            refs.contains(
+                "SEARCH cs_references USING COVERING INDEX cs_references_anchor (connector_id=? AND anchor=?)"
+            ),
+            "{refs}"
+        );
+        let proxies = plan(unlisted_pairs_delete("cs_proxy_addresses", "address")).await;
+        assert!(
+            proxies.contains("SEARCH cs_proxy_addresses USING PRIMARY KEY (connector_id=? AND anchor=?)"),
+            "{proxies}"
+        );
+    }
+
+    /// What the triggers of [`an_update_that_keeps_the_indexed_columns_rewrites_only_what_changed`]
+    /// logged since the last call, sorted.
+    async fn logged(store: &Store) -> Vec<String> {
+        let mut out: Vec<String> =
+            sqlx::query_scalar("SELECT what FROM write_log").fetch_all(&store.pool).await.unwrap();
+        sqlx::query("DELETE FROM write_log").execute(&store.pool).await.unwrap();
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn an_update_that_keeps_the_indexed_columns_rewrites_only_what_changed() {
+        let store = Store::open_in_memory().await.unwrap();
+        let c = store.ensure_connector("ad", "ldap-ad", 1).await.unwrap();
+        let run = store.start_run("delta-import", Some(c), "ad", 10).await.unwrap();
+        let write = |o: &CsObject| {
+            let (hash, attributes_json) = o.hash_and_serialize();
+            vec![CsWrite::Upsert { hash, attributes_json, object: o.clone() }]
+        };
+        let adds = RunCounts { adds: 1, ..Default::default() };
+        let updates = RunCounts { updates: 1, ..Default::default() };
+        let mut o = object("a-anchor", "CN=A,DC=x", "a@x.com");
+        o.attributes
+            .insert("proxyAddresses", AttrValues::String(vec!["SMTP:a@x.com".into(), "smtp:b@x.com".into()]));
+        o.attributes.insert("manager", AttrValues::Reference(vec!["CN=M,DC=x".into()]));
+        store.write_import_batch(c, run, write(&o), &[], &adds, None, 11).await.unwrap();
+        // SQLite fires `UPDATE OF column` triggers when a statement assigns the column, changed or
+        // not: the same condition under which it rewrites the column's index entries.
+        for sql in [
+            "CREATE TABLE write_log (what TEXT NOT NULL)",
+            "CREATE TRIGGER log_indexed AFTER UPDATE OF immutable_id, dn, dn_norm, object_class, state, upn, mail \
+             ON cs_objects BEGIN INSERT INTO write_log VALUES ('indexed columns assigned'); END",
+            "CREATE TRIGGER log_row AFTER UPDATE OF attributes ON cs_objects \
+             BEGIN INSERT INTO write_log VALUES ('row'); END",
+            "CREATE TRIGGER log_proxy_del AFTER DELETE ON cs_proxy_addresses \
+             BEGIN INSERT INTO write_log VALUES ('proxy deleted ' || old.address); END",
+            "CREATE TRIGGER log_proxy_ins AFTER INSERT ON cs_proxy_addresses \
+             BEGIN INSERT INTO write_log VALUES ('proxy inserted ' || new.address); END",
+            "CREATE TRIGGER log_ref_del AFTER DELETE ON cs_references \
+             BEGIN INSERT INTO write_log VALUES ('reference deleted ' || old.target_dn_norm); END",
+            "CREATE TRIGGER log_ref_ins AFTER INSERT ON cs_references \
+             BEGIN INSERT INTO write_log VALUES ('reference inserted ' || new.target_dn_norm); END",
+        ] {
+            sqlx::query(sql).execute(&store.pool).await.unwrap();
+        }
+        let proxies = |store: &Store| {
+            let pool = store.pool.clone();
+            async move {
+                let rows: Vec<String> = sqlx::query_scalar(
+                    "SELECT address FROM cs_proxy_addresses WHERE anchor = 'a-anchor' ORDER BY address",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                rows
+            }
+        };
+
+        // A title: the row and nothing else.
+        o.attributes.insert("title", AttrValues::String(vec!["Engineer".into()]));
+        store.write_import_batch(c, run, write(&o), &[], &updates, None, 12).await.unwrap();
+        assert_eq!(logged(&store).await, ["row"]);
+        let stored = &store.cs_objects_by_anchor(c, &["a-anchor"]).await.unwrap()["a-anchor"];
+        assert_eq!(stored.attributes, o.attributes);
+        assert_eq!(store.load_cs_index(c).await.unwrap()["a-anchor"].hash, o.content_hash());
+        let seq = stored.change_seq;
+
+        // A proxy address replaced, a reference added: only those rows of the side tables.
+        o.attributes
+            .insert("proxyAddresses", AttrValues::String(vec!["SMTP:a@x.com".into(), "smtp:c@x.com".into()]));
+        o.attributes.insert("manager", AttrValues::Reference(vec!["CN=M,DC=x".into(), "CN=N,DC=x".into()]));
+        store.write_import_batch(c, run, write(&o), &[], &updates, None, 13).await.unwrap();
+        assert_eq!(
+            logged(&store).await,
+            [
+                "proxy deleted smtp:b@x.com",
+                "proxy inserted smtp:c@x.com",
+                "reference inserted cn=n,dc=x",
+                "row"
+            ]
+        );
+        assert_eq!(proxies(&store).await, ["smtp:a@x.com", "smtp:c@x.com"]);
+        let stored = &store.cs_objects_by_anchor(c, &["a-anchor"]).await.unwrap()["a-anchor"];
+        assert!(stored.change_seq > seq);
+
+        // A new UPN changes an indexed column: the whole upsert.
+        o.attributes.insert("userPrincipalName", AttrValues::String(vec!["A2@x.com".into()]));
+        store.write_import_batch(c, run, write(&o), &[], &updates, None, 14).await.unwrap();
+        assert_eq!(logged(&store).await, ["indexed columns assigned", "row"]);
+        let upn: Option<String> = sqlx::query_scalar("SELECT upn FROM cs_objects WHERE anchor = 'a-anchor'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(upn.as_deref(), Some("a2@x.com"));
+
+        // A tombstone that comes back with the same columns is made present again.
+        let delete = vec![CsWrite::Delete { anchor: Anchor::new("a-anchor").unwrap() }];
+        store
+            .write_import_batch(
+                c,
+                run,
+                delete,
+                &[],
+                &RunCounts { deletes: 1, ..Default::default() },
+                None,
+                15,
+            )
+            .await
+            .unwrap();
+        assert_eq!(proxies(&store).await, Vec::<String>::new());
+        logged(&store).await;
+        store.write_import_batch(c, run, write(&o), &[], &updates, None, 16).await.unwrap();
+        assert!(store.load_cs_index(c).await.unwrap()["a-anchor"].present);
+        assert_eq!(proxies(&store).await, ["smtp:a@x.com", "smtp:c@x.com"]);
+        assert_eq!(store.present_count(c).await.unwrap(), 1);
         store.check_integrity().await.unwrap();
     }
 }
