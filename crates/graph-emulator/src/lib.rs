@@ -446,7 +446,7 @@ impl RunningEmulator {
             Ok(Err(e)) => return Err(EmulatorError::Config(format!("server task: {e}"))),
             Err(_) => self.task.abort(),
         }
-        self.app.store.close().await;
+        self.app.store.close().await?;
         tracing::info!(base_url = %self.base_url, "graph emulator stopped");
         Ok(())
     }

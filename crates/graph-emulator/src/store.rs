@@ -94,37 +94,91 @@ const SCHEMA: &[&str] = &[
 /// How often the background task commits the writes made since its last commit.
 pub(crate) const GROUP_COMMIT: Duration = Duration::from_millis(20);
 
-/// Commits the open group of writes, if any (errors are logged: the next tick tries again).
-fn commit_group(conn: &Connection) {
-    if !conn.is_autocommit()
-        && let Err(e) = conn.execute_batch("COMMIT")
-    {
-        tracing::error!(error = %e, "the emulator's state: commit failed");
+/// The connection and the state of its group of writes.
+pub(crate) struct Db {
+    conn: Connection,
+    /// A group transaction is open: begun by [`write`], ended by [`commit_group`].
+    group_open: bool,
+    /// Why the state refuses writes: a group whose writes were answered was rolled back.
+    lost: Option<String>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+/// The error of every write once the state has lost a group.
+fn lost_error(why: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some(format!("the emulator's state lost writes it had answered ({why}); restart the emulator")),
+    )
+}
+
+/// Commits the open group of writes, if any. A failed commit that rolled the group back marks
+/// the state lost (its writes were answered); one that left it open is tried again next time.
+fn commit_group(db: &mut Db) -> rusqlite::Result<()> {
+    if !db.group_open {
+        return Ok(());
+    }
+    match db.conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            db.group_open = false;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the emulator's state: commit failed");
+            if db.conn.is_autocommit() {
+                db.group_open = false;
+                db.lost.get_or_insert_with(|| format!("a commit failed: {e}"));
+            }
+            Err(e)
+        }
     }
 }
 
 /// Commits the group of writes every [`GROUP_COMMIT`] until the store is gone.
-async fn commit_groups(conn: Weak<Mutex<Connection>>) {
+async fn commit_groups(db: Weak<Mutex<Db>>) {
     loop {
         tokio::time::sleep(GROUP_COMMIT).await;
-        let Some(conn) = conn.upgrade() else { return };
-        commit_group(&conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let Some(db) = db.upgrade() else { return };
+        let _ = commit_group(&mut db.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     }
 }
 
 /// Begins one operation's writes: a savepoint (released on commit, rolled back when dropped)
-/// inside the group transaction, begun here when none is open.
-fn write(conn: &mut Connection) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
-    if conn.is_autocommit() {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+/// inside the group transaction, begun here when none is open. Refused once the state lost a
+/// group: SQLite rolls a whole transaction back on some errors (I/O, a full disk), which would
+/// take writes already answered with it.
+fn write(db: &mut Db) -> rusqlite::Result<rusqlite::Savepoint<'_>> {
+    if db.group_open && db.conn.is_autocommit() {
+        db.group_open = false;
+        db.lost.get_or_insert_with(|| "SQLite rolled back an open group of writes after an error".into());
     }
-    conn.savepoint()
+    if let Some(why) = &db.lost {
+        tracing::error!(why = %why, "the emulator's state refuses writes");
+        return Err(lost_error(why));
+    }
+    if db.conn.is_autocommit() {
+        db.conn.execute_batch("BEGIN IMMEDIATE")?;
+        db.group_open = true;
+    }
+    db.conn.savepoint()
 }
 
 /// The SQLite-backed state. One connection behind a mutex: every operation is serialized, which keeps
 /// uniqueness checks and the change log consistent. The lock is never held across an `.await`.
 pub(crate) struct Store {
-    conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Db>>,
     /// The domains, read once (every user write checks its UPN suffix against them).
     domains: std::sync::Mutex<Option<Vec<Obj>>>,
     /// The ids changed in the last few delta windows, sorted, so that each page of a round is a
@@ -173,6 +227,14 @@ pub(crate) struct MemberChange {
     pub added: bool,
 }
 
+impl Drop for Store {
+    /// A store dropped without [`Store::close`] (an emulator dropped without `stop`) still
+    /// commits what it answered.
+    fn drop(&mut self) {
+        let _ = commit_group(&mut self.lock());
+    }
+}
+
 impl Store {
     pub(crate) async fn open(path: Option<&Path>) -> Result<Store, EmulatorError> {
         let conn = match path {
@@ -199,22 +261,28 @@ impl Store {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
             [uuid::Uuid::new_v4().simple().to_string()],
         )?;
-        let conn = Arc::new(Mutex::new(conn));
+        let conn = Arc::new(Mutex::new(Db { conn, group_open: false, lost: None }));
         tokio::spawn(commit_groups(Arc::downgrade(&conn)));
         Ok(Store { conn, domains: std::sync::Mutex::new(None), windows: std::sync::Mutex::new(Vec::new()) })
     }
 
-    /// The connection. A panic while it was held left no transaction open (a dropped
-    /// transaction rolls back), so a poisoned lock is taken over.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    /// The connection. A panic while it was held rolled back the operation's savepoint (dropped
+    /// while unwinding) and left the group as it was, so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, Db> {
         self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) async fn close(&self) {
-        let conn = self.lock();
-        commit_group(&conn);
+    /// Commits the open group (an error if it cannot, or if the state lost one before) and
+    /// checkpoints.
+    pub(crate) async fn close(&self) -> Result<(), rusqlite::Error> {
+        let mut db = self.lock();
+        commit_group(&mut db)?;
+        if let Some(why) = &db.lost {
+            return Err(lost_error(why));
+        }
         // Checkpoint so the file alone holds everything; errors here only cost a WAL replay.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        let _ = db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Ok(())
     }
 
     /// The epoch names this state's change log; a reset starts a new one and so expires every token.
@@ -803,6 +871,9 @@ mod tests {
         };
         let upn = vec![("userPrincipalName".to_owned(), "a@contoso.com".to_owned())];
         store.put(Kind::User, &object("u1"), &upn).await.unwrap();
+        let other = Connection::open(&path).unwrap();
+        // Not committed yet: the committer has not run (nothing here has yielded to it).
+        assert_eq!(visible(&other, "objects", "id", "u1"), 0);
         // In the same group: a group whose member does not exist is refused whole, and a user
         // whose UPN is taken too; neither undoes the first write.
         let refused = store.put_linked(Kind::Group, &object("g1"), &[], &["missing".into()], true).await;
@@ -810,7 +881,6 @@ mod tests {
         let taken = store.put(Kind::User, &object("u2"), &upn).await;
         assert!(matches!(taken, Err(OpError::Conflict(p)) if p == "userPrincipalName"));
         // Another connection sees the first write once its group is committed, without a stop.
-        let other = Connection::open(&path).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while visible(&other, "objects", "id", "u1") == 0 {
             assert!(std::time::Instant::now() < deadline, "u1 was never committed");
@@ -823,7 +893,7 @@ mod tests {
         }
         // A write just before the stop is in the file after it.
         store.put(Kind::User, &object("u3"), &[]).await.unwrap();
-        store.close().await;
+        store.close().await.unwrap();
         assert_eq!(visible(&other, "objects", "id", "u3"), 1);
     }
 

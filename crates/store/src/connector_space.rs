@@ -127,7 +127,6 @@ fn object_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<StoredCsObject> {
     })
 }
 
-/// Deletes the rows of `table` (a per-anchor side table) for these anchors of a connector.
 /// Brings a per-anchor side table (`cs_references`, `cs_proxy_addresses`) to `pairs` for these
 /// anchors: rows no longer listed are deleted and new ones inserted, while rows that stay are
 /// not touched. Deleting every row of an anchor and inserting it again rewrote a leaf page of
@@ -348,9 +347,9 @@ impl Store {
         // the row and its change-sequence entry only: an upsert assigns every column, and SQLite
         // rewrites the entry of each index over an assigned column, changed or not (seven pages
         // an object instead of two). What this matches, the upsert below leaves alone. Only a
-        // batch with updates (objects the diff found stored, present, under the same DN) can
-        // match: a batch of adds skips the probes.
-        let narrow = if counts.updates > 0 { upserts.as_slice() } else { &[] };
+        // batch with updates or renames (objects the diff found stored and present; a rename
+        // also rewrites the referrers of the old DN) can match: a batch of adds skips the probes.
+        let narrow = if counts.updates + counts.renames > 0 { upserts.as_slice() } else { &[] };
         for chunk in narrow.chunks(1000) {
             let mut query = sqlx::query(sqlx::AssertSqlSafe(narrow_update(chunk.len()))).bind(now).bind(run);
             for (object, hash, attrs, seq) in chunk {
