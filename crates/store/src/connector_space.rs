@@ -567,17 +567,8 @@ mod tests {
     #[tokio::test]
     async fn the_narrow_update_and_the_side_table_deletes_search_by_anchor() {
         let store = Store::open_in_memory().await.unwrap();
-        let plan = |sql: String| {
-            let pool = store.pool.clone();
-            async move {
-                let steps: Vec<(i64, i64, i64, String)> =
-                    sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap();
-                steps.into_iter().map(|s| s.3).collect::<Vec<_>>().join("; ")
-            }
-        };
+        let store = &store;
+        let plan = |sql: String| async move { crate::plan_steps(store, &sql).await.join("; ") };
         let update = plan(narrow_update(2)).await;
         assert!(
             update.contains(

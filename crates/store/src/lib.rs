@@ -240,6 +240,17 @@ impl Store {
     }
 }
 
+/// The steps of SQLite's plan for a statement, for the tests that hold a statement to its index.
+#[cfg(test)]
+pub(crate) async fn plan_steps(store: &Store, sql: &str) -> Vec<String> {
+    let steps: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+            .fetch_all(&store.pool)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN QUERY PLAN {sql}: {e}"));
+    steps.into_iter().map(|s| s.3).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

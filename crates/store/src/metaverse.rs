@@ -1643,17 +1643,10 @@ mod tests {
         assert!(decode_provenance("[1,").is_err());
     }
 
-    /// The first step of SQLite's plan for `sql` (a connector id and a JSON list bound).
+    /// The first step of SQLite's plan for `sql`.
     async fn first_step(sql: &str) -> String {
         let store = Store::open_in_memory().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
-                .bind(1)
-                .bind("[]")
-                .fetch_all(&store.pool)
-                .await
-                .unwrap();
-        plan.into_iter().next().map(|step| step.3).unwrap_or_default()
+        crate::plan_steps(&store, sql).await.into_iter().next().unwrap_or_default()
     }
 
     /// The claims are withdrawn through their target-key index, not by walking every claim of

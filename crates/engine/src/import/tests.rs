@@ -120,8 +120,16 @@ fn full(objects: Vec<CsObject>, mark: &str) -> Pass {
 }
 
 fn delta(changes: Vec<ImportChange>, mark: &str) -> Pass {
+    delta_pages(vec![(changes, mark)])
+}
+
+/// A delta pass of several pages, each with its watermark.
+fn delta_pages(pages: Vec<(Vec<ImportChange>, &str)>) -> Pass {
     Pass {
-        batches: vec![ImportBatch { changes, watermark: Some(wm(mark)) }],
+        batches: pages
+            .into_iter()
+            .map(|(changes, mark)| ImportBatch { changes, watermark: Some(wm(mark)) })
+            .collect(),
         end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
     }
 }
@@ -304,19 +312,10 @@ async fn an_unanchorable_object_stops_the_run_before_any_sweep_or_watermark() {
     });
     let mut conn = Scripted::new(vec![
         full(vec![user("a", "CN=A,DC=x", &[]), user("b", "CN=B,DC=x", &[])], "1"),
-        Pass {
-            batches: vec![
-                ImportBatch {
-                    changes: vec![ImportChange::Present(user("a", "CN=A,DC=x", &[("mail", "new@x")])), bad],
-                    watermark: Some(wm("2")),
-                },
-                ImportBatch {
-                    changes: vec![ImportChange::Present(user("c", "CN=C,DC=x", &[]))],
-                    watermark: Some(wm("3")),
-                },
-            ],
-            end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
-        },
+        delta_pages(vec![
+            (vec![ImportChange::Present(user("a", "CN=A,DC=x", &[("mail", "new@x")])), bad], "2"),
+            (vec![ImportChange::Present(user("c", "CN=C,DC=x", &[]))], "3"),
+        ]),
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     let r = run(&store, &mut conn, ImportMode::Delta).await;
@@ -664,23 +663,11 @@ async fn a_failed_batch_write_stops_the_run_and_keeps_the_batches_before_it() {
     let store = Store::open(&path).await.unwrap();
     let mut conn = Scripted::new(vec![
         full(vec![user("a", "CN=A,DC=x", &[])], "1"),
-        Pass {
-            batches: vec![
-                ImportBatch {
-                    changes: vec![ImportChange::Present(user("b", "CN=B,DC=x", &[]))],
-                    watermark: Some(wm("2")),
-                },
-                ImportBatch {
-                    changes: vec![ImportChange::Present(user("rejected", "CN=R,DC=x", &[]))],
-                    watermark: Some(wm("3")),
-                },
-                ImportBatch {
-                    changes: vec![ImportChange::Present(user("c", "CN=C,DC=x", &[]))],
-                    watermark: Some(wm("4")),
-                },
-            ],
-            end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
-        },
+        delta_pages(vec![
+            (vec![ImportChange::Present(user("b", "CN=B,DC=x", &[]))], "2"),
+            (vec![ImportChange::Present(user("rejected", "CN=R,DC=x", &[]))], "3"),
+            (vec![ImportChange::Present(user("c", "CN=C,DC=x", &[]))], "4"),
+        ]),
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     // The database refuses one object (as a full disk or a constraint would).
@@ -737,19 +724,10 @@ async fn a_delta_batch_sees_the_object_the_batch_before_it_added() {
     )]);
     let mut conn = Scripted::new(vec![
         full(vec![user("a", "CN=A,DC=x", &[])], "1"),
-        Pass {
-            batches: vec![
-                ImportBatch {
-                    changes: vec![ImportChange::Present(group("g", &["CN=A,DC=x"]))],
-                    watermark: Some(wm("2")),
-                },
-                ImportBatch {
-                    changes: vec![ImportChange::Incremental { object: inc, value_deltas: deltas }],
-                    watermark: Some(wm("3")),
-                },
-            ],
-            end: Ok(ImportSummary { method: "test".into(), ..Default::default() }),
-        },
+        delta_pages(vec![
+            (vec![ImportChange::Present(group("g", &["CN=A,DC=x"]))], "2"),
+            (vec![ImportChange::Incremental { object: inc, value_deltas: deltas }], "3"),
+        ]),
     ]);
     run(&store, &mut conn, ImportMode::Full).await;
     let r = run(&store, &mut conn, ImportMode::Delta).await;
