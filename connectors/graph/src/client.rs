@@ -526,7 +526,7 @@ impl GraphClient {
         slot.notes.append(&mut notes);
         let label = &slot.label;
         match found {
-            Ok(page) => match values(&page).first().and_then(|o| o.get("id")).and_then(Value::as_str) {
+            Ok(page) => match items(&page).first().and_then(|o| o.get("id")).and_then(Value::as_str) {
                 Some(id) => {
                     tracing::info!(request = %label, %id, "an earlier attempt had created it; not created again");
                     slot.notes.push(format!(
@@ -754,17 +754,43 @@ impl GraphClient {
         let mut out = Vec::new();
         let mut next = Some(path.to_owned());
         while let Some(p) = next {
-            let page = self.get_noted(&p, notes).await?;
-            out.extend(values(&page));
+            let mut page = self.get_noted(&p, notes).await?;
+            out.append(&mut take_items(&mut page));
+            next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
+        }
+        Ok(out)
+    }
+
+    /// The `id` of every object of a paged list (a group's members, say), and nothing else of
+    /// them: a 50,000-member group is 50,000 strings, not 50,000 JSON objects.
+    pub async fn get_all_ids_noted(&mut self, path: &str, notes: &mut Vec<String>) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(p) = next {
+            let mut page = self.get_noted(&p, notes).await?;
+            out.extend(take_items(&mut page).into_iter().filter_map(|mut o| {
+                match o.get_mut("id").map(Value::take) {
+                    Some(Value::String(id)) => Some(id),
+                    _ => None,
+                }
+            }));
             next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
         }
         Ok(out)
     }
 }
 
-/// `value` of a page.
-pub(crate) fn values(page: &Value) -> Vec<Value> {
-    page.get("value").and_then(Value::as_array).cloned().unwrap_or_default()
+/// `value` of a page, borrowed.
+pub(crate) fn items(page: &Value) -> &[Value] {
+    page.get("value").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// `value` of a page, taken out of it (the page keeps the rest, such as its next link).
+pub(crate) fn take_items(page: &mut Value) -> Vec<Value> {
+    match page.get_mut("value").map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {

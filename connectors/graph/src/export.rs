@@ -485,10 +485,9 @@ async fn members(
 ) -> Result<BTreeSet<String>, GraphError> {
     let top = client.config().page_size;
     Ok(client
-        .get_all_noted(&format!("/groups/{group}/members?$select=id&$top={top}"), notes)
+        .get_all_ids_noted(&format!("/groups/{group}/members?$select=id&$top={top}"), notes)
         .await?
-        .iter()
-        .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_owned))
+        .into_iter()
         .collect())
 }
 

@@ -9,7 +9,7 @@ use syncctl_core::{
 };
 use tokio::sync::mpsc;
 
-use crate::client::{GraphClient, values};
+use crate::client::{GraphClient, items};
 use crate::error::{GraphError, Result};
 
 /// User properties read (`$select`).
@@ -142,7 +142,7 @@ pub(crate) async fn domains(
             Err(e) => return Err(e),
         };
         progress.pages += 1;
-        let changes = values(&page).iter().map(domain_change).collect();
+        let changes = items(&page).iter().map(domain_change).collect();
         send(tx, ImportBatch { changes, watermark: None }).await?;
         next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
     }
@@ -188,7 +188,7 @@ pub(crate) async fn full(
     while let Some(p) = next {
         let page = client.get(&p).await?;
         progress.pages += 1;
-        let changes = values(&page).iter().map(|u| user_change(u, &roles)).collect();
+        let changes = items(&page).iter().map(|u| user_change(u, &roles)).collect();
         send(tx, ImportBatch { changes, watermark: None }).await?;
         next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
     }
@@ -197,24 +197,21 @@ pub(crate) async fn full(
         let page = client.get(&p).await?;
         progress.pages += 1;
         let mut changes = Vec::new();
-        for g in values(&page) {
+        for g in items(&page) {
             let Some(id) = g.get("id").and_then(Value::as_str) else {
-                changes.push(invalid(&g, "group"));
+                changes.push(invalid(g, "group"));
                 continue;
             };
-            let members = client.get_all(&format!("/groups/{id}/members?$select=id&$top={top}")).await?;
-            let ids: Vec<String> = members
-                .iter()
-                .filter_map(|m| m.get("id").and_then(Value::as_str))
-                .map(str::to_owned)
-                .collect();
-            changes.push(match to_object(&g, "group", GROUP_SELECT) {
+            let ids = client
+                .get_all_ids_noted(&format!("/groups/{id}/members?$select=id&$top={top}"), &mut Vec::new())
+                .await?;
+            changes.push(match to_object(g, "group", GROUP_SELECT) {
                 Some(mut o) => {
                     o.attributes.insert("members", AttrValues::Reference(ids));
                     o.normalize();
                     ImportChange::Present(o)
                 }
-                None => invalid(&g, "group"),
+                None => invalid(g, "group"),
             });
         }
         send(tx, ImportBatch { changes, watermark: None }).await?;
@@ -236,11 +233,11 @@ pub(crate) async fn delta(
         let page = client.get(&next).await?;
         progress.pages += 1;
         let mut changes = Vec::new();
-        for u in values(&page) {
+        for u in items(&page) {
             if u.get("@removed").is_some() {
-                changes.push(removed(&u, "users"));
+                changes.push(removed(u, "users"));
             } else {
-                changes.push(user_change(&u, &roles));
+                changes.push(user_change(u, &roles));
             }
         }
         send(tx, ImportBatch { changes, watermark: None }).await?;
@@ -254,13 +251,13 @@ pub(crate) async fn delta(
         let page = client.get(&next).await?;
         progress.pages += 1;
         let mut changes = Vec::new();
-        for g in values(&page) {
+        for g in items(&page) {
             if g.get("@removed").is_some() {
-                changes.push(removed(&g, "groups"));
+                changes.push(removed(g, "groups"));
                 continue;
             }
-            let Some(mut o) = to_object(&g, "group", GROUP_SELECT) else {
-                changes.push(invalid(&g, "group"));
+            let Some(mut o) = to_object(g, "group", GROUP_SELECT) else {
+                changes.push(invalid(g, "group"));
                 continue;
             };
             o.normalize();

@@ -48,6 +48,13 @@ pub use workflow::{
     RequestFilter, RequestRecord, Transition, WorkflowWrites,
 };
 
+/// The page cache of each connection (`PRAGMA cache_size`, negative: in KiB), 8 MB. In WAL
+/// mode a connection drops its whole cache when it finds that another connection committed,
+/// which the writer does after every import or sync batch, so a larger cache seldom outlives a
+/// batch. Measured at 100,000 objects against 16 MB: the same run times (a full sync without
+/// re-import, a full import), and 25-30 MB less peak RSS over a whole cycle.
+pub(crate) const CACHE_SIZE_PRAGMA: &str = "-8192";
+
 /// A connector's row id.
 pub type ConnectorId = i64;
 /// A run's row id.
@@ -84,7 +91,7 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16384")
+            .pragma("cache_size", CACHE_SIZE_PRAGMA)
             // Checkpoint every 10,000 pages (40 MB of WAL) rather than SQLite's 1,000: a bulk
             // import or sync rewrites the same index pages batch after batch, and each
             // checkpoint copies them into the database file again (a full import at 100,000

@@ -102,8 +102,11 @@ impl Reader {
         .map_err(open)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(open)?;
         // The same page cache as each pooled connection; never a write.
-        conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = memory; PRAGMA query_only = ON;")
-            .map_err(open)?;
+        conn.execute_batch(&format!(
+            "PRAGMA cache_size = {}; PRAGMA temp_store = memory; PRAGMA query_only = ON;",
+            crate::CACHE_SIZE_PRAGMA
+        ))
+        .map_err(open)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(Arc::new(Self(Mutex::new(Some(conn)))))
     }
