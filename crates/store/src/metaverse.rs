@@ -439,6 +439,11 @@ fn pending_from_row(row: &dyn Columns) -> Result<PendingExport> {
 }
 
 /// A JSON array of the items, for `IN (SELECT value FROM json_each(?))`.
+/// The join keys of the MV objects listed in `?1` that are not among the `[attribute, value, MV id]`
+/// of `?2`.
+const UNLISTED_JOIN_KEYS: &str = "DELETE FROM mv_join_keys WHERE mv_id IN (SELECT value FROM json_each(?1)) \
+     AND (attribute, value, mv_id) NOT IN (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2))";
+
 fn json_list<T: Serialize>(items: &[T]) -> Result<String> {
     serde_json::to_string(items).map_err(|e| corrupt("(query)", "", e))
 }
@@ -1091,13 +1096,22 @@ impl Store {
             }
             query.execute(&mut *tx).await.map_err(q)?;
         }
-        let written: Vec<MvId> = writes.iter().map(|w| w.object.id).collect();
-        delete_in(
-            &mut tx,
-            "DELETE FROM mv_join_keys WHERE mv_id IN (SELECT value FROM json_each(?))",
-            &written,
-        )
-        .await?;
+        // The join keys an object no longer has go; those it keeps stay where they are (a delete
+        // and a re-insert of the same entry would write its index pages twice), and the new ones
+        // are inserted below.
+        for chunk in writes.chunks(2000) {
+            let ids: Vec<MvId> = chunk.iter().map(|w| w.object.id).collect();
+            let kept: Vec<(&str, &str, MvId)> = chunk
+                .iter()
+                .flat_map(|w| w.join_keys.iter().map(|(a, v)| (a.as_str(), v.as_str(), w.object.id)))
+                .collect();
+            sqlx::query(UNLISTED_JOIN_KEYS)
+                .bind(json_list(&ids)?)
+                .bind(json_list(&kept)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(q)?;
+        }
         let keys: Vec<(&str, &str, MvId)> = writes
             .iter()
             .flat_map(|w| w.join_keys.iter().map(|(a, v)| (a.as_str(), v.as_str(), w.object.id)))
@@ -1668,6 +1682,113 @@ mod tests {
     async fn dn_lookups_read_the_index_only() {
         let step = first_step(CS_IDS_BY_DN).await;
         assert!(step.contains("cs_objects USING COVERING INDEX cs_objects_dn (dn_norm=?)"), "{step}");
+    }
+
+    /// The join keys' delete searches by MV id.
+    #[tokio::test]
+    async fn unlisted_join_keys_are_found_by_mv_id() {
+        let step = first_step(UNLISTED_JOIN_KEYS).await;
+        assert!(step.contains("mv_join_keys USING COVERING INDEX mv_join_keys_mv (mv_id=?)"), "{step}");
+    }
+
+    /// Rewriting an MV object leaves the join keys it keeps in place: only a key it lost is
+    /// deleted and only a key it gained is inserted.
+    #[tokio::test]
+    async fn a_rewritten_mv_object_changes_only_the_join_keys_that_changed() {
+        let store = Store::open_in_memory().await.unwrap();
+        let run = store.start_run("full-sync", None, "ad", 10).await.unwrap();
+        let object = |id: MvId| MvObject {
+            id,
+            object_type: "person".into(),
+            attributes: Attributes::new(),
+            provenance: BTreeMap::new(),
+            created_at: 1,
+            changed_at: 2,
+        };
+        let write = |store: &Store, keys: Vec<(MvId, Vec<(&str, &str)>)>| {
+            let batch = SyncBatch {
+                mv_writes: keys
+                    .into_iter()
+                    .map(|(id, k)| MvWrite {
+                        object: object(id),
+                        join_keys: k.into_iter().map(|(a, v)| (a.to_owned(), v.to_owned())).collect(),
+                    })
+                    .collect(),
+                ..SyncBatch::default()
+            };
+            let store = store.clone();
+            async move { store.write_sync_batch(run, &batch, 3).await.unwrap() }
+        };
+        let stored = |store: &Store| {
+            let pool = store.pool.clone();
+            async move {
+                let rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT attribute, value, mv_id FROM mv_join_keys ORDER BY mv_id, attribute, value",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                rows
+            }
+        };
+        write(
+            &store,
+            vec![
+                (1, vec![("sourceAnchor", "aaaa"), ("mail", "a@x.com")]),
+                (2, vec![("sourceAnchor", "bbbb")]),
+            ],
+        )
+        .await;
+        for sql in [
+            "CREATE TABLE write_log (what TEXT NOT NULL)",
+            "CREATE TRIGGER log_key_del AFTER DELETE ON mv_join_keys \
+             BEGIN INSERT INTO write_log VALUES ('deleted ' || old.mv_id || ' ' || old.value); END",
+            "CREATE TRIGGER log_key_ins AFTER INSERT ON mv_join_keys \
+             BEGIN INSERT INTO write_log VALUES ('inserted ' || new.mv_id || ' ' || new.value); END",
+        ] {
+            sqlx::query(sql).execute(&store.pool).await.unwrap();
+        }
+        let logged = |store: &Store| {
+            let pool = store.pool.clone();
+            async move {
+                let mut rows: Vec<String> = sqlx::query_scalar("DELETE FROM write_log RETURNING what")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+                rows.sort();
+                rows
+            }
+        };
+
+        // The same keys: nothing deleted, nothing inserted.
+        write(
+            &store,
+            vec![
+                (1, vec![("sourceAnchor", "aaaa"), ("mail", "a@x.com")]),
+                (2, vec![("sourceAnchor", "bbbb")]),
+            ],
+        )
+        .await;
+        assert!(logged(&store).await.is_empty());
+
+        // Object 1's mail changes; object 2 gains a mail: exactly those rows.
+        write(
+            &store,
+            vec![
+                (1, vec![("sourceAnchor", "aaaa"), ("mail", "c@x.com")]),
+                (2, vec![("sourceAnchor", "bbbb"), ("mail", "b@x.com")]),
+            ],
+        )
+        .await;
+        assert_eq!(logged(&store).await, ["deleted 1 a@x.com", "inserted 1 c@x.com", "inserted 2 b@x.com"]);
+
+        // Object 2 loses every key; object 1, not written, keeps its own.
+        write(&store, vec![(2, vec![])]).await;
+        assert_eq!(logged(&store).await, ["deleted 2 b@x.com", "deleted 2 bbbb"]);
+        assert_eq!(
+            stored(&store).await,
+            [("mail".to_owned(), "c@x.com".to_owned(), 1), ("sourceAnchor".to_owned(), "aaaa".to_owned(), 1)]
+        );
     }
 
     #[tokio::test]
