@@ -686,7 +686,12 @@ mod tests {
             .unwrap();
         assert_eq!(upn.as_deref(), Some("a2@x.com"));
 
-        // A tombstone that comes back with the same columns is made present again.
+        // A tombstone that comes back with the same columns is made present again. While it is a
+        // tombstone it keeps no references: the sync's referrer lookup counts on that and does not
+        // read a referrer's state.
+        let manager = ["cn=m,dc=x".to_owned()];
+        let id = store.cs_ids_by_anchor(c, &["a-anchor"]).await.unwrap()["a-anchor"];
+        assert_eq!(store.cs_referrer_ids_many(c, &manager).await.unwrap(), [id]);
         let delete = vec![CsWrite::Delete { anchor: Anchor::new("a-anchor").unwrap() }];
         store
             .write_import_batch(
@@ -701,6 +706,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(proxies(&store).await, Vec::<String>::new());
+        assert!(store.cs_referrer_ids_many(c, &manager).await.unwrap().is_empty());
         logged(&store).await;
         store.write_import_batch(c, run, write(&o), &[], &updates, None, 16).await.unwrap();
         assert!(store.load_cs_index(c).await.unwrap()["a-anchor"].present);
