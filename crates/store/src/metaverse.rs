@@ -447,12 +447,12 @@ fn pending_from_row(row: &dyn Columns) -> Result<PendingExport> {
     })
 }
 
-/// A JSON array of the items, for `IN (SELECT value FROM json_each(?))`.
 /// The join keys of the MV objects listed in `?1` that are not among the `[attribute, value, MV id]`
 /// of `?2`.
 const UNLISTED_JOIN_KEYS: &str = "DELETE FROM mv_join_keys WHERE mv_id IN (SELECT value FROM json_each(?1)) \
      AND (attribute, value, mv_id) NOT IN (SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?2))";
 
+/// A JSON array of the items, for `IN (SELECT value FROM json_each(?))`.
 fn json_list<T: Serialize>(items: &[T]) -> Result<String> {
     serde_json::to_string(items).map_err(|e| corrupt("(query)", "", e))
 }
