@@ -1681,30 +1681,21 @@ mod tests {
         }
     }
 
-    /// References resolve by DN from the index alone.
+    /// Lookups that read indexes only, or search where they should: references resolve by DN
+    /// from the DN index; the objects that refer to those a batch linked are found without
+    /// reading their rows (a group of 50,000 members is megabytes of row); the join keys' delete
+    /// searches by MV id.
     #[tokio::test]
-    async fn dn_lookups_read_the_index_only() {
-        let step = first_step(CS_IDS_BY_DN).await;
-        assert!(step.contains("cs_objects USING COVERING INDEX cs_objects_dn (dn_norm=?)"), "{step}");
-    }
-
-    /// The objects that refer to those a batch linked are found without reading their rows (a
-    /// group of 50,000 members is megabytes of row).
-    #[tokio::test]
-    async fn referrers_are_found_from_the_indexes_alone() {
+    async fn lookups_search_the_indexes_they_should() {
         let store = Store::open_in_memory().await.unwrap();
-        let steps = crate::plan_steps(&store, CS_REFERRER_IDS).await;
-        assert!(
-            steps.iter().any(|s| s.contains("SEARCH o USING COVERING INDEX sqlite_autoindex_cs_objects_1")),
-            "{steps:?}"
-        );
-    }
-
-    /// The join keys' delete searches by MV id.
-    #[tokio::test]
-    async fn unlisted_join_keys_are_found_by_mv_id() {
-        let step = first_step(UNLISTED_JOIN_KEYS).await;
-        assert!(step.contains("mv_join_keys USING COVERING INDEX mv_join_keys_mv (mv_id=?)"), "{step}");
+        for (sql, step) in [
+            (CS_IDS_BY_DN, "cs_objects USING COVERING INDEX cs_objects_dn (dn_norm=?)"),
+            (CS_REFERRER_IDS, "SEARCH o USING COVERING INDEX sqlite_autoindex_cs_objects_1"),
+            (UNLISTED_JOIN_KEYS, "mv_join_keys USING COVERING INDEX mv_join_keys_mv (mv_id=?)"),
+        ] {
+            let steps = crate::plan_steps(&store, sql).await;
+            assert!(steps.iter().any(|s| s.contains(step)), "{sql}: {steps:?}");
+        }
     }
 
     /// Rewriting an MV object leaves the join keys it keeps in place: only a key it lost is
@@ -1735,6 +1726,12 @@ mod tests {
             let store = store.clone();
             async move { store.write_sync_batch(run, &batch, 3).await.unwrap() }
         };
+        let first = || {
+            vec![
+                (1, vec![("sourceAnchor", "aaaa"), ("mail", "a@x.com")]),
+                (2, vec![("sourceAnchor", "bbbb")]),
+            ]
+        };
         let stored = |store: &Store| {
             let pool = store.pool.clone();
             async move {
@@ -1747,14 +1744,7 @@ mod tests {
                 rows
             }
         };
-        write(
-            &store,
-            vec![
-                (1, vec![("sourceAnchor", "aaaa"), ("mail", "a@x.com")]),
-                (2, vec![("sourceAnchor", "bbbb")]),
-            ],
-        )
-        .await;
+        write(&store, first()).await;
         for sql in [
             "CREATE TABLE write_log (what TEXT NOT NULL)",
             "CREATE TRIGGER log_key_del AFTER DELETE ON mv_join_keys \
@@ -1777,14 +1767,7 @@ mod tests {
         };
 
         // The same keys: nothing deleted, nothing inserted.
-        write(
-            &store,
-            vec![
-                (1, vec![("sourceAnchor", "aaaa"), ("mail", "a@x.com")]),
-                (2, vec![("sourceAnchor", "bbbb")]),
-            ],
-        )
-        .await;
+        write(&store, first()).await;
         assert!(logged(&store).await.is_empty());
 
         // Object 1's mail changes; object 2 gains a mail: exactly those rows.
