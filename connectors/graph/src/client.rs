@@ -752,12 +752,7 @@ impl GraphClient {
     /// Every object of a paged list; retries are noted in `notes`.
     pub async fn get_all_noted(&mut self, path: &str, notes: &mut Vec<String>) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        let mut next = Some(path.to_owned());
-        while let Some(p) = next {
-            let mut page = self.get_noted(&p, notes).await?;
-            out.append(&mut take_items(&mut page));
-            next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
-        }
+        self.each_page(path, notes, |mut items| out.append(&mut items)).await?;
         Ok(out)
     }
 
@@ -765,18 +760,31 @@ impl GraphClient {
     /// them: a 50,000-member group is 50,000 strings, not 50,000 JSON objects.
     pub async fn get_all_ids_noted(&mut self, path: &str, notes: &mut Vec<String>) -> Result<Vec<String>> {
         let mut out = Vec::new();
+        self.each_page(path, notes, |items| {
+            out.extend(items.into_iter().filter_map(|mut o| match o.get_mut("id").map(Value::take) {
+                Some(Value::String(id)) => Some(id),
+                _ => None,
+            }));
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Follows a paged list from `path` through its next links, handing each page's items to
+    /// `take`.
+    async fn each_page(
+        &mut self,
+        path: &str,
+        notes: &mut Vec<String>,
+        mut take: impl FnMut(Vec<Value>) + Send,
+    ) -> Result<()> {
         let mut next = Some(path.to_owned());
         while let Some(p) = next {
             let mut page = self.get_noted(&p, notes).await?;
-            out.extend(take_items(&mut page).into_iter().filter_map(|mut o| {
-                match o.get_mut("id").map(Value::take) {
-                    Some(Value::String(id)) => Some(id),
-                    _ => None,
-                }
-            }));
+            take(take_items(&mut page));
             next = page.get("@odata.nextLink").and_then(Value::as_str).map(str::to_owned);
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -1103,23 +1103,21 @@ impl Store {
         // The join keys an object no longer has go; those it keeps stay where they are (a delete
         // and a re-insert of the same entry would write its index pages twice), and the new ones
         // are inserted below.
+        let mut keys = Vec::new();
         for chunk in writes.chunks(2000) {
             let ids: Vec<MvId> = chunk.iter().map(|w| w.object.id).collect();
-            let kept: Vec<(&str, &str, MvId)> = chunk
+            let rows: Vec<(&str, &str, MvId)> = chunk
                 .iter()
                 .flat_map(|w| w.join_keys.iter().map(|(a, v)| (a.as_str(), v.as_str(), w.object.id)))
                 .collect();
             sqlx::query(UNLISTED_JOIN_KEYS)
                 .bind(json_list(&ids)?)
-                .bind(json_list(&kept)?)
+                .bind(json_list(&rows)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(q)?;
+            keys.extend(rows);
         }
-        let keys: Vec<(&str, &str, MvId)> = writes
-            .iter()
-            .flat_map(|w| w.join_keys.iter().map(|(a, v)| (a.as_str(), v.as_str(), w.object.id)))
-            .collect();
         for chunk in keys.chunks(3000) {
             let mut sql =
                 String::from("INSERT OR IGNORE INTO mv_join_keys (attribute, value, mv_id) VALUES ");
