@@ -23,6 +23,7 @@ use syncctl_store::{
 };
 use tracing::{Instrument as _, info, info_span, warn};
 
+use crate::background::Background;
 use crate::error::Result;
 use crate::sync::{SyncConnector, parse_mv_ref};
 
@@ -215,137 +216,169 @@ pub async fn run_export(
             ));
         }
         let mut anchors = mv_anchors(store, target, &pending).await?;
-        let mut position = 0;
         let ordered: Vec<&Head> = order.iter().filter_map(|i| pending.get(*i)).collect();
-        let mut errors: Vec<RunError> = Vec::new();
-        while position < ordered.len() {
-            // A chunk ends before an item that refers to an object added in the same chunk:
-            // the add must be done (and its anchor known) first.
-            let mut chunk: Vec<&Head> = Vec::new();
-            let mut added: BTreeSet<MvId> = BTreeSet::new();
-            while let Some(p) = ordered.get(position) {
-                if chunk.len() >= options.chunk.max(1)
-                    || (!chunk.is_empty() && p.refs.iter().any(|m| added.contains(m)))
-                {
-                    break;
+        // While a chunk is out at the target, the next chunk is read and the last chunk's results
+        // are written, each in a task of its own: the target is not kept waiting for the store.
+        // A chunk is marked `exporting` once it is ready to go, and only then (an export marked
+        // but never sent would count as uncertain); the last chunk's results are written after
+        // the mark, in the same task, while the chunk is out.
+        let mut writing: Background<()> = Background::new("the write of an export chunk's mark and results");
+        let mut reading: Background<ChunkRead> = Background::new("the read of an export chunk");
+        let mut last_results: Option<ChunkResults> = None;
+        let mut position = 0;
+        let mut next = next_chunk(&ordered, &mut position, options.chunk);
+        let sent = async {
+            reading.start(read_chunk(store.clone(), &next)).await?;
+            while !next.is_empty() {
+                let heads = std::mem::take(&mut next);
+                // After this chunk: what a fault leaves unsent is counted from here.
+                let rest = position;
+                next = next_chunk(&ordered, &mut position, options.chunk);
+                // The chunk's exports in full, and the target objects they change (an export
+                // withdrawn since the list was read is simply not sent).
+                let ChunkRead { mut full, objects } = reading.settle().await?.unwrap_or_default();
+                let chunk: Vec<PendingExport> = heads.iter().filter_map(|h| full.remove(&h.id)).collect();
+                if chunk.is_empty() {
+                    reading.start(read_chunk(store.clone(), &next)).await?;
+                    continue;
                 }
-                if p.operation == ExportOperation::Add
-                    && let Some(mv) = p.mv_id
-                {
-                    added.insert(mv);
+                let mut items = Vec::with_capacity(chunk.len());
+                let mut deferred_refs = 0;
+                for p in &chunk {
+                    let (item, deferred) = item_for(p, &anchors, &objects);
+                    deferred_refs += deferred;
+                    items.push(item);
                 }
-                chunk.push(p);
-                position += 1;
-            }
-            // The chunk's exports in full, and the target objects they change, in two reads (an
-            // export withdrawn since the list was read is simply not sent).
-            let mut full = store.pending_by_ids(&chunk.iter().map(|h| h.id).collect::<Vec<_>>()).await?;
-            let chunk: Vec<PendingExport> = chunk.iter().filter_map(|h| full.remove(&h.id)).collect();
-            if chunk.is_empty() {
-                continue;
-            }
-            let cs_ids: Vec<CsId> = chunk.iter().filter_map(|p| p.cs_id).collect();
-            let objects = store.cs_by_ids(&cs_ids).await?;
-            let mut items = Vec::with_capacity(chunk.len());
-            let mut deferred_refs = 0;
-            for p in &chunk {
-                let (item, deferred) = item_for(p, &anchors, &objects);
-                deferred_refs += deferred;
-                items.push(item);
-            }
-            if deferred_refs > 0 {
-                report.notes.push(format!(
-                    "{deferred_refs} references to objects not yet in `{}` were left for the next export",
-                    target.name
-                ));
-            }
-            // Marked before the call: if the process ends during it, the next export knows these
-            // may already be written (and says so to the connector).
-            store.mark_exporting(&chunk.iter().map(|p| p.id).collect::<Vec<_>>(), clock.now_ms()).await?;
-            let outcomes = match connector.export(items).await {
-                Ok(o) => o,
-                Err(fault) => {
-                    report.status = fault.kind.run_status().to_owned();
-                    report.counts.held += (ordered.len() - position + chunk.len()) as i64;
-                    report.notes.push(format!("export stopped: {fault}"));
-                    break;
+                drop(objects);
+                if deferred_refs > 0 {
+                    report.notes.push(format!(
+                        "{deferred_refs} references to objects not yet in `{}` were left for the next export",
+                        target.name
+                    ));
                 }
-            };
-            let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, p)).collect();
-            let mut rows = Vec::new();
-            let mut batch_counts = RunCounts::default();
-            let mut answered = BTreeSet::new();
-            let mut done: Vec<i64> = Vec::new();
-            for outcome in outcomes {
-                let Some(p) = by_id.get(&outcome.id) else { continue };
-                answered.insert(outcome.id);
-                for note in &outcome.notes {
-                    report.counts.retries += 1;
-                    batch_counts.warnings += 1;
-                    errors.push(RunError {
-                        level: Severity::Warning,
-                        anchor: None,
-                        dn: Some(p.display.clone()),
-                        kind: "export-retry".into(),
-                        message: format!("{} of {}: {note}", p.operation.as_str(), p.display),
+                // Marked before the call: if the process ends during it, the next export knows
+                // these may already be written (and says so to the connector).
+                let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
+                let (marked, is_marked) = tokio::sync::oneshot::channel::<()>();
+                let (task_store, now, results) = (store.clone(), clock.now_ms(), last_results.take());
+                writing
+                    .start(async move {
+                        task_store.mark_exporting(&ids, now).await?;
+                        let _ = marked.send(());
+                        match results {
+                            Some(r) => r.write(&task_store, run).await,
+                            None => Ok(()),
+                        }
+                    })
+                    .await?;
+                if is_marked.await.is_err() {
+                    // The task ended without marking: its error says why.
+                    writing.settle().await?;
+                    return Err(crate::EngineError::Task {
+                        what: "the mark of an export chunk",
+                        detail: "ended without marking".into(),
                     });
                 }
-                match outcome.result {
-                    Ok(created) => {
-                        match p.operation {
-                            ExportOperation::Add => {
-                                report.counts.adds += 1;
-                                batch_counts.adds += 1;
-                                if let (Some(mv), Some(a)) = (p.mv_id, &created) {
-                                    anchors.insert(mv, a.as_str().to_owned());
-                                }
-                            }
-                            ExportOperation::Update => {
-                                report.counts.updates += 1;
-                                batch_counts.updates += 1;
-                            }
-                            ExportOperation::Delete => {
-                                report.counts.deletes += 1;
-                                batch_counts.deletes += 1;
-                                // No connector-space object will confirm the delete of an
-                                // object no import has seen: done is done.
-                                if p.cs_id.is_none() {
-                                    done.push(p.id);
-                                }
-                            }
-                        }
-                        rows.push(ExportResultRow {
-                            id: p.id,
-                            status: "exported".into(),
-                            error: None,
-                            created_anchor: created.map(|a| a.as_str().to_owned()),
-                        });
+                reading.start(read_chunk(store.clone(), &next)).await?;
+                let outcomes = match connector.export(items).await {
+                    Ok(o) => o,
+                    Err(fault) => {
+                        report.status = fault.kind.run_status().to_owned();
+                        report.counts.held += (ordered.len() - rest + chunk.len()) as i64;
+                        report.notes.push(format!("export stopped: {fault}"));
+                        break;
                     }
-                    Err(failure) => {
-                        report.counts.failed += 1;
-                        batch_counts.errors += 1;
-                        let message = format!("{} of {}: {failure}", p.operation.as_str(), p.display);
+                };
+                let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, p)).collect();
+                let mut rows = Vec::new();
+                let mut batch_counts = RunCounts::default();
+                let mut answered = BTreeSet::new();
+                let mut done: Vec<i64> = Vec::new();
+                let mut errors: Vec<RunError> = Vec::new();
+                for outcome in outcomes {
+                    let Some(p) = by_id.get(&outcome.id) else { continue };
+                    answered.insert(outcome.id);
+                    for note in &outcome.notes {
+                        report.counts.retries += 1;
+                        batch_counts.warnings += 1;
                         errors.push(RunError {
-                            level: Severity::Error,
+                            level: Severity::Warning,
                             anchor: None,
                             dn: Some(p.display.clone()),
-                            kind: failure.kind.clone(),
-                            message: message.clone(),
-                        });
-                        rows.push(ExportResultRow {
-                            id: p.id,
-                            status: "failed".into(),
-                            error: Some(message),
-                            created_anchor: None,
+                            kind: "export-retry".into(),
+                            message: format!("{} of {}: {note}", p.operation.as_str(), p.display),
                         });
                     }
+                    match outcome.result {
+                        Ok(created) => {
+                            match p.operation {
+                                ExportOperation::Add => {
+                                    report.counts.adds += 1;
+                                    batch_counts.adds += 1;
+                                    if let (Some(mv), Some(a)) = (p.mv_id, &created) {
+                                        anchors.insert(mv, a.as_str().to_owned());
+                                    }
+                                }
+                                ExportOperation::Update => {
+                                    report.counts.updates += 1;
+                                    batch_counts.updates += 1;
+                                }
+                                ExportOperation::Delete => {
+                                    report.counts.deletes += 1;
+                                    batch_counts.deletes += 1;
+                                    // No connector-space object will confirm the delete of an
+                                    // object no import has seen: done is done.
+                                    if p.cs_id.is_none() {
+                                        done.push(p.id);
+                                    }
+                                }
+                            }
+                            rows.push(ExportResultRow {
+                                id: p.id,
+                                status: "exported".into(),
+                                error: None,
+                                created_anchor: created.map(|a| a.as_str().to_owned()),
+                            });
+                        }
+                        Err(failure) => {
+                            report.counts.failed += 1;
+                            batch_counts.errors += 1;
+                            let message = format!("{} of {}: {failure}", p.operation.as_str(), p.display);
+                            errors.push(RunError {
+                                level: Severity::Error,
+                                anchor: None,
+                                dn: Some(p.display.clone()),
+                                kind: failure.kind.clone(),
+                                message: message.clone(),
+                            });
+                            rows.push(ExportResultRow {
+                                id: p.id,
+                                status: "failed".into(),
+                                error: Some(message),
+                                created_anchor: None,
+                            });
+                        }
+                    }
                 }
+                let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
+                report.counts.held += unanswered as i64;
+                last_results =
+                    Some(ChunkResults { rows, done, errors, counts: batch_counts, at: clock.now_ms() });
             }
-            let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
-            report.counts.held += unanswered as i64;
-            store.record_export_results(run, &rows, &done, &errors, &batch_counts, clock.now_ms()).await?;
-            errors.clear();
+            Ok::<(), crate::EngineError>(())
         }
+        .await;
+        // However the loop ended, the results of every chunk sent are written.
+        let written = writing.settle().await;
+        let last = match last_results.take() {
+            Some(r) => r.write(store, run).await,
+            None => Ok(()),
+        };
+        let read = reading.settle().await;
+        sent?;
+        written?;
+        last?;
+        read?;
         if report.status == "success" && report.counts.failed > 0 {
             report.status = "completed-with-errors".into();
         }
@@ -395,6 +428,69 @@ fn approval_token(connector: i64, deletes: &[String], run: RunId) -> String {
         h.update(b"\n");
     }
     h.finalize().to_hex().as_str().chars().take(20).collect()
+}
+
+/// The next chunk of `ordered` from `position` (advanced past it): at most `size` exports, and it
+/// ends before an export that refers to an object added in the same chunk (the add must be done,
+/// and its anchor known, first).
+fn next_chunk<'h>(ordered: &[&'h Head], position: &mut usize, size: usize) -> Vec<&'h Head> {
+    let mut chunk: Vec<&Head> = Vec::new();
+    let mut added: BTreeSet<MvId> = BTreeSet::new();
+    while let Some(p) = ordered.get(*position) {
+        if chunk.len() >= size.max(1) || (!chunk.is_empty() && p.refs.iter().any(|m| added.contains(m))) {
+            break;
+        }
+        if p.operation == ExportOperation::Add
+            && let Some(mv) = p.mv_id
+        {
+            added.insert(mv);
+        }
+        chunk.push(p);
+        *position += 1;
+    }
+    chunk
+}
+
+/// What came back for a chunk, to write as its pending exports' results.
+struct ChunkResults {
+    rows: Vec<ExportResultRow>,
+    /// Exports done for good (a delete of what no import has seen).
+    done: Vec<i64>,
+    errors: Vec<RunError>,
+    counts: RunCounts,
+    /// When they came back.
+    at: i64,
+}
+
+impl ChunkResults {
+    async fn write(self, store: &Store, run: RunId) -> Result<()> {
+        store.record_export_results(run, &self.rows, &self.done, &self.errors, &self.counts, self.at).await?;
+        Ok(())
+    }
+}
+
+/// A chunk's exports in full and the connector-space objects they change.
+#[derive(Default)]
+struct ChunkRead {
+    full: HashMap<i64, PendingExport>,
+    objects: HashMap<CsId, SyncCsObject>,
+}
+
+/// Reads a chunk: its pending exports, then the target objects they change.
+fn read_chunk(
+    store: Store,
+    heads: &[&Head],
+) -> impl std::future::Future<Output = Result<ChunkRead>> + Send + 'static {
+    let ids: Vec<i64> = heads.iter().map(|h| h.id).collect();
+    async move {
+        if ids.is_empty() {
+            return Ok(ChunkRead::default());
+        }
+        let full = store.pending_by_ids(&ids).await?;
+        let cs_ids: Vec<CsId> = full.values().filter_map(|p| p.cs_id).collect();
+        let objects = store.cs_by_ids(&cs_ids).await?;
+        Ok(ChunkRead { full, objects })
+    }
 }
 
 /// What the export keeps of a pending export until its chunk is sent.

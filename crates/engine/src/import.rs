@@ -28,6 +28,7 @@ use syncctl_store::{
 use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::background::Background;
 use crate::error::Result;
 
 /// Knobs of an import run.
@@ -376,7 +377,7 @@ async fn import_pass(
         // The receiver lives in this future: when the writer stops early (error limit, store
         // failure) it is dropped, and the connector's next send fails instead of waiting.
         let mut rx = rx;
-        let mut inflight = Inflight(None);
+        let mut inflight = Background::new("the write of an import batch");
         let mut stop = Stop::No;
         // A page taken from the queue that could not join the batch before it.
         let mut held: Option<ImportBatch> = None;
@@ -451,28 +452,6 @@ fn only_present(batch: &ImportBatch) -> bool {
 /// next batch's write starts, so batches commit in order and every read sees the batches before
 /// it. Dropped unsettled (the import failed or was cancelled), it is aborted: its batch and
 /// its watermark then land together or not at all (an abort during the commit may still land).
-struct Inflight(Option<tokio::task::JoinHandle<Result<()>>>);
-
-impl Inflight {
-    async fn settle(&mut self) -> Result<()> {
-        match self.0.take() {
-            None => Ok(()),
-            Some(handle) => handle.await.map_err(|e| crate::EngineError::Task {
-                what: "the write of an import batch",
-                detail: e.to_string(),
-            })?,
-        }
-    }
-}
-
-impl Drop for Inflight {
-    fn drop(&mut self) {
-        if let Some(handle) = &self.0 {
-            handle.abort();
-        }
-    }
-}
-
 /// The state of an anchor as the diff sees it.
 struct Known {
     hash: syncctl_core::ContentHash,
@@ -486,7 +465,7 @@ async fn apply_batch(
     state: &mut RunState,
     index: Option<&mut HashMap<String, CsIndexEntry>>,
     clock: &dyn Clock,
-    inflight: &mut Inflight,
+    inflight: &mut Background<()>,
 ) -> Result<()> {
     let delta = index.is_none();
     // What the connector space holds for the anchors of this batch.
@@ -735,7 +714,6 @@ async fn apply_batch(
         }
     }
     state.counts.add(&counts);
-    inflight.settle().await?;
     let (store, cid, run, now) = (store.clone(), state.cid, state.run, clock.now_ms());
     let write = async move {
         let started = std::time::Instant::now();
@@ -744,8 +722,7 @@ async fn apply_batch(
         tracing::debug!(writes = n, elapsed_ms = started.elapsed().as_millis() as u64, "batch written");
         Ok(())
     };
-    inflight.0 = Some(tokio::spawn(tracing::Instrument::in_current_span(write)));
-    Ok(())
+    inflight.start(write).await
 }
 
 /// The objects (not already written in this batch) whose reference values point to the old DN

@@ -12,6 +12,7 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod background;
 mod error;
 pub mod export;
 pub mod import;

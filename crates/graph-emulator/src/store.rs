@@ -91,8 +91,11 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS admin_roles (role TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (role, user_id))",
 ];
 
-/// How often the background task commits the writes made since its last commit.
-pub(crate) const GROUP_COMMIT: Duration = Duration::from_millis(20);
+/// How often the background task commits the writes made since its last commit. Each commit
+/// writes every page its group touched, and random ids and values touch a different leaf of each
+/// index per create: with a commit every 20 ms, answering an export of 95,000 creates at 100,000
+/// objects took 12.8 s of CPU; every 250 ms, 11.0 s (more creates share each leaf in a group).
+pub(crate) const GROUP_COMMIT: Duration = Duration::from_millis(250);
 
 /// The connection and the state of its group of writes.
 pub(crate) struct Db {

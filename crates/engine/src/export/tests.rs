@@ -16,12 +16,15 @@ fn clock() -> FixedClock {
 }
 
 /// Records every item; fails the items whose id is in `fail`; faults on call number `fault_on`.
+/// With `watch`, notes at each call the status of every pending export of that target, by id.
 #[derive(Clone, Default)]
 struct Recorder {
     items: Arc<Mutex<Vec<ExportItem>>>,
     fail: Vec<i64>,
     fault_on: Option<usize>,
     calls: Arc<Mutex<usize>>,
+    watch: Option<(Store, i64)>,
+    seen: Arc<Mutex<Vec<Vec<String>>>>,
 }
 
 #[async_trait::async_trait]
@@ -48,6 +51,10 @@ impl Connector for Recorder {
             *c += 1;
             *c
         };
+        if let Some((store, target)) = &self.watch {
+            let statuses = store.pending_exports(Some(*target)).await.unwrap().into_iter().map(|p| p.status);
+            self.seen.lock().unwrap().push(statuses.collect());
+        }
         if self.fault_on == Some(call) {
             return Err(ConnectorFault::new(
                 FaultKind::Connectivity,
@@ -334,6 +341,47 @@ async fn a_failed_item_is_recorded_and_a_fault_keeps_the_rest_pending() {
     let mut rec = Recorder::default();
     let r = w.export(&mut rec, &ExportOptions::default()).await;
     assert_eq!((r.status.as_str(), r.counts.updates), ("success", 3));
+}
+
+#[tokio::test]
+async fn each_chunk_is_marked_only_as_it_goes_out_and_every_chunk_s_results_are_written() {
+    let w = World::new().await;
+    let c = w.cloud.id;
+    let cs = w.targets(5).await;
+    w.stage(
+        cs.iter()
+            .map(|id| {
+                let title = set("jobTitle", AttrValues::String(vec![format!("T{id}")]));
+                pending(c, ExportOperation::Update, Some(*id), Some(*id), vec![title])
+            })
+            .collect(),
+    )
+    .await;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut rec = Recorder { watch: Some((w.store.clone(), c)), seen: seen.clone(), ..Recorder::default() };
+    // Three chunks: the next one is read, and the last one's results written, while one is out.
+    let r = w.export(&mut rec, &ExportOptions { chunk: 2, ..ExportOptions::default() }).await;
+    assert_eq!((r.status.as_str(), r.counts.updates, r.counts.held), ("success", 5, 0), "{r:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    for (call, statuses) in seen.iter().enumerate() {
+        for (i, status) in statuses.iter().enumerate() {
+            let chunk = i / 2;
+            let expected: &[&str] = match chunk.cmp(&call) {
+                // Sent before: its results may still be on their way to the store.
+                std::cmp::Ordering::Less => &["exporting", "exported"],
+                std::cmp::Ordering::Equal => &["exporting"],
+                // Not marked before its turn, though already read.
+                std::cmp::Ordering::Greater => &["pending"],
+            };
+            assert!(expected.contains(&status.as_str()), "call {call}, export {i}: {status} ({seen:?})");
+        }
+    }
+    let after = w.store.pending_exports(Some(c)).await.unwrap();
+    let statuses: Vec<(&str, i64)> = after.iter().map(|p| (p.status.as_str(), p.attempts)).collect();
+    assert_eq!(statuses, [("exported", 1); 5], "the last chunk's results are written too");
+    let runs = w.store.runs(None, 10).await.unwrap();
+    assert_eq!(runs.iter().find(|x| x.id == r.run_id).map(|x| x.counts.updates), Some(5));
 }
 
 #[tokio::test]

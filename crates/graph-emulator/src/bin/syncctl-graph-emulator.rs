@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use clap::Parser;
 use syncctl_graph_emulator::{DEFAULT_CLIENT_ID, EmulatorConfig, FaultConfig, ThrottleConfig};
 
+/// mimalloc, as syncctl's own binary: each request parses and builds JSON documents, and glibc's
+/// allocator took a tenth of the emulator's CPU while it answered an export of 95,000 creates.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A Microsoft-Graph-compatible emulator for syncctl's tests and demo (plain HTTP).
 #[derive(Debug, Parser)]
 #[command(name = "syncctl-graph-emulator", version)]
