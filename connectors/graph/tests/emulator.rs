@@ -159,6 +159,31 @@ async fn full_import_pages() {
 }
 
 #[tokio::test]
+async fn full_import_reads_every_page_of_a_group_s_members() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let ids: Vec<String> = (0..25).map(|i| format!("m{i:02}")).collect();
+    let users: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "displayName": id}))
+        .collect();
+    admin(&emu, "/_emulator/users", Value::Array(users)).await;
+    admin(&emu, "/_emulator/groups", json!({"id": "g1", "displayName": "All", "mailEnabled": false, "securityEnabled": true, "mailNickname": "all", "members": ids})).await;
+    // Pages of 10: the group's 25 members come in three pages.
+    let mut c = connector(&emu, 10);
+    let (changes, _, _) = run_import(&mut c, ImportMode::Full, None).await;
+    let objs = present(&changes);
+    let group = objs.iter().find(|o| o.anchor.as_str() == "g1").unwrap();
+    assert_eq!(group.attributes.get("members"), Some(&AttrValues::Reference(ids.clone())));
+    let member_pages = requests(&emu)
+        .await
+        .iter()
+        .filter(|r| r["url"].as_str().is_some_and(|p| p.starts_with("/v1.0/groups/g1/members")))
+        .count();
+    assert_eq!(member_pages, 3);
+    emu.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn delta_after_change_and_delete() {
     let emu = emulator(EmulatorConfig::default()).await;
     admin(

@@ -399,19 +399,25 @@ async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, rus
     if let (true, Some(last), Some(b)) =
         (more, items.last().and_then(|o| o.get("id")).and_then(Value::as_str), body.as_object_mut())
     {
-        let mut q: Vec<String> = req
-            .query
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("$skiptoken"))
-            .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-            .collect();
-        q.push(format!("$skiptoken={}", B64.encode(last)));
         b.insert(
             "@odata.nextLink".into(),
-            json!(format!("{}/v1.0/{}?{}", app.base_url, coll_name(kind), q.join("&"))),
+            json!(format!("{}/v1.0/{}?{}", app.base_url, coll_name(kind), next_query(req, last))),
         );
     }
     Ok(GraphResponse::json(200, body))
+}
+
+/// The query of a next link: the request's own, its `$skiptoken` replaced by one that starts
+/// after the id `last`.
+fn next_query(req: &Request, last: &str) -> String {
+    let mut q: Vec<String> = req
+        .query
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("$skiptoken"))
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    q.push(format!("$skiptoken={}", B64.encode(last)));
+    q.join("&")
 }
 
 /// `GET /users/{id | userPrincipalName}` and `GET /groups/{id}`.
@@ -805,24 +811,44 @@ async fn delete(app: &App, kind: Kind, id: &str) -> Result<GraphResponse, rusqli
     }
 }
 
-/// `GET /groups/{id}/members`: directoryObjects with their `@odata.type`.
+/// `GET /groups/{id}/members`: directoryObjects with their `@odata.type`, in pages of `$top`
+/// (100 by default, at most 999) with an `@odata.nextLink`, as Graph pages them.
 /// <https://learn.microsoft.com/en-us/graph/api/group-list-members?view=graph-rest-1.0>
 async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     if app.store.get(Some(Kind::Group), id).await?.is_none() {
         return Ok(not_found(id));
     }
+    let top = match page_size(app, req) {
+        Ok(t) => t,
+        Err(r) => return Ok(r),
+    };
+    let after = match req.param("$skiptoken") {
+        None => None,
+        Some(t) => match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
+            Some(a) => Some(a),
+            None => return Ok(bad_request("Invalid $skiptoken.")),
+        },
+    };
     let select = select_list(req);
-    let value: Vec<Value> = app
-        .store
-        .members(id)
-        .await?
-        .into_iter()
-        .map(|(k, o)| with_type(k, project(k, &o, select.as_deref())))
-        .collect();
-    Ok(GraphResponse::json(
-        200,
-        json!({"@odata.context": format!("{}/v1.0/$metadata#directoryObjects", app.base_url), "value": value}),
-    ))
+    let mut page = app.store.members(id, after.as_deref(), top + 1).await?;
+    let more = page.len() as i64 > top;
+    page.truncate(usize::try_from(top).unwrap_or(usize::MAX));
+    let last = page.last().and_then(|(_, o)| o.get("id")).and_then(Value::as_str).map(str::to_owned);
+    let value: Vec<Value> =
+        page.into_iter().map(|(k, o)| with_type(k, project(k, &o, select.as_deref()))).collect();
+    let mut body = json!({"@odata.context": format!("{}/v1.0/$metadata#directoryObjects", app.base_url), "value": value});
+    if let (true, Some(last), Some(b)) = (more, last, body.as_object_mut()) {
+        b.insert(
+            "@odata.nextLink".into(),
+            json!(format!(
+                "{}/v1.0/groups/{}/members?{}",
+                app.base_url,
+                percent_encode(id),
+                next_query(req, &last)
+            )),
+        );
+    }
+    Ok(GraphResponse::json(200, body))
 }
 
 /// `POST /groups/{id}/members/$ref` with `{"@odata.id": ".../directoryObjects/{id}"}`: 204.

@@ -918,8 +918,13 @@ async fn admin_state(State(app): State<Arc<App>>) -> Response {
         let mut groups = Vec::new();
         for mut g in app.store.list(Kind::Group, None, i64::MAX).await? {
             let id = g.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            let ms: Vec<Value> =
-                app.store.members(&id).await?.into_iter().filter_map(|(_, m)| m.get("id").cloned()).collect();
+            let ms: Vec<Value> = app
+                .store
+                .members(&id, None, i64::MAX)
+                .await?
+                .into_iter()
+                .filter_map(|(_, m)| m.get("id").cloned())
+                .collect();
             g.insert("members".into(), Value::Array(ms));
             groups.push(Value::Object(g));
         }

@@ -540,15 +540,22 @@ impl Store {
         Ok(())
     }
 
-    /// Members of a group with their kinds, in id order.
-    pub(crate) async fn members(&self, group_id: &str) -> Result<Vec<(Kind, Obj)>, rusqlite::Error> {
+    /// Members of a group with their kinds, in id order: at most `limit`, those after the id
+    /// `after` when given (a page).
+    pub(crate) async fn members(
+        &self,
+        group_id: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(Kind, Obj)>, rusqlite::Error> {
         let rows: Vec<(String, String)> = {
             let conn = self.lock();
             let mut stmt = conn.prepare_cached(
                 "SELECT o.kind, o.data FROM members m JOIN objects o ON o.id = m.member_id \
-                 WHERE m.group_id = ? ORDER BY o.id",
+                 WHERE m.group_id = ?1 AND (?2 IS NULL OR m.member_id > ?2) ORDER BY m.member_id LIMIT ?3",
             )?;
-            stmt.query_map([group_id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            stmt.query_map(params![group_id, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
         };
         Ok(rows.iter().filter_map(|(k, d)| Some((Kind::from_db(k)?, parse_obj(d)?))).collect())
     }

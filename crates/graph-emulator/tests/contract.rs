@@ -224,6 +224,47 @@ async fn next_link_paging_2500() {
     assert_eq!(seen.len(), 2500);
 }
 
+/// A group's members come in pages as users do: 100 by default, `$top` up to 999, each page but
+/// the last with an `@odata.nextLink`. Source:
+/// <https://learn.microsoft.com/en-us/graph/api/group-list-members?view=graph-rest-1.0>
+#[tokio::test]
+async fn group_members_are_paged() {
+    let c = Client::new(config()).await;
+    let users: Vec<Value> = (0..250)
+        .map(|i| json!({"id": format!("m{i:03}"), "userPrincipalName": format!("m{i:03}@contoso.com"), "displayName": format!("M {i}")}))
+        .collect();
+    c.admin("users", Value::Array(users)).await;
+    let all: Vec<String> = (0..250).map(|i| format!("m{i:03}")).collect();
+    c.admin("groups", json!({"id": "big", "displayName": "Big", "mailEnabled": false, "securityEnabled": true, "mailNickname": "big", "members": all})).await;
+    let pages = |first: &str| {
+        let first = first.to_owned();
+        let c = &c;
+        async move {
+            let (mut url, mut sizes, mut ids) = (first, Vec::new(), Vec::new());
+            loop {
+                let (s, v) = c.get(&url).await;
+                assert_eq!(s, 200, "{v}");
+                let page = v["value"].as_array().unwrap();
+                sizes.push(page.len());
+                ids.extend(page.iter().map(|m| m["id"].as_str().unwrap().to_owned()));
+                match v["@odata.nextLink"].as_str() {
+                    Some(n) => url = n.to_owned(),
+                    None => return (sizes, ids),
+                }
+            }
+        }
+    };
+    let (sizes, ids) = pages("/groups/big/members?$select=id").await;
+    assert_eq!(sizes, [100, 100, 50]);
+    assert_eq!(ids, all, "every member once, in id order");
+    let (sizes, ids) = pages("/groups/big/members?$select=id&$top=999").await;
+    assert_eq!((sizes, ids), (vec![250], all.clone()));
+    let (sizes, _) = pages("/groups/big/members?$top=120").await;
+    assert_eq!(sizes, [120, 120, 10]);
+    assert_eq!(c.get("/groups/big/members?$top=1000").await.0, 400);
+    assert_eq!(c.get("/groups/big/members?$skiptoken=!!").await.0, 400);
+}
+
 /// Create refusals: 400 for a UPN outside the verified domains, 400 `ObjectConflict` for a duplicate
 /// UPN (case-insensitive), proxyAddress or onPremisesImmutableId; proxyAddresses is read-only.
 /// Sources: <https://learn.microsoft.com/en-us/graph/api/user-post-users?view=graph-rest-1.0>,
