@@ -259,24 +259,31 @@ pub async fn run_export(
                 // Marked before the call: if the process ends during it, the next export knows
                 // these may already be written (and says so to the connector).
                 let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
+                // The last task first: should it fail, the results of the chunk that came back
+                // since are still in `last_results`, written after the loop.
+                writing.settle().await?;
                 let (marked, is_marked) = tokio::sync::oneshot::channel::<()>();
                 let (task_store, now, results) = (store.clone(), clock.now_ms(), last_results.take());
                 writing
                     .start(async move {
-                        task_store.mark_exporting(&ids, now).await?;
-                        let _ = marked.send(());
-                        match results {
+                        let mark = task_store.mark_exporting(&ids, now).await;
+                        if mark.is_ok() {
+                            let _ = marked.send(());
+                        }
+                        // The results of a chunk sent are written whatever the mark did.
+                        let written = match results {
                             Some(r) => r.write(&task_store, run).await,
                             None => Ok(()),
-                        }
+                        };
+                        mark.map_err(crate::EngineError::from).and(written)
                     })
                     .await?;
                 if is_marked.await.is_err() {
-                    // The task ended without marking: its error says why.
+                    // The mark failed (or its task panicked): the error comes from the task.
                     writing.settle().await?;
                     return Err(crate::EngineError::Task {
                         what: "the mark of an export chunk",
-                        detail: "ended without marking".into(),
+                        detail: "its task ended without marking and without an error".into(),
                     });
                 }
                 reading.start(read_chunk(store.clone(), &next)).await?;
@@ -368,17 +375,17 @@ pub async fn run_export(
             Ok::<(), crate::EngineError>(())
         }
         .await;
-        // However the loop ended, the results of every chunk sent are written.
+        // However the loop ended, the results of every chunk sent are written. A chunk read
+        // ahead and not sent (a fault stopped the loop) is dropped with its read.
         let written = writing.settle().await;
         let last = match last_results.take() {
             Some(r) => r.write(store, run).await,
             None => Ok(()),
         };
-        let read = reading.settle().await;
+        drop(reading);
         sent?;
         written?;
         last?;
-        read?;
         if report.status == "success" && report.counts.failed > 0 {
             report.status = "completed-with-errors".into();
         }

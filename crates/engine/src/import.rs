@@ -377,6 +377,11 @@ async fn import_pass(
         // The receiver lives in this future: when the writer stops early (error limit, store
         // failure) it is dropped, and the connector's next send fails instead of waiting.
         let mut rx = rx;
+        // The write of the previous batch, committing on another worker while the next batch is
+        // diffed and serialized. It is settled before anything reads the store and before the
+        // next batch's write starts, so batches commit in order and every read sees the batches
+        // before it. Dropped unsettled (the import failed or was cancelled), it is aborted: its
+        // batch and its watermark then land together or not at all.
         let mut inflight = Background::new("the write of an import batch");
         let mut stop = Stop::No;
         // A page taken from the queue that could not join the batch before it.
@@ -447,11 +452,6 @@ fn only_present(batch: &ImportBatch) -> bool {
     batch.changes.iter().all(|c| matches!(c, ImportChange::Present(_)))
 }
 
-/// The write of the previous batch, committing on another worker while the next batch is
-/// diffed and serialized. It is settled (awaited) before anything reads the store and before the
-/// next batch's write starts, so batches commit in order and every read sees the batches before
-/// it. Dropped unsettled (the import failed or was cancelled), it is aborted: its batch and
-/// its watermark then land together or not at all (an abort during the commit may still land).
 /// The state of an anchor as the diff sees it.
 struct Known {
     hash: syncctl_core::ContentHash,

@@ -812,7 +812,8 @@ async fn delete(app: &App, kind: Kind, id: &str) -> Result<GraphResponse, rusqli
 }
 
 /// `GET /groups/{id}/members`: directoryObjects with their `@odata.type`, in pages of `$top`
-/// (100 by default, at most 999) with an `@odata.nextLink`, as Graph pages them.
+/// (by default the emulator's page size, 100 as Graph's; at most 999) with an `@odata.nextLink`,
+/// as Graph pages them.
 /// <https://learn.microsoft.com/en-us/graph/api/group-list-members?view=graph-rest-1.0>
 async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, rusqlite::Error> {
     if app.store.get(Some(Kind::Group), id).await?.is_none() {
@@ -840,12 +841,7 @@ async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, ru
     if let (true, Some(last), Some(b)) = (more, last, body.as_object_mut()) {
         b.insert(
             "@odata.nextLink".into(),
-            json!(format!(
-                "{}/v1.0/groups/{}/members?{}",
-                app.base_url,
-                percent_encode(id),
-                next_query(req, &last)
-            )),
+            json!(format!("{}/v1.0{}?{}", app.base_url, req.path, next_query(req, &last))),
         );
     }
     Ok(GraphResponse::json(200, body))

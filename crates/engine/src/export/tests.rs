@@ -89,7 +89,10 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let store = Store::open_in_memory().await.unwrap();
+        Self::with(Store::open_in_memory().await.unwrap()).await
+    }
+
+    async fn with(store: Store) -> Self {
         let id = store.ensure_connector("cloud", "cloud-test", 1).await.unwrap();
         Self {
             store,
@@ -382,6 +385,56 @@ async fn each_chunk_is_marked_only_as_it_goes_out_and_every_chunk_s_results_are_
     assert_eq!(statuses, [("exported", 1); 5], "the last chunk's results are written too");
     let runs = w.store.runs(None, 10).await.unwrap();
     assert_eq!(runs.iter().find(|x| x.id == r.run_id).map(|x| x.counts.updates), Some(5));
+}
+
+/// Three updates, one per call, in a database file that refuses the store write a trigger
+/// names (as a full disk or a constraint would): the export's error, and each export's status.
+async fn export_refused_by(trigger_when: &str) -> (String, Vec<String>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let w = World::with(Store::open(&path).await.unwrap()).await;
+    let c = w.cloud.id;
+    let cs = w.targets(3).await;
+    w.stage(
+        cs.iter()
+            .map(|id| {
+                let title = set("jobTitle", AttrValues::String(vec![format!("T{id}")]));
+                pending(c, ExportOperation::Update, Some(*id), Some(*id), vec![title])
+            })
+            .collect(),
+    )
+    .await;
+    let ids: Vec<i64> = w.store.pending_exports(Some(c)).await.unwrap().iter().map(|p| p.id).collect();
+    let when = trigger_when.replace("{first}", &ids[0].to_string()).replace("{second}", &ids[1].to_string());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON pending_exports WHEN {when} \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ))
+        .unwrap();
+    let mut rec = Recorder::default();
+    let options = ExportOptions { chunk: 1, ..ExportOptions::default() };
+    let err = run_export(&w.store, &mut rec, &w.cloud, &options, &clock()).await.unwrap_err().to_string();
+    let statuses = w.store.pending_exports(Some(c)).await.unwrap().into_iter().map(|p| p.status).collect();
+    let calls = *rec.calls.lock().unwrap();
+    (err, statuses, calls)
+}
+
+#[tokio::test]
+async fn a_refused_store_write_loses_no_other_chunk_s_results() {
+    // The first chunk's results are refused; they were being written while the second chunk
+    // was out. The second chunk's results are still written, and the third is never sent.
+    let (err, statuses, calls) = export_refused_by("NEW.status = 'exported' AND NEW.id = {first}").await;
+    assert!(err.contains("refused by the test"), "{err}");
+    assert_eq!(statuses, ["exporting", "exported", "pending"]);
+    assert_eq!(calls, 2);
+    // The second chunk's mark is refused: it is not sent, and the first chunk's results, written
+    // in the same task after the mark, are written all the same.
+    let (err, statuses, calls) = export_refused_by("NEW.status = 'exporting' AND NEW.id = {second}").await;
+    assert!(err.contains("refused by the test"), "{err}");
+    assert_eq!(statuses, ["exported", "pending", "pending"]);
+    assert_eq!(calls, 1);
 }
 
 #[tokio::test]
