@@ -1690,6 +1690,10 @@ mod tests {
             (CS_IDS_BY_DN, "cs_objects USING COVERING INDEX cs_objects_dn (dn_norm=?)"),
             (CS_REFERRER_IDS, "SEARCH o USING COVERING INDEX sqlite_autoindex_cs_objects_1"),
             (UNLISTED_JOIN_KEYS, "mv_join_keys USING COVERING INDEX mv_join_keys_mv (mv_id=?)"),
+            (
+                crate::workflow::REQUESTS_OF_RUNS,
+                "workflow_requests USING COVERING INDEX workflow_requests_run (run_id=?)",
+            ),
         ] {
             let steps = crate::plan_steps(&store, sql).await;
             assert!(steps.iter().any(|s| s.contains(step)), "{sql}: {steps:?}");

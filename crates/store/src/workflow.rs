@@ -456,6 +456,11 @@ async fn insert_message(
     .map_err(q("queue a message"))
 }
 
+/// How many requests some runs made: a search of `workflow_requests_run` per run, not a scan of
+/// the whole request history.
+pub(crate) const REQUESTS_OF_RUNS: &str =
+    "SELECT COUNT(*) FROM workflow_requests WHERE run_id IN (SELECT value FROM json_each(?))";
+
 impl Store {
     /// The sets' criteria fingerprints as last evaluated in full: `(set, fingerprint)`, by name.
     pub async fn set_definitions(&self) -> Result<Vec<(String, String)>> {
@@ -821,13 +826,11 @@ impl Store {
 
     /// How many requests the batches of these runs made.
     pub async fn requests_of_runs(&self, runs: &[RunId]) -> Result<i64> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM workflow_requests WHERE run_id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(runs).map_err(|x| corrupt("workflow_requests", 0, x.to_string()))?)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(q("read requests"))
+        sqlx::query_scalar(REQUESTS_OF_RUNS)
+            .bind(serde_json::to_string(runs).map_err(|x| corrupt("workflow_requests", 0, x.to_string()))?)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("read requests"))
     }
 
     /// Requests, newest first, filtered.
