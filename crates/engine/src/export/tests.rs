@@ -134,6 +134,21 @@ impl World {
         anchors.iter().map(|a| ids[a]).collect()
     }
 
+    /// `n` target objects, each with a staged update of its title.
+    async fn title_updates(&self, n: usize) {
+        let c = self.cloud.id;
+        let cs = self.targets(n).await;
+        self.stage(
+            cs.iter()
+                .map(|id| {
+                    let title = set("jobTitle", AttrValues::String(vec![format!("T{id}")]));
+                    pending(c, ExportOperation::Update, Some(*id), Some(*id), vec![title])
+                })
+                .collect(),
+        )
+        .await;
+    }
+
     async fn stage(&self, exports: Vec<PendingExport>) {
         let run = self.store.start_run("delta-sync", Some(self.cloud.id), "cloud", 1).await.unwrap();
         let batch = SyncBatch { pending_writes: exports, ..SyncBatch::default() };
@@ -350,16 +365,7 @@ async fn a_failed_item_is_recorded_and_a_fault_keeps_the_rest_pending() {
 async fn each_chunk_is_marked_only_as_it_goes_out_and_every_chunk_s_results_are_written() {
     let w = World::new().await;
     let c = w.cloud.id;
-    let cs = w.targets(5).await;
-    w.stage(
-        cs.iter()
-            .map(|id| {
-                let title = set("jobTitle", AttrValues::String(vec![format!("T{id}")]));
-                pending(c, ExportOperation::Update, Some(*id), Some(*id), vec![title])
-            })
-            .collect(),
-    )
-    .await;
+    w.title_updates(5).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut rec = Recorder { watch: Some((w.store.clone(), c)), seen: seen.clone(), ..Recorder::default() };
     // Three chunks: the next one is read, and the last one's results written, while one is out.
@@ -394,16 +400,7 @@ async fn export_refused_by(trigger_when: &str) -> (String, Vec<String>, usize) {
     let path = dir.path().join("m.db");
     let w = World::with(Store::open(&path).await.unwrap()).await;
     let c = w.cloud.id;
-    let cs = w.targets(3).await;
-    w.stage(
-        cs.iter()
-            .map(|id| {
-                let title = set("jobTitle", AttrValues::String(vec![format!("T{id}")]));
-                pending(c, ExportOperation::Update, Some(*id), Some(*id), vec![title])
-            })
-            .collect(),
-    )
-    .await;
+    w.title_updates(3).await;
     let ids: Vec<i64> = w.store.pending_exports(Some(c)).await.unwrap().iter().map(|p| p.id).collect();
     let when = trigger_when.replace("{first}", &ids[0].to_string()).replace("{second}", &ids[1].to_string());
     rusqlite::Connection::open(&path)
