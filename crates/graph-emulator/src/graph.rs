@@ -364,12 +364,9 @@ async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, rus
             None => return Ok(bad_request(&format!("Invalid filter clause: {f}"))),
         },
     };
-    let mut after = match req.param("$skiptoken") {
-        None => None,
-        Some(t) => match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
-            Some(a) => Some(a),
-            None => return Ok(bad_request("Invalid $skiptoken.")),
-        },
+    let mut after = match skiptoken_after(req) {
+        Ok(a) => a,
+        Err(r) => return Ok(r),
     };
     let select = select_list(req);
     let mut items: Vec<Obj> = Vec::new();
@@ -405,6 +402,18 @@ async fn list(app: &App, req: &Request, kind: Kind) -> Result<GraphResponse, rus
         );
     }
     Ok(GraphResponse::json(200, body))
+}
+
+/// The id a page starts after, from the request's `$skiptoken` (none: the first page); a token
+/// that is not one of ours is a 400.
+fn skiptoken_after(req: &Request) -> Result<Option<String>, GraphResponse> {
+    match req.param("$skiptoken") {
+        None => Ok(None),
+        Some(t) => match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
+            Some(a) => Ok(Some(a)),
+            None => Err(bad_request("Invalid $skiptoken.")),
+        },
+    }
 }
 
 /// The query of a next link: the request's own, its `$skiptoken` replaced by one that starts
@@ -823,12 +832,9 @@ async fn members(app: &App, req: &Request, id: &str) -> Result<GraphResponse, ru
         Ok(t) => t,
         Err(r) => return Ok(r),
     };
-    let after = match req.param("$skiptoken") {
-        None => None,
-        Some(t) => match B64.decode(t).ok().and_then(|b| String::from_utf8(b).ok()) {
-            Some(a) => Some(a),
-            None => return Ok(bad_request("Invalid $skiptoken.")),
-        },
+    let after = match skiptoken_after(req) {
+        Ok(a) => a,
+        Err(r) => return Ok(r),
     };
     let select = select_list(req);
     let mut page = app.store.members(id, after.as_deref(), top + 1).await?;
