@@ -36,6 +36,14 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// The checkpoint thread of the database file could not be started.
+    #[error("cannot start the checkpoint thread of the database {location}: {detail}")]
+    Checkpointer {
+        /// The file.
+        location: String,
+        /// What the operating system said.
+        detail: String,
+    },
     /// A read on the read connection failed.
     #[error("database error during {operation}: {source}")]
     Read {

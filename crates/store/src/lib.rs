@@ -1,7 +1,8 @@
 //! # syncctl-store: the metaverse database
 //!
 //! Owns the SQLite file (through sqlx, WAL mode, one writer; the sync's bulk reads on a read-only
-//! connection of their own, called in place, see `reader.rs`) and every table in it: connectors,
+//! connection of their own, called in place, see `reader.rs`; the log's checkpoints on a thread of
+//! their own, see `checkpointer.rs`) and every table in it: connectors,
 //! connector spaces (one [`StoredCsObject`] per anchor), watermarks, run history, the
 //! metaverse ([`MvObject`], [`MvLink`], join keys, [`PendingExport`], [`SyncMark`]), and the
 //! workflow state (set membership, [`RequestRecord`]s, the mail outbox of [`OutboxMessage`]s
@@ -16,6 +17,7 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod checkpointer;
 mod connector_space;
 mod error;
 mod metaverse;
@@ -55,6 +57,15 @@ pub use workflow::{
 /// re-import, a full import), and 25-30 MB less peak RSS over a whole cycle.
 pub(crate) const CACHE_SIZE_PRAGMA: &str = "-8192";
 
+/// The writer's own checkpoint, a backstop only (`PRAGMA wal_autocheckpoint`, in pages): the
+/// checkpoint thread (`checkpointer.rs`) copies the log while the writer goes on, and the writer
+/// stops to copy it only if the log reaches 40,000 pages (160 MB). A store in memory has no log.
+/// Before the thread, the writer checkpointed every 10,000 pages rather than SQLite's 1,000 (a
+/// bulk import or sync rewrites the same index pages batch after batch, and each checkpoint
+/// copied them into the database file again: a full import at 100,000 objects took 9.3 s with
+/// 1,000, 7.0 s with 10,000).
+const WAL_AUTOCHECKPOINT_PAGES: &str = "40000";
+
 /// A connector's row id.
 pub type ConnectorId = i64;
 /// A run's row id.
@@ -69,6 +80,8 @@ pub struct Store {
     path: Option<std::path::PathBuf>,
     /// The read connection of the file (`None` in memory): see `reader.rs`.
     reader: Option<std::sync::Arc<reader::Reader>>,
+    /// The checkpoint thread of the file (`None` in memory): see `checkpointer.rs`.
+    checkpointer: Option<std::sync::Arc<checkpointer::Checkpointer>>,
 }
 
 /// Held while a run writes: one run at a time per database. The operating system releases it
@@ -92,13 +105,10 @@ impl Store {
             .busy_timeout(Duration::from_secs(30))
             .pragma("temp_store", "memory")
             .pragma("cache_size", CACHE_SIZE_PRAGMA)
-            // Checkpoint every 10,000 pages (40 MB of WAL) rather than SQLite's 1,000: a bulk
-            // import or sync rewrites the same index pages batch after batch, and each
-            // checkpoint copies them into the database file again (a full import at 100,000
-            // objects: 9.3 s with 1,000, 7.0 s with 10,000).
-            .pragma("wal_autocheckpoint", "10000");
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
         let mut store = Self::connect(options, location, 4).await?;
         store.reader = Some(reader::Reader::open(path, &store.location)?);
+        store.checkpointer = Some(checkpointer::Checkpointer::start(path, &store.location)?);
         store.path = Some(path.to_path_buf());
         Ok(store)
     }
@@ -140,7 +150,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate { location: location.clone(), source: e })?;
-        Ok(Self { pool, location, path: None, reader: None })
+        Ok(Self { pool, location, path: None, reader: None, checkpointer: None })
     }
 
     /// Takes the run lock of this database (`<database>.lock`), or says which process holds it.
@@ -193,6 +203,9 @@ impl Store {
     pub async fn close(&self) {
         if let Some(reader) = &self.reader {
             reader.close();
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop();
         }
         self.pool.close().await;
     }
