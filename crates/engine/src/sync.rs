@@ -457,6 +457,10 @@ struct SyncRun<'a> {
     staged: std::collections::HashSet<(ConnectorId, String, &'static str)>,
     /// The batch hook of the options.
     hook: Option<Arc<dyn BatchHook>>,
+    /// The warnings [`SyncRun::warn_once`] gave in this run: (MV object, hash of kind and
+    /// message), 16 bytes each rather than the message.
+    reported: std::collections::HashSet<(MvId, u64)>,
+    reported_hasher: std::hash::RandomState,
     /// What the store answered in this batch (see [`reads`]).
     reads: reads::BatchReads,
     /// The (target, target key) of every export in `out.pending_writes`.
@@ -537,6 +541,8 @@ impl<'a> SyncRun<'a> {
             checked_free: std::collections::HashSet::new(),
             staged: std::collections::HashSet::new(),
             hook: options.hook.clone(),
+            reported: std::collections::HashSet::new(),
+            reported_hasher: std::hash::RandomState::new(),
             reads: reads::BatchReads::default(),
             out_keys: std::collections::HashSet::new(),
             out: SyncBatch::default(),
@@ -609,6 +615,23 @@ impl<'a> SyncRun<'a> {
             kind: kind.to_owned(),
             message,
         });
+    }
+
+    /// A warning about an MV object that a run gives once: an object compared again in the same
+    /// run (a referenced object joined, a later round, a side batch) is not reported again for
+    /// the same thing.
+    fn warn_once(
+        &mut self,
+        mv: MvId,
+        anchor: Option<String>,
+        dn: Option<String>,
+        kind: &'static str,
+        message: String,
+    ) {
+        use std::hash::BuildHasher as _;
+        if self.reported.insert((mv, self.reported_hasher.hash_one((kind, &message)))) {
+            self.warn_at(anchor, dn, kind, message);
+        }
     }
 
     fn error(&mut self, object: Option<&SyncCsObject>, kind: &str, message: String) {
@@ -1703,17 +1726,26 @@ impl<'a> SyncRun<'a> {
             let upn = upn.clone();
             let mut value = upn.clone();
             if let Some(rewritten) = tenant.rewrite_upn(&upn) {
-                let domain = upn.rsplit_once('@').map_or("(none)", |(_, d)| d);
-                self.warn_at(
-                    anchor.clone(),
-                    Some(who.clone()),
-                    "upn-rewritten",
-                    format!(
-                        "{who}: userPrincipalName {upn}: domain {domain} is not a verified domain of tenant \
-                         {} in `{}`; exported as {rewritten}",
-                        tenant.initial, target.name
-                    ),
-                );
+                // Said when the rewritten value is to be sent (an add, or a target object holding
+                // something else), not each time an object already holding it is compared.
+                let held = own
+                    .and_then(|o| o.attributes.get("userPrincipalName"))
+                    .and_then(|v| v.texts().and_then(|t| t.first().cloned()))
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&rewritten));
+                if !held {
+                    let domain = upn.rsplit_once('@').map_or("(none)", |(_, d)| d);
+                    self.warn_once(
+                        object.id,
+                        anchor.clone(),
+                        Some(who.clone()),
+                        "upn-rewritten",
+                        format!(
+                            "{who}: userPrincipalName {upn}: domain {domain} is not a verified domain of tenant \
+                             {} in `{}`; exported as {rewritten}",
+                            tenant.initial, target.name
+                        ),
+                    );
+                }
                 value = rewritten;
             }
             let holders = self
@@ -1756,7 +1788,8 @@ impl<'a> SyncRun<'a> {
                 }
                 // All 10,000 placeholders taken: leave the value; the unique check reports it.
                 if let Some(p) = placeholder {
-                    self.warn_at(
+                    self.warn_once(
+                        object.id,
                         anchor.clone(),
                         Some(who.clone()),
                         "duplicate-attribute-set-aside",
@@ -1786,7 +1819,8 @@ impl<'a> SyncRun<'a> {
                     self.checked_free.insert((target.id, "proxyAddresses", v.to_lowercase()));
                     kept.push(v);
                 } else {
-                    self.warn_at(
+                    self.warn_once(
+                        object.id,
                         anchor.clone(),
                         Some(who.clone()),
                         "duplicate-attribute-set-aside",

@@ -1093,6 +1093,53 @@ async fn a_cloud_object_holding_the_rewritten_upn_gets_no_write() {
 }
 
 #[tokio::test]
+async fn a_upn_rewrite_is_reported_once_per_object_and_only_while_it_is_to_be_sent() {
+    // Carol's manager comes in a later batch (batches of 2): his pending add has Carol compared
+    // again in the same run, and she is still reported once.
+    let w = World::new().await;
+    w.write(&w.cloud, contoso_domains(), &[]).await;
+    let boss = "CN=Boss Local,OU=Staff,DC=corp,DC=example,DC=com";
+    w.write(
+        &w.ad,
+        vec![
+            ad_user(
+                1,
+                "Carol Local",
+                "OU=Staff",
+                "carol@corp.local",
+                &[("manager", AttrValues::Reference(vec![boss.into()]))],
+            ),
+            ad_user(2, "Alice Anders", "OU=Staff", "alice@corp.example.com", &[]),
+            ad_user(3, "Boss Local", "OU=Staff", "boss@corp.local", &[]),
+        ],
+        &[],
+    )
+    .await;
+    let (ad, _) = w.cycle().await;
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    let reported = |upn: &str| shown.iter().filter(|(k, m)| *k == "upn-rewritten" && m.contains(upn)).count();
+    assert_eq!((reported("carol@corp.local"), reported("boss@corp.local")), (1, 1), "{shown:?}");
+    assert_eq!((ad.counts.errors, ad.counts.warnings), (0, 2), "{ad:?}");
+    let pending = w.pending().await;
+    let carol = pending.iter().find(|p| p.display == "carol@corp.local").expect("Carol's add");
+    assert_eq!(new_value(carol, "userPrincipalName"), Some(&text(&["carol@contoso.onmicrosoft.com"])));
+
+    // A cloud object that already holds the rewritten UPN gets nothing sent, and no report.
+    let w = World::new().await;
+    let mut cloud = contoso_domains();
+    cloud.push(carol_exported());
+    w.write(&w.cloud, cloud, &[]).await;
+    w.write(&w.ad, vec![ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    assert_eq!(ad.counts.joined, 1, "{ad:?}");
+    assert!(w.pending().await.is_empty());
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    assert!(warnings(&errors).is_empty(), "{errors:?}");
+    assert_eq!(ad.counts.warnings, 0, "{ad:?}");
+}
+
+#[tokio::test]
 async fn a_duplicate_upn_is_set_aside_with_a_stable_placeholder_and_reported() {
     let w = World::new().await;
     let mut cloud = contoso_domains();
