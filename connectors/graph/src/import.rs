@@ -196,15 +196,21 @@ pub(crate) async fn full(
     while let Some(p) = next {
         let page = client.get(&p).await?;
         progress.pages += 1;
+        // The members of the page's groups, read 20 groups to a `$batch`.
+        let groups = items(&page);
+        let paths: Vec<String> = groups
+            .iter()
+            .filter_map(|g| g.get("id").and_then(Value::as_str))
+            .map(|id| format!("/groups/{id}/members?$select=id&$top={top}"))
+            .collect();
+        let mut members = client.get_all_ids_batched(&paths, &mut Vec::new()).await?.into_iter();
         let mut changes = Vec::new();
-        for g in items(&page) {
-            let Some(id) = g.get("id").and_then(Value::as_str) else {
+        for g in groups {
+            if g.get("id").and_then(Value::as_str).is_none() {
                 changes.push(invalid(g, "group"));
                 continue;
-            };
-            let ids = client
-                .get_all_ids_noted(&format!("/groups/{id}/members?$select=id&$top={top}"), &mut Vec::new())
-                .await?;
+            }
+            let ids = members.next().unwrap_or_default();
             changes.push(match to_object(g, "group", GROUP_SELECT) {
                 Some(mut o) => {
                     o.attributes.insert("members", AttrValues::Reference(ids));

@@ -174,12 +174,119 @@ async fn full_import_reads_every_page_of_a_group_s_members() {
     let objs = present(&changes);
     let group = objs.iter().find(|o| o.anchor.as_str() == "g1").unwrap();
     assert_eq!(group.attributes.get("members"), Some(&AttrValues::Reference(ids.clone())));
-    let member_pages = requests(&emu)
+    // Each page in a `$batch` of its own: a list's next page is asked once its page before is in.
+    let member_pages: Vec<usize> = batches(&emu)
         .await
         .iter()
-        .filter(|r| r["url"].as_str().is_some_and(|p| p.starts_with("/v1.0/groups/g1/members")))
-        .count();
-    assert_eq!(member_pages, 3);
+        .map(|b| {
+            b.iter()
+                .filter(|r| r["url"].as_str().is_some_and(|p| p.starts_with("/groups/g1/members")))
+                .count()
+        })
+        .collect();
+    assert_eq!(member_pages, [1, 1, 1]);
+    emu.stop().await.unwrap();
+}
+
+/// `n` groups `g00`.. of two members each (`m00`.. ), seeded in the emulator.
+async fn seed_groups(emu: &RunningEmulator, n: usize) -> Vec<(String, Vec<String>)> {
+    let groups: Vec<(String, Vec<String>)> =
+        (0..n).map(|i| (format!("g{i:02}"), vec![format!("m{i:02}a"), format!("m{i:02}b")])).collect();
+    let users: Vec<Value> = groups
+        .iter()
+        .flat_map(|(_, m)| m.iter())
+        .map(|id| json!({"id": id, "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "displayName": id}))
+        .collect();
+    admin(emu, "/_emulator/users", Value::Array(users)).await;
+    for (id, members) in &groups {
+        admin(emu, "/_emulator/groups", json!({"id": id, "displayName": id, "mailEnabled": false, "securityEnabled": true, "mailNickname": id, "members": members})).await;
+    }
+    groups
+}
+
+/// Each group's `members` as imported.
+fn imported_members(changes: &[ImportChange]) -> Vec<(String, Option<AttrValues>)> {
+    let mut out: Vec<(String, Option<AttrValues>)> = present(changes)
+        .iter()
+        .filter(|o| o.object_class == "group")
+        .map(|o| (o.anchor.as_str().to_owned(), o.attributes.get("members").cloned()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn expected_members(groups: &[(String, Vec<String>)]) -> Vec<(String, Option<AttrValues>)> {
+    groups.iter().map(|(g, m)| (g.clone(), Some(AttrValues::Reference(m.clone())))).collect()
+}
+
+#[tokio::test]
+async fn full_import_reads_the_members_of_twenty_groups_to_a_batch() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let groups = seed_groups(&emu, 45).await;
+    let mut c = connector(&emu, 999);
+    let (changes, _, _) = run_import(&mut c, ImportMode::Full, None).await;
+    assert_eq!(imported_members(&changes), expected_members(&groups));
+    let sizes: Vec<usize> = batches(&emu).await.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [20, 20, 5], "45 groups' members in three batches");
+    let reads: Vec<String> = batches(&emu)
+        .await
+        .concat()
+        .iter()
+        .map(|r| format!("{} {}", r["method"].as_str().unwrap(), r["url"].as_str().unwrap()))
+        .collect();
+    let mut asked: Vec<String> =
+        reads.iter().filter_map(|r| r.strip_prefix("GET /groups/")).map(|r| r[..3].to_owned()).collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        groups.iter().map(|(g, _)| g.clone()).collect::<Vec<_>>(),
+        "each group's members asked once: {reads:?}"
+    );
+    emu.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_throttled_or_refused_member_read_in_a_batch_is_retried_on_its_own() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let groups = seed_groups(&emu, 5).await;
+    let busy = json!({"error": {"code": "TooManyRequests", "message": "Please retry again later."}});
+    let unavailable = json!({"error": {"code": "serviceNotAvailable", "message": "Service unavailable."}});
+    script(&emu, json!([
+        {"method": "GET", "path": "/groups/g01/members", "status": 429, "headers": {"Retry-After": "0.2"}, "body": busy},
+        {"method": "GET", "path": "/groups/g03/members", "status": 503, "headers": {"Retry-After": "0.1"}, "body": unavailable}
+    ]))
+    .await;
+    let mut c = connector(&emu, 999);
+    let (changes, _, _) = run_import(&mut c, ImportMode::Full, None).await;
+    assert_eq!(imported_members(&changes), expected_members(&groups), "every group whole");
+    let asked: Vec<Vec<String>> = batches(&emu)
+        .await
+        .iter()
+        .map(|b| b.iter().map(|r| r["url"].as_str().unwrap().split('?').next().unwrap().to_owned()).collect())
+        .collect();
+    let members = |g: &str| format!("/groups/{g}/members");
+    assert_eq!(
+        asked,
+        [["g00", "g01", "g02", "g03", "g04"].map(members).to_vec(), ["g01", "g03"].map(members).to_vec(),],
+        "the two refused reads again, in a batch of their own"
+    );
+    assert_eq!((c.counters().throttled, c.counters().retried), (1, 1));
+    emu.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_member_read_refused_for_good_ends_the_import_with_an_error_naming_the_group() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    seed_groups(&emu, 3).await;
+    let denied = json!({"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the operation."}});
+    script(&emu, json!([{"method": "GET", "path": "/groups/g02/members", "status": 403, "body": denied}]))
+        .await;
+    let mut c = connector(&emu, 999);
+    let (tx, _rx) = mpsc::channel(1000);
+    let fault = c.import(ImportRequest { mode: ImportMode::Full, watermark: None }, tx).await.unwrap_err();
+    assert_eq!(fault.kind, FaultKind::Permission, "{fault:?}");
+    assert!(fault.to_string().contains("/groups/g02/members"), "{fault}");
+    assert!(fault.to_string().contains("Insufficient privileges"), "{fault}");
     emu.stop().await.unwrap();
 }
 
