@@ -24,6 +24,7 @@ use syncctl_store::{
 use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::background::Background;
+use crate::closed_on_error;
 use crate::error::Result;
 use crate::sync::{SyncConnector, parse_mv_ref};
 
@@ -112,267 +113,268 @@ pub async fn run_export(
     let span = info_span!("export", connector = %target.name, kind = %target.kind);
     async {
         let run = store.start_run("export", Some(target.id), &target.name, clock.now_ms()).await?;
-        let mut report = ExportReport {
-            run_id: run,
-            connector: target.name.clone(),
-            status: "success".into(),
-            counts: ExportCounts::default(),
-            held_deletes: Vec::new(),
-            approval_token: None,
-            notes: Vec::new(),
-        };
-        // An exported add or delete waits for the import that confirms it (sending it again
-        // would create the object twice, or delete what is already gone); updates go again
-        // until an import shows their values.
-        // Only what ordering and the guards need is kept of each export; a chunk's changes are
-        // read when its turn comes.
-        let pending: Vec<Head> = store
-            .pending_exports_each(Some(target.id), |p| {
-                Ok((!(p.operation != ExportOperation::Update && p.status == "exported")).then(|| Head::of(&p)))
-            })
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        let deletes: Vec<&Head> = pending.iter().filter(|p| p.operation == ExportOperation::Delete).collect();
-        let delete_keys: Vec<String> = {
-            let mut k: Vec<String> = deletes.iter().map(|p| p.target_key.clone()).collect();
-            k.sort();
-            k
-        };
-        if options.staging {
-            report.status = "success".into();
-            report.counts.held = pending.len() as i64;
-            report.notes.push(format!(
-                "staging mode: nothing was written ({} pending exports kept for review)",
-                pending.len()
-            ));
-            return finish(store, report, clock).await;
-        }
-        // The deletion threshold (the count of present objects is read only when there are
-        // deletes: it walks the whole connector space, which a delta with none must not do).
-        let present = if deletes.is_empty() { 0 } else { store.present_count(target.id).await? };
-        let over_count = options.threshold.count.is_some_and(|c| deletes.len() as u64 > c);
-        let over_percent = options.threshold.percent.is_some_and(|p| {
-            present > 0 && (deletes.len() as f64) * 100.0 / (present as f64) > p
-        });
-        if !deletes.is_empty() && (over_count || over_percent) {
-            let mut released = false;
-            if let Some(token) = &options.approve_deletes {
-                match store.approval(token).await? {
-                    None => report.notes.push(format!("the approval token {token} is unknown")),
-                    Some(a) if a.connector_id != target.id => {
-                        report.notes.push(format!("the approval token {token} belongs to another connector"))
-                    }
-                    Some(a) if a.used_at.is_some() => {
-                        report.notes.push(format!("the approval token {token} was already used"))
-                    }
-                    Some(a) if a.deletes != delete_keys => {
-                        let approved: BTreeSet<&String> = a.deletes.iter().collect();
-                        let now: BTreeSet<&String> = delete_keys.iter().collect();
-                        report.notes.push(format!(
-                            "the pending deletes changed since approval {token} ({} new, {} gone): review them again",
-                            now.difference(&approved).count(),
-                            approved.difference(&now).count()
-                        ));
-                    }
-                    Some(_) => {
-                        released = store.use_approval(token, run, clock.now_ms()).await?;
-                        if released {
-                            report.notes.push(format!(
-                                "approval {token} released the {} reviewed deletes",
-                                delete_keys.len()
-                            ));
-                        } else {
-                            report.notes.push(format!("the approval token {token} was already used"));
-                        }
-                    }
-                }
-            }
-            if !released {
-                let token = approval_token(target.id, &delete_keys, run);
-                store.create_approval(&token, target.id, &delete_keys, run, clock.now_ms()).await?;
-                report.status = "stopped-deletion-threshold-exceeded".into();
-                report.held_deletes = deletes.iter().map(|p| p.display.clone()).collect();
-                report.held_deletes.sort();
+        let outcome: Result<ExportReport> = async {
+            let mut report = ExportReport {
+                run_id: run,
+                connector: target.name.clone(),
+                status: "success".into(),
+                counts: ExportCounts::default(),
+                held_deletes: Vec::new(),
+                approval_token: None,
+                notes: Vec::new(),
+            };
+            // An exported add or delete waits for the import that confirms it (sending it again
+            // would create the object twice, or delete what is already gone); updates go again
+            // until an import shows their values.
+            // Only what ordering and the guards need is kept of each export; a chunk's changes are
+            // read when its turn comes.
+            let pending: Vec<Head> = store
+                .pending_exports_each(Some(target.id), |p| {
+                    Ok((!(p.operation != ExportOperation::Update && p.status == "exported")).then(|| Head::of(&p)))
+                })
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            let deletes: Vec<&Head> = pending.iter().filter(|p| p.operation == ExportOperation::Delete).collect();
+            let delete_keys: Vec<String> = {
+                let mut k: Vec<String> = deletes.iter().map(|p| p.target_key.clone()).collect();
+                k.sort();
+                k
+            };
+            if options.staging {
+                report.status = "success".into();
                 report.counts.held = pending.len() as i64;
                 report.notes.push(format!(
-                    "{} pending deletes exceed the deletion threshold ({}): nothing was exported; review them with \
-                     `syncctl export --preview` and release exactly these with `syncctl export --approve-deletes {token}`",
-                    deletes.len(),
-                    threshold_text(&options.threshold, present)
+                    "staging mode: nothing was written ({} pending exports kept for review)",
+                    pending.len()
                 ));
-                report.approval_token = Some(token);
-                warn!(deletes = deletes.len(), "deletion threshold exceeded");
                 return finish(store, report, clock).await;
             }
-        }
-        // Referenced objects first.
-        let (order, cycles) = export_order(&pending);
-        for cycle in &cycles {
-            report.notes.push(format!(
-                "reference cycle between {}: their references are exported once both exist",
-                cycle.join(", ")
-            ));
-        }
-        let mut anchors = mv_anchors(store, target, &pending).await?;
-        let ordered: Vec<&Head> = order.iter().filter_map(|i| pending.get(*i)).collect();
-        // While a chunk is out at the target, the next chunk is read and the last chunk's results
-        // are written, each in a task of its own: the target is not kept waiting for the store.
-        // A chunk is marked `exporting` once it is ready to go, and only then (an export marked
-        // but never sent would count as uncertain); the last chunk's results are written after
-        // the mark, in the same task, while the chunk is out.
-        let mut writing: Background<()> = Background::new("the write of an export chunk's mark and results");
-        let mut reading: Background<ChunkRead> = Background::new("the read of an export chunk");
-        let mut last_results: Option<ChunkResults> = None;
-        let mut position = 0;
-        let mut next = next_chunk(&ordered, &mut position, options.chunk);
-        let sent = async {
-            reading.start(read_chunk(store.clone(), &next)).await?;
-            while !next.is_empty() {
-                let heads = std::mem::take(&mut next);
-                // After this chunk: what a fault leaves unsent is counted from here.
-                let rest = position;
-                next = next_chunk(&ordered, &mut position, options.chunk);
-                // The chunk's exports in full, and the target objects they change (an export
-                // withdrawn since the list was read is simply not sent).
-                let ChunkRead { mut full, objects } = reading.settle().await?.unwrap_or_default();
-                let chunk: Vec<PendingExport> = heads.iter().filter_map(|h| full.remove(&h.id)).collect();
-                if chunk.is_empty() {
-                    reading.start(read_chunk(store.clone(), &next)).await?;
-                    continue;
-                }
-                let mut items = Vec::with_capacity(chunk.len());
-                let mut deferred_refs = 0;
-                for p in &chunk {
-                    let (item, deferred) = item_for(p, &anchors, &objects);
-                    deferred_refs += deferred;
-                    items.push(item);
-                }
-                drop(objects);
-                if deferred_refs > 0 {
-                    report.notes.push(format!(
-                        "{deferred_refs} references to objects not yet in `{}` were left for the next export",
-                        target.name
-                    ));
-                }
-                // Marked before the call: if the process ends during it, the next export knows
-                // these may already be written (and says so to the connector).
-                let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
-                // The last task first: should it fail, the results of the chunk that came back
-                // since are still in `last_results`, written after the loop.
-                writing.settle().await?;
-                let (marked, is_marked) = tokio::sync::oneshot::channel::<()>();
-                let (task_store, now, results) = (store.clone(), clock.now_ms(), last_results.take());
-                writing
-                    .start(async move {
-                        let mark = task_store.mark_exporting(&ids, now).await;
-                        if mark.is_ok() {
-                            let _ = marked.send(());
+            // The deletion threshold (the count of present objects is read only when there are
+            // deletes: it walks the whole connector space, which a delta with none must not do).
+            let present = if deletes.is_empty() { 0 } else { store.present_count(target.id).await? };
+            let over_count = options.threshold.count.is_some_and(|c| deletes.len() as u64 > c);
+            let over_percent = options.threshold.percent.is_some_and(|p| {
+                present > 0 && (deletes.len() as f64) * 100.0 / (present as f64) > p
+            });
+            if !deletes.is_empty() && (over_count || over_percent) {
+                let mut released = false;
+                if let Some(token) = &options.approve_deletes {
+                    match store.approval(token).await? {
+                        None => report.notes.push(format!("the approval token {token} is unknown")),
+                        Some(a) if a.connector_id != target.id => {
+                            report.notes.push(format!("the approval token {token} belongs to another connector"))
                         }
-                        // The results of a chunk sent are written whatever the mark did.
-                        let written = match results {
-                            Some(r) => r.write(&task_store, run).await,
-                            None => Ok(()),
-                        };
-                        mark.map_err(crate::EngineError::from).and(written)
-                    })
-                    .await?;
-                if is_marked.await.is_err() {
-                    // The mark failed (or its task panicked): the error comes from the task.
-                    writing.settle().await?;
-                    return Err(crate::EngineError::Task {
-                        what: "the mark of an export chunk",
-                        detail: "its task ended without marking and without an error".into(),
-                    });
-                }
-                reading.start(read_chunk(store.clone(), &next)).await?;
-                let outcomes = match connector.export(items).await {
-                    Ok(o) => o,
-                    Err(fault) => {
-                        report.status = fault.kind.run_status().to_owned();
-                        report.counts.held += (ordered.len() - rest + chunk.len()) as i64;
-                        report.notes.push(format!("export stopped: {fault}"));
-                        break;
+                        Some(a) if a.used_at.is_some() => {
+                            report.notes.push(format!("the approval token {token} was already used"))
+                        }
+                        Some(a) if a.deletes != delete_keys => {
+                            let approved: BTreeSet<&String> = a.deletes.iter().collect();
+                            let now: BTreeSet<&String> = delete_keys.iter().collect();
+                            report.notes.push(format!(
+                                "the pending deletes changed since approval {token} ({} new, {} gone): review them again",
+                                now.difference(&approved).count(),
+                                approved.difference(&now).count()
+                            ));
+                        }
+                        Some(_) => {
+                            released = store.use_approval(token, run, clock.now_ms()).await?;
+                            if released {
+                                report.notes.push(format!(
+                                    "approval {token} released the {} reviewed deletes",
+                                    delete_keys.len()
+                                ));
+                            } else {
+                                report.notes.push(format!("the approval token {token} was already used"));
+                            }
+                        }
                     }
-                };
-                let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, p)).collect();
-                let mut rows = Vec::new();
-                let mut batch_counts = RunCounts::default();
-                let mut answered = BTreeSet::new();
-                let mut done: Vec<i64> = Vec::new();
-                let mut errors: Vec<RunError> = Vec::new();
-                for outcome in outcomes {
-                    let Some(p) = by_id.get(&outcome.id) else { continue };
-                    answered.insert(outcome.id);
-                    for note in &outcome.notes {
-                        report.counts.retries += 1;
-                        batch_counts.warnings += 1;
-                        errors.push(RunError {
-                            level: Severity::Warning,
-                            anchor: None,
-                            dn: Some(p.display.clone()),
-                            kind: "export-retry".into(),
-                            message: format!("{} of {}: {note}", p.operation.as_str(), p.display),
+                }
+                if !released {
+                    let token = approval_token(target.id, &delete_keys, run);
+                    store.create_approval(&token, target.id, &delete_keys, run, clock.now_ms()).await?;
+                    report.status = "stopped-deletion-threshold-exceeded".into();
+                    report.held_deletes = deletes.iter().map(|p| p.display.clone()).collect();
+                    report.held_deletes.sort();
+                    report.counts.held = pending.len() as i64;
+                    report.notes.push(format!(
+                        "{} pending deletes exceed the deletion threshold ({}): nothing was exported; review them with \
+                         `syncctl export --preview` and release exactly these with `syncctl export --approve-deletes {token}`",
+                        deletes.len(),
+                        threshold_text(&options.threshold, present)
+                    ));
+                    report.approval_token = Some(token);
+                    warn!(deletes = deletes.len(), "deletion threshold exceeded");
+                    return finish(store, report, clock).await;
+                }
+            }
+            // Referenced objects first.
+            let (order, cycles) = export_order(&pending);
+            for cycle in &cycles {
+                report.notes.push(format!(
+                    "reference cycle between {}: their references are exported once both exist",
+                    cycle.join(", ")
+                ));
+            }
+            let mut anchors = mv_anchors(store, target, &pending).await?;
+            let ordered: Vec<&Head> = order.iter().filter_map(|i| pending.get(*i)).collect();
+            // While a chunk is out at the target, the next chunk is read and the last chunk's results
+            // are written, each in a task of its own: the target is not kept waiting for the store.
+            // A chunk is marked `exporting` once it is ready to go, and only then (an export marked
+            // but never sent would count as uncertain); the last chunk's results are written after
+            // the mark, in the same task, while the chunk is out.
+            let mut writing: Background<()> = Background::new("the write of an export chunk's mark and results");
+            let mut reading: Background<ChunkRead> = Background::new("the read of an export chunk");
+            let mut last_results: Option<ChunkResults> = None;
+            let mut position = 0;
+            let mut next = next_chunk(&ordered, &mut position, options.chunk);
+            let sent = async {
+                reading.start(read_chunk(store.clone(), &next)).await?;
+                while !next.is_empty() {
+                    let heads = std::mem::take(&mut next);
+                    // After this chunk: what a fault leaves unsent is counted from here.
+                    let rest = position;
+                    next = next_chunk(&ordered, &mut position, options.chunk);
+                    // The chunk's exports in full, and the target objects they change (an export
+                    // withdrawn since the list was read is simply not sent).
+                    let ChunkRead { mut full, objects } = reading.settle().await?.unwrap_or_default();
+                    let chunk: Vec<PendingExport> = heads.iter().filter_map(|h| full.remove(&h.id)).collect();
+                    if chunk.is_empty() {
+                        reading.start(read_chunk(store.clone(), &next)).await?;
+                        continue;
+                    }
+                    let mut items = Vec::with_capacity(chunk.len());
+                    let mut deferred_refs = 0;
+                    for p in &chunk {
+                        let (item, deferred) = item_for(p, &anchors, &objects);
+                        deferred_refs += deferred;
+                        items.push(item);
+                    }
+                    drop(objects);
+                    if deferred_refs > 0 {
+                        report.notes.push(format!(
+                            "{deferred_refs} references to objects not yet in `{}` were left for the next export",
+                            target.name
+                        ));
+                    }
+                    // Marked before the call: if the process ends during it, the next export knows
+                    // these may already be written (and says so to the connector).
+                    let ids: Vec<i64> = chunk.iter().map(|p| p.id).collect();
+                    // The last task first: should it fail, the results of the chunk that came back
+                    // since are still in `last_results`, written after the loop.
+                    writing.settle().await?;
+                    let (marked, is_marked) = tokio::sync::oneshot::channel::<()>();
+                    let (task_store, now, results) = (store.clone(), clock.now_ms(), last_results.take());
+                    writing
+                        .start(async move {
+                            let mark = task_store.mark_exporting(&ids, now).await;
+                            if mark.is_ok() {
+                                let _ = marked.send(());
+                            }
+                            // The results of a chunk sent are written whatever the mark did.
+                            let written = match results {
+                                Some(r) => r.write(&task_store, run).await,
+                                None => Ok(()),
+                            };
+                            mark.map_err(crate::EngineError::from).and(written)
+                        })
+                        .await?;
+                    if is_marked.await.is_err() {
+                        // The mark failed (or its task panicked): the error comes from the task.
+                        writing.settle().await?;
+                        return Err(crate::EngineError::Task {
+                            what: "the mark of an export chunk",
+                            detail: "its task ended without marking and without an error".into(),
                         });
                     }
-                    match outcome.result {
-                        Ok(created) => {
-                            match p.operation {
-                                ExportOperation::Add => {
-                                    report.counts.adds += 1;
-                                    batch_counts.adds += 1;
-                                    if let (Some(mv), Some(a)) = (p.mv_id, &created) {
-                                        anchors.insert(mv, a.as_str().to_owned());
-                                    }
-                                }
-                                ExportOperation::Update => {
-                                    report.counts.updates += 1;
-                                    batch_counts.updates += 1;
-                                }
-                                ExportOperation::Delete => {
-                                    report.counts.deletes += 1;
-                                    batch_counts.deletes += 1;
-                                    // No connector-space object will confirm the delete of an
-                                    // object no import has seen: done is done.
-                                    if p.cs_id.is_none() {
-                                        done.push(p.id);
-                                    }
-                                }
-                            }
-                            rows.push(ExportResultRow {
-                                id: p.id,
-                                status: "exported".into(),
-                                error: None,
-                                created_anchor: created.map(|a| a.as_str().to_owned()),
-                            });
+                    reading.start(read_chunk(store.clone(), &next)).await?;
+                    let outcomes = match connector.export(items).await {
+                        Ok(o) => o,
+                        Err(fault) => {
+                            report.status = fault.kind.run_status().to_owned();
+                            report.counts.held += (ordered.len() - rest + chunk.len()) as i64;
+                            report.notes.push(format!("export stopped: {fault}"));
+                            break;
                         }
-                        Err(failure) => {
-                            report.counts.failed += 1;
-                            batch_counts.errors += 1;
-                            let message = format!("{} of {}: {failure}", p.operation.as_str(), p.display);
+                    };
+                    let by_id: HashMap<i64, &PendingExport> = chunk.iter().map(|p| (p.id, p)).collect();
+                    let mut rows = Vec::new();
+                    let mut batch_counts = RunCounts::default();
+                    let mut answered = BTreeSet::new();
+                    let mut done: Vec<i64> = Vec::new();
+                    let mut errors: Vec<RunError> = Vec::new();
+                    for outcome in outcomes {
+                        let Some(p) = by_id.get(&outcome.id) else { continue };
+                        answered.insert(outcome.id);
+                        for note in &outcome.notes {
+                            report.counts.retries += 1;
+                            batch_counts.warnings += 1;
                             errors.push(RunError {
-                                level: Severity::Error,
+                                level: Severity::Warning,
                                 anchor: None,
                                 dn: Some(p.display.clone()),
-                                kind: failure.kind.clone(),
-                                message: message.clone(),
-                            });
-                            rows.push(ExportResultRow {
-                                id: p.id,
-                                status: "failed".into(),
-                                error: Some(message),
-                                created_anchor: None,
+                                kind: "export-retry".into(),
+                                message: format!("{} of {}: {note}", p.operation.as_str(), p.display),
                             });
                         }
+                        match outcome.result {
+                            Ok(created) => {
+                                match p.operation {
+                                    ExportOperation::Add => {
+                                        report.counts.adds += 1;
+                                        batch_counts.adds += 1;
+                                        if let (Some(mv), Some(a)) = (p.mv_id, &created) {
+                                            anchors.insert(mv, a.as_str().to_owned());
+                                        }
+                                    }
+                                    ExportOperation::Update => {
+                                        report.counts.updates += 1;
+                                        batch_counts.updates += 1;
+                                    }
+                                    ExportOperation::Delete => {
+                                        report.counts.deletes += 1;
+                                        batch_counts.deletes += 1;
+                                        // No connector-space object will confirm the delete of an
+                                        // object no import has seen: done is done.
+                                        if p.cs_id.is_none() {
+                                            done.push(p.id);
+                                        }
+                                    }
+                                }
+                                rows.push(ExportResultRow {
+                                    id: p.id,
+                                    status: "exported".into(),
+                                    error: None,
+                                    created_anchor: created.map(|a| a.as_str().to_owned()),
+                                });
+                            }
+                            Err(failure) => {
+                                report.counts.failed += 1;
+                                batch_counts.errors += 1;
+                                let message = format!("{} of {}: {failure}", p.operation.as_str(), p.display);
+                                errors.push(RunError {
+                                    level: Severity::Error,
+                                    anchor: None,
+                                    dn: Some(p.display.clone()),
+                                    kind: failure.kind.clone(),
+                                    message: message.clone(),
+                                });
+                                rows.push(ExportResultRow {
+                                    id: p.id,
+                                    status: "failed".into(),
+                                    error: Some(message),
+                                    created_anchor: None,
+                                });
+                            }
+                        }
                     }
+                    let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
+                    report.counts.held += unanswered as i64;
+                    last_results =
+                        Some(ChunkResults { rows, done, errors, counts: batch_counts, at: clock.now_ms() });
                 }
-                let unanswered = chunk.iter().filter(|p| !answered.contains(&p.id)).count();
-                report.counts.held += unanswered as i64;
-                last_results =
-                    Some(ChunkResults { rows, done, errors, counts: batch_counts, at: clock.now_ms() });
-            }
-            Ok::<(), crate::EngineError>(())
+                Ok::<(), crate::EngineError>(())
         }
         .await;
         // However the loop ended, the results of every chunk sent are written. A chunk read
@@ -400,6 +402,9 @@ pub async fn run_export(
         ));
         info!(status = %report.status, "export finished");
         finish(store, report, clock).await
+        }
+        .await;
+        closed_on_error(store, run, outcome, clock).await
     }
     .instrument(span)
     .await

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::background::Background;
+use crate::closed_on_error;
 use crate::error::Result;
 
 /// Knobs of an import run.
@@ -129,98 +130,102 @@ pub async fn run_import(
             }
         }
         let run = store.start_run(&mode.to_string(), Some(cid), &name, clock.now_ms()).await?;
-        let mut state = RunState {
-            run,
-            cid,
-            counts: RunCounts::default(),
-            seen: HashSet::new(),
-            processed: 0,
-            references_followed: 0,
-            force_full: false,
-            unanchorable: None,
-        };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if mode == ImportMode::Full {
-                store.set_full_import_required(cid, true, clock.now_ms()).await?;
-            }
-            let request = ImportRequest {
-                mode,
-                watermark: stored
-                    .as_ref()
-                    .and_then(|s| s.watermark.clone())
-                    .filter(|_| mode == ImportMode::Delta),
+        let outcome: Result<ImportReport> = async {
+            let mut state = RunState {
+                run,
+                cid,
+                counts: RunCounts::default(),
+                seen: HashSet::new(),
+                processed: 0,
+                references_followed: 0,
+                force_full: false,
+                unanchorable: None,
             };
-            let outcome =
-                import_pass(store, connector, request, &mut state, options, clock, progress).await?;
-            match outcome {
-                PassOutcome::Done(summary) => {
-                    return finish(store, state, mode, summary, notes, options, clock, &name).await;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                if mode == ImportMode::Full {
+                    store.set_full_import_required(cid, true, clock.now_ms()).await?;
                 }
-                PassOutcome::Unanchorable(summary, message) => {
-                    // An object without a usable anchor cannot be told apart from any other: no
-                    // sweep, no watermark past it. What was read before it is stored, and the
-                    // run stops, naming it; once it is fixed in the directory, the next run
-                    // (a full import, or the same delta again) goes through.
-                    notes.push(message);
-                    notes.push(
-                        "stopped at an object without a usable anchor: fix it in the directory and run the import again"
-                            .into(),
-                    );
-                    let status = "stopped-invalid-anchor";
-                    warn!(status, "import stopped");
-                    store
-                        .finish_run(run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms())
-                        .await?;
-                    return Ok(report(&state, &name, mode, status, summary, notes, None));
-                }
-                PassOutcome::ErrorLimit(summary) => {
-                    notes.push(format!(
-                        "stopped after {} per-object errors (the error limit)",
-                        state.counts.errors
-                    ));
-                    let status = RunStatus::STOPPED_ERROR_LIMIT;
-                    store
-                        .finish_run(
-                            run,
+                let request = ImportRequest {
+                    mode,
+                    watermark: stored
+                        .as_ref()
+                        .and_then(|s| s.watermark.clone())
+                        .filter(|_| mode == ImportMode::Delta),
+                };
+                let outcome =
+                    import_pass(store, connector, request, &mut state, options, clock, progress).await?;
+                match outcome {
+                    PassOutcome::Done(summary) => {
+                        return finish(store, state, mode, summary, notes, options, clock, &name).await;
+                    }
+                    PassOutcome::Unanchorable(summary, message) => {
+                        // An object without a usable anchor cannot be told apart from any other: no
+                        // sweep, no watermark past it. What was read before it is stored, and the
+                        // run stops, naming it; once it is fixed in the directory, the next run
+                        // (a full import, or the same delta again) goes through.
+                        notes.push(message);
+                        notes.push(
+                            "stopped at an object without a usable anchor: fix it in the directory and run the import again"
+                                .into(),
+                        );
+                        let status = "stopped-invalid-anchor";
+                        warn!(status, "import stopped");
+                        store
+                            .finish_run(run, status, Some(&summary.method), summary.pages as i64, &notes.join("; "), clock.now_ms())
+                            .await?;
+                        return Ok(report(&state, &name, mode, status, summary, notes, None));
+                    }
+                    PassOutcome::ErrorLimit(summary) => {
+                        notes.push(format!(
+                            "stopped after {} per-object errors (the error limit)",
+                            state.counts.errors
+                        ));
+                        let status = RunStatus::STOPPED_ERROR_LIMIT;
+                        store
+                            .finish_run(
+                                run,
+                                status,
+                                Some(&summary.method),
+                                summary.pages as i64,
+                                &notes.join("; "),
+                                clock.now_ms(),
+                            )
+                            .await?;
+                        return Ok(report(&state, &name, mode, status, summary, notes, None));
+                    }
+                    PassOutcome::Fault(fault)
+                        if fault.kind == FaultKind::WatermarkInvalid
+                            && mode == ImportMode::Delta
+                            && attempt == 1 =>
+                    {
+                        warn!(reason = %fault, "the watermark is not usable; running a full import instead");
+                        notes.push(format!("delta import fell back to a full import: {fault}"));
+                        mode = ImportMode::Full;
+                        store.set_run_profile(run, &mode.to_string()).await?;
+                        continue;
+                    }
+                    PassOutcome::Fault(fault) => {
+                        let status = fault.kind.run_status();
+                        warn!(status, error = %fault, "import stopped");
+                        notes.push(fault.to_string());
+                        store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
+                        return Ok(report(
+                            &state,
+                            &name,
+                            mode,
                             status,
-                            Some(&summary.method),
-                            summary.pages as i64,
-                            &notes.join("; "),
-                            clock.now_ms(),
-                        )
-                        .await?;
-                    return Ok(report(&state, &name, mode, status, summary, notes, None));
-                }
-                PassOutcome::Fault(fault)
-                    if fault.kind == FaultKind::WatermarkInvalid
-                        && mode == ImportMode::Delta
-                        && attempt == 1 =>
-                {
-                    warn!(reason = %fault, "the watermark is not usable; running a full import instead");
-                    notes.push(format!("delta import fell back to a full import: {fault}"));
-                    mode = ImportMode::Full;
-                    store.set_run_profile(run, &mode.to_string()).await?;
-                    continue;
-                }
-                PassOutcome::Fault(fault) => {
-                    let status = fault.kind.run_status();
-                    warn!(status, error = %fault, "import stopped");
-                    notes.push(fault.to_string());
-                    store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
-                    return Ok(report(
-                        &state,
-                        &name,
-                        mode,
-                        status,
-                        ImportSummary::default(),
-                        notes,
-                        Some(fault.to_string()),
-                    ));
+                            ImportSummary::default(),
+                            notes,
+                            Some(fault.to_string()),
+                        ));
+                    }
                 }
             }
         }
+        .await;
+        closed_on_error(store, run, outcome, clock).await
     }
     .instrument(span)
     .await

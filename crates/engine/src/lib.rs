@@ -19,6 +19,24 @@ pub mod import;
 pub mod sync;
 
 pub use error::{EngineError, Result};
+
+/// A run's outcome, its run-history row closed as `stopped-store-error` (with the error in its
+/// notes) when the run failed after it started: a store write refused, the batch hook failing,
+/// a task stopping. Only a row still `in-progress` is closed, and best effort: if the store
+/// cannot take even that, the next run of the connector closes it as `stopped-interrupted`.
+pub(crate) async fn closed_on_error<T>(
+    store: &syncctl_store::Store,
+    run: syncctl_store::RunId,
+    outcome: Result<T>,
+    clock: &dyn syncctl_core::Clock,
+) -> Result<T> {
+    if let Err(e) = &outcome
+        && let Err(close) = store.close_failed_run(run, &e.to_string(), clock.now_ms()).await
+    {
+        tracing::warn!(run, error = %close, "the failed run could not be closed; the next run of its connector closes it");
+    }
+    outcome
+}
 pub use export::{DeletionThreshold, ExportCounts, ExportOptions, ExportReport, run_export};
 pub use import::{ImportOptions, ImportProgress, ImportReport, NoProgress, run_import};
 pub use sync::{

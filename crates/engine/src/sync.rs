@@ -36,6 +36,7 @@ use syncctl_store::{
 };
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use crate::closed_on_error;
 use crate::error::Result;
 use tenant::{Tenant, placeholder_seed};
 pub(crate) use view::parse_mv_ref;
@@ -260,93 +261,97 @@ pub async fn run_sync(
         };
         let now = clock.now_ms();
         let run = store.start_run(&profile.to_string(), Some(source.id), &source.name, now).await?;
-        info!(run, profile = %profile, "sync started");
-        let mut sync = SyncRun::new(store, rules, source, connectors, options, clock);
-        sync.full = profile == SyncMode::Full;
-        sync.tenants = tenants;
-        sync.refresh_target_keys().await?;
-        let mut seq = match profile {
-            SyncMode::Full => 0,
-            SyncMode::Delta => mark.as_ref().map_or(0, |m| m.change_seq),
-        };
-        let top = store.cs_top_seq(source.id).await?;
-        let total = u64::try_from(store.cs_count_since(source.id, seq).await?).unwrap_or(0);
-        let start_seq = seq;
-        let mut status = "success";
-        while seq < top {
-            let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
-            if objects.is_empty() {
-                break;
+        let outcome: Result<SyncReport> = async {
+            info!(run, profile = %profile, "sync started");
+            let mut sync = SyncRun::new(store, rules, source, connectors, options, clock);
+            sync.full = profile == SyncMode::Full;
+            sync.tenants = tenants;
+            sync.refresh_target_keys().await?;
+            let mut seq = match profile {
+                SyncMode::Full => 0,
+                SyncMode::Delta => mark.as_ref().map_or(0, |m| m.change_seq),
+            };
+            let top = store.cs_top_seq(source.id).await?;
+            let total = u64::try_from(store.cs_count_since(source.id, seq).await?).unwrap_or(0);
+            let start_seq = seq;
+            let mut status = "success";
+            while seq < top {
+                let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
+                if objects.is_empty() {
+                    break;
+                }
+                // The mark moves only past the objects processed (the error limit can stop a batch).
+                let Some(last) = sync.batch(objects).await? else { break };
+                let mut batch = std::mem::take(&mut sync.out);
+                batch.marks.push((source.id, last));
+                batch.counts = sync.run_counts_delta();
+                sync.write(run, batch).await?;
+                sync.reset_overlay();
+                seq = last;
+                progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
+                if sync.counts.errors >= options.error_limit {
+                    status = "stopped-error-limit";
+                    notes.push(format!(
+                        "stopped after {} errors (the error limit is {})",
+                        sync.counts.errors, options.error_limit
+                    ));
+                    break;
+                }
             }
-            // The mark moves only past the objects processed (the error limit can stop a batch).
-            let Some(last) = sync.batch(objects).await? else { break };
-            let mut batch = std::mem::take(&mut sync.out);
-            batch.marks.push((source.id, last));
-            batch.counts = sync.run_counts_delta();
-            sync.write(run, batch).await?;
-            sync.reset_overlay();
-            seq = last;
-            progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
-            if sync.counts.errors >= options.error_limit {
-                status = "stopped-error-limit";
-                notes.push(format!(
-                    "stopped after {} errors (the error limit is {})",
-                    sync.counts.errors, options.error_limit
-                ));
-                break;
+            // Objects whose last sync failed are read again (a full sync read them anyway), after the
+            // changes so that failures that keep failing never starve them.
+            if profile == SyncMode::Delta && status == "success" {
+                let retry_ids = store.sync_retries(source.id).await?;
+                if !retry_ids.is_empty() {
+                    let mut retry: Vec<SyncCsObject> = store
+                        .cs_by_ids(&retry_ids)
+                        .await?
+                        .into_values()
+                        .filter(|o| o.change_seq <= start_seq && o.connector_id == source.id)
+                        .collect();
+                    retry.sort_by_key(|o| o.change_seq);
+                    notes.push(format!(
+                        "{} objects whose last sync failed were synchronized again",
+                        retry.len()
+                    ));
+                    for chunk in retry.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
+                        sync.side_batch(chunk.to_vec(), run).await?;
+                    }
+                }
             }
-        }
-        // Objects whose last sync failed are read again (a full sync read them anyway), after the
-        // changes so that failures that keep failing never starve them.
-        if profile == SyncMode::Delta && status == "success" {
-            let retry_ids = store.sync_retries(source.id).await?;
-            if !retry_ids.is_empty() {
-                let mut retry: Vec<SyncCsObject> = store
-                    .cs_by_ids(&retry_ids)
-                    .await?
-                    .into_values()
-                    .filter(|o| o.change_seq <= start_seq && o.connector_id == source.id)
-                    .collect();
-                retry.sort_by_key(|o| o.change_seq);
-                notes.push(format!("{} objects whose last sync failed were synchronized again", retry.len()));
-                for chunk in retry.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
+            // Members of changed groups, for ISMEMBEROF scopes (a few rounds for nested groups).
+            for _round in 0..5 {
+                if status != "success" || sync.requeue.is_empty() {
+                    break;
+                }
+                let ids: Vec<CsId> = std::mem::take(&mut sync.requeue).into_iter().collect();
+                let mut again: Vec<SyncCsObject> = store.cs_by_ids(&ids).await?.into_values().collect();
+                again.sort_by_key(|o| o.change_seq);
+                for chunk in again.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
                     sync.side_batch(chunk.to_vec(), run).await?;
                 }
             }
-        }
-        // Members of changed groups, for ISMEMBEROF scopes (a few rounds for nested groups).
-        for _round in 0..5 {
-            if status != "success" || sync.requeue.is_empty() {
-                break;
+            // Objects whose references were still settling when the last batch ended.
+            if status == "success" && !sync.dirty.is_empty() {
+                sync.side_batch(Vec::new(), run).await?;
             }
-            let ids: Vec<CsId> = std::mem::take(&mut sync.requeue).into_iter().collect();
-            let mut again: Vec<SyncCsObject> = store.cs_by_ids(&ids).await?.into_values().collect();
-            again.sort_by_key(|o| o.change_seq);
-            for chunk in again.chunks(usize::try_from(options.batch_size).unwrap_or(500).max(1)) {
-                sync.side_batch(chunk.to_vec(), run).await?;
+            if status == "success" {
+                store
+                    .complete_sync(
+                        source.id,
+                        seq.max(top),
+                        &fingerprint,
+                        profile == SyncMode::Full,
+                        clock.now_ms(),
+                    )
+                    .await?;
+                if sync.counts.errors > 0 {
+                    status = "completed-with-errors";
+                }
             }
-        }
-        // Objects whose references were still settling when the last batch ended.
-        if status == "success" && !sync.dirty.is_empty() {
-            sync.side_batch(Vec::new(), run).await?;
-        }
-        if status == "success" {
-            store
-                .complete_sync(
-                    source.id,
-                    seq.max(top),
-                    &fingerprint,
-                    profile == SyncMode::Full,
-                    clock.now_ms(),
-                )
-                .await?;
-            if sync.counts.errors > 0 {
-                status = "completed-with-errors";
-            }
-        }
-        notes.extend(schema_notes);
-        let c = &sync.counts;
-        notes.push(format!(
+            notes.extend(schema_notes);
+            let c = &sync.counts;
+            notes.push(format!(
             "{} read, {} projected, {} joined, {} disconnected, {} metaverse updates, {} metaverse deletes; \
              pending exports: {} adds, {} updates, {} deletes staged, {} withdrawn",
             c.processed,
@@ -360,16 +365,19 @@ pub async fn run_sync(
             c.export_deletes,
             c.exports_withdrawn
         ));
-        store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
-        info!(run, status, "sync finished");
-        Ok(SyncReport {
-            run_id: run,
-            connector: source.name.clone(),
-            profile,
-            status: status.to_owned(),
-            counts: sync.counts.clone(),
-            notes,
-        })
+            store.finish_run(run, status, None, 0, &notes.join("; "), clock.now_ms()).await?;
+            info!(run, status, "sync finished");
+            Ok(SyncReport {
+                run_id: run,
+                connector: source.name.clone(),
+                profile,
+                status: status.to_owned(),
+                counts: sync.counts.clone(),
+                notes,
+            })
+        }
+        .await;
+        closed_on_error(store, run, outcome, clock).await
     }
     .instrument(span)
     .await

@@ -21,6 +21,9 @@ impl RunStatus {
     pub const STOPPED_ERROR_LIMIT: &'static str = "stopped-error-limit";
     /// The process died while the run was in progress (found at the next start).
     pub const STOPPED_INTERRUPTED: &'static str = "stopped-interrupted";
+    /// The run failed after it started for a reason not the connector's: a store write refused
+    /// (disk full, database locked too long), the workflow step failing.
+    pub const STOPPED_STORE_ERROR: &'static str = "stopped-store-error";
 }
 
 /// Counters of a run.
@@ -260,6 +263,24 @@ impl Store {
         .bind(pages)
         .bind(notes)
         .bind(now)
+        .bind(run)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::query("finish run", e))?;
+        Ok(())
+    }
+
+    /// Closes a run still `in-progress` as `stopped-store-error`, `error` added to its notes (a
+    /// run already closed is left as it is).
+    pub async fn close_failed_run(&self, run: RunId, error: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = ?, ended_at = ?, \
+             notes = notes || CASE WHEN notes = '' THEN '' ELSE '; ' END || ? \
+             WHERE id = ? AND status = 'in-progress'",
+        )
+        .bind(RunStatus::STOPPED_STORE_ERROR)
+        .bind(now)
+        .bind(format!("stopped: {error}"))
         .bind(run)
         .execute(&self.pool)
         .await

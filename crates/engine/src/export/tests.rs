@@ -415,6 +415,12 @@ async fn export_refused_by(trigger_when: &str) -> (String, Vec<String>, usize) {
     let err = run_export(&w.store, &mut rec, &w.cloud, &options, &clock()).await.unwrap_err().to_string();
     let statuses = w.store.pending_exports(Some(c)).await.unwrap().into_iter().map(|p| p.status).collect();
     let calls = *rec.calls.lock().unwrap();
+    // The run is closed as failed, with the error, not left `in-progress`.
+    let runs = w.store.runs(Some("cloud"), 10).await.unwrap();
+    let export = runs.iter().find(|r| r.profile == "export").expect("the export's run");
+    assert_eq!(export.status, "stopped-store-error", "{export:?}");
+    assert!(export.notes.contains("stopped: ") && export.notes.contains("refused by the test"), "{export:?}");
+    assert!(export.ended_at.is_some(), "{export:?}");
     (err, statuses, calls)
 }
 

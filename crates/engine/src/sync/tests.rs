@@ -1472,9 +1472,16 @@ async fn a_failing_batch_hook_stops_the_run_before_the_batch_is_written() {
     .unwrap_err();
     assert!(e.to_string().contains("the hook failed on purpose"), "{e}");
     assert_eq!(w.store.mv_count().await.unwrap(), 0, "nothing of the batch was written");
-    // Without the failure the next run does the batch.
+    // The run is closed as failed, with the error, not left `in-progress`.
+    let runs = w.store.runs(Some("corp-ad"), 10).await.unwrap();
+    let failed = runs.iter().find(|r| r.profile.ends_with("sync")).expect("the sync's run");
+    assert_eq!(failed.status, "stopped-store-error", "{failed:?}");
+    assert!(failed.notes.contains("stopped: the workflow step of the sync failed"), "{failed:?}");
+    assert!(failed.ended_at.is_some(), "{failed:?}");
+    // Without the failure the next run does the batch; the failed run stays as it was closed.
     let r = w.sync(&w.ad, SyncMode::Delta).await;
     assert_eq!((r.counts.processed, r.counts.projected), (1, 1));
+    assert_eq!(w.store.run(failed.id).await.unwrap().unwrap().status, "stopped-store-error");
 }
 
 #[tokio::test]
