@@ -841,8 +841,13 @@ impl GraphClient {
                     })?;
                     list.extend(items(body).iter().filter_map(|o| o.get("id")?.as_str().map(str::to_owned)));
                     if let Some(next) = body.get("@odata.nextLink").and_then(Value::as_str) {
+                        // Relative to the version, as `$batch` takes URLs (the host's case aside).
                         let base = self.config.graph_url.trim_end_matches('/');
-                        let Some(relative) = next.strip_prefix(base) else {
+                        let relative = next
+                            .get(..base.len())
+                            .filter(|head| head.eq_ignore_ascii_case(base))
+                            .and_then(|_| next.get(base.len()..));
+                        let Some(relative) = relative else {
                             return Err(GraphError::Protocol(format!(
                                 "{label}: a next link outside {base}: {}",
                                 self.display_path(next)

@@ -246,6 +246,40 @@ async fn full_import_reads_the_members_of_twenty_groups_to_a_batch() {
 }
 
 #[tokio::test]
+async fn a_long_member_list_pages_on_in_later_batches_beside_the_others() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let mut groups = seed_groups(&emu, 5).await;
+    let ids: Vec<String> = (0..25).map(|i| format!("z{i:02}")).collect();
+    let users: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"id": id, "userPrincipalName": format!("{id}@contoso.onmicrosoft.com"), "displayName": id}))
+        .collect();
+    admin(&emu, "/_emulator/users", Value::Array(users)).await;
+    admin(&emu, "/_emulator/groups", json!({"id": "g99", "displayName": "All", "mailEnabled": false, "securityEnabled": true, "mailNickname": "all", "members": ids})).await;
+    groups.push(("g99".into(), ids));
+    // Pages of 10: the six groups come in one page, g99's 25 members in three.
+    let mut c = connector(&emu, 10);
+    let (changes, _, _) = run_import(&mut c, ImportMode::Full, None).await;
+    assert_eq!(imported_members(&changes), expected_members(&groups), "every list whole, in order");
+    let asked: Vec<Vec<String>> = batches(&emu)
+        .await
+        .iter()
+        .map(|b| b.iter().map(|r| r["url"].as_str().unwrap().split('?').next().unwrap().to_owned()).collect())
+        .collect();
+    let members = |g: &str| format!("/groups/{g}/members");
+    assert_eq!(
+        asked,
+        [
+            ["g00", "g01", "g02", "g03", "g04", "g99"].map(members).to_vec(),
+            vec![members("g99")],
+            vec![members("g99")],
+        ],
+        "g99's next pages, each once its page before is in"
+    );
+    emu.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_throttled_or_refused_member_read_in_a_batch_is_retried_on_its_own() {
     let emu = emulator(EmulatorConfig::default()).await;
     let groups = seed_groups(&emu, 5).await;

@@ -1733,27 +1733,16 @@ impl<'a> SyncRun<'a> {
         {
             let upn = upn.clone();
             let mut value = upn.clone();
+            // The rewrite is said once the value to send is known (a placeholder may replace it),
+            // and only when that value is to be sent.
+            let mut rewrite_note = None;
             if let Some(rewritten) = tenant.rewrite_upn(&upn) {
-                // Said when the rewritten value is to be sent (an add, or a target object holding
-                // something else), not each time an object already holding it is compared.
-                let held = own
-                    .and_then(|o| o.attributes.get("userPrincipalName"))
-                    .and_then(|v| v.texts().and_then(|t| t.first().cloned()))
-                    .is_some_and(|c| c.eq_ignore_ascii_case(&rewritten));
-                if !held {
-                    let domain = upn.rsplit_once('@').map_or("(none)", |(_, d)| d);
-                    self.warn_once(
-                        object.id,
-                        anchor.clone(),
-                        Some(who.clone()),
-                        "upn-rewritten",
-                        format!(
-                            "{who}: userPrincipalName {upn}: domain {domain} is not a verified domain of tenant \
-                             {} in `{}`; exported as {rewritten}",
-                            tenant.initial, target.name
-                        ),
-                    );
-                }
+                let domain = upn.rsplit_once('@').map_or("(none)", |(_, d)| d);
+                rewrite_note = Some(format!(
+                    "{who}: userPrincipalName {upn}: domain {domain} is not a verified domain of tenant {} in \
+                     `{}`; exported as {rewritten}",
+                    tenant.initial, target.name
+                ));
                 value = rewritten;
             }
             let holders = self
@@ -1812,6 +1801,17 @@ impl<'a> SyncRun<'a> {
             }
             if free {
                 self.checked_free.insert((target.id, "userPrincipalName", value.to_lowercase()));
+            }
+            // To be sent: an add, or a target object holding anything else (a change of case
+            // included: the export compares values exactly).
+            let held = own
+                .and_then(|o| o.attributes.get("userPrincipalName"))
+                .and_then(|v| v.texts().and_then(|t| t.first().cloned()))
+                .is_some_and(|c| c == value);
+            if let Some(note) = rewrite_note
+                && !held
+            {
+                self.warn_once(object.id, anchor.clone(), Some(who.clone()), "upn-rewritten", note);
             }
             desired.insert(key, Some(AttrValues::String(vec![value])));
         }

@@ -711,10 +711,17 @@ async fn a_failed_batch_write_stops_the_run_and_keeps_the_batches_before_it() {
     let statuses: Vec<(&str, &str)> = runs.iter().map(|r| (r.profile.as_str(), r.status.as_str())).collect();
     assert_eq!(
         statuses,
-        [("full-import", "stopped-store-error"), ("delta-import", "stopped-store-error"), ("full-import", "success")],
+        [
+            ("full-import", "stopped-store-error"),
+            ("delta-import", "stopped-store-error"),
+            ("full-import", "success")
+        ],
         "newest first"
     );
-    assert!(runs.iter().take(2).all(|r| r.notes.contains("refused by the test") && r.ended_at.is_some()), "{runs:?}");
+    assert!(
+        runs.iter().take(2).all(|r| r.notes.contains("refused by the test") && r.ended_at.is_some()),
+        "{runs:?}"
+    );
 }
 
 /// A delta's batch reads what the batch before it wrote (its writes commit while the next

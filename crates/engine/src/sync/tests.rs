@@ -1137,6 +1137,23 @@ async fn a_upn_rewrite_is_reported_once_per_object_and_only_while_it_is_to_be_se
     let errors = w.store.run_errors(ad.run_id).await.unwrap();
     assert!(warnings(&errors).is_empty(), "{errors:?}");
     assert_eq!(ad.counts.warnings, 0, "{ad:?}");
+
+    // One holding it in another case gets the value sent (case is a change), and the report.
+    let w = World::new().await;
+    let mut cloud = contoso_domains();
+    let mut carol = carol_exported();
+    carol.attributes.insert("userPrincipalName", text(&["Carol@contoso.onmicrosoft.com"]));
+    cloud.push(carol);
+    w.write(&w.cloud, cloud, &[]).await;
+    w.write(&w.ad, vec![ad_user(1, "Carol Local", "OU=Staff", "carol@corp.local", &[])], &[]).await;
+    let (ad, _) = w.cycle().await;
+    let pending = w.pending().await;
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert_eq!(new_value(&pending[0], "userPrincipalName"), Some(&text(&["carol@contoso.onmicrosoft.com"])));
+    let errors = w.store.run_errors(ad.run_id).await.unwrap();
+    let shown = warnings(&errors);
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0].0, "upn-rewritten");
 }
 
 #[tokio::test]
