@@ -785,125 +785,214 @@ impl GraphClient {
     }
 
     /// The `id`s of every object of several paged lists (the members of each group of a page),
-    /// one list per path, in order. The reads go [`MAX_BATCH`] to a `POST /$batch`: each
-    /// request is a round trip to Graph, and one group at a time made a tenant's 10,000 groups
-    /// 10,000 of them. A list's next page goes in a later batch, once its page before is in.
-    /// Each read is retried on its own as [`GraphClient::send`] retries a GET: after its
-    /// Retry-After on a 429, with backoff on a 5xx; any other error ends the reads with an
-    /// error that names the list.
+    /// one list per path, in order. The reads go [`MAX_BATCH`] to a `POST /$batch`, with up to
+    /// `concurrent_batches` batches in flight: each request is a round trip to Graph, and one
+    /// group at a time made a tenant's 10,000 groups 10,000 of them. A list's next page goes in a
+    /// later batch, once its page before is in. Each read is retried on its own as
+    /// [`GraphClient::send`] retries a GET: after its Retry-After on a 429, with backoff on a 5xx;
+    /// a batch throttled, refused with a 5xx or cut as a whole is sent again the same way; any
+    /// other answer ends the reads with an error that names the list. None of it is paced as a
+    /// write.
     pub async fn get_all_ids_batched(
         &mut self,
         paths: &[String],
         notes: &mut Vec<String>,
     ) -> Result<Vec<Vec<String>>> {
-        struct Read {
-            list: usize,
-            /// The page to read, relative to the Graph base.
-            path: String,
-            attempts: u32,
-            throttled: u32,
-        }
+        const LABEL: &str = "POST /$batch (reads)";
         let mut out: Vec<Vec<String>> = vec![Vec::new(); paths.len()];
-        let mut queue: VecDeque<Read> = paths
+        let mut queue: VecDeque<PageRead> = paths
             .iter()
             .enumerate()
-            .map(|(list, path)| Read { list, path: path.clone(), attempts: 0, throttled: 0 })
+            .map(|(list, path)| PageRead { list, path: path.clone(), attempts: 0, throttled: 0 })
             .collect();
-        while !queue.is_empty() {
-            let reads: Vec<Read> = std::iter::from_fn(|| queue.pop_front()).take(MAX_BATCH).collect();
-            let requests: Vec<Value> = reads
-                .iter()
-                .enumerate()
-                .map(|(n, r)| serde_json::json!({"id": n.to_string(), "method": "GET", "url": r.path}))
-                .collect();
-            let envelope = serde_json::json!({ "requests": requests });
-            let answer =
-                self.send_paced(Method::POST, "/$batch", Some(&envelope), true, false, notes).await?;
-            let mut responses: HashMap<String, &Value> = HashMap::new();
-            for entry in answer.body.get("responses").and_then(Value::as_array).into_iter().flatten() {
-                if let Some(id) = entry.get("id").and_then(Value::as_str) {
-                    responses.insert(id.to_owned(), entry);
-                }
+        let max_flight = (self.config.concurrent_batches as usize).max(1);
+        let mut flight: JoinSet<Result<Raw>> = JoinSet::new();
+        let mut sent: HashMap<tokio::task::Id, Vec<PageRead>> = HashMap::new();
+        // Nothing is sent before this: a 429's Retry-After, a 5xx's backoff.
+        let mut not_before = Instant::now();
+        let mut refreshed = false;
+        loop {
+            while flight.len() < max_flight && !queue.is_empty() && Instant::now() >= not_before {
+                let reads: Vec<PageRead> = std::iter::from_fn(|| queue.pop_front()).take(MAX_BATCH).collect();
+                let requests: Vec<Value> = reads
+                    .iter()
+                    .enumerate()
+                    .map(|(n, r)| serde_json::json!({"id": n.to_string(), "method": "GET", "url": r.path}))
+                    .collect();
+                let token = self.token(false).await?;
+                let req = self
+                    .http
+                    .post(self.url("/$batch"))
+                    .bearer_auth(token)
+                    .json(&serde_json::json!({ "requests": requests }));
+                let handle = flight.spawn(read(req));
+                sent.insert(handle.id(), reads);
             }
-            let mut wait = Duration::ZERO;
-            for (n, mut read) in reads.into_iter().enumerate() {
-                let label = format!("GET {}", self.display_path(&read.path));
-                let Some(entry) = responses.get(&n.to_string()) else {
-                    return Err(GraphError::Protocol(format!(
-                        "{label}: no answer for it in the $batch response"
-                    )));
-                };
-                let status = entry.get("status").and_then(Value::as_u64).unwrap_or(0);
-                let body = entry.get("body").unwrap_or(&Value::Null);
-                if (200..300).contains(&status) {
-                    let list = out.get_mut(read.list).ok_or_else(|| {
-                        GraphError::Protocol(format!("{label}: an answer for a list never asked"))
-                    })?;
-                    list.extend(items(body).iter().filter_map(|o| o.get("id")?.as_str().map(str::to_owned)));
-                    if let Some(next) = body.get("@odata.nextLink").and_then(Value::as_str) {
-                        // Relative to the version, as `$batch` takes URLs (the host's case aside).
-                        let base = self.config.graph_url.trim_end_matches('/');
-                        let relative = next
-                            .get(..base.len())
-                            .filter(|head| head.eq_ignore_ascii_case(base))
-                            .and_then(|_| next.get(base.len()..));
-                        let Some(relative) = relative else {
-                            return Err(GraphError::Protocol(format!(
-                                "{label}: a next link outside {base}: {}",
-                                self.display_path(next)
-                            )));
-                        };
-                        queue.push_back(Read {
-                            list: read.list,
-                            path: relative.to_owned(),
-                            attempts: 0,
-                            throttled: 0,
-                        });
-                    }
-                    continue;
+            let Some(joined) = flight.join_next_with_id().await else {
+                if queue.is_empty() {
+                    break;
                 }
-                let retry_after = header(entry, "Retry-After");
-                if status == 429 && read.throttled < MAX_THROTTLED {
-                    read.throttled += 1;
+                tokio::time::sleep_until(not_before).await;
+                continue;
+            };
+            let (id, answered) =
+                joined.map_err(|e| GraphError::Protocol(format!("{LABEL}: the request stopped: {e}")))?;
+            let mut reads = sent.remove(&id).unwrap_or_default();
+            let wait = match answered {
+                Ok(raw) if (200..300).contains(&raw.status) => {
+                    self.take_page_reads(reads, &raw.body, &mut out, &mut queue, notes)?
+                }
+                Ok(raw) if raw.status == 401 && !refreshed => {
+                    refreshed = true;
+                    notes.push(format!("{LABEL}: 401 (access token refused), token renewed, retried"));
+                    self.token(true).await?;
+                    queue.extend(reads);
+                    Duration::ZERO
+                }
+                Ok(raw) if raw.status == 429 && reads.iter().all(|r| r.throttled < MAX_THROTTLED) => {
+                    let throttled = reads.iter_mut().map(|r| {
+                        r.throttled += 1;
+                        r.throttled
+                    });
+                    let most = throttled.max().unwrap_or(1);
                     self.counters.throttled += 1;
-                    let (w, note) =
-                        throttle_wait(&label, retry_after.as_deref(), read.throttled, " in its $batch");
+                    let (wait, note) = throttle_wait(LABEL, raw.retry_after.as_deref(), most, "");
                     notes.push(note);
-                    wait = wait.max(w);
-                    queue.push_back(read);
-                    continue;
+                    queue.extend(reads);
+                    wait
                 }
-                read.attempts += 1;
-                if (500..600).contains(&status) && read.attempts < MAX_ATTEMPTS {
-                    self.counters.retried += 1;
-                    let w = server_wait(retry_after.as_deref(), read.attempts);
-                    notes.push(format!(
-                        "{label}: {status} {} in its $batch (attempt {} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                        error_code(body),
-                        read.attempts,
-                        w.as_secs_f64()
-                    ));
-                    wait = wait.max(w);
-                    queue.push_back(read);
-                    continue;
-                }
-                let status = u16::try_from(status).unwrap_or(0);
-                return Err(match http_error(status, body) {
-                    GraphError::Http { status, code, message, detail } => {
-                        GraphError::Http { status, code, message: format!("{label}: {message}"), detail }
+                Ok(raw) if (500..600).contains(&raw.status) => {
+                    let attempts = next_attempt(&mut reads);
+                    if attempts >= MAX_ATTEMPTS {
+                        return Err(http_error(raw.status, &raw.body));
                     }
-                    other => other,
-                });
-            }
+                    self.counters.retried += 1;
+                    let wait = server_wait(raw.retry_after.as_deref(), attempts);
+                    notes.push(format!(
+                        "{LABEL}: {} {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
+                        raw.status,
+                        error_code(&raw.body),
+                        wait.as_secs_f64()
+                    ));
+                    queue.extend(reads);
+                    wait
+                }
+                Ok(raw) => return Err(http_error(raw.status, &raw.body)),
+                Err(err) => {
+                    let attempts = next_attempt(&mut reads);
+                    if attempts >= MAX_ATTEMPTS {
+                        return Err(err);
+                    }
+                    self.counters.retried += 1;
+                    let wait = backoff(attempts);
+                    notes.push(format!(
+                        "{LABEL}: {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
+                        cut_cause(&err),
+                        wait.as_secs_f64()
+                    ));
+                    queue.extend(reads);
+                    wait
+                }
+            };
             if !wait.is_zero() {
                 tracing::info!(
                     wait_ms = wait.as_millis() as u64,
                     "reads in a $batch throttled or refused; waiting"
                 );
-                tokio::time::sleep(wait).await;
+                not_before = not_before.max(Instant::now() + wait);
             }
         }
         Ok(out)
+    }
+
+    /// Takes the answers of one `$batch` of page reads: each page's ids into its list, its next
+    /// page (if any) into `queue`, and each read Graph throttled or refused with a 5xx back into
+    /// `queue`. Returns how long to wait before the next batch.
+    fn take_page_reads(
+        &mut self,
+        reads: Vec<PageRead>,
+        body: &Value,
+        out: &mut [Vec<String>],
+        queue: &mut VecDeque<PageRead>,
+        notes: &mut Vec<String>,
+    ) -> Result<Duration> {
+        let mut responses: HashMap<String, &Value> = HashMap::new();
+        for entry in body.get("responses").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(id) = entry.get("id").and_then(Value::as_str) {
+                responses.insert(id.to_owned(), entry);
+            }
+        }
+        let mut wait = Duration::ZERO;
+        for (n, mut read) in reads.into_iter().enumerate() {
+            let label = format!("GET {}", self.display_path(&read.path));
+            let Some(entry) = responses.get(&n.to_string()) else {
+                return Err(GraphError::Protocol(format!(
+                    "{label}: no answer for it in the $batch response"
+                )));
+            };
+            let status = entry.get("status").and_then(Value::as_u64).unwrap_or(0);
+            let body = entry.get("body").unwrap_or(&Value::Null);
+            if (200..300).contains(&status) {
+                let list = out.get_mut(read.list).ok_or_else(|| {
+                    GraphError::Protocol(format!("{label}: an answer for a list never asked"))
+                })?;
+                list.extend(items(body).iter().filter_map(|o| o.get("id")?.as_str().map(str::to_owned)));
+                if let Some(next) = body.get("@odata.nextLink").and_then(Value::as_str) {
+                    // Relative to the version, as `$batch` takes URLs (the host's case aside).
+                    let base = self.config.graph_url.trim_end_matches('/');
+                    let relative = next
+                        .get(..base.len())
+                        .filter(|head| head.eq_ignore_ascii_case(base))
+                        .and_then(|_| next.get(base.len()..));
+                    let Some(relative) = relative else {
+                        return Err(GraphError::Protocol(format!(
+                            "{label}: a next link outside {base}: {}",
+                            self.display_path(next)
+                        )));
+                    };
+                    queue.push_back(PageRead {
+                        list: read.list,
+                        path: relative.to_owned(),
+                        attempts: 0,
+                        throttled: 0,
+                    });
+                }
+                continue;
+            }
+            let retry_after = header(entry, "Retry-After");
+            if status == 429 && read.throttled < MAX_THROTTLED {
+                read.throttled += 1;
+                self.counters.throttled += 1;
+                let (w, note) =
+                    throttle_wait(&label, retry_after.as_deref(), read.throttled, " in its $batch");
+                notes.push(note);
+                wait = wait.max(w);
+                queue.push_back(read);
+                continue;
+            }
+            read.attempts += 1;
+            if (500..600).contains(&status) && read.attempts < MAX_ATTEMPTS {
+                self.counters.retried += 1;
+                let w = server_wait(retry_after.as_deref(), read.attempts);
+                notes.push(format!(
+                    "{label}: {status} {} in its $batch (attempt {} of {MAX_ATTEMPTS}), retried after {:.1} s",
+                    error_code(body),
+                    read.attempts,
+                    w.as_secs_f64()
+                ));
+                wait = wait.max(w);
+                queue.push_back(read);
+                continue;
+            }
+            let status = u16::try_from(status).unwrap_or(0);
+            return Err(match http_error(status, body) {
+                GraphError::Http { status, code, message, detail } => {
+                    GraphError::Http { status, code, message: format!("{label}: {message}"), detail }
+                }
+                other => other,
+            });
+        }
+        Ok(wait)
     }
 
     /// Follows a paged list from `path` through its next links, handing each page's items to
@@ -1019,6 +1108,30 @@ fn batch_request(n: usize, write: &Write) -> Value {
 }
 
 /// An answer as read off the wire.
+/// One page of a list to read in a `$batch` ([`GraphClient::get_all_ids_batched`]).
+struct PageRead {
+    /// Which list the page belongs to.
+    list: usize,
+    /// The page, relative to the Graph base.
+    path: String,
+    /// Sends that ended in a 5xx or a cut connection.
+    attempts: u32,
+    /// 429 answers so far.
+    throttled: u32,
+}
+
+/// Counts one more attempt for each read of a batch sent again whole; returns the most.
+fn next_attempt(reads: &mut [PageRead]) -> u32 {
+    reads
+        .iter_mut()
+        .map(|r| {
+            r.attempts += 1;
+            r.attempts
+        })
+        .max()
+        .unwrap_or(1)
+}
+
 struct Raw {
     status: u16,
     retry_after: Option<String>,

@@ -46,9 +46,10 @@ pub struct GraphConfig {
     /// Length of the pacer's sliding window, in seconds.
     #[serde(default = "default_write_window")]
     pub write_window_seconds: u64,
-    /// `$batch` requests in flight at once during an export (1 sends them one after another).
-    /// Graph runs the requests of separate batches independently; the pacer still holds the
-    /// writes of all of them to `write_budget`.
+    /// `$batch` requests in flight at once during an export, and during a full import's reads of
+    /// groups' members (1 sends them one after another). Graph runs the requests of separate
+    /// batches independently; the pacer still holds the writes of all of them to `write_budget`
+    /// (reads are not paced).
     #[serde(default = "default_concurrent_batches")]
     pub concurrent_batches: u32,
 }

@@ -3,10 +3,10 @@
 //! Owns [`GraphConnector`], which implements [`syncctl_core::Connector`] over Microsoft Graph
 //! v1.0: the OAuth2 client-credentials token (cached until near expiry, renewed once on a 401),
 //! full import of users (with the names of the directory roles they hold, `adminRoles`) and
-//! groups (with `members` as references to member ids, read 20 groups to a `POST /$batch`),
-//! delta import through `/users/delta` and `/groups/delta` with both deltaLinks as the watermark,
-//! the tenant's domains as connector-space objects, and export through `POST /$batch` behind a
-//! client-side pacer.
+//! groups (with `members` as references to member ids, read 20 groups to a `POST /$batch`,
+//! several batches in flight), delta import through `/users/delta` and `/groups/delta` with both
+//! deltaLinks as the watermark, the tenant's domains as connector-space objects, and export
+//! through `POST /$batch` behind a client-side pacer.
 //!
 //! Connector-space objects: anchor = Graph `id`; DN = `CN=<id>,CN=users` for users,
 //! `CN=<id>,CN=groups` for groups (Graph has no DNs; these only name objects in messages);
