@@ -19,6 +19,11 @@ pub mod import;
 pub mod sync;
 
 pub use error::{EngineError, Result};
+pub use export::{DeletionThreshold, ExportCounts, ExportOptions, ExportReport, run_export};
+pub use import::{ImportOptions, ImportProgress, ImportReport, NoProgress, run_import};
+pub use sync::{
+    BatchHook, SyncConnector, SyncCounts, SyncMode, SyncOptions, SyncProgress, SyncReport, run_sync,
+};
 
 /// A run's outcome, its run-history row closed as `stopped-store-error` (with the error in its
 /// notes) when the run failed after it started: a store write refused, the batch hook failing,
@@ -37,8 +42,3 @@ pub(crate) async fn closed_on_error<T>(
     }
     outcome
 }
-pub use export::{DeletionThreshold, ExportCounts, ExportOptions, ExportReport, run_export};
-pub use import::{ImportOptions, ImportProgress, ImportReport, NoProgress, run_import};
-pub use sync::{
-    BatchHook, SyncConnector, SyncCounts, SyncMode, SyncOptions, SyncProgress, SyncReport, run_sync,
-};
