@@ -312,6 +312,29 @@ async fn a_throttled_or_refused_member_read_in_a_batch_is_retried_on_its_own() {
 }
 
 #[tokio::test]
+async fn a_member_batch_cut_as_a_whole_is_sent_again() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let groups = seed_groups(&emu, 45).await;
+    // Answers to POSTs (here only the `$batch`es of reads) cut after they are made; one batch in
+    // flight, so the emulator's rolls fall the same way every run.
+    admin(&emu, "/_emulator/faults", json!({"dropRate": 0.4, "seed": 11})).await;
+    let mut config = GraphConfig::new("contoso.onmicrosoft.com", DEFAULT_CLIENT_ID);
+    config.client_secret_env = Some("UNUSED_IN_TESTS".into());
+    config.authority = emu.base_url().to_owned();
+    config.graph_url = emu.graph_url();
+    config.concurrent_batches = 1;
+    let mut c = GraphConnector::with_secret("cloud", config, Secret::new(DEFAULT_CLIENT_SECRET)).unwrap();
+    let (changes, _, _) = run_import(&mut c, ImportMode::Full, None).await;
+    assert_eq!(imported_members(&changes), expected_members(&groups), "every group whole");
+    let stats: Value =
+        reqwest::get(format!("{}/_emulator/stats", emu.base_url())).await.unwrap().json().await.unwrap();
+    let cut = stats["dropped"].as_u64().unwrap();
+    assert!(cut >= 1, "the seed cuts at least one batch: {stats}");
+    assert_eq!(c.counters().retried, cut, "each cut batch sent again once: {stats}");
+    emu.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_member_read_refused_for_good_ends_the_import_with_an_error_naming_the_group() {
     let emu = emulator(EmulatorConfig::default()).await;
     seed_groups(&emu, 3).await;
