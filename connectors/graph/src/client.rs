@@ -304,11 +304,7 @@ impl GraphClient {
                     if idempotent && attempts < MAX_ATTEMPTS {
                         self.counters.retried += 1;
                         let wait = backoff(attempts);
-                        notes.push(format!(
-                            "{label}: {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                            cut_cause(&err),
-                            wait.as_secs_f64()
-                        ));
+                        notes.push(retry_note(&label, &cut_cause(&err), attempts, wait));
                         tracing::warn!(error = %err, attempt = attempts, "request failed; retrying");
                         tokio::time::sleep(wait).await;
                         continue;
@@ -339,10 +335,11 @@ impl GraphClient {
             if (500..600).contains(&status) && attempts < MAX_ATTEMPTS {
                 self.counters.retried += 1;
                 let wait = server_wait(raw.retry_after.as_deref(), attempts);
-                notes.push(format!(
-                    "{label}: {status} {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                    error_code(&raw.body),
-                    wait.as_secs_f64()
+                notes.push(retry_note(
+                    &label,
+                    &format!("{status} {}", error_code(&raw.body)),
+                    attempts,
+                    wait,
                 ));
                 tracing::warn!(status, attempt = attempts, "server error; retrying");
                 tokio::time::sleep(wait).await;
@@ -738,11 +735,7 @@ impl GraphClient {
             Resend::Idempotent => {
                 self.counters.retried += 1;
                 let wait = backoff(attempt);
-                slot.notes.push(format!(
-                    "{}: {cause} (attempt {attempt} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                    slot.label,
-                    wait.as_secs_f64()
-                ));
+                slot.notes.push(retry_note(&slot.label, cause, attempt, wait));
                 slot.ready_at = Instant::now() + wait;
             }
         }
@@ -868,12 +861,8 @@ impl GraphClient {
                     }
                     self.counters.retried += 1;
                     let wait = server_wait(raw.retry_after.as_deref(), attempts);
-                    notes.push(format!(
-                        "{LABEL}: {} {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                        raw.status,
-                        error_code(&raw.body),
-                        wait.as_secs_f64()
-                    ));
+                    let cause = format!("{} {}", raw.status, error_code(&raw.body));
+                    notes.push(retry_note(LABEL, &cause, attempts, wait));
                     queue.extend(reads);
                     wait
                 }
@@ -885,11 +874,7 @@ impl GraphClient {
                     }
                     self.counters.retried += 1;
                     let wait = backoff(attempts);
-                    notes.push(format!(
-                        "{LABEL}: {} (attempt {attempts} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                        cut_cause(&err),
-                        wait.as_secs_f64()
-                    ));
+                    notes.push(retry_note(LABEL, &cut_cause(&err), attempts, wait));
                     queue.extend(reads);
                     wait
                 }
@@ -974,12 +959,8 @@ impl GraphClient {
             if (500..600).contains(&status) && read.attempts < MAX_ATTEMPTS {
                 self.counters.retried += 1;
                 let w = server_wait(retry_after.as_deref(), read.attempts);
-                notes.push(format!(
-                    "{label}: {status} {} in its $batch (attempt {} of {MAX_ATTEMPTS}), retried after {:.1} s",
-                    error_code(body),
-                    read.attempts,
-                    w.as_secs_f64()
-                ));
+                let cause = format!("{status} {} in its $batch", error_code(body));
+                notes.push(retry_note(&label, &cause, read.attempts, w));
                 wait = wait.max(w);
                 queue.push_back(read);
                 continue;
@@ -1059,6 +1040,14 @@ fn throttle_wait(label: &str, retry_after: Option<&str>, throttled: u32, whole: 
 /// The wait after a 5xx: its Retry-After when it has one, else the backoff.
 fn server_wait(retry_after: Option<&str>, attempt: u32) -> Duration {
     retry_after.and_then(parse_retry_after).unwrap_or_else(|| backoff(attempt))
+}
+
+/// The note of a request sent again after a 5xx or a cut connection.
+fn retry_note(label: &str, cause: &str, attempt: u32, wait: Duration) -> String {
+    format!(
+        "{label}: {cause} (attempt {attempt} of {MAX_ATTEMPTS}), retried after {:.1} s",
+        wait.as_secs_f64()
+    )
 }
 
 /// What a transport error is called in notes.

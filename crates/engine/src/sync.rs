@@ -1733,6 +1733,10 @@ impl<'a> SyncRun<'a> {
         {
             let upn = upn.clone();
             let mut value = upn.clone();
+            // The UPN the target object holds now (none for an add).
+            let own_upn = own
+                .and_then(|o| o.attributes.get("userPrincipalName"))
+                .and_then(|v| v.texts().and_then(|t| t.first().cloned()));
             // The rewrite is said once the value to send is known (a placeholder may replace it),
             // and only when that value is to be sent.
             let mut rewrite_note = None;
@@ -1750,10 +1754,7 @@ impl<'a> SyncRun<'a> {
                 .await?;
             let mut free = holders.is_empty();
             if !holders.is_empty() {
-                let current = own
-                    .and_then(|o| o.attributes.get("userPrincipalName"))
-                    .and_then(|v| v.texts().and_then(|t| t.first().cloned()))
-                    .filter(|c| tenant.is_placeholder_of(c, &value));
+                let current = own_upn.clone().filter(|c| tenant.is_placeholder_of(c, &value));
                 let mut placeholder = None;
                 if let Some(c) = current
                     && self
@@ -1804,10 +1805,7 @@ impl<'a> SyncRun<'a> {
             }
             // To be sent: an add, or a target object holding anything else (a change of case
             // included: the export compares values exactly).
-            let held = own
-                .and_then(|o| o.attributes.get("userPrincipalName"))
-                .and_then(|v| v.texts().and_then(|t| t.first().cloned()))
-                .is_some_and(|c| c == value);
+            let held = own_upn.is_some_and(|c| c == value);
             if let Some(note) = rewrite_note
                 && !held
             {
