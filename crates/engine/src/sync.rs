@@ -14,7 +14,11 @@
 //! soft match where the rules allow it) is linked instead of provisioned.
 //!
 //! Each batch is written in one transaction with how far the run got, so a run killed at any
-//! point resumes where it stopped and ends in the same state as an uninterrupted one.
+//! point resumes where it stopped and ends in the same state as an uninterrupted one. A batch's
+//! transaction runs while the next batch is read and computed: a few batches share one
+//! in-memory overlay ([`SyncOptions::batches_per_overlay`]), so the next batch sees what the one
+//! being written did, and gets the same answers whether or not that write has landed (see
+//! `SyncRun::ship`). A write that fails stops the run before the next batch is written.
 
 mod reads;
 mod tenant;
@@ -36,6 +40,7 @@ use syncctl_store::{
 };
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
+use crate::background::Background;
 use crate::closed_on_error;
 use crate::error::Result;
 use tenant::{Tenant, placeholder_seed};
@@ -106,11 +111,15 @@ pub struct SyncOptions {
     /// Told about every batch before it is written (the notification workflows: set
     /// membership, requests, mail), to add its rows to the batch's transaction.
     pub hook: Option<Arc<dyn BatchHook>>,
+    /// Batches that share one in-memory overlay: each batch's write runs while the next batch
+    /// of the same overlay is read and computed, and the overlay is dropped once the last of
+    /// them is committed. 1 writes each batch before the next is read.
+    pub batches_per_overlay: usize,
 }
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        Self { error_limit: 5000, batch_size: 500, hook: None }
+        Self { error_limit: 5000, batch_size: 500, hook: None, batches_per_overlay: 4 }
     }
 }
 
@@ -275,6 +284,10 @@ pub async fn run_sync(
             let total = u64::try_from(store.cs_count_since(source.id, seq).await?).unwrap_or(0);
             let start_seq = seq;
             let mut status = "success";
+            // A batch's write runs while the next batch is read and computed: batches share the
+            // overlay until the last of them is committed (see `SyncRun::ship`).
+            let mut writing: Background<()> = Background::new("the write of a sync batch");
+            let mut sharing = 0;
             while seq < top {
                 let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
                 if objects.is_empty() {
@@ -285,8 +298,14 @@ pub async fn run_sync(
                 let mut batch = std::mem::take(&mut sync.out);
                 batch.marks.push((source.id, last));
                 batch.counts = sync.run_counts_delta();
-                sync.write(run, batch).await?;
-                sync.reset_overlay();
+                let write = sync.ship(run, batch);
+                writing.start(write).await?;
+                sharing += 1;
+                if sharing >= options.batches_per_overlay.max(1) {
+                    writing.settle().await?;
+                    sync.reset_overlay();
+                    sharing = 0;
+                }
                 seq = last;
                 progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
                 if sync.counts.errors >= options.error_limit {
@@ -298,6 +317,8 @@ pub async fn run_sync(
                     break;
                 }
             }
+            writing.settle().await?;
+            sync.reset_overlay();
             // Objects whose last sync failed are read again (a full sync read them anyway), after the
             // changes so that failures that keep failing never starve them.
             if profile == SyncMode::Delta && status == "success" {
@@ -382,6 +403,11 @@ pub async fn run_sync(
     .instrument(span)
     .await
 }
+
+/// MV ids are allocated for this many batches at a time: an allocation is a write, and waits
+/// for the batch being written (see [`SyncOptions::batches_per_overlay`]). Ids left over when
+/// a run ends are not used.
+const ID_ALLOCATION_BATCHES: usize = 4;
 
 /// One contribution to an MV attribute (borrowed from the rules and connectors of the run, the
 /// source object shared: only the winning contribution of each attribute becomes provenance).
@@ -473,6 +499,11 @@ struct SyncRun<'a> {
     reads: reads::BatchReads,
     /// The (target, target key) of every export in `out.pending_writes`.
     out_keys: std::collections::HashSet<(ConnectorId, String)>,
+    /// MV objects whose links this batch made or removed (see [`SyncRun::ship`]).
+    links_touched: BTreeSet<MvId>,
+    /// Connector-space objects per batch: MV ids are allocated for [`ID_ALLOCATION_BATCHES`]
+    /// batches at a time.
+    batch_size: usize,
     out: SyncBatch,
 }
 
@@ -553,12 +584,17 @@ impl<'a> SyncRun<'a> {
             reported_hasher: std::hash::RandomState::new(),
             reads: reads::BatchReads::default(),
             out_keys: std::collections::HashSet::new(),
+            links_touched: BTreeSet::new(),
+            batch_size: usize::try_from(options.batch_size).unwrap_or(500).max(1),
             out: SyncBatch::default(),
         }
     }
 
+    /// Drops the overlay, once every batch written from it is committed: what the next batch
+    /// reads comes from the store.
     fn reset_overlay(&mut self) {
         self.reads = reads::BatchReads::default();
+        self.links_touched.clear();
         self.out_keys.clear();
         self.join_cache.clear();
         self.cs.clear();
@@ -759,21 +795,41 @@ impl<'a> SyncRun<'a> {
         self.batch(objects).await?;
         let mut batch = std::mem::take(&mut self.out);
         batch.counts = self.run_counts_delta();
-        self.write(run, batch).await?;
+        self.ship(run, batch).await?;
         self.reset_overlay();
         Ok(())
     }
 
-    /// Writes one batch, after the hook (if any) added its rows to it.
-    async fn write(&mut self, run: RunId, mut batch: SyncBatch) -> Result<()> {
-        let now = self.clock.now_ms();
-        if let Some(hook) = &self.hook {
-            hook.before_write(self.store, &mut batch, run, now)
-                .await
-                .map_err(|source| crate::EngineError::Hook { source })?;
+    /// Hands a batch over to be written: returns its write (the hook, if any, adds its rows;
+    /// then the store's transaction), to run while the next batch of the same overlay is read
+    /// and computed.
+    ///
+    /// The next batch must get the same answers whether or not that write has landed when it
+    /// asks. What the batch made (MV objects, links, join keys) stays in the overlay, which the
+    /// lookups consult before the store; the answers the write changes in tables the overlay
+    /// does not hold (pending exports, their claims on unique values, whether an MV object is
+    /// linked to a target) are set to what the store will hold (see `reads::Shipped`); what
+    /// belonged to this batch alone (its exports in `out`, its claims, its deletes to
+    /// deprovision) is cleared.
+    fn ship(&mut self, run: RunId, batch: SyncBatch) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.reads.ship(&batch, std::mem::take(&mut self.links_touched));
+        self.out_keys.clear();
+        self.claimed.clear();
+        self.deleted_links.clear();
+        self.dirty.clear();
+        let next = std::mem::take(&mut self.dirty_next);
+        self.dirty.extend(next);
+        let (store, hook, now) = (self.store.clone(), self.hook.clone(), self.clock.now_ms());
+        async move {
+            let mut batch = batch;
+            if let Some(hook) = &hook {
+                hook.before_write(&store, &mut batch, run, now)
+                    .await
+                    .map_err(|source| crate::EngineError::Hook { source })?;
+            }
+            store.write_sync_batch(run, &batch, now).await?;
+            Ok(())
         }
-        self.store.write_sync_batch(run, &batch, now).await?;
-        Ok(())
     }
 
     /// Loads, in a few queries, the MV objects, their links and the linked CS objects that the
@@ -861,6 +917,7 @@ impl<'a> SyncRun<'a> {
 
     async fn add_link(&mut self, link: MvLink) -> Result<()> {
         self.links_of_mv(link.mv_id).await?;
+        self.links_touched.insert(link.mv_id);
         self.set_link_cs(link.cs_id, Some(link.clone()));
         let list = self.links_mv.entry(link.mv_id).or_default();
         list.retain(|l| l.cs_id != link.cs_id);
@@ -873,6 +930,7 @@ impl<'a> SyncRun<'a> {
 
     async fn remove_link(&mut self, link: &MvLink) -> Result<()> {
         self.links_of_mv(link.mv_id).await?;
+        self.links_touched.insert(link.mv_id);
         self.set_link_cs(link.cs_id, None);
         if let Some(list) = self.links_mv.get_mut(&link.mv_id) {
             list.retain(|l| l.cs_id != link.cs_id);
@@ -893,23 +951,26 @@ impl<'a> SyncRun<'a> {
     /// One batch of the source's changed objects.
     async fn batch(&mut self, objects: Vec<SyncCsObject>) -> Result<Option<i64>> {
         let ids: Vec<CsId> = objects.iter().map(|o| o.id).collect();
-        for (cs, link) in self.store.links_by_cs(&ids).await? {
-            self.set_link_cs(cs, Some(link));
-        }
-        for id in &ids {
-            self.links_cs.entry(*id).or_insert(None);
-        }
+        // An earlier batch of the overlay may have linked them (an outbound join).
+        self.load_links(&ids).await?;
         let unlinked = ids.iter().filter(|id| matches!(self.links_cs.get(id), Some(None))).count();
-        if unlinked > 0 {
-            let n = i64::try_from(unlinked).unwrap_or(i64::MAX);
+        if unlinked > self.free_ids.len() {
+            let wanted = (unlinked - self.free_ids.len()).max(self.batch_size * ID_ALLOCATION_BATCHES);
+            let n = i64::try_from(wanted).unwrap_or(i64::MAX);
             let first = self.store.allocate_mv_ids(n).await?;
-            self.free_ids = (first..first + n).rev().collect();
+            // Handed out lowest first: the ids left over come before the new ones.
+            let mut ids: Vec<MvId> = (first..first + n).rev().collect();
+            ids.append(&mut self.free_ids);
+            self.free_ids = ids;
         }
         let objects: Vec<Arc<SyncCsObject>> = objects.into_iter().map(Arc::new).collect();
         for o in &objects {
             self.cs.insert(o.id, Arc::clone(o));
         }
-        let linked: Vec<MvId> = self.links_cs.values().flatten().map(|l| l.mv_id).collect();
+        // The MV objects of this batch's objects (the overlay also holds links of earlier
+        // batches and of referenced objects).
+        let linked: Vec<MvId> =
+            ids.iter().filter_map(|id| self.links_cs.get(id).cloned().flatten()).map(|l| l.mv_id).collect();
         self.prefetch(linked).await?;
         self.prefetch_join_candidates(&objects).await?;
         self.prefetch_inbound(&objects).await?;
@@ -1536,7 +1597,7 @@ impl<'a> SyncRun<'a> {
         // Withdrawn in this batch: not reachable any more, unless linked or staged again below.
         for (c, key) in &self.out.pending_deletes {
             if *c == target.id
-                && let Some(m) = key.strip_prefix("mv:").and_then(|m| m.parse::<MvId>().ok())
+                && let Some(m) = parse_mv_ref(key)
             {
                 reachable.remove(&m);
             }

@@ -2,20 +2,26 @@
 //! object.
 //!
 //! Nothing a batch does reaches the store before the batch is written (its links, metaverse
-//! changes and pending exports live in the overlay of [`SyncRun`] until then), so what the store
-//! answers does not change during a batch: each answer is kept for the rest of the batch, and
-//! before a pass over many objects (inbound, recompute, outbound) the values that pass will look
-//! up are read in one query per kind and attribute. A value the prefetch did not foresee (a
-//! placeholder UPN being tried, say) is read on its own, as before. The caches are dropped with
-//! the overlay when the batch is written.
+//! changes and pending exports live in the overlay of [`SyncRun`] until then), so each answer is
+//! kept for the rest of the batch, and before a pass over many objects (inbound, recompute,
+//! outbound) the values that pass will look up are read in one query per kind and attribute. A
+//! value the prefetch did not foresee (a placeholder UPN being tried, say) is read on its own,
+//! as before.
 //!
-//! Must not: answer from a cache across a store write, or change what any lookup returns.
+//! A few batches share one overlay, each written while the next is read (see
+//! `SyncRun::ship`): a write in flight may land between two reads. The answers it changes are
+//! set, when the batch is handed over, to what the store holds once it lands ([`Shipped`]), so
+//! the next batch gets the same answer before and after. The caches are dropped with the
+//! overlay once its last batch is committed.
+//!
+//! Must not: answer from a cache across a store write it does not know of, or give an answer
+//! that depends on whether a write in flight has landed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use syncctl_core::AttrValues;
-use syncctl_store::{ConnectorId, CsId, MvId, PendingExport, SyncCsObject};
+use syncctl_store::{ConnectorId, CsId, ExportOperation, MvId, PendingExport, SyncBatch, SyncCsObject};
 
 use super::view::{MvView, key_attribute, key_texts, parse_mv_ref};
 use super::{SyncConnector, SyncRun, UNIQUE_ATTRIBUTES, desired_values, dn_norm};
@@ -23,6 +29,9 @@ use crate::error::Result;
 
 /// The staged exports claiming a unique value: (target key, mv id).
 type Claims = Vec<(String, Option<MvId>)>;
+
+/// One unique value an export claims: (key attribute, value, mv id).
+type Claim = (String, String, Option<MvId>);
 
 /// How [`SyncRun::cs_ids_by`] finds connector-space objects.
 #[derive(Clone, Copy)]
@@ -53,6 +62,80 @@ pub(super) struct BatchReads {
     target_linked: HashMap<(ConnectorId, MvId), bool>,
     /// Objects referring to a DN or anchor: (connector, key) -> CS objects.
     referrers: HashMap<(ConnectorId, String), Vec<CsId>>,
+    /// What the batches handed over from this overlay wrote.
+    shipped: Shipped,
+}
+
+/// What the batches handed over from this overlay wrote to tables the overlay does not hold,
+/// for the lookups whose answers those writes change. The pending exports themselves go into
+/// [`BatchReads::pending`] and [`BatchReads::pending_add`] as the store will hold them.
+#[derive(Default)]
+struct Shipped {
+    /// Pending exports written or withdrawn: (target, target key).
+    pending: HashSet<(ConnectorId, String)>,
+    /// The unique values the exports written or withdrawn claim now: (target, target key) ->
+    /// (key attribute, value, mv). A withdrawn export claims nothing.
+    claims: HashMap<(ConnectorId, String), Vec<Claim>>,
+    /// (target, key attribute, value) -> the target keys above that claimed it when written.
+    claimants: HashMap<(ConnectorId, String, String), BTreeSet<String>>,
+    /// MV objects whose links were made or removed.
+    links: HashSet<MvId>,
+}
+
+impl BatchReads {
+    /// Records what a batch handed over writes (see [`Shipped`]).
+    pub(super) fn ship(&mut self, batch: &SyncBatch, links: BTreeSet<MvId>) {
+        for (c, k) in &batch.pending_deletes {
+            if let Some(m) = parse_mv_ref(k) {
+                self.pending_add.insert((*c, m), false);
+            }
+            self.pending.insert((*c, k.clone()), None);
+            self.shipped.pending.insert((*c, k.clone()));
+            self.shipped.claims.insert((*c, k.clone()), Vec::new());
+        }
+        for p in &batch.pending_writes {
+            let k = p.target_key();
+            if let Some(m) = parse_mv_ref(&k) {
+                let add = p.operation == ExportOperation::Add && p.mv_id == Some(m);
+                self.pending_add.insert((p.connector_id, m), add);
+            }
+            self.shipped.pending.insert((p.connector_id, k.clone()));
+            self.pending.insert((p.connector_id, k), Some(p.clone()));
+        }
+        for (c, k, mv, pairs) in &batch.pending_unique {
+            for (a, v) in pairs {
+                self.shipped.claimants.entry((*c, a.clone(), v.clone())).or_default().insert(k.clone());
+            }
+            let claims = pairs.iter().map(|(a, v)| (a.clone(), v.clone(), *mv)).collect();
+            self.shipped.claims.insert((*c, k.clone()), claims);
+        }
+        self.shipped.links.extend(links);
+    }
+
+    /// The store's claims on a unique value as they are once the writes handed over land: the
+    /// claims of the exports they wrote or withdrew are theirs, not the store's.
+    fn with_shipped_claims(
+        &self,
+        connector: ConnectorId,
+        key: &str,
+        value: &str,
+        mut holders: Claims,
+    ) -> Claims {
+        let shipped = &self.shipped;
+        if shipped.claims.is_empty() {
+            return holders;
+        }
+        holders.retain(|(k, _)| !shipped.claims.contains_key(&(connector, k.clone())));
+        for k in shipped.claimants.get(&(connector, key.to_owned(), value.to_owned())).into_iter().flatten() {
+            let claims = shipped.claims.get(&(connector, k.clone())).into_iter().flatten();
+            for (_, _, mv) in claims.filter(|(a, v, _)| a == key && v == value) {
+                holders.push((k.clone(), *mv));
+            }
+        }
+        holders.sort();
+        holders.dedup();
+        holders
+    }
 }
 
 impl SyncRun<'_> {
@@ -150,12 +233,15 @@ impl SyncRun<'_> {
         value: &str,
     ) -> Result<Claims> {
         let k = (connector, key.to_owned(), value.to_owned());
-        if let Some(found) = self.reads.unique.get(&k) {
-            return Ok(found.clone());
-        }
-        let found = self.store.pending_unique_holders(connector, key, value).await?;
-        self.reads.unique.insert(k, found.clone());
-        Ok(found)
+        let found = match self.reads.unique.get(&k) {
+            Some(found) => found.clone(),
+            None => {
+                let found = self.store.pending_unique_holders(connector, key, value).await?;
+                self.reads.unique.insert(k, found.clone());
+                found
+            }
+        };
+        Ok(self.reads.with_shipped_claims(connector, key, value, found))
     }
 
     /// Reads the staged claims and the target holders of many values of one unique attribute.
@@ -264,12 +350,21 @@ impl SyncRun<'_> {
         anchor: &str,
     ) -> Result<Option<MvId>> {
         let k = (connector, anchor.to_owned());
-        if let Some(found) = self.reads.created.get(&k) {
-            return Ok(*found);
-        }
-        let found = self.store.pending_add_by_created_anchor(connector, anchor).await?;
-        self.reads.created.insert(k, found);
-        Ok(found)
+        let found = match self.reads.created.get(&k) {
+            Some(found) => *found,
+            None => {
+                let found = self.store.pending_add_by_created_anchor(connector, anchor).await?;
+                self.reads.created.insert(k, found);
+                found
+            }
+        };
+        // An add written or withdrawn by a batch handed over is as that batch left it.
+        Ok(found.filter(|m| {
+            let key = (connector, format!("mv:{m}"));
+            !self.reads.shipped.pending.contains(&key)
+                || matches!(self.reads.pending.get(&key), Some(Some(p))
+                    if p.operation == ExportOperation::Add && p.created_anchor.as_deref() == Some(anchor))
+        }))
     }
 
     /// Of these MV objects, those linked to a present object of the target.
@@ -285,7 +380,25 @@ impl SyncRun<'_> {
                 self.reads.target_linked.insert((connector, m), found.contains_key(&m));
             }
         }
-        Ok(flagged(&self.reads.target_linked, connector, ids))
+        let mut linked = flagged(&self.reads.target_linked, connector, ids);
+        // Links a batch handed over made or removed: the overlay has them as they will be.
+        let relinked: Vec<MvId> =
+            ids.iter().copied().filter(|m| self.reads.shipped.links.contains(m)).collect();
+        for m in relinked {
+            let mut present = false;
+            for l in self.links_of_mv(m).await? {
+                if l.connector_id == connector && self.cs_object(l.cs_id).await?.is_some_and(|o| o.present) {
+                    present = true;
+                    break;
+                }
+            }
+            if present {
+                linked.insert(m);
+            } else {
+                linked.remove(&m);
+            }
+        }
+        Ok(linked)
     }
 
     /// Before the inbound pass over a batch of a target's objects (the confirming import of

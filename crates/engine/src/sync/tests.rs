@@ -7,6 +7,8 @@ use syncctl_store::{CsWrite, ExportOperation, LinkHow, RunCounts, Store};
 
 use super::*;
 
+mod overlap;
+
 fn clock() -> FixedClock {
     FixedClock::new(1_700_000_000_000)
 }
