@@ -301,7 +301,10 @@ pub async fn run_sync(
                 let write = sync.ship(run, batch);
                 writing.start(write).await?;
                 sharing += 1;
-                if sharing >= options.batches_per_overlay.max(1) {
+                // A batch that read much (a large group's members) ends its overlay at once,
+                // rather than holding what it read beside the next batches.
+                if sharing >= options.batches_per_overlay.max(1) || sync.overlay_len() > sync.overlay_limit()
+                {
                     writing.settle().await?;
                     sync.reset_overlay();
                     sharing = 0;
@@ -408,6 +411,11 @@ pub async fn run_sync(
 /// for the batch being written (see [`SyncOptions::batches_per_overlay`]). Ids left over when
 /// a run ends are not used.
 const ID_ALLOCATION_BATCHES: usize = 4;
+
+/// Connector-space objects and links per object of a batch that an overlay shared by several
+/// batches may hold (see [`SyncRun::overlay_limit`]): batches of users with a manager come to
+/// about six, a batch with a group of 50,000 members to hundreds.
+const OVERLAY_ENTRIES_PER_OBJECT: usize = 32;
 
 /// One contribution to an MV attribute (borrowed from the rules and connectors of the run, the
 /// source object shared: only the winning contribution of each attribute becomes provenance).
@@ -588,6 +596,16 @@ impl<'a> SyncRun<'a> {
             batch_size: usize::try_from(options.batch_size).unwrap_or(500).max(1),
             out: SyncBatch::default(),
         }
+    }
+
+    /// How many connector-space objects and links the overlay holds.
+    fn overlay_len(&self) -> usize {
+        self.cs.len() + self.links_cs.len()
+    }
+
+    /// The most [`SyncRun::overlay_len`] that several batches may share.
+    fn overlay_limit(&self) -> usize {
+        self.batch_size * OVERLAY_ENTRIES_PER_OBJECT
     }
 
     /// Drops the overlay, once every batch written from it is committed: what the next batch
