@@ -129,7 +129,8 @@ impl Default for SyncOptions {
 /// The batch's metaverse changes are in `batch.mv_writes` (objects as they will be) and
 /// `batch.mv_deletes`; everything else in the store is as the previous batch left it. An error
 /// stops the run before the batch is written (the next run does the batch again); per-object
-/// problems are the hook's to record, not to return.
+/// problems are the hook's to record, not to return. It runs while the sync computes the next
+/// batch, which was told what this batch writes: it may add to `batch.workflow` only.
 #[async_trait::async_trait]
 pub trait BatchHook: Send + Sync + fmt::Debug {
     /// Called once per batch, before it is written.
@@ -288,39 +289,48 @@ pub async fn run_sync(
             // overlay until the last of them is committed (see `SyncRun::ship`).
             let mut writing: Background<()> = Background::new("the write of a sync batch");
             let mut sharing = 0;
-            while seq < top {
-                let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
-                if objects.is_empty() {
-                    break;
+            // A failure stops the run, but only once the write in flight has ended (committed
+            // or failed): it never lands after the run is closed.
+            let looped: Result<()> = async {
+                while seq < top {
+                    let objects = store.cs_changed_since(source.id, seq, options.batch_size).await?;
+                    if objects.is_empty() {
+                        break;
+                    }
+                    // The mark moves only past the objects processed (the error limit can stop a batch).
+                    let Some(last) = sync.batch(objects).await? else { break };
+                    let mut batch = std::mem::take(&mut sync.out);
+                    batch.marks.push((source.id, last));
+                    batch.counts = sync.run_counts_delta();
+                    let write = sync.ship(run, batch).await?;
+                    writing.start(write).await?;
+                    sharing += 1;
+                    // A batch that read much (a large group's members) ends its overlay at once,
+                    // rather than holding what it read beside the next batches.
+                    if sharing >= options.batches_per_overlay.max(1)
+                        || sync.overlay_len() > sync.overlay_limit()
+                    {
+                        writing.settle().await?;
+                        sync.reset_overlay();
+                        sharing = 0;
+                    }
+                    seq = last;
+                    progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
+                    if sync.counts.errors >= options.error_limit {
+                        status = "stopped-error-limit";
+                        notes.push(format!(
+                            "stopped after {} errors (the error limit is {})",
+                            sync.counts.errors, options.error_limit
+                        ));
+                        break;
+                    }
                 }
-                // The mark moves only past the objects processed (the error limit can stop a batch).
-                let Some(last) = sync.batch(objects).await? else { break };
-                let mut batch = std::mem::take(&mut sync.out);
-                batch.marks.push((source.id, last));
-                batch.counts = sync.run_counts_delta();
-                let write = sync.ship(run, batch);
-                writing.start(write).await?;
-                sharing += 1;
-                // A batch that read much (a large group's members) ends its overlay at once,
-                // rather than holding what it read beside the next batches.
-                if sharing >= options.batches_per_overlay.max(1) || sync.overlay_len() > sync.overlay_limit()
-                {
-                    writing.settle().await?;
-                    sync.reset_overlay();
-                    sharing = 0;
-                }
-                seq = last;
-                progress.advance(u64::try_from(sync.counts.processed).unwrap_or(0), total);
-                if sync.counts.errors >= options.error_limit {
-                    status = "stopped-error-limit";
-                    notes.push(format!(
-                        "stopped after {} errors (the error limit is {})",
-                        sync.counts.errors, options.error_limit
-                    ));
-                    break;
-                }
+                Ok(())
             }
-            writing.settle().await?;
+            .await;
+            let settled = writing.settle().await;
+            looped?;
+            settled?;
             sync.reset_overlay();
             // Objects whose last sync failed are read again (a full sync read them anyway), after the
             // changes so that failures that keep failing never starve them.
@@ -621,9 +631,9 @@ impl<'a> SyncRun<'a> {
         self.links_mv.clear();
         self.mv.clear();
         self.new_keys.clear();
-        self.dirty.clear();
         self.deleted_links.clear();
         self.claimed.clear();
+        // What the last batch handed over left to settle (see `ship`) goes on to the next.
         let next = std::mem::take(&mut self.dirty_next);
         self.dirty.extend(next);
     }
@@ -804,6 +814,9 @@ impl<'a> SyncRun<'a> {
                 found.push(l.clone());
             }
         }
+        // In the store's order, whichever batch made them: the order decides between two
+        // contributions of equal precedence.
+        found.sort_by_key(|l| (l.connector_id, l.cs_id));
         found
     }
 
@@ -813,7 +826,7 @@ impl<'a> SyncRun<'a> {
         self.batch(objects).await?;
         let mut batch = std::mem::take(&mut self.out);
         batch.counts = self.run_counts_delta();
-        self.ship(run, batch).await?;
+        self.ship(run, batch).await?.await?;
         self.reset_overlay();
         Ok(())
     }
@@ -829,8 +842,36 @@ impl<'a> SyncRun<'a> {
     /// linked to a target) are set to what the store will hold (see `reads::Shipped`); what
     /// belonged to this batch alone (its exports in `out`, its claims, its deletes to
     /// deprovision) is cleared.
-    fn ship(&mut self, run: RunId, batch: SyncBatch) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.reads.ship(&batch, std::mem::take(&mut self.links_touched));
+    async fn ship(
+        &mut self,
+        run: RunId,
+        batch: SyncBatch,
+    ) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
+        self.reads.ship(&batch);
+        // Whether the MV objects whose links this batch changed are linked to a present object
+        // of each target, as the store will say once the write lands (the batches after it
+        // change the overlay, not this answer).
+        let touched: Vec<MvId> = std::mem::take(&mut self.links_touched).into_iter().collect();
+        let mut linked: Vec<(MvId, Vec<CsId>)> = Vec::with_capacity(touched.len());
+        for m in touched {
+            let cs: Vec<CsId> = self.links_of_mv(m).await?.iter().map(|l| l.cs_id).collect();
+            linked.push((m, cs));
+        }
+        let unknown: Vec<CsId> = linked
+            .iter()
+            .flat_map(|(_, cs)| cs.iter().copied())
+            .filter(|c| !self.cs.contains_key(c))
+            .collect();
+        for (id, o) in self.store.cs_by_ids(&unknown).await? {
+            self.cs.insert(id, Arc::new(o));
+        }
+        for t in self.connectors.iter().filter(|c| c.target) {
+            for (m, cs) in &linked {
+                let present =
+                    cs.iter().filter_map(|c| self.cs.get(c)).any(|o| o.connector_id == t.id && o.present);
+                self.reads.set_target_linked(t.id, *m, present);
+            }
+        }
         self.out_keys.clear();
         self.claimed.clear();
         self.deleted_links.clear();
@@ -838,7 +879,7 @@ impl<'a> SyncRun<'a> {
         let next = std::mem::take(&mut self.dirty_next);
         self.dirty.extend(next);
         let (store, hook, now) = (self.store.clone(), self.hook.clone(), self.clock.now_ms());
-        async move {
+        Ok(async move {
             let mut batch = batch;
             if let Some(hook) = &hook {
                 hook.before_write(&store, &mut batch, run, now)
@@ -847,7 +888,7 @@ impl<'a> SyncRun<'a> {
             }
             store.write_sync_batch(run, &batch, now).await?;
             Ok(())
-        }
+        })
     }
 
     /// Loads, in a few queries, the MV objects, their links and the linked CS objects that the
@@ -940,6 +981,7 @@ impl<'a> SyncRun<'a> {
         let list = self.links_mv.entry(link.mv_id).or_default();
         list.retain(|l| l.cs_id != link.cs_id);
         list.push(link.clone());
+        list.sort_by_key(|l| (l.connector_id, l.cs_id));
         self.out.link_deletes.retain(|c| *c != link.cs_id);
         self.out.link_writes.retain(|l| l.cs_id != link.cs_id);
         self.out.link_writes.push(link);

@@ -689,7 +689,7 @@ impl Store {
     /// The links of these MV objects, ordered by MV object and connector.
     pub async fn links_by_mv(&self, ids: &[MvId]) -> Result<Vec<MvLink>> {
         let sql = format!(
-            "{SELECT_LINK} WHERE mv_id IN (SELECT value FROM json_each(?)) ORDER BY mv_id, connector_id"
+            "{SELECT_LINK} WHERE mv_id IN (SELECT value FROM json_each(?)) ORDER BY mv_id, connector_id, cs_id"
         );
         let mut out = Vec::new();
         for chunk in ids.chunks(5000) {

@@ -78,13 +78,11 @@ struct Shipped {
     claims: HashMap<(ConnectorId, String), Vec<Claim>>,
     /// (target, key attribute, value) -> the target keys above that claimed it when written.
     claimants: HashMap<(ConnectorId, String, String), BTreeSet<String>>,
-    /// MV objects whose links were made or removed.
-    links: HashSet<MvId>,
 }
 
 impl BatchReads {
     /// Records what a batch handed over writes (see [`Shipped`]).
-    pub(super) fn ship(&mut self, batch: &SyncBatch, links: BTreeSet<MvId>) {
+    pub(super) fn ship(&mut self, batch: &SyncBatch) {
         for (c, k) in &batch.pending_deletes {
             if let Some(m) = parse_mv_ref(k) {
                 self.pending_add.insert((*c, m), false);
@@ -109,7 +107,12 @@ impl BatchReads {
             let claims = pairs.iter().map(|(a, v)| (a.clone(), v.clone(), *mv)).collect();
             self.shipped.claims.insert((*c, k.clone()), claims);
         }
-        self.shipped.links.extend(links);
+    }
+
+    /// Whether an MV object is linked to a present object of a target, as a batch handed over
+    /// leaves it.
+    pub(super) fn set_target_linked(&mut self, connector: ConnectorId, mv: MvId, linked: bool) {
+        self.target_linked.insert((connector, mv), linked);
     }
 
     /// The store's claims on a unique value as they are once the writes handed over land: the
@@ -380,25 +383,7 @@ impl SyncRun<'_> {
                 self.reads.target_linked.insert((connector, m), found.contains_key(&m));
             }
         }
-        let mut linked = flagged(&self.reads.target_linked, connector, ids);
-        // Links a batch handed over made or removed: the overlay has them as they will be.
-        let relinked: Vec<MvId> =
-            ids.iter().copied().filter(|m| self.reads.shipped.links.contains(m)).collect();
-        for m in relinked {
-            let mut present = false;
-            for l in self.links_of_mv(m).await? {
-                if l.connector_id == connector && self.cs_object(l.cs_id).await?.is_some_and(|o| o.present) {
-                    present = true;
-                    break;
-                }
-            }
-            if present {
-                linked.insert(m);
-            } else {
-                linked.remove(&m);
-            }
-        }
-        Ok(linked)
+        Ok(flagged(&self.reads.target_linked, connector, ids))
     }
 
     /// Before the inbound pass over a batch of a target's objects (the confirming import of

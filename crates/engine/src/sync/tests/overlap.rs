@@ -285,3 +285,24 @@ async fn a_write_that_fails_while_the_next_batch_is_computed_stops_the_run_where
     assert_eq!((r.status.as_str(), r.profile, r.counts.processed), ("success", SyncMode::Delta, 4));
     assert_eq!(moved_dns().await, 5);
 }
+
+#[tokio::test]
+async fn what_a_batch_leaves_to_settle_goes_on_to_the_next_batch_after_the_overlay_is_dropped() {
+    let w = World::new().await;
+    let options = SyncOptions::default();
+    let connectors = w.connectors();
+    let clock = clock();
+    let mut sync = SyncRun::new(&w.store, &w.rules, &w.ad, &connectors, &options, &clock);
+    let run = w.store.start_run("delta-sync", Some(w.ad.id), "corp-ad", 1).await.unwrap();
+    // References still settling after a batch's rounds: compared again in the next batch,
+    // whether that batch shares the overlay or comes after it is dropped.
+    sync.dirty_next.insert(7);
+    let write = sync.ship(run, SyncBatch::default()).await.unwrap();
+    write.await.unwrap();
+    assert_eq!(sync.dirty.iter().copied().collect::<Vec<_>>(), [7]);
+    sync.reset_overlay();
+    assert_eq!(sync.dirty.iter().copied().collect::<Vec<_>>(), [7], "kept when the overlay is dropped");
+    sync.dirty_next.insert(8);
+    sync.reset_overlay();
+    assert_eq!(sync.dirty.iter().copied().collect::<Vec<_>>(), [7, 8]);
+}
