@@ -74,19 +74,26 @@ impl World {
     }
 
     async fn sync(&self, connector: &SyncConnector, mode: SyncMode) -> SyncReport {
-        let options = SyncOptions { batch_size: 2, ..SyncOptions::default() };
+        self.run(connector, mode, &SyncOptions { batch_size: 2, ..SyncOptions::default() }).await.unwrap()
+    }
+
+    async fn run(
+        &self,
+        connector: &SyncConnector,
+        mode: SyncMode,
+        options: &SyncOptions,
+    ) -> Result<SyncReport> {
         run_sync(
             &self.store,
             &self.rules,
             connector,
             &self.connectors(),
             mode,
-            &options,
+            options,
             &clock(),
             &crate::NoProgress,
         )
         .await
-        .unwrap()
     }
 
     async fn cycle(&self) -> (SyncReport, SyncReport) {
@@ -403,18 +410,7 @@ async fn the_run_stops_at_the_error_limit() {
         .collect();
     w.write(&w.ad, users, &[]).await;
     let options = SyncOptions { batch_size: 2, error_limit: 3, ..SyncOptions::default() };
-    let r = run_sync(
-        &w.store,
-        &w.rules,
-        &w.ad,
-        &w.connectors(),
-        SyncMode::Delta,
-        &options,
-        &clock(),
-        &crate::NoProgress,
-    )
-    .await
-    .unwrap();
+    let r = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap();
     assert_eq!(r.status, "stopped-error-limit", "{r:?}");
     assert!(r.counts.errors >= 3 && r.counts.processed < 6, "{r:?}");
     assert!(r.notes.iter().any(|n| n.contains("error limit is 3")), "{:?}", r.notes);
@@ -803,18 +799,7 @@ async fn the_error_limit_stops_the_run_and_the_next_one_continues_where_it_stopp
         .collect();
     w.write(&w.ad, users, &[]).await;
     let options = SyncOptions { batch_size: 2, error_limit: 3, ..SyncOptions::default() };
-    let first = run_sync(
-        &w.store,
-        &w.rules,
-        &w.ad,
-        &w.connectors(),
-        SyncMode::Delta,
-        &options,
-        &clock(),
-        &crate::NoProgress,
-    )
-    .await
-    .unwrap();
+    let first = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap();
     assert_eq!(first.status, "stopped-error-limit");
     let rest = run_sync(
         &w.store,
@@ -1420,18 +1405,7 @@ async fn the_batch_hook_sees_each_batch_and_its_rows_commit_with_it() {
     w.write(&w.ad, users, &[]).await;
     let hook = Arc::new(RecordingHook::default());
     let options = SyncOptions { batch_size: 2, hook: Some(hook.clone()), ..SyncOptions::default() };
-    let r = run_sync(
-        &w.store,
-        &w.rules,
-        &w.ad,
-        &w.connectors(),
-        SyncMode::Delta,
-        &options,
-        &clock(),
-        &crate::NoProgress,
-    )
-    .await
-    .unwrap();
+    let r = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap();
     assert_eq!((r.status.as_str(), r.counts.projected), ("success", 3));
     let seen = hook.seen.lock().unwrap().clone();
     // Two batches of the source (2 + 1 objects); each saw its own projections, nothing deleted.
@@ -1445,18 +1419,7 @@ async fn the_batch_hook_sees_each_batch_and_its_rows_commit_with_it() {
     // A deleted source object: the hook sees the MV delete in its batch.
     w.write(&w.ad, vec![], &[&b64(3)]).await;
     let before = w.store.mv_ids().await.unwrap();
-    let r = run_sync(
-        &w.store,
-        &w.rules,
-        &w.ad,
-        &w.connectors(),
-        SyncMode::Delta,
-        &options,
-        &clock(),
-        &crate::NoProgress,
-    )
-    .await
-    .unwrap();
+    let r = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap();
     assert_eq!((r.counts.processed, r.counts.mv_deleted), (1, 1));
     let after = w.store.mv_ids().await.unwrap();
     let deleted: Vec<MvId> = before.into_iter().filter(|id| !after.contains(id)).collect();
@@ -1470,18 +1433,7 @@ async fn a_failing_batch_hook_stops_the_run_before_the_batch_is_written() {
     w.write(&w.ad, vec![ad_user(1, "User 1", "OU=Staff", "u1@corp.example.com", &[])], &[]).await;
     let hook = Arc::new(RecordingHook { fail: true, ..RecordingHook::default() });
     let options = SyncOptions { hook: Some(hook), ..SyncOptions::default() };
-    let e = run_sync(
-        &w.store,
-        &w.rules,
-        &w.ad,
-        &w.connectors(),
-        SyncMode::Delta,
-        &options,
-        &clock(),
-        &crate::NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let e = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap_err();
     assert!(e.to_string().contains("the hook failed on purpose"), "{e}");
     assert_eq!(w.store.mv_count().await.unwrap(), 0, "nothing of the batch was written");
     // The run is closed as failed, with the error, not left `in-progress`.

@@ -6,13 +6,24 @@ use std::time::Duration;
 
 use super::*;
 
-/// Delays each batch's write, so that the next batch of the overlay is read and computed
-/// before the write lands (on a file, whose reads do not wait for the writer).
-#[derive(Debug)]
-struct SlowWrites(Duration);
+/// Holds each batch's write back (so that the next batch of the overlay is read and computed
+/// before the write lands, on a file, whose reads do not wait for the writer), and fails the
+/// `fail_at`th one (counted from 1).
+#[derive(Debug, Default)]
+struct HeldWrites {
+    delay: Duration,
+    fail_at: Option<usize>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl HeldWrites {
+    fn new(delay_ms: u64, fail_at: Option<usize>) -> Arc<dyn BatchHook> {
+        Arc::new(Self { delay: Duration::from_millis(delay_ms), fail_at, ..Self::default() })
+    }
+}
 
 #[async_trait::async_trait]
-impl BatchHook for SlowWrites {
+impl BatchHook for HeldWrites {
     async fn before_write(
         &self,
         _store: &Store,
@@ -20,7 +31,11 @@ impl BatchHook for SlowWrites {
         _run: RunId,
         _now: i64,
     ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        tokio::time::sleep(self.0).await;
+        tokio::time::sleep(self.delay).await;
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if Some(call) == self.fail_at {
+            return Err("a batch's write failed on purpose".into());
+        }
         Ok(())
     }
 }
@@ -122,9 +137,7 @@ async fn scenario(store: Store, per_overlay: usize, hook: Option<Arc<dyn BatchHo
     let options =
         SyncOptions { batch_size: 2, batches_per_overlay: per_overlay, hook, ..SyncOptions::default() };
     let sync = async |w: &World, connector: &SyncConnector, mode: SyncMode| {
-        run_sync(&w.store, &w.rules, connector, &w.connectors(), mode, &options, &clock(), &crate::NoProgress)
-            .await
-            .unwrap()
+        w.run(connector, mode, &options).await.unwrap()
     };
     let mut cloud = contoso_domains();
     cloud.push(cloud_user("c1", "old1@corp.example.com", &[("onPremisesImmutableId", text(&[&b64(1)]))]));
@@ -203,33 +216,12 @@ async fn batches_sharing_an_overlay_end_as_batches_written_one_after_the_other()
         [("one", 1, None), ("slow", 4, Some(30)), ("fast", 4, None), ("pairs", 2, Some(10))]
     {
         let store = Store::open(&dir.path().join(format!("{name}.db"))).await.unwrap();
-        let hook = delay.map(|ms| Arc::new(SlowWrites(Duration::from_millis(ms))) as Arc<dyn BatchHook>);
+        let hook = delay.map(|ms| HeldWrites::new(ms, None));
         let got = scenario(store, per_overlay, hook).await;
         for (i, (a, b)) in reference.iter().zip(&got).enumerate() {
             assert_eq!(a, b, "{name} ({per_overlay} batches per overlay), line {i}");
         }
         assert_eq!(reference.len(), got.len(), "{name}");
-    }
-}
-
-/// Fails the `n`th batch's write (counted from 1), after a delay.
-#[derive(Debug)]
-struct FailsAt(usize, std::sync::atomic::AtomicUsize);
-
-#[async_trait::async_trait]
-impl BatchHook for FailsAt {
-    async fn before_write(
-        &self,
-        _store: &Store,
-        _batch: &mut SyncBatch,
-        _run: RunId,
-        _now: i64,
-    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        if self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.0 {
-            return Err("the second batch's write failed on purpose".into());
-        }
-        Ok(())
     }
 }
 
@@ -247,22 +239,11 @@ async fn a_write_that_fails_while_the_next_batch_is_computed_stops_the_run_where
     // All five move: five updates, in batches of one.
     let moved: Vec<CsObject> = (1..=5u8).map(|n| user(n, &upn(n), "OU=Moved")).collect();
     w.write(&w.ad, moved, &[]).await;
-    let hook: Arc<dyn BatchHook> = Arc::new(FailsAt(2, Default::default()));
+    let hook = HeldWrites::new(20, Some(2));
     let options =
         SyncOptions { batch_size: 1, batches_per_overlay: 4, hook: Some(hook), ..SyncOptions::default() };
-    let e = run_sync(
-        &w.store,
-        &w.rules,
-        &w.ad,
-        &w.connectors(),
-        SyncMode::Delta,
-        &options,
-        &clock(),
-        &crate::NoProgress,
-    )
-    .await
-    .unwrap_err();
-    assert!(e.to_string().contains("the second batch's write failed on purpose"), "{e}");
+    let e = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap_err();
+    assert!(e.to_string().contains("a batch's write failed on purpose"), "{e}");
     // The first batch is written; the second failed; the third, computed while the second was
     // being written, is not.
     let moved_dns = || async {
