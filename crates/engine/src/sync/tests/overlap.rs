@@ -17,7 +17,7 @@ struct HeldWrites {
 }
 
 impl HeldWrites {
-    fn new(delay_ms: u64, fail_at: Option<usize>) -> Arc<dyn BatchHook> {
+    fn hook(delay_ms: u64, fail_at: Option<usize>) -> Arc<dyn BatchHook> {
         Arc::new(Self { delay: Duration::from_millis(delay_ms), fail_at, ..Self::default() })
     }
 }
@@ -216,7 +216,7 @@ async fn batches_sharing_an_overlay_end_as_batches_written_one_after_the_other()
         [("one", 1, None), ("slow", 4, Some(30)), ("fast", 4, None), ("pairs", 2, Some(10))]
     {
         let store = Store::open(&dir.path().join(format!("{name}.db"))).await.unwrap();
-        let hook = delay.map(|ms| HeldWrites::new(ms, None));
+        let hook = delay.map(|ms| HeldWrites::hook(ms, None));
         let got = scenario(store, per_overlay, hook).await;
         for (i, (a, b)) in reference.iter().zip(&got).enumerate() {
             assert_eq!(a, b, "{name} ({per_overlay} batches per overlay), line {i}");
@@ -239,7 +239,7 @@ async fn a_write_that_fails_while_the_next_batch_is_computed_stops_the_run_where
     // All five move: five updates, in batches of one.
     let moved: Vec<CsObject> = (1..=5u8).map(|n| user(n, &upn(n), "OU=Moved")).collect();
     w.write(&w.ad, moved, &[]).await;
-    let hook = HeldWrites::new(20, Some(2));
+    let hook = HeldWrites::hook(20, Some(2));
     let options =
         SyncOptions { batch_size: 1, batches_per_overlay: 4, hook: Some(hook), ..SyncOptions::default() };
     let e = w.run(&w.ad, SyncMode::Delta, &options).await.unwrap_err();
