@@ -287,3 +287,66 @@ async fn what_a_batch_leaves_to_settle_goes_on_to_the_next_batch_after_the_overl
     sync.reset_overlay();
     assert_eq!(sync.dirty.iter().copied().collect::<Vec<_>>(), [7, 8]);
 }
+
+/// Two forests' objects joined to one MV object, under rules of equal precedence and name (the
+/// default rules apply to both by kind): the link order decides, and it must be the store's
+/// whichever batch made the link.
+async fn two_forests(store: Store, per_overlay: usize, hook: Option<Arc<dyn BatchHook>>) -> String {
+    let mut w = World::new().await;
+    w.ad.id = store.ensure_connector("corp-ad", "ldap-ad", 1).await.unwrap();
+    w.cloud.id = store.ensure_connector("cloud", "cloud-test", 1).await.unwrap();
+    let other = SyncConnector {
+        id: store.ensure_connector("other-ad", "ldap-ad", 1).await.unwrap(),
+        name: "other-ad".into(),
+        ..w.ad.clone()
+    };
+    w.store = store;
+    let connectors = vec![w.ad.clone(), other.clone(), w.cloud.clone()];
+    let options =
+        SyncOptions { batch_size: 1, batches_per_overlay: per_overlay, hook, ..SyncOptions::default() };
+    let sync = async |connector: &SyncConnector| {
+        run_sync(
+            &w.store,
+            &w.rules,
+            connector,
+            &connectors,
+            SyncMode::Delta,
+            &options,
+            &clock(),
+            &crate::NoProgress,
+        )
+        .await
+        .unwrap()
+    };
+    // Ann in the other forest first: projected there, with its display name.
+    let mut ann = ad_user(1, "Ann", "OU=Staff", "ann@corp.example.com", &[]);
+    ann.attributes.insert("displayName", text(&["Ann (other forest)"]));
+    w.write(&other, vec![ann], &[]).await;
+    sync(&other).await;
+    // Then in this forest, her manager in the next batch: Ann joins in the first batch, and is
+    // recomputed in the second, when the manager she names is projected.
+    let ann = ad_user(
+        1,
+        "Ann",
+        "OU=Staff",
+        "ann@corp.example.com",
+        &[("manager", AttrValues::Reference(vec!["CN=Bo,OU=Staff,DC=corp,DC=example,DC=com".into()]))],
+    );
+    w.write(&w.ad, vec![ann, ad_user(2, "Bo", "OU=Staff", "bo@corp.example.com", &[])], &[]).await;
+    let r = sync(&w.ad).await;
+    assert_eq!((r.counts.joined, r.counts.projected), (1, 1), "{r:?}");
+    let ids = w.store.mv_ids().await.unwrap();
+    let objects = w.store.mv_by_ids(&ids).await.unwrap();
+    let ann = objects.values().find(|o| o.attributes.get("manager").is_some()).expect("Ann");
+    ann.attributes.get("displayName").map(|v| v.display_values().join(",")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_are_taken_in_the_store_s_order_whichever_batch_made_them() {
+    let one_at_a_time = two_forests(Store::open_in_memory().await.unwrap(), 1, None).await;
+    // The forest with the lower connector id comes first in the store: its value wins the tie.
+    assert_eq!(one_at_a_time, "Ann");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("f.db")).await.unwrap();
+    assert_eq!(two_forests(store, 4, Some(HeldWrites::hook(30, None))).await, one_at_a_time);
+}
