@@ -619,11 +619,11 @@ impl<'a> SyncRun<'a> {
     }
 
     /// Drops the overlay, once every batch written from it is committed: what the next batch
-    /// reads comes from the store.
+    /// reads comes from the store. What belonged to the last batch alone was ended when it was
+    /// handed over ([`SyncRun::end_batch`]); what it left to settle goes on to the next.
     fn reset_overlay(&mut self) {
         self.reads = reads::BatchReads::default();
         self.links_touched.clear();
-        self.out_keys.clear();
         self.join_cache.clear();
         self.cs.clear();
         self.links_cs.clear();
@@ -631,11 +631,17 @@ impl<'a> SyncRun<'a> {
         self.links_mv.clear();
         self.mv.clear();
         self.new_keys.clear();
-        self.deleted_links.clear();
-        self.claimed.clear();
-        // What the last batch handed over left to settle (see `ship`) goes on to the next.
         let next = std::mem::take(&mut self.dirty_next);
         self.dirty.extend(next);
+    }
+
+    /// Ends what belongs to one batch alone (its exports in `out`, its claims, its deletes to
+    /// deprovision, what it had to recompute); what it left to settle is the next batch's.
+    fn end_batch(&mut self) {
+        self.out_keys.clear();
+        self.claimed.clear();
+        self.deleted_links.clear();
+        self.dirty = std::mem::take(&mut self.dirty_next);
     }
 
     /// Records in the overlay that `cs` is linked to `link`'s MV object (or to none).
@@ -841,7 +847,7 @@ impl<'a> SyncRun<'a> {
     /// does not hold (pending exports, their claims on unique values, whether an MV object is
     /// linked to a target) are set to what the store will hold (see `reads::Shipped`); what
     /// belonged to this batch alone (its exports in `out`, its claims, its deletes to
-    /// deprovision) is cleared.
+    /// deprovision) is ended ([`SyncRun::end_batch`]).
     async fn ship(
         &mut self,
         run: RunId,
@@ -872,12 +878,7 @@ impl<'a> SyncRun<'a> {
                 self.reads.set_target_linked(t.id, *m, present);
             }
         }
-        self.out_keys.clear();
-        self.claimed.clear();
-        self.deleted_links.clear();
-        self.dirty.clear();
-        let next = std::mem::take(&mut self.dirty_next);
-        self.dirty.extend(next);
+        self.end_batch();
         let (store, hook, now) = (self.store.clone(), self.hook.clone(), self.clock.now_ms());
         Ok(async move {
             let mut batch = batch;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use syncctl_core::AttrValues;
 use syncctl_store::{ConnectorId, CsId, ExportOperation, MvId, PendingExport, SyncBatch, SyncCsObject};
 
-use super::view::{MvView, key_attribute, key_texts, parse_mv_ref};
+use super::view::{MvView, key_attribute, key_texts, mv_ref, parse_mv_ref};
 use super::{SyncConnector, SyncRun, UNIQUE_ATTRIBUTES, desired_values, dn_norm};
 use crate::error::Result;
 
@@ -363,7 +363,7 @@ impl SyncRun<'_> {
         };
         // An add written or withdrawn by a batch handed over is as that batch left it.
         Ok(found.filter(|m| {
-            let key = (connector, format!("mv:{m}"));
+            let key = (connector, mv_ref(*m));
             !self.reads.shipped.pending.contains(&key)
                 || matches!(self.reads.pending.get(&key), Some(Some(p))
                     if p.operation == ExportOperation::Add && p.created_anchor.as_deref() == Some(anchor))
